@@ -1,0 +1,43 @@
+"""qwq-edge: run QwQ-class reasoning models locally, with control over how long they think."""
+
+from .chat import Chat
+from .errors import (
+    ChatFileError,
+    ContextOverflowError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    ModelFormatError,
+    ModelNotFoundError,
+    QwqEdgeError,
+)
+from .events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
+from .model import Model, load
+from .prompt import Message
+from .reasoning.formats import FORMATS, ReasoningFormat
+from .sampling import SamplingParams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMATS",
+    "AnswerDelta",
+    "Chat",
+    "ChatFileError",
+    "ContextOverflowError",
+    "Done",
+    "EngineUnavailableError",
+    "Event",
+    "GenerationResult",
+    "GenerationStats",
+    "Intervention",
+    "InvalidRequestError",
+    "Message",
+    "Model",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "QwqEdgeError",
+    "ReasoningFormat",
+    "SamplingParams",
+    "ThinkingDelta",
+    "load",
+]

@@ -1,0 +1,51 @@
+"""The ``qwq-edge`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import QwqEdgeError
+from .chat import chat
+from .run import run
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qwq-edge")
+def cli() -> None:
+    """Run QwQ-class reasoning models locally, with control over how long they think."""
+
+
+cli.add_command(chat)
+cli.add_command(run)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point: every failure is one line on stderr and a non-zero exit."""
+    try:
+        code = cli.main(prog_name="qwq-edge", standalone_mode=False)
+    except QwqEdgeError as error:
+        _fail(str(error), 1)
+    except click.UsageError as error:
+        _fail(error.format_message(), 2)
+    except click.ClickException as error:
+        _fail(error.format_message(), error.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as error:  # a bug: keep the promise of one line, unless debugging
+        if os.environ.get("QWQ_EDGE_DEBUG"):
+            raise
+        _fail(f"internal error: {type(error).__name__}: {error} (set QWQ_EDGE_DEBUG=1 for a traceback)", 70)
+    sys.exit(code or 0)

@@ -1,0 +1,166 @@
+"""``qwq-edge chat``: an interactive conversation in the terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ..chat import Chat
+from ..errors import QwqEdgeError
+from .interrupt import cancel_on_interrupt
+from .options import display_options, generation_kwargs, generation_options, load_model, model_options
+from .render import EventRenderer
+
+HELP = """\
+/budget N | /budget off   set or remove the thinking budget (tokens)
+/think on | off | hide    show the thinking, answer without it, or think behind a spinner
+/clear                    forget the conversation
+/save FILE                save the conversation (continue it later with --resume FILE)
+/help                     this list
+/exit                     leave (Ctrl-D or Ctrl-C at the prompt work too)
+Ctrl-C while the model writes stops that answer; the conversation stays."""
+
+THINK_MODES = ("on", "off", "hide")
+
+
+class ChatRepl:
+    """The read-eval-print loop around a ``Chat``."""
+
+    def __init__(self, session: Chat, console: Console, think_mode: str, resume: Path | None) -> None:
+        self.session = session
+        self.console = console
+        self.think_mode = think_mode
+        self.resume = resume
+        self.session.options["think"] = think_mode != "off"
+
+    def banner(self) -> None:
+        model = self.session.model
+        budget = self.session.options.get("max_thinking_tokens")
+        self.console.print(
+            f"qwq-edge chat · {model.info.model_name} · {model.info.engine} on {model.info.device} · "
+            f"reasoning {model.reasoning_format.name} · budget {budget if budget is not None else 'off'} · "
+            f"thinking {self.think_mode}",
+            style="bold",
+            highlight=False,
+        )
+        if self.session.history:
+            self.console.print(f"resumed {len(self.session.history)} messages", style="dim")
+        self.console.print("Type /help for commands.", style="dim")
+
+    def loop(self) -> None:
+        self.banner()
+        while True:
+            try:
+                line = input(">>> ")
+            except (EOFError, KeyboardInterrupt):
+                self.console.print()
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                if not self.command(text):
+                    break
+                continue
+            self.turn(line)
+        self.autosave()
+
+    def turn(self, text: str) -> None:
+        model = self.session.model
+        try:
+            with cancel_on_interrupt(model):
+                renderer = EventRenderer(self.console, show_thinking=self.think_mode == "on")
+                renderer.render(self.session.stream(text))
+        except QwqEdgeError as error:
+            self.console.print(f"error: {error}", style="red", markup=False, highlight=False)
+        self.autosave()
+
+    def autosave(self) -> None:
+        if self.resume is not None:
+            self.session.save(self.resume)
+
+    def command(self, text: str) -> bool:
+        """Run a slash command; return ``False`` to leave the chat."""
+        name, _, argument = text.partition(" ")
+        argument = argument.strip()
+        if name in ("/exit", "/quit"):
+            return False
+        handler = {
+            "/help": self._help,
+            "/budget": self._budget,
+            "/think": self._think,
+            "/clear": self._clear,
+            "/save": self._save,
+        }.get(name)
+        if handler is None:
+            self._say(f"unknown command {name}; /help lists them", "red")
+        else:
+            handler(argument)
+        return True
+
+    def _say(self, message: str, style: str = "dim") -> None:
+        self.console.print(message, style=style, markup=False, highlight=False)
+
+    def _help(self, _: str) -> None:
+        self._say(HELP, "")
+
+    def _budget(self, argument: str) -> None:
+        if argument == "off":
+            self.session.options["max_thinking_tokens"] = None
+            self._say("thinking budget off")
+        elif argument.isdigit():
+            self.session.options["max_thinking_tokens"] = int(argument)
+            self._say(f"thinking budget {int(argument)} tokens")
+        else:
+            self._say("usage: /budget N (a whole number >= 0) or /budget off", "red")
+
+    def _think(self, argument: str) -> None:
+        if argument not in THINK_MODES:
+            self._say("usage: /think on | off | hide", "red")
+            return
+        self.think_mode = argument
+        self.session.options["think"] = argument != "off"
+        self._say(f"thinking {argument}")
+
+    def _clear(self, _: str) -> None:
+        self.session.clear()
+        self._say("conversation cleared")
+
+    def _save(self, argument: str) -> None:
+        if not argument:
+            self._say("usage: /save FILE", "red")
+            return
+        try:
+            self.session.save(argument)
+        except QwqEdgeError as error:
+            self._say(f"error: {error}", "red")
+            return
+        self._say(f"saved {len(self.session.history)} messages to {argument}")
+
+
+@click.command()
+@model_options
+@generation_options
+@display_options
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Continue the chat saved in FILE (created if missing) and save every turn to it.",
+)
+def chat(show_thinking: bool, resume: Path | None, **params: Any) -> None:
+    """Chat with a model in the terminal."""
+    model = load_model(params)
+    options = {key: value for key, value in generation_kwargs(params).items() if value is not None}
+    if resume is not None and resume.exists():
+        if options.get("think") is True:
+            del options["think"]
+        session = Chat.load(model, resume, **options)
+    else:
+        session = model.chat(system=params["system"], **options)
+    think_mode = "off" if params["no_think"] else ("on" if show_thinking else "hide")
+    if resume is not None and session.options.get("think") is False:
+        think_mode = "off"
+    ChatRepl(session, Console(highlight=False), think_mode, resume).loop()

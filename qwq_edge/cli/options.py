@@ -1,0 +1,106 @@
+"""Options shared by the commands that load a model and generate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..engines import ENGINE_CHOICES
+from ..model import Model, load
+from ..reasoning.formats import FORMAT_CHOICES
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty", "seed")
+
+
+def _apply(options: list[Decorator]) -> Decorator:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+model_options = _apply(
+    [
+        click.option("--model", "-m", "model_path", required=True, help="A GGUF model file."),
+        click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="auto", show_default=True),
+        click.option("--ctx", "context_length", type=click.IntRange(min=16), help="Context length in tokens."),
+        click.option("--threads", "n_threads", type=click.IntRange(min=1), help="CPU threads (default: all cores)."),
+        click.option(
+            "--gpu-layers",
+            "n_gpu_layers",
+            type=int,
+            help="Layers to offload (-1: all; default: all if a GPU is usable).",
+        ),
+        click.option(
+            "--reasoning-format",
+            type=click.Choice(FORMAT_CHOICES),
+            default="auto",
+            show_default=True,
+            help="How the model marks its thinking: read from the model, or forced.",
+        ),
+        click.option("--verbose", "-v", is_flag=True, help="Show the engine chosen and why."),
+    ]
+)
+
+generation_options = _apply(
+    [
+        click.option(
+            "--max-thinking-tokens",
+            "--budget",
+            "max_thinking_tokens",
+            type=click.IntRange(min=0),
+            help="Thinking budget: at N tokens the runtime closes the thinking and the model answers.",
+        ),
+        click.option("--max-answer-tokens", type=click.IntRange(min=0), help="Upper bound on answer tokens."),
+        click.option("--no-think", is_flag=True, help="Answer without thinking."),
+        click.option("--system", help="System prompt (default: the model's own)."),
+        click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding."),
+        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True)),
+        click.option("--top-k", type=click.IntRange(min=0)),
+        click.option("--min-p", type=click.FloatRange(0, 1, max_open=True)),
+        click.option("--presence-penalty", type=click.FloatRange(-2, 2)),
+        click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True)),
+        click.option("--seed", type=int, help="Fixed seed: the same seed gives the same output."),
+    ]
+)
+
+display_options = click.option(
+    "--show-thinking/--hide-thinking", default=True, show_default=True, help="Stream the thinking, or a spinner."
+)
+
+
+def load_model(params: dict[str, Any]) -> Model:
+    """Load the model named by ``model_options``; report the engine when verbose."""
+    model = load(
+        params["model_path"],
+        engine=params["engine"],
+        context_length=params["context_length"],
+        n_threads=params["n_threads"],
+        n_gpu_layers=params["n_gpu_layers"],
+        reasoning_format=params["reasoning_format"],
+    )
+    if params["verbose"]:
+        info = model.info
+        click.echo(
+            f"engine: {info.engine} on {info.device} ({model.engine_reason}); "
+            f"context {info.context_length}; reasoning format {model.reasoning_format.name}",
+            err=True,
+        )
+    return model
+
+
+def generation_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """The API keyword arguments for the generation options given on the command line."""
+    kwargs: dict[str, Any] = {
+        "max_thinking_tokens": params["max_thinking_tokens"],
+        "max_answer_tokens": params["max_answer_tokens"],
+        "think": not params["no_think"],
+    }
+    kwargs.update({key: params[key] for key in SAMPLING_KEYS if params[key] is not None})
+    return kwargs

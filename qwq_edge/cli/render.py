@@ -1,0 +1,110 @@
+"""Show a stream of events in the terminal.
+
+The thinking is set apart (dim, under a "Thinking…" header, closed by a line
+"thought for N tokens, X s"), or replaced by a spinner with a running token count.
+The answer is written as plain text so that it can be piped.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from time import perf_counter
+from typing import TextIO
+
+from rich.console import Console
+from rich.status import Status
+
+from ..events import AnswerDelta, Done, Event, GenerationResult, Intervention, ThinkingDelta
+
+INTERVENTION_LABELS = {
+    "budget": "thinking budget reached: closing the thinking",
+    "eos-close": "the model stopped while thinking: closing the thinking so it answers",
+    "context-close": "the context is almost full: closing the thinking",
+}
+
+
+class EventRenderer:
+    """Renders one generation; ``thinking`` is the console for the thinking."""
+
+    def __init__(self, thinking: Console, *, show_thinking: bool = True, answer: TextIO | None = None) -> None:
+        self.console = thinking
+        self.show_thinking = show_thinking
+        self.answer = answer or sys.stdout
+        self._thinking_started: float | None = None
+        self._thinking_tokens = 0
+        self._thinking_open = False
+        self._answer_started = False
+        self._status: Status | None = None
+        self._after_label = False
+
+    def render(self, events: Iterable[Event]) -> GenerationResult | None:
+        """Consume ``events``; return the result, or ``None`` if the stream broke off."""
+        try:
+            for event in events:
+                if isinstance(event, ThinkingDelta):
+                    self._thinking(event)
+                elif isinstance(event, Intervention):
+                    self._intervention(event)
+                elif isinstance(event, AnswerDelta):
+                    self._answer(event.text)
+                elif isinstance(event, Done):
+                    self._done(event.result)
+                    return event.result
+            return None
+        finally:
+            self._stop_spinner()
+
+    def _thinking(self, event: ThinkingDelta) -> None:
+        self._thinking_tokens = event.thinking_tokens
+        if not self._thinking_open:
+            self._thinking_open = True
+            self._thinking_started = perf_counter()
+            if self.show_thinking:
+                self.console.print("Thinking…", style="bold dim")
+            else:
+                self._status = self.console.status("Thinking… 0 tokens")
+                self._status.start()
+        if self.show_thinking:
+            text = event.text.lstrip("\n") if self._after_label else event.text
+            self._after_label = self._after_label and not text
+            self.console.print(text, style="dim", end="", markup=False, highlight=False, soft_wrap=True)
+        elif self._status is not None:
+            self._status.update(f"Thinking… {event.thinking_tokens} tokens")
+
+    def _intervention(self, event: Intervention) -> None:
+        if self.show_thinking:
+            label = INTERVENTION_LABELS.get(event.kind, event.kind)
+            self.console.print(f"\n[{label}]", style="yellow", markup=False, highlight=False)
+            self._after_label = True
+
+    def _close_thinking(self) -> None:
+        if not self._thinking_open:
+            return
+        self._thinking_open = False
+        self._stop_spinner()
+        seconds = perf_counter() - (self._thinking_started or perf_counter())
+        prefix = "\n" if self.show_thinking else ""
+        self.console.print(
+            f"{prefix}── thought for {self._thinking_tokens} tokens, {seconds:.1f} s ──", style="dim", highlight=False
+        )
+
+    def _answer(self, text: str) -> None:
+        self._close_thinking()
+        self._answer_started = True
+        self.answer.write(text)
+        self.answer.flush()
+
+    def _done(self, result: GenerationResult) -> None:
+        self._close_thinking()
+        if self._answer_started:
+            self.answer.write("\n")
+            self.answer.flush()
+        reason = result.stats.finish_reason
+        if reason in ("length", "cancelled"):
+            self.console.print(f"[stopped: {reason}]", style="yellow", markup=False, highlight=False)
+
+    def _stop_spinner(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None

@@ -1,0 +1,47 @@
+"""``qwq-edge run``: one prompt, one answer."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ..events import Done
+from .interrupt import cancel_on_interrupt
+from .options import display_options, generation_kwargs, generation_options, load_model, model_options
+from .render import EventRenderer
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt is None and not sys.stdin.isatty():
+        prompt = sys.stdin.read()
+    if not prompt or not prompt.strip():
+        raise click.UsageError("the prompt is empty: give it as an argument or on standard input")
+    return prompt
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@model_options
+@generation_options
+@display_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: thinking, answer, tokens, timings.")
+def run(prompt: str | None, as_json: bool, show_thinking: bool, **params: Any) -> None:
+    """Answer PROMPT (or standard input) once and exit.
+
+    The answer goes to standard output, the thinking to standard error.
+    """
+    text = _read_prompt(prompt)
+    model = load_model(params)
+    events = model.stream(text, system=params["system"], **generation_kwargs(params))
+    with cancel_on_interrupt(model):
+        if as_json:
+            result = next(event.result for event in events if isinstance(event, Done))
+            click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        else:
+            result = EventRenderer(Console(stderr=True), show_thinking=show_thinking).render(events)
+    if result is not None and result.stats.finish_reason == "cancelled":
+        sys.exit(130)

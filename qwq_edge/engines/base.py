@@ -1,0 +1,88 @@
+"""The engine interface: everything the runtime needs from an inference engine.
+
+An engine owns one loaded model and one KV cache holding a single token
+sequence. The generation loop drives it with three calls per step:
+``TokenSampler.sample`` (choose from the current logits, with some ids masked),
+``feed`` (append tokens to the cache; may run asynchronously), and ``position``.
+Engines know nothing about budgets, thinking or chat; only the adapters in this
+package import an engine library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What an engine reports about the model it loaded."""
+
+    engine: str
+    model_path: str
+    model_name: str
+    architecture: str
+    context_length: int
+    trained_context_length: int
+    vocab_size: int
+    chat_template: str | None
+    device: str
+    metadata: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+class TokenSampler(Protocol):
+    """Draws tokens for one generation; holds its own RNG and penalty history."""
+
+    def sample(self, banned: Collection[int] = ()) -> int:
+        """Choose the next token from the logits of the last fed token."""
+        ...
+
+    def accept(self, tokens: Sequence[int]) -> None:
+        """Record tokens the runtime forced, so penalties see them."""
+        ...
+
+
+class Engine(Protocol):
+    info: EngineInfo
+    #: Ids that end a generation (end of turn, end of text).
+    end_of_generation: frozenset[int]
+    #: Texts of the vocabulary's control and user-defined tokens: the strings that
+    #: must never become special tokens when they occur in user text.
+    special_texts: frozenset[str]
+
+    @property
+    def position(self) -> int:
+        """Number of tokens the KV cache holds."""
+        ...
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        """Token ids of ``text``; ``special`` lets special-token texts become special ids."""
+        ...
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes one token stands for (control tokens give ``b""``)."""
+        ...
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        """Make the cache hold exactly ``tokens``; return how many were reused."""
+        ...
+
+    def feed(self, tokens: Sequence[int]) -> None:
+        """Append tokens to the cache and compute the logits after the last one."""
+        ...
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> TokenSampler:
+        """A sampler for one generation."""
+        ...
+
+    def close(self) -> None:
+        """Free the model."""
+        ...
+
+
+#: Context used when the caller names none: long enough for real thinking, small
+#: enough that a 32B model's KV cache (256 KiB/token at fp16) stays at 2 GiB.
+DEFAULT_CONTEXT = 8192

@@ -1,0 +1,35 @@
+"""The library's own exception types.
+
+Every error a user can cause (bad file, bad option, prompt too long) is a
+``QwqEdgeError``; the CLI turns it into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+
+class QwqEdgeError(Exception):
+    """Base class for every error qwq-edge raises on purpose."""
+
+
+class ModelNotFoundError(QwqEdgeError):
+    """The model path does not exist."""
+
+
+class ModelFormatError(QwqEdgeError):
+    """The model file exists but is not a usable model (not GGUF, truncated, corrupt)."""
+
+
+class EngineUnavailableError(QwqEdgeError):
+    """The requested engine cannot be imported or cannot run this model."""
+
+
+class InvalidRequestError(QwqEdgeError):
+    """A generation request is malformed (empty prompt, negative budget, …)."""
+
+
+class ContextOverflowError(InvalidRequestError):
+    """The prompt does not fit in the model's context window."""
+
+
+class ChatFileError(QwqEdgeError):
+    """A saved conversation cannot be read or written."""

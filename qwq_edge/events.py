@@ -1,0 +1,117 @@
+"""Typed events a generation yields, and the result they add up to.
+
+``Model.stream`` yields these; ``Model.generate`` is the same stream collected
+into a ``GenerationResult``. Nothing here knows about engines or terminals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+#: Why a generation ended.
+#: ``stop``: the model ended its answer; ``budget``: it did, after the runtime
+#: cut its thinking at the budget; ``length``: ``max_answer_tokens`` or the context
+#: ran out; ``cancelled``: the caller cancelled it.
+FINISH_REASONS = ("stop", "budget", "length", "cancelled")
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    """New text of the model's thinking; ``thinking_tokens`` counts the tokens so far."""
+
+    text: str
+    thinking_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """New text of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """The runtime steered the model.
+
+    ``kind`` is one of ``budget`` (thinking reached its budget and was closed),
+    ``eos-close`` (the model tried to stop while thinking; the runtime closed the
+    thinking so that an answer follows), ``context-close`` (the context was about to
+    run out during thinking). ``text`` is what the runtime forced into the output.
+    """
+
+    kind: str
+    text: str
+
+
+@dataclass
+class GenerationStats:
+    """Counts and timings of one generation (all times in seconds)."""
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    forced_tokens: int = 0
+    forced_text: list[str] = field(default_factory=list)
+    interventions: dict[str, int] = field(default_factory=dict)
+    thinking_closed_by: str = "none"
+    finish_reason: str = "stop"
+    seed: int | None = None
+    time_to_first_token: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    thinking_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    @property
+    def generated_tokens(self) -> int:
+        """Every token after the prompt, forced ones included."""
+        return self.thinking_tokens + self.answer_tokens + self.forced_tokens
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        evaluated = self.prompt_tokens - self.cached_prompt_tokens
+        return evaluated / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Sampled tokens per second after the first token (forced tokens go in one batch)."""
+        decoded = self.thinking_tokens + self.answer_tokens - 1
+        return decoded / self.decode_seconds if self.decode_seconds > 0 and decoded > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["generated_tokens"] = self.generated_tokens
+        data["prefill_tokens_per_s"] = round(self.prefill_tokens_per_s, 2)
+        data["decode_tokens_per_s"] = round(self.decode_tokens_per_s, 2)
+        return data
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Everything one generation produced."""
+
+    thinking: str
+    answer: str
+    stats: GenerationStats
+
+    def to_dict(self) -> dict[str, Any]:
+        stats = self.stats.to_dict()
+        return {
+            "thinking": self.thinking,
+            "answer": self.answer,
+            "finish_reason": stats.pop("finish_reason"),
+            **stats,
+        }
+
+
+@dataclass(frozen=True)
+class Done:
+    """The last event of every stream."""
+
+    result: GenerationResult
+
+
+Event = ThinkingDelta | AnswerDelta | Intervention | Done

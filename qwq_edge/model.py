@@ -1,0 +1,207 @@
+"""The Python API: ``load`` a model, then ``generate``, ``stream`` or ``chat``.
+
+A ``Model`` serves one request at a time: concurrent calls from several threads
+wait for a lock. ``cancel()`` (from any thread) stops the running generation at
+the next token; the model stays usable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .engines import open_engine
+from .engines.base import Engine, EngineInfo
+from .errors import ContextOverflowError, InvalidRequestError
+from .events import Done, Event, GenerationResult, GenerationStats
+from .families import family_for
+from .generate import generate_step
+from .prompt import Message, PromptBuilder, as_messages
+from .reasoning.controller import ControlTokens, ReasoningController, ThinkingLimits
+from .reasoning.formats import ReasoningFormat, resolve_format
+from .sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from .chat import Chat
+
+Prompt = str | Iterable[Message | dict[str, str]]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One fully checked request, ready to run."""
+
+    prompt_tokens: list[int]
+    controller: ReasoningController
+    sampling: SamplingParams
+    seed: int
+
+
+class Model:
+    """A loaded model with its reasoning format and sampling defaults."""
+
+    def __init__(
+        self, engine: Engine, *, reasoning_format: str | ReasoningFormat = "auto", engine_reason: str = "given"
+    ) -> None:
+        self.engine = engine
+        self.engine_reason = engine_reason
+        self.info: EngineInfo = engine.info
+        self.family = family_for(self.info.model_name)
+        self.reasoning_format = resolve_format(reasoning_format, self.info.chat_template, self.info.model_name)
+        self.sampling = self.family.sampling
+        self.prompts = PromptBuilder(engine.tokenize, engine.special_texts, self.info.chat_template)
+        self._control_tokens: dict[str, ControlTokens] = {}
+        self._lock = threading.Lock()
+        self._active_cancel: threading.Event | None = None
+
+    # -- requests --------------------------------------------------------------------
+
+    def prompt_messages(self, prompt: Prompt, system: str | None = None) -> list[Message]:
+        """The messages a prompt stands for, with the system prompt in front."""
+        messages = [Message("user", prompt)] if isinstance(prompt, str) else as_messages(prompt)
+        messages = as_messages(messages)
+        if messages[0].role != "system":
+            default = system if system is not None else self.family.system_prompt
+            if default:
+                messages.insert(0, Message("system", default))
+        return messages
+
+    def _tokens_for(self, fmt: ReasoningFormat) -> ControlTokens:
+        tokens = self._control_tokens.get(fmt.name)
+        if tokens is None:
+            tokens = self._control_tokens[fmt.name] = ControlTokens(
+                close=tuple(self.engine.tokenize(fmt.forced_close_text, special=True)),
+                skip=tuple(self.engine.tokenize(fmt.skip_text, special=True)),
+                end_of_generation=self.engine.end_of_generation,
+            )
+        return tokens
+
+    def _request(
+        self,
+        prompt: Prompt,
+        *,
+        max_thinking_tokens: int | None,
+        max_answer_tokens: int | None,
+        think: bool,
+        reasoning_format: str | ReasoningFormat | None,
+        system: str | None,
+        sampling: SamplingParams | None,
+        sampling_overrides: dict[str, Any],
+    ) -> GenerationRequest:
+        fmt = (
+            self.reasoning_format
+            if reasoning_format is None
+            else resolve_format(reasoning_format, self.info.chat_template, self.info.model_name)
+        )
+        limits = ThinkingLimits(max_thinking_tokens, max_answer_tokens, think)
+        params = (sampling or self.sampling).replace(**sampling_overrides)
+        tokens = self.prompts.build(self.prompt_messages(prompt, system), fmt)
+        if len(tokens) >= self.info.context_length:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens but the context holds {self.info.context_length}; "
+                "shorten it or load the model with a larger context"
+            )
+        seed = params.seed if params.seed is not None else secrets.randbits(32)
+        stats = GenerationStats(seed=seed)
+        controller = ReasoningController(fmt, limits, self._tokens_for(fmt), stats)
+        return GenerationRequest(tokens, controller, params, seed)
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        max_thinking_tokens: int | None = None,
+        max_answer_tokens: int | None = None,
+        think: bool = True,
+        reasoning_format: str | ReasoningFormat | None = None,
+        system: str | None = None,
+        sampling: SamplingParams | None = None,
+        **sampling_overrides: Any,
+    ) -> Iterator[Event]:
+        """Generate a reply, yielding ``ThinkingDelta``, ``AnswerDelta``,
+        ``Intervention`` events and, last, ``Done``.
+
+        ``prompt`` is a user message or a list of ``{"role", "content"}`` messages.
+        ``max_thinking_tokens`` caps the thinking (the runtime then closes it and the
+        model answers); ``max_answer_tokens`` caps the answer; ``think=False`` skips
+        the thinking. Sampling fields (``temperature=…``, ``seed=…``) override the
+        model's defaults. Bad arguments raise here, before anything runs.
+        """
+        request = self._request(
+            prompt,
+            max_thinking_tokens=max_thinking_tokens,
+            max_answer_tokens=max_answer_tokens,
+            think=think,
+            reasoning_format=reasoning_format,
+            system=system,
+            sampling=sampling,
+            sampling_overrides=sampling_overrides,
+        )
+        return self._run(request)
+
+    def _run(self, request: GenerationRequest) -> Iterator[Event]:
+        with self._lock:
+            cancel = self._active_cancel = threading.Event()
+            try:
+                yield from generate_step(
+                    self.engine,
+                    request.prompt_tokens,
+                    request.controller,
+                    request.sampling,
+                    request.seed,
+                    cancel.is_set,
+                )
+            finally:
+                self._active_cancel = None
+
+    def generate(self, prompt: Prompt, **options: Any) -> GenerationResult:
+        """``stream`` collected: the thinking, the answer and the stats."""
+        for event in self.stream(prompt, **options):
+            if isinstance(event, Done):
+                return event.result
+        raise AssertionError("a generation always ends with Done")  # pragma: no cover
+
+    def cancel(self) -> None:
+        """Stop the running generation at its next token (safe from any thread)."""
+        active = self._active_cancel
+        if active is not None:
+            active.set()
+
+    def chat(self, system: str | None = None, **options: Any) -> Chat:
+        """A multi-turn conversation; ``options`` apply to every turn."""
+        from .chat import Chat
+
+        return Chat(self, system=system, options=options)
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def load(
+    path: str | Path,
+    *,
+    engine: str = "auto",
+    context_length: int | None = None,
+    n_threads: int | None = None,
+    n_gpu_layers: int | None = None,
+    reasoning_format: str | ReasoningFormat = "auto",
+) -> Model:
+    """Load a model file and pick its engine (``engine="auto"``)."""
+    if context_length is not None and context_length < 16:
+        raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")
+    loaded, reason = open_engine(
+        path, engine, context_length=context_length, n_threads=n_threads, n_gpu_layers=n_gpu_layers
+    )
+    return Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)

@@ -1,0 +1,88 @@
+"""Reasoning formats as data: how a model opens and closes its thinking.
+
+A format says what the runtime appends to open the thinking, which text in the
+model's output ends it, and what the runtime forces when it must end it itself
+(a short wrap-up sentence, then the end marker). Adding a model family means
+adding a row here, not an ``if`` in the generation loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class ReasoningFormat:
+    """How one family of models writes its thinking.
+
+    ``open_text``: appended after the chat template's generation prompt to start the
+    thinking (unless the template already ends with it). ``close_marker``: the text
+    in the output that ends the thinking; the answer is what follows it.
+    ``forced_close_text``: what the runtime forces when the budget is spent; it ends
+    with the close marker. ``skip_text``: what the runtime forces to answer without
+    thinking at all.
+    """
+
+    name: str
+    open_text: str = ""
+    close_marker: str = ""
+    forced_close_text: str = ""
+    skip_text: str = ""
+
+    @property
+    def thinks(self) -> bool:
+        return bool(self.close_marker)
+
+
+_WRAP_UP = "Considering the limited time by the user, I have to give the solution based on the thinking directly now."
+
+THINK = ReasoningFormat(
+    name="think",
+    open_text="<think>\n",
+    close_marker="</think>",
+    forced_close_text=f"\n\n{_WRAP_UP}\n</think>\n\n",
+    skip_text="\n</think>\n\n",
+)
+
+QWQ_PREVIEW = ReasoningFormat(
+    name="qwq-preview",
+    close_marker="**Final Answer**",
+    forced_close_text=f"\n\n{_WRAP_UP}\n\n**Final Answer**\n\n",
+    skip_text="**Final Answer**\n\n",
+)
+
+NONE = ReasoningFormat(name="none")
+
+FORMATS: dict[str, ReasoningFormat] = {fmt.name: fmt for fmt in (THINK, QWQ_PREVIEW, NONE)}
+FORMAT_CHOICES = ("auto", *FORMATS)
+
+#: QwQ-32B-Preview's own default system prompt (its chat template inserts it).
+QWQ_PREVIEW_SYSTEM = (
+    "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. You should think step-by-step."
+)
+
+
+def detect_format(chat_template: str | None, model_name: str) -> ReasoningFormat:
+    """Guess a model's reasoning format from its chat template and name."""
+    template = chat_template or ""
+    name = model_name.lower()
+    if "<think>" in template or "</think>" in template:
+        return THINK
+    if ("qwq" in name and "preview" in name) or "You should think step-by-step" in template:
+        return QWQ_PREVIEW
+    if "qwq" in name or "deepseek-r1" in name or "r1-distill" in name:
+        return THINK
+    return NONE
+
+
+def resolve_format(requested: str | ReasoningFormat, chat_template: str | None, model_name: str) -> ReasoningFormat:
+    """Turn ``auto``, a format name or a ``ReasoningFormat`` into a format."""
+    if isinstance(requested, ReasoningFormat):
+        return requested
+    if requested == "auto":
+        return detect_format(chat_template, model_name)
+    if requested not in FORMATS:
+        raise InvalidRequestError(f"unknown reasoning format {requested!r}; choose one of {', '.join(FORMAT_CHOICES)}")
+    return FORMATS[requested]

@@ -1,0 +1,50 @@
+"""Sampler settings shared by every engine."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidRequestError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is drawn.
+
+    ``temperature == 0`` means greedy decoding. ``seed=None`` draws a fresh seed per
+    generation; a fixed seed makes a generation reproducible on the same engine.
+    """
+
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 20
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    penalty_window: int = 64
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            (self.temperature >= 0, "temperature must be >= 0"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
+            (0 <= self.min_p < 1, "min_p must be in [0, 1)"),
+            (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (self.penalty_window >= 0, "penalty_window must be >= 0"),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise InvalidRequestError(message)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def replace(self, **overrides: Any) -> SamplingParams:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        changes = {key: value for key, value in overrides.items() if value is not None}
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,111 @@
+"""The reasoning controller on its own: decisions from token counts and text, no engine."""
+
+import pytest
+
+from qwq_edge.errors import InvalidRequestError
+from qwq_edge.events import AnswerDelta, Intervention, ThinkingDelta
+from qwq_edge.reasoning.controller import (
+    ControlTokens,
+    Finish,
+    Force,
+    ReasoningController,
+    Sample,
+    ThinkingLimits,
+)
+from qwq_edge.reasoning.formats import NONE, QWQ_PREVIEW, THINK
+
+TOKENS = ControlTokens(close=(1, 2, 3), skip=(4, 5), end_of_generation=frozenset({99}))
+ROOM = 10_000
+
+
+def controller(fmt=THINK, **limits) -> ReasoningController:
+    return ReasoningController(fmt, ThinkingLimits(**limits), TOKENS)
+
+
+def test_budget_forces_the_close_after_exactly_budget_thinking_tokens():
+    c = controller(max_thinking_tokens=3)
+    for _ in range(3):
+        assert c.next_action(ROOM) == Sample()
+        c.on_sampled("step ")
+    action = c.next_action(ROOM)
+    assert action == Force((1, 2, 3), "budget")
+    events = c.on_forced(action, THINK.forced_close_text)
+    assert isinstance(events[0], Intervention) and events[0].kind == "budget"
+    assert c.phase == "answer"
+    assert c.stats.thinking_tokens == 3 and c.stats.forced_tokens == 3
+    assert c.stats.thinking_closed_by == "budget"
+
+
+def test_budget_zero_closes_before_any_thinking():
+    c = controller(max_thinking_tokens=0)
+    assert isinstance(c.next_action(ROOM), Force)
+
+
+def test_end_of_generation_while_thinking_forces_the_close_instead_of_ending():
+    c = controller()
+    c.on_sampled("I think")
+    c.on_end_of_generation()
+    assert c.next_action(ROOM) == Force((1, 2, 3), "eos-close")
+
+
+def test_first_answer_token_cannot_end_the_generation():
+    c = controller(fmt=NONE)
+    assert c.next_action(ROOM) == Sample(frozenset({99}))
+    c.on_sampled("Hi")
+    assert c.next_action(ROOM) == Sample()
+    c.on_end_of_generation()
+    assert c.next_action(ROOM) == Finish("stop")
+
+
+def test_answer_bound_and_context_end_finish_with_length():
+    c = controller(fmt=NONE, max_answer_tokens=2)
+    c.on_sampled("a")
+    c.on_sampled("b")
+    assert c.next_action(ROOM) == Finish("length")
+    assert controller(fmt=NONE).next_action(0) == Finish("length")
+
+
+def test_thinking_is_closed_before_the_context_runs_out():
+    c = controller()
+    assert c.next_action(3 + 16) == Force((1, 2, 3), "context-close")
+
+
+def test_natural_close_splits_thinking_and_answer_text():
+    c = controller()
+    events = c.on_sampled("Let me see.</thi") + c.on_sampled("nk>\n\n42") + c.finish()
+    assert [type(e) for e in events] == [ThinkingDelta, AnswerDelta]
+    assert "".join(c.thinking_text) == "Let me see." and "".join(c.answer_text) == "42"
+    assert c.stats.thinking_closed_by == "model"
+
+
+def test_qwq_preview_answer_starts_after_final_answer_marker():
+    c = controller(fmt=QWQ_PREVIEW)
+    c.on_sampled("2+2 is 4.\n\n**Final")
+    c.on_sampled(" Answer**\n\n\\boxed{4}")
+    assert "".join(c.answer_text) == "\\boxed{4}"
+
+
+def test_think_off_forces_the_skip_text_without_an_intervention_event():
+    c = controller(think=False)
+    action = c.next_action(ROOM)
+    assert action == Force((4, 5), "skip")
+    assert c.on_forced(action, THINK.skip_text) == []
+    assert c.phase == "answer" and c.stats.thinking_closed_by == "skipped"
+
+
+def test_held_back_text_is_released_at_the_end():
+    c = controller()
+    events = c.on_sampled("almost </th") + c.finish()
+    assert "".join(e.text for e in events) == "almost </th"
+
+
+@pytest.mark.parametrize("field", ["max_thinking_tokens", "max_answer_tokens"])
+def test_negative_limits_are_rejected(field):
+    with pytest.raises(InvalidRequestError):
+        ThinkingLimits(**{field: -1})
+
+
+def test_every_forced_close_text_ends_its_thinking():
+    for fmt in (THINK, QWQ_PREVIEW):
+        assert fmt.close_marker in fmt.forced_close_text
+        assert fmt.close_marker in fmt.skip_text
