@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ChatFileError
-from .events import Done, Event, GenerationResult
+from .events import Done, Event, GenerationResult, collect
 from .files import write_text_atomic
 from .prompt import Message, as_messages
 
@@ -60,10 +60,7 @@ class Chat:
 
     def send(self, text: str, **overrides: Any) -> GenerationResult:
         """Send ``text`` and wait for the whole reply."""
-        for event in self.stream(text, **overrides):
-            if isinstance(event, Done):
-                return event.result
-        raise AssertionError("a generation always ends with Done")  # pragma: no cover
+        return collect(self.stream(text, **overrides))
 
     def clear(self) -> None:
         self.history.clear()

@@ -6,6 +6,7 @@ into a ``GenerationResult``. Nothing here knows about engines or terminals.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -115,3 +116,11 @@ class Done:
 
 
 Event = ThinkingDelta | AnswerDelta | Intervention | Done
+
+
+def collect(events: Iterable[Event]) -> GenerationResult:
+    """Run a stream to its end and return the result its ``Done`` event carries."""
+    for event in events:
+        if isinstance(event, Done):
+            return event.result
+    raise AssertionError("a generation always ends with Done")  # pragma: no cover

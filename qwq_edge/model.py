@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .engines import open_engine
 from .engines.base import Engine, EngineInfo
 from .errors import ContextOverflowError, InvalidRequestError
-from .events import Done, Event, GenerationResult, GenerationStats
+from .events import Event, GenerationResult, GenerationStats, collect
 from .families import family_for
 from .generate import generate_step
 from .prompt import Message, PromptBuilder, as_messages
@@ -160,10 +160,7 @@ class Model:
 
     def generate(self, prompt: Prompt, **options: Any) -> GenerationResult:
         """``stream`` collected: the thinking, the answer and the stats."""
-        for event in self.stream(prompt, **options):
-            if isinstance(event, Done):
-                return event.result
-        raise AssertionError("a generation always ends with Done")  # pragma: no cover
+        return collect(self.stream(prompt, **options))
 
     def cancel(self) -> None:
         """Stop the running generation at its next token (safe from any thread)."""

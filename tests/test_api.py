@@ -3,6 +3,7 @@
 import json
 import threading
 
+import llama_cpp
 import pytest
 from conftest import GREEDY, LONG_THINKING_PROMPT
 
@@ -17,6 +18,8 @@ from qwq_edge import (
     ThinkingDelta,
     load,
 )
+from qwq_edge.prompt import Message
+from qwq_edge.reasoning.formats import NONE
 
 
 def test_generate_returns_thinking_answer_and_stats(model):
@@ -160,3 +163,16 @@ def test_a_broken_chat_file_is_a_clear_error(model, tmp_path):
         Chat.load(model, path)
     with pytest.raises(ChatFileError, match="cannot read"):
         Chat.load(model, tmp_path / "missing.json")
+
+
+def test_greedy_decoding_matches_llama_cpp_python_token_for_token(model, gguf_path):
+    """qwq-edge's greedy fast path (argmax over the logits) against llama-cpp-python's own sampler."""
+    prompt = "Write a haiku about autumn."
+    tokens = model.prompts.build(model.prompt_messages([Message("user", prompt)]), NONE)
+    raw = llama_cpp.Llama(str(gguf_path), n_ctx=1024, n_threads=model.engine.n_threads, verbose=False)
+    try:
+        expected = raw.create_completion(tokens, max_tokens=32, temperature=0.0)["choices"][0]["text"]
+    finally:
+        raw.close()
+    ours = model.generate(prompt, reasoning_format="none", max_answer_tokens=32, temperature=0.0)
+    assert ours.answer == expected.strip()

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ..events import Done
+from ..events import collect
 from .interrupt import cancel_on_interrupt
 from .options import display_options, generation_kwargs, generation_options, load_model, model_options
 from .render import EventRenderer
@@ -39,7 +39,7 @@ def run(prompt: str | None, as_json: bool, show_thinking: bool, **params: Any) -
     events = model.stream(text, system=params["system"], **generation_kwargs(params))
     with cancel_on_interrupt(model):
         if as_json:
-            result = next(event.result for event in events if isinstance(event, Done))
+            result = collect(events)
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
             result = EventRenderer(Console(stderr=True), show_thinking=show_thinking).render(events)

@@ -49,6 +49,9 @@ class LlamaCppSampler:
         self._engine = engine
         self._chain = LlamaSampler()
         penalized = params.repetition_penalty != 1.0 or params.presence_penalty != 0.0
+        # Greedy without penalties is an argmax over the logits buffer: the same token as
+        # llama.cpp's greedy sampler without building its 150k-entry candidate array.
+        self._argmax = params.greedy and not penalized
         if penalized and params.penalty_window:
             self._chain.add_penalties(
                 engine.vocab_size, params.penalty_window, params.repetition_penalty, 0.0, params.presence_penalty
@@ -65,15 +68,20 @@ class LlamaCppSampler:
             self._chain.add_dist(seed & 0xFFFFFFFF)
         self._masks: dict[Collection[int], np.ndarray] = {}
 
+    def _logits(self) -> np.ndarray:
+        """The last token's logits, as a writable view of llama.cpp's buffer."""
+        pointer = llama_cpp.llama_get_logits_ith(self._engine.llama.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self._engine.vocab_size,))
+
     def sample(self, banned: Collection[int] = ()) -> int:
-        ctx = self._engine.llama.ctx
         if banned:
             ids = self._masks.get(banned)
             if ids is None:
                 ids = self._masks.setdefault(banned, np.fromiter(banned, dtype=np.int64))
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(self._engine.vocab_size,))
-            logits[ids] = -np.inf
-        return int(llama_cpp.llama_sampler_sample(self._chain.sampler, ctx, -1))
+            self._logits()[ids] = -np.inf
+        if self._argmax:
+            return int(np.argmax(self._logits()))
+        return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, -1))
 
     def accept(self, tokens: Sequence[int]) -> None:
         for token in tokens:

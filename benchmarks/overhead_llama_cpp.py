@@ -1,0 +1,129 @@
+"""Decode speed through qwq-edge versus a plain llama-cpp-python streaming completion.
+
+Both run in this process on the same GGUF, with the same thread count, the same
+prompt tokens and the same sampler settings, alternating A/B over several
+repetitions. Decode tokens/s is measured between the first and the N-th
+generated token, so prefill is excluded from both. qwq-edge runs with a thinking
+budget counting every token (set above N, so the run measures the per-token cost
+of the controls, not the forced close). Two sampler settings: greedy, and the
+model family's sampling defaults with a fixed seed.
+
+    python benchmarks/overhead_llama_cpp.py            # full run, writes benchmarks/results/
+    python benchmarks/overhead_llama_cpp.py --quick    # seconds; what the test suite runs
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from time import perf_counter
+
+import llama_cpp
+
+from qwq_edge import Done, Model, SamplingParams, ThinkingDelta, load
+from qwq_edge.engines.llama_cpp import default_threads
+from qwq_edge.prompt import Message
+from qwq_edge.reasoning.formats import THINK
+from qwq_edge.testdata import fixture_model_path
+
+try:
+    from benchmarks.common import RESULTS, machine, median, rate, save
+except ImportError:  # run as a script from the repository root
+    from common import RESULTS, machine, median, rate, save
+
+PROMPT = "List the numbers 1 to 500, each on its own line, with no other text."
+SEED = 1234
+
+
+def raw_decode_rate(llama: llama_cpp.Llama, prompt_tokens: list[int], n: int, params: SamplingParams) -> float:
+    """Plain llama-cpp-python: a streaming completion with the same sampler settings."""
+    chunks = llama.create_completion(
+        prompt_tokens,
+        max_tokens=n,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        min_p=params.min_p,
+        repeat_penalty=params.repetition_penalty,
+        presence_penalty=params.presence_penalty,
+        seed=SEED,
+        stream=True,
+    )
+    return rate([perf_counter() for _ in chunks])
+
+
+def qwq_decode_rate(model: Model, n: int, params: SamplingParams) -> float:
+    """qwq-edge: the same prompt in a thinking format, with a budget counting every token."""
+    times = []
+    for event in model.stream(PROMPT, reasoning_format="think", max_thinking_tokens=n + 1, sampling=params):
+        if isinstance(event, ThinkingDelta):
+            times.append(perf_counter())
+            if event.thinking_tokens >= n:
+                model.cancel()
+        elif isinstance(event, Done):
+            break
+    return rate(times[:n])
+
+
+def compare(model: Model, raw: llama_cpp.Llama, tokens: list[int], n: int, reps: int, params: SamplingParams) -> dict:
+    pairs = [
+        {"raw": raw_decode_rate(raw, tokens, n, params), "qwq": qwq_decode_rate(model, n, params)} for _ in range(reps)
+    ]
+    return {
+        "repetitions": pairs,
+        "raw_tokens_per_s": median([p["raw"] for p in pairs]),
+        "qwq_tokens_per_s": median([p["qwq"] for p in pairs]),
+        "ratio": median([p["qwq"] / p["raw"] for p in pairs if p["raw"]]),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
+    parser.add_argument("--tokens", type=int, default=256, help="decoded tokens per repetition")
+    parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--quick", action="store_true", help="16 tokens, 1 repetition")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tokens, args.repetitions = 16, 1
+    path = args.model or fixture_model_path()
+
+    model = load(path, context_length=2048, n_threads=args.threads)
+    raw = llama_cpp.Llama(
+        str(path), n_ctx=2048, n_threads=args.threads, n_threads_batch=args.threads, n_gpu_layers=0, verbose=False
+    )
+    prompt_tokens = model.prompts.build(model.prompt_messages([Message("user", PROMPT)]), THINK)
+    settings = {
+        "greedy": SamplingParams(temperature=0.0),
+        f"{model.family.key} defaults, seed {SEED}": model.sampling.replace(seed=SEED),
+    }
+    results = {}
+    for name, params in settings.items():
+        qwq_decode_rate(model, 4, params)  # warm up both paths once
+        raw_decode_rate(raw, prompt_tokens, 4, params)
+        results[name] = compare(model, raw, prompt_tokens, args.tokens, args.repetitions, params)
+
+    rows = "".join(
+        f"| {name} | {r['raw_tokens_per_s']:.1f} | {r['qwq_tokens_per_s']:.1f} | **{r['ratio']:.3f}** |\n"
+        for name, r in results.items()
+    )
+    table = (
+        "| sampling | llama-cpp-python streaming, tokens/s | qwq-edge with budget, tokens/s | ratio |\n"
+        "|---|---|---|---|\n" + rows + f"\n{path.name}; {args.tokens} decoded tokens per run; median of "
+        f"{args.repetitions} alternating A/B pairs; {args.threads} threads.\n"
+    )
+    data = {
+        "benchmark": "overhead_llama_cpp",
+        "machine": machine(),
+        "settings": {"model": path.name, "tokens": args.tokens, "threads": args.threads},
+        "results": results,
+    }
+    save("overhead_llama_cpp", data, table, args.out)
+    print(table)
+    return data
+
+
+if __name__ == "__main__":
+    main()
