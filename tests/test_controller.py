@@ -12,7 +12,7 @@ from qwq_edge.reasoning.controller import (
     Sample,
     ThinkingLimits,
 )
-from qwq_edge.reasoning.formats import NONE, QWQ_PREVIEW, THINK
+from qwq_edge.reasoning.formats import NONE, QWQ_PREVIEW, THINK, resolve_format
 
 TOKENS = ControlTokens(close=(1, 2, 3), skip=(4, 5), end_of_generation=frozenset({99}))
 ROOM = 10_000
@@ -109,3 +109,18 @@ def test_every_forced_close_text_ends_its_thinking():
     for fmt in (THINK, QWQ_PREVIEW):
         assert fmt.close_marker in fmt.forced_close_text
         assert fmt.close_marker in fmt.skip_text
+
+
+@pytest.mark.parametrize(
+    ("template", "name", "expected"),
+    [
+        ("{{ '<|im_start|>assistant\\n<think>\\n' }}", "QwQ 32B", THINK),
+        ("{% if x %}</think>{% endif %}", "DeepSeek R1 Distill Qwen 7B", THINK),
+        ("You are Qwen developed by Alibaba. You should think step-by-step.", "anything", QWQ_PREVIEW),
+        (None, "QwQ 32B Preview", QWQ_PREVIEW),
+        (None, "QwQ 32B", THINK),
+        ("<|im_start|>", "Qwen2.5 Coder 0.5B Instruct", NONE),
+    ],
+)
+def test_auto_detects_the_reasoning_format(template, name, expected):
+    assert resolve_format("auto", template, name) is expected

@@ -104,3 +104,7 @@ def _valid_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def test_the_test_model_is_detected_as_a_non_reasoning_model(model):
+    assert model.reasoning_format is NONE

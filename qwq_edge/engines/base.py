@@ -70,6 +70,10 @@ class Engine(Protocol):
         """Make the cache hold exactly ``tokens``; return how many were reused."""
         ...
 
+    def rewind(self, position: int) -> None:
+        """Drop every cached token from ``position`` on."""
+        ...
+
     def feed(self, tokens: Sequence[int]) -> None:
         """Append tokens to the cache and compute the logits after the last one."""
         ...
