@@ -33,3 +33,11 @@ class ContextOverflowError(InvalidRequestError):
 
 class ChatFileError(QwqEdgeError):
     """A saved conversation cannot be read or written."""
+
+
+class CheckpointError(QwqEdgeError):
+    """A checkpoint is missing a file, or a file is corrupt or of an unsupported kind."""
+
+
+class ConversionError(QwqEdgeError):
+    """A conversion cannot start or cannot finish (output exists, disk full, verification failed)."""

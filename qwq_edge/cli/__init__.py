@@ -10,6 +10,7 @@ import click
 from .. import __version__
 from ..errors import QwqEdgeError
 from .chat import chat
+from .convert import convert, verify_command
 from .run import run
 
 
@@ -19,8 +20,8 @@ def cli() -> None:
     """Run QwQ-class reasoning models locally, with control over how long they think."""
 
 
-cli.add_command(chat)
-cli.add_command(run)
+for command in (chat, run, convert, verify_command):
+    cli.add_command(command)
 
 
 def _fail(message: str, code: int) -> None:
@@ -28,10 +29,10 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
     """Console entry point: every failure is one line on stderr and a non-zero exit."""
     try:
-        code = cli.main(prog_name="qwq-edge", standalone_mode=False)
+        code = cli.main(args=args, prog_name="qwq-edge", standalone_mode=False)
     except QwqEdgeError as error:
         _fail(str(error), 1)
     except click.UsageError as error:

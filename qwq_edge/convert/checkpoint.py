@@ -1,0 +1,184 @@
+"""A Hugging Face checkpoint folder: config, tokenizer files and safetensors shards.
+
+Only the headers are read up front; tensors are memory-mapped one at a time when a
+converter asks for them, so nothing here grows with the model's size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError
+from .safetensors_io import SafetensorsFile
+
+SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2"}
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "generation_config.json",
+)
+
+
+@dataclass(frozen=True)
+class Qwen2Config:
+    """The numbers of a Qwen2 model that converters and the reference need."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rms_norm_eps: float
+    rope_theta: float
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    torch_dtype: str
+    rope_scaling: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> Qwen2Config:
+        architectures = data.get("architectures") or [data.get("model_type", "unknown")]
+        if architectures[0] not in SUPPORTED_ARCHITECTURES:
+            supported = ", ".join(SUPPORTED_ARCHITECTURES)
+            raise CheckpointError(
+                f"{source}: architecture {architectures[0]} is not supported; supported: {supported} "
+                "(QwQ-32B, QwQ-32B-Preview, DeepSeek-R1-Distill-Qwen, Qwen2.5)"
+            )
+        try:
+            return cls(
+                vocab_size=int(data["vocab_size"]),
+                hidden_size=int(data["hidden_size"]),
+                intermediate_size=int(data["intermediate_size"]),
+                num_hidden_layers=int(data["num_hidden_layers"]),
+                num_attention_heads=int(data["num_attention_heads"]),
+                num_key_value_heads=int(data.get("num_key_value_heads", data["num_attention_heads"])),
+                rms_norm_eps=float(data.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(data.get("rope_theta", 10000.0)),
+                max_position_embeddings=int(data.get("max_position_embeddings", 32768)),
+                tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+                torch_dtype=str(data.get("torch_dtype") or data.get("dtype") or "bfloat16"),
+                rope_scaling=data.get("rope_scaling"),
+                raw=data,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{source}: config.json lacks a usable {error}") from None
+
+
+def tensor_names(config: Qwen2Config) -> list[str]:
+    """Every tensor a Qwen2 checkpoint holds, in file order."""
+    names = ["model.embed_tokens.weight"]
+    for i in range(config.num_hidden_layers):
+        prefix = f"model.layers.{i}."
+        names += [prefix + "input_layernorm.weight"]
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            names += [f"{prefix}self_attn.{proj}.weight", f"{prefix}self_attn.{proj}.bias"]
+        names += [prefix + "self_attn.o_proj.weight", prefix + "post_attention_layernorm.weight"]
+        names += [f"{prefix}mlp.{proj}.weight" for proj in ("gate_proj", "up_proj", "down_proj")]
+    names.append("model.norm.weight")
+    if not config.tie_word_embeddings:
+        names.append("lm_head.weight")
+    return names
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}") from None
+
+
+class Checkpoint:
+    """A local Hugging Face checkpoint folder of a supported architecture."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise CheckpointError(f"{self.folder} is not a checkpoint folder")
+        config_path = self.folder / "config.json"
+        if not config_path.is_file():
+            raise CheckpointError(f"{self.folder} has no config.json")
+        self.config = Qwen2Config.from_dict(_read_json(config_path), str(self.folder))
+        if not (self.folder / "tokenizer.json").is_file():
+            raise CheckpointError(f"{self.folder} has no tokenizer.json (the tokenizer is needed for the conversion)")
+        self.tokenizer = _read_json(self.folder / "tokenizer.json")
+        config_file = self.folder / "tokenizer_config.json"
+        self.tokenizer_config = _read_json(config_file) if config_file.is_file() else {}
+        self._files = self._open_shards()
+        self._check_tensors()
+
+    def _open_shards(self) -> dict[str, SafetensorsFile]:
+        index = self.folder / "model.safetensors.index.json"
+        if index.is_file():
+            shard_names = sorted(set(_read_json(index).get("weight_map", {}).values()))
+        else:
+            shard_names = sorted(p.name for p in self.folder.glob("*.safetensors"))
+        if not shard_names:
+            raise CheckpointError(f"{self.folder} has no .safetensors weights")
+        files: dict[str, SafetensorsFile] = {}
+        for shard_name in shard_names:
+            path = self.folder / shard_name
+            if not path.is_file():
+                raise CheckpointError(f"{self.folder} is missing the shard {shard_name}")
+            shard = SafetensorsFile(path)
+            files.update(dict.fromkeys(shard.entries, shard))
+        return files
+
+    def _check_tensors(self) -> None:
+        expected = tensor_names(self.config)
+        missing = [name for name in expected if name not in self._files]
+        if missing:
+            raise CheckpointError(f"{self.folder}: {len(missing)} tensors are missing, e.g. {missing[0]}")
+
+    @property
+    def names(self) -> list[str]:
+        return tensor_names(self.config)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._files[name].entries[name].shape
+
+    def dtype(self, name: str) -> str:
+        return self._files[name].entries[name].dtype
+
+    def float32(self, name: str) -> np.ndarray:
+        return self._files[name].float32(name)
+
+    def raw(self, name: str) -> np.ndarray:
+        return self._files[name].raw(name)
+
+    def nbytes(self, name: str) -> int:
+        entry = self._files[name].entries[name]
+        return entry.end - entry.start
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(self.shape(name))) for name in self.names)
+
+    @property
+    def largest_tensor_bytes(self) -> int:
+        return max(self.nbytes(name) for name in self.names)
+
+    def token_id(self, key: str) -> int | None:
+        """The id of a special token named in tokenizer_config.json (``eos_token``, …)."""
+        value = self.tokenizer_config.get(key)
+        if isinstance(value, dict):
+            value = value.get("content")
+        if not value:
+            return None
+        for added in self.tokenizer.get("added_tokens", []):
+            if added["content"] == value:
+                return int(added["id"])
+        return self.tokenizer.get("model", {}).get("vocab", {}).get(value)

@@ -1,0 +1,96 @@
+"""What every conversion shares: atomic outputs, the disk check, progress and the summary."""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConversionError
+
+#: ``progress(stage, done, total)``: called as work advances. Stages count bytes,
+#: except those named here.
+Progress = Callable[[str, int, int], None]
+STAGE_UNITS = {"quantizing": "tensors", "verifying": "steps"}
+
+
+def no_progress(stage: str, done: int, total: int) -> None:
+    """The default progress callback: the API prints nothing."""
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def path_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def ensure_disk_space(directory: Path, needed: int) -> None:
+    """Refuse to start when the output (and any intermediate) cannot fit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise ConversionError(
+            f"not enough disk space in {directory}: the conversion needs about {needed / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB are free"
+        )
+
+
+@contextmanager
+def atomic_output(out: Path, *, force: bool) -> Iterator[Path]:
+    """Yield ``OUT.partial`` to write into; it becomes ``OUT`` only if the block succeeds.
+
+    A leftover ``OUT.partial`` from an interrupted run is removed first, so a rerun
+    starts cleanly; a killed conversion never leaves anything named ``OUT``.
+    """
+    if out.exists() and not force:
+        raise ConversionError(f"{out} already exists; pass --force (force=True) to replace it")
+    partial = out.with_name(out.name + ".partial")
+    _remove(partial)
+    try:
+        yield partial
+    except BaseException:
+        _remove(partial)
+        raise
+    _remove(out)
+    os.replace(partial, out)
+
+
+@dataclass
+class ConversionSummary:
+    """What a conversion produced."""
+
+    output: str
+    target: str
+    quantization: str
+    output_bytes: int
+    parameters: int
+    seconds: float
+    peak_rss_bytes: int
+    verification: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8 * self.output_bytes / self.parameters if self.parameters else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "bits_per_weight": round(self.bits_per_weight, 3)}

@@ -1,0 +1,151 @@
+"""Hugging Face Qwen2 checkpoint → GGUF (F16/BF16, then Q8_0 or Q4_K_M through libllama).
+
+The F16/BF16 file is written tensor by tensor from the memory-mapped shards with
+``gguf.GGUFWriter``'s streaming calls (header, metadata, tensor table, then each
+tensor's data), so memory holds one tensor at a time. Quantization then runs
+in-process with ``llama_model_quantize`` from llama-cpp-python; its per-tensor log
+lines drive the progress callback instead of reaching the terminal.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import llama_cpp
+import llama_cpp._logger
+import numpy as np
+
+from ..errors import ConversionError
+from .checkpoint import Checkpoint
+from .names import to_gguf
+from .output import Progress
+from .safetensors_io import float32_to_bf16
+from .vocab import vocab_from_checkpoint
+
+
+@dataclass(frozen=True)
+class GGUFQuant:
+    storage: str  # what the written file stores for 2-D tensors: F16 or BF16
+    file_type: int  # GGUF general.file_type of the written file
+    llama_ftype: int | None  # libllama ftype to quantize to, or None to keep the written file
+    bits_estimate: float
+
+
+GGUF_QUANTS = {
+    "f16": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, None, 16.0),
+    "bf16": GGUFQuant("BF16", gguf.LlamaFileType.MOSTLY_BF16, None, 16.0),
+    "q8_0": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q8_0), 8.5),
+    "q4_k_m": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q4_K_M), 4.9),
+}
+
+
+def _add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, file_type: int) -> None:
+    c = checkpoint.config
+    writer.add_name(c.raw.get("_name_or_path") or checkpoint.folder.name)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_rope_freq_base(c.rope_theta)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_file_type(file_type)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    scaling = c.rope_scaling or {}
+    if scaling.get("type", scaling.get("rope_type")) == "yarn":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(scaling["factor"]))
+        writer.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
+
+
+def _add_vocab(writer: gguf.GGUFWriter, checkpoint: Checkpoint) -> None:
+    vocab = vocab_from_checkpoint(checkpoint)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    writer.add_token_merges(vocab.merges)
+    for add, value in (
+        (writer.add_bos_token_id, vocab.bos_id),
+        (writer.add_eos_token_id, vocab.eos_id),
+        (writer.add_pad_token_id, vocab.pad_id),
+    ):
+        if value is not None:
+            add(int(value))
+    writer.add_add_bos_token(False)
+    if vocab.chat_template:
+        writer.add_chat_template(vocab.chat_template)
+
+
+def _stored(checkpoint: Checkpoint, name: str, storage: str) -> np.ndarray:
+    """A tensor as the GGUF stores it: 1-D tensors in F32, the rest in F16 or BF16."""
+    values = checkpoint.float32(name)
+    if values.ndim == 1:
+        return values
+    if storage == "BF16":
+        return checkpoint.raw(name) if checkpoint.dtype(name) == "BF16" else float32_to_bf16(values)
+    return values.astype(np.float16)
+
+
+def write_gguf(checkpoint: Checkpoint, path: Path, quant: GGUFQuant, progress: Progress) -> None:
+    """Write an F16/BF16 GGUF of ``checkpoint`` to ``path``, one tensor in memory at a time."""
+    writer = gguf.GGUFWriter(None, "qwen2")
+    _add_metadata(writer, checkpoint, quant.file_type)
+    _add_vocab(writer, checkpoint)
+    raw_dtype = gguf.GGMLQuantizationType.BF16 if quant.storage == "BF16" else None
+    total = 0
+    for name in checkpoint.names:
+        shape = checkpoint.shape(name)
+        one_d = len(shape) == 1
+        dtype = np.dtype(np.float32 if one_d else (np.uint16 if raw_dtype else np.float16))
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        writer.add_tensor_info(to_gguf(name), shape, dtype, nbytes, raw_dtype=None if one_d else raw_dtype)
+        total += nbytes
+    writer.write_header_to_file(path)
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    done = 0
+    for name in checkpoint.names:
+        data = _stored(checkpoint, name, quant.storage)
+        writer.write_tensor_data(data)
+        done += data.nbytes
+        progress(f"writing {quant.storage}", done, total)
+    writer.close()
+
+
+_TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
+
+
+@contextmanager
+def _quantize_log(progress: Progress) -> Iterator[None]:
+    """Route libllama's per-tensor log lines into ``progress`` while quantizing."""
+
+    @llama_cpp.llama_log_callback
+    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        match = _TENSOR_LINE.search(text or b"")
+        if match:
+            progress("quantizing", int(match.group(1)), int(match.group(2)))
+
+    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def quantize_gguf(source: Path, target: Path, ftype: int, threads: int, progress: Progress) -> None:
+    """Quantize a GGUF in-process with libllama (``llama_model_quantize``)."""
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.nthread = threads
+    params.ftype = ftype
+    with _quantize_log(progress):
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if status != 0:
+        raise ConversionError(f"libllama could not quantize {source} (status {status})")

@@ -1,0 +1,135 @@
+"""GGUF → Hugging Face checkpoint (safetensors, config.json, tokenizer files).
+
+Users who only have a GGUF can still get an MLX model, and the tests get real
+weights in Hugging Face layout from the 0.5B fixture. Each tensor is dequantized
+with ``gguf.quants.dequantize`` and written before the next is read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGUFReader
+from gguf.quants import dequantize
+
+from ..errors import CheckpointError
+from .names import to_hf
+from .output import Progress
+from .safetensors_io import PlannedTensor, SafetensorsWriter
+from .vocab import GGUFVocab, tokenizer_from_vocab
+
+HF_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
+SHARD_BYTES = 2 << 30
+
+
+def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
+    field = reader.fields.get(key)
+    return default if field is None else field.contents()
+
+
+def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict[str, Any]:
+    arch = _field(reader, "general.architecture")
+    if arch != "qwen2":
+        raise CheckpointError(f"GGUF architecture {arch} is not supported; supported: qwen2")
+
+    def key(name: str, default: Any = None) -> Any:
+        return _field(reader, f"qwen2.{name}", default)
+
+    config = {
+        "_name_or_path": _field(reader, "general.name", ""),
+        "architectures": ["Qwen2ForCausalLM"],
+        "model_type": "qwen2",
+        "vocab_size": vocab_size,
+        "hidden_size": key("embedding_length"),
+        "intermediate_size": key("feed_forward_length"),
+        "num_hidden_layers": key("block_count"),
+        "num_attention_heads": key("attention.head_count"),
+        "num_key_value_heads": key("attention.head_count_kv"),
+        "rms_norm_eps": key("attention.layer_norm_rms_epsilon", 1e-6),
+        "rope_theta": key("rope.freq_base", 10000.0),
+        "max_position_embeddings": key("context_length", 32768),
+        "hidden_act": "silu",
+        "tie_word_embeddings": tied,
+        "torch_dtype": dtype,
+        "bos_token_id": _field(reader, "tokenizer.ggml.bos_token_id"),
+        "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
+        "use_sliding_window": False,
+    }
+    if key("rope.scaling.type") == "yarn":
+        config["rope_scaling"] = {
+            "type": "yarn",
+            "factor": key("rope.scaling.factor"),
+            "original_max_position_embeddings": key("rope.scaling.original_context_length"),
+        }
+    return config
+
+
+def _vocab(reader: GGUFReader) -> GGUFVocab:
+    if _field(reader, "tokenizer.ggml.model") != "gpt2":
+        raise CheckpointError("only GGUF files with a byte-level BPE (gpt2) tokenizer can be converted")
+    return GGUFVocab(
+        tokens=list(_field(reader, "tokenizer.ggml.tokens")),
+        types=[int(t) for t in _field(reader, "tokenizer.ggml.token_type")],
+        merges=list(_field(reader, "tokenizer.ggml.merges", [])),
+        eos_id=_field(reader, "tokenizer.ggml.eos_token_id"),
+        pad_id=_field(reader, "tokenizer.ggml.padding_token_id"),
+        bos_id=_field(reader, "tokenizer.ggml.bos_token_id"),
+        chat_template=_field(reader, "tokenizer.chat_template"),
+    )
+
+
+def _write_tokenizer(folder: Path, vocab: GGUFVocab, context_length: int) -> None:
+    tokenizer_from_vocab(vocab).save(str(folder / "tokenizer.json"))
+
+    def text(token_id: int | None) -> str | None:
+        return vocab.tokens[token_id] if token_id is not None else None
+
+    tokenizer_config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "eos_token": text(vocab.eos_id),
+        "pad_token": text(vocab.pad_id),
+        "bos_token": None,
+        "add_bos_token": False,
+        "model_max_length": context_length,
+        "chat_template": vocab.chat_template,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2, ensure_ascii=False))
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": vocab.eos_id}))
+
+
+def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> int:
+    """Write a Hugging Face checkpoint of a qwen2 GGUF into ``folder``; return the parameter count."""
+    reader = GGUFReader(gguf_path)
+    vocab = _vocab(reader)
+    tensors = {to_hf(t.name): t for t in reader.tensors if t.name != "rope_freqs.weight"}
+    tied = "lm_head.weight" not in tensors
+    config = _config(reader, len(vocab.tokens), tied, dtype)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    _write_tokenizer(folder, vocab, int(config["max_position_embeddings"]))
+    storage = HF_DTYPES[dtype]
+    shards: list[list[PlannedTensor]] = [[]]
+    for name, tensor in tensors.items():
+        shape = tuple(int(d) for d in reversed(tensor.shape))
+        planned = PlannedTensor(name, "F32" if len(shape) == 1 else storage, shape)
+        if shards[-1] and sum(p.nbytes for p in shards[-1]) + planned.nbytes > SHARD_BYTES:
+            shards.append([])
+        shards[-1].append(planned)
+    total, done, weight_map = sum(p.nbytes for shard in shards for p in shard), 0, {}
+    for index, shard in enumerate(shards, start=1):
+        file_name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        writer = SafetensorsWriter(folder / file_name, shard)
+        for planned in shard:
+            tensor = tensors[planned.name]
+            values = dequantize(tensor.data, tensor.tensor_type).reshape(planned.shape)
+            writer.write(planned.name, values.astype(np.float32))
+            weight_map[planned.name] = file_name
+            done += planned.nbytes
+            progress("dequantizing", done, total)
+        writer.close()
+    index_data = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index_data, indent=2))
+    return sum(int(t.n_elements) for t in tensors.values())
