@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import overhead_llama_cpp
+from benchmarks import convert_memory, overhead_llama_cpp
 
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
@@ -14,3 +14,11 @@ def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
     saved = json.loads((tmp_path / "overhead_llama_cpp.json").read_text())
     assert saved["machine"]["versions"]["llama-cpp-python"]
     assert "| greedy |" in (tmp_path / "overhead_llama_cpp.md").read_text()
+
+
+def test_conversion_memory_benchmark_quick_mode(tmp_path):
+    data = convert_memory.main(["--quick", "--out", str(tmp_path)])
+    kinds = [row["conversion"] for row in data["rows"]]
+    assert kinds == list(convert_memory.CONVERSIONS)
+    assert all(row["peak_rss_bytes"] > 0 and row["seconds"] >= 0 for row in data["rows"])
+    assert "mlx_lm.convert" in (tmp_path / "convert_memory_quick.md").read_text()

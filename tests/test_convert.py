@@ -1,6 +1,8 @@
 """Converters on generated tiny Qwen2 checkpoints: both targets, every quantization, verified."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import llama_cpp
@@ -14,6 +16,7 @@ from qwq_edge.convert import convert_to_gguf, convert_to_hf, convert_to_mlx, ver
 from qwq_edge.convert.checkpoint import Checkpoint
 from qwq_edge.convert.reference import Qwen2Reference
 from qwq_edge.convert.synthetic import make_checkpoint
+from qwq_edge.engines.gguf_file import read_gguf_header
 
 MIXED_TEXT = "Hello 世界! def f(x):\n    return x**2  # 平方\n<|im_start|>user\n<think>ok</think><|im_end|>"
 #: Bounds on the mean KL divergence from the numpy reference, for random tiny weights
@@ -121,3 +124,34 @@ def test_verify_reports_a_wrong_model(tiny, tmp_path):
     other = make_checkpoint(tmp_path / "other", seed=1)
     report = verify(other, tiny)
     assert report.top1_agreement < 0.2 and report.mean_kl > 1.0
+
+
+def test_yarn_rope_scaling_reaches_the_gguf_metadata(tmp_path):
+    source = make_checkpoint(tmp_path / "yarn")
+    config = json.loads((source / "config.json").read_text())
+    config["rope_scaling"] = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    (source / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "yarn.gguf"
+    convert_to_gguf(source, out, quant="f16", verify=False)
+    metadata = read_gguf_header(out).metadata
+    assert metadata["qwen2.rope.scaling.type"] == "yarn"
+    assert metadata["qwen2.rope.scaling.factor"] == 4.0
+    assert metadata["qwen2.rope.scaling.original_context_length"] == 32768
+    assert metadata["general.file_type"] == 1  # F16
+
+
+def test_the_converter_scripts_run_for_people_who_cloned_the_repo(tiny, tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "script.gguf"
+    proc = subprocess.run(
+        [sys.executable, str(root / "converters" / "hf_to_gguf.py"), str(tiny), "-o", str(out), "--quant", "q8_0"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert read_gguf_header(out).metadata["general.file_type"] == 7  # Q8_0
+    proc = subprocess.run(
+        [sys.executable, str(root / "converters" / "gguf_to_hf.py"), str(out), "-o", str(tmp_path / "hf")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "hf" / "config.json").is_file()

@@ -156,6 +156,10 @@ class Checkpoint:
     def float32(self, name: str) -> np.ndarray:
         return self._files[name].float32(name)
 
+    def converted(self, name: str, dtype: type[np.floating]) -> np.ndarray:
+        """The tensor as float16 or float32, without a whole-tensor float32 intermediate."""
+        return self._files[name].converted(name, dtype)
+
     def raw(self, name: str) -> np.ndarray:
         return self._files[name].raw(name)
 

@@ -25,7 +25,16 @@ def no_progress(stage: str, done: int, total: int) -> None:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far."""
+    """This process's peak resident memory so far.
+
+    On Linux this is ``VmHWM`` of the process's own address space: ``ru_maxrss``
+    would also count the parent's peak, which a child inherits across fork and exec.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

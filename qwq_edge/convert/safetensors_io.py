@@ -30,9 +30,16 @@ class TensorEntry:
     end: int
 
 
+#: Rows are converted in blocks of about this many bytes, so a dtype change never
+#: holds a float32 copy of a whole tensor beside its result.
+CHUNK_BYTES = 32 << 20
+
+
 def bf16_to_float32(raw: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) to float32: the same bits, shifted up."""
-    return (raw.astype(np.uint32) << 16).view(np.float32)
+    """bfloat16 bit patterns (uint16) to float32: the same bits, shifted up (one allocation)."""
+    bits = raw.astype(np.uint32)
+    bits <<= 16
+    return bits.view(np.float32)
 
 
 def float32_to_bf16(values: np.ndarray) -> np.ndarray:
@@ -83,10 +90,20 @@ class SafetensorsFile:
         return data.reshape(entry.shape)
 
     def float32(self, name: str) -> np.ndarray:
+        return self.converted(name, np.float32)
+
+    def converted(self, name: str, dtype: type[np.floating]) -> np.ndarray:
+        """The tensor as ``dtype``, converted block by block of rows into one new array."""
         raw = self.raw(name)
-        if self.entries[name].dtype == "BF16":
-            return bf16_to_float32(raw)
-        return raw.astype(np.float32)
+        bf16 = self.entries[name].dtype == "BF16"
+        if raw.ndim < 2:
+            return (bf16_to_float32(raw) if bf16 else raw).astype(dtype)
+        out = np.empty(raw.shape, dtype=dtype)
+        rows = max(1, CHUNK_BYTES // (raw[0].size * 4))
+        for start in range(0, raw.shape[0], rows):
+            block = raw[start : start + rows]
+            out[start : start + rows] = bf16_to_float32(block) if bf16 else block
+        return out
 
 
 @dataclass(frozen=True)

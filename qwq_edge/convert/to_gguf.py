@@ -86,12 +86,11 @@ def _add_vocab(writer: gguf.GGUFWriter, checkpoint: Checkpoint) -> None:
 
 def _stored(checkpoint: Checkpoint, name: str, storage: str) -> np.ndarray:
     """A tensor as the GGUF stores it: 1-D tensors in F32, the rest in F16 or BF16."""
-    values = checkpoint.float32(name)
-    if values.ndim == 1:
-        return values
+    if len(checkpoint.shape(name)) == 1:
+        return checkpoint.float32(name)
     if storage == "BF16":
-        return checkpoint.raw(name) if checkpoint.dtype(name) == "BF16" else float32_to_bf16(values)
-    return values.astype(np.float16)
+        return checkpoint.raw(name) if checkpoint.dtype(name) == "BF16" else float32_to_bf16(checkpoint.float32(name))
+    return checkpoint.converted(name, np.float16)
 
 
 def write_gguf(checkpoint: Checkpoint, path: Path, quant: GGUFQuant, progress: Progress) -> None:

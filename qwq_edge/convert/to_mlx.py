@@ -19,7 +19,8 @@ from .checkpoint import TOKENIZER_FILES, Checkpoint
 from .output import Progress
 
 MLX_RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
-SHARD_BYTES = 2 << 30
+#: Arrays waiting to be saved are capped at this size: memory stays flat in model size.
+SHARD_BYTES = 512 << 20
 
 
 class _ModuleIndex:
@@ -75,7 +76,7 @@ def write_mlx(
     per_layer: dict[str, Any] = {}
     total, done = sum(checkpoint.nbytes(n) for n in checkpoint.names), 0
     for name in checkpoint.names:
-        weight = mx.array(checkpoint.float32(name))
+        weight = _as_mlx(mx, checkpoint, name)
         module = name.rsplit(".", 1)[0]
         params = rule(module, checkpoint.shape(name)) if quantize and name.endswith(".weight") else None
         if params is None:
@@ -95,6 +96,13 @@ def write_mlx(
     for file_name in TOKENIZER_FILES:
         if (checkpoint.folder / file_name).is_file():
             shutil.copy2(checkpoint.folder / file_name, folder / file_name)
+
+
+def _as_mlx(mx: Any, checkpoint: Checkpoint, name: str) -> Any:
+    """The tensor as an MLX array in its stored dtype (bfloat16 bits reinterpreted, no float32 copy)."""
+    raw = checkpoint.raw(name)
+    array = mx.array(raw)
+    return array.view(mx.bfloat16) if checkpoint.dtype(name) == "BF16" else array
 
 
 class _ShardWriter:
