@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -44,3 +45,25 @@ def save(name: str, data: dict[str, Any], table: str, out_dir: Path = RESULTS) -
     write_text_atomic(json_path, json.dumps(data, indent=2) + "\n")
     write_text_atomic(md_path, table)
     return json_path, md_path
+
+
+def ab_compare(raw: Callable[[], float], qwq: Callable[[], float], repetitions: int) -> dict[str, Any]:
+    """Alternate the raw engine (A) and qwq-edge (B); medians and the median per-pair ratio."""
+    pairs = [{"raw": raw(), "qwq": qwq()} for _ in range(repetitions)]
+    return {
+        "repetitions": pairs,
+        "raw_tokens_per_s": median([p["raw"] for p in pairs]),
+        "qwq_tokens_per_s": median([p["qwq"] for p in pairs]),
+        "ratio": median([p["qwq"] / p["raw"] for p in pairs if p["raw"]]),
+    }
+
+
+def ratio_table(results: dict[str, dict[str, Any]], raw_label: str, qwq_label: str, footer: str) -> str:
+    """The markdown table of an A/B comparison, one row per sampler setting."""
+    rows = "".join(
+        f"| {name} | {r['raw_tokens_per_s']:.1f} | {r['qwq_tokens_per_s']:.1f} | **{r['ratio']:.3f}** |\n"
+        for name, r in results.items()
+    )
+    return (
+        f"| sampling | {raw_label}, tokens/s | {qwq_label}, tokens/s | ratio |\n|---|---|---|---|\n{rows}\n{footer}\n"
+    )

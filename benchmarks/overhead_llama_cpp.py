@@ -27,9 +27,9 @@ from qwq_edge.reasoning.formats import THINK
 from qwq_edge.testdata import fixture_model_path
 
 try:
-    from benchmarks.common import RESULTS, machine, median, rate, save
+    from benchmarks.common import RESULTS, ab_compare, machine, rate, ratio_table, save
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, machine, median, rate, save
+    from common import RESULTS, ab_compare, machine, rate, ratio_table, save
 
 PROMPT = "List the numbers 1 to 500, each on its own line, with no other text."
 SEED = 1234
@@ -65,18 +65,6 @@ def qwq_decode_rate(model: Model, n: int, params: SamplingParams) -> float:
     return rate(times[:n])
 
 
-def compare(model: Model, raw: llama_cpp.Llama, tokens: list[int], n: int, reps: int, params: SamplingParams) -> dict:
-    pairs = [
-        {"raw": raw_decode_rate(raw, tokens, n, params), "qwq": qwq_decode_rate(model, n, params)} for _ in range(reps)
-    ]
-    return {
-        "repetitions": pairs,
-        "raw_tokens_per_s": median([p["raw"] for p in pairs]),
-        "qwq_tokens_per_s": median([p["qwq"] for p in pairs]),
-        "ratio": median([p["qwq"] / p["raw"] for p in pairs if p["raw"]]),
-    }
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
@@ -103,17 +91,16 @@ def main(argv: list[str] | None = None) -> dict:
     for name, params in settings.items():
         qwq_decode_rate(model, 4, params)  # warm up both paths once
         raw_decode_rate(raw, prompt_tokens, 4, params)
-        results[name] = compare(model, raw, prompt_tokens, args.tokens, args.repetitions, params)
-
-    rows = "".join(
-        f"| {name} | {r['raw_tokens_per_s']:.1f} | {r['qwq_tokens_per_s']:.1f} | **{r['ratio']:.3f}** |\n"
-        for name, r in results.items()
+        results[name] = ab_compare(
+            lambda p=params: raw_decode_rate(raw, prompt_tokens, args.tokens, p),
+            lambda p=params: qwq_decode_rate(model, args.tokens, p),
+            args.repetitions,
+        )
+    footer = (
+        f"{path.name}; {args.tokens} decoded tokens per run; median of {args.repetitions} alternating A/B pairs; "
+        f"{args.threads} threads."
     )
-    table = (
-        "| sampling | llama-cpp-python streaming, tokens/s | qwq-edge with budget, tokens/s | ratio |\n"
-        "|---|---|---|---|\n" + rows + f"\n{path.name}; {args.tokens} decoded tokens per run; median of "
-        f"{args.repetitions} alternating A/B pairs; {args.threads} threads.\n"
-    )
+    table = ratio_table(results, "llama-cpp-python streaming", "qwq-edge with budget", footer)
     data = {
         "benchmark": "overhead_llama_cpp",
         "machine": machine(),

@@ -41,3 +41,7 @@ class CheckpointError(QwqEdgeError):
 
 class ConversionError(QwqEdgeError):
     """A conversion cannot start or cannot finish (output exists, disk full, verification failed)."""
+
+
+class InsufficientMemoryError(QwqEdgeError):
+    """The model (with the requested context and KV cache) does not fit in memory."""

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engines import open_engine
-from .engines.base import Engine, EngineInfo
+from .engines.base import KV_CACHE_TYPES, Engine, EngineInfo
 from .errors import ContextOverflowError, InvalidRequestError
-from .events import Event, GenerationResult, GenerationStats, collect
+from .events import Done, Event, GenerationResult, GenerationStats, collect
 from .families import family_for
 from .generate import generate_step
+from .planner import MemoryPlan, memory_budget, model_shape, plan_memory
 from .prompt import Message, PromptBuilder, as_messages
-from .reasoning.controller import ControlTokens, ReasoningController, ThinkingLimits
+from .reasoning.controller import ANSWER_RESERVE, ControlTokens, ReasoningController, ThinkingLimits
 from .reasoning.formats import ReasoningFormat, resolve_format
 from .sampling import SamplingParams
 
@@ -57,6 +58,7 @@ class Model:
         self._control_tokens: dict[str, ControlTokens] = {}
         self._lock = threading.Lock()
         self._active_cancel: threading.Event | None = None
+        self.memory_plan: MemoryPlan | None = None
 
     # -- requests --------------------------------------------------------------------
 
@@ -100,14 +102,17 @@ class Model:
         limits = ThinkingLimits(max_thinking_tokens, max_answer_tokens, think)
         params = (sampling or self.sampling).replace(**sampling_overrides)
         tokens = self.prompts.build(self.prompt_messages(prompt, system), fmt)
-        if len(tokens) >= self.info.context_length:
+        control = self._tokens_for(fmt)
+        # Room for the forced close and a short answer, so the guarantees can hold.
+        needed = len(tokens) + (len(control.close) + ANSWER_RESERVE if fmt.thinks else 1)
+        if needed > self.info.context_length:
             raise ContextOverflowError(
-                f"the prompt is {len(tokens)} tokens but the context holds {self.info.context_length}; "
-                "shorten it or load the model with a larger context"
+                f"the prompt is {len(tokens)} tokens and needs {needed} with room to answer, but the context "
+                f"holds {self.info.context_length}; shorten it or load the model with a larger context"
             )
         seed = params.seed if params.seed is not None else secrets.randbits(32)
         stats = GenerationStats(seed=seed)
-        controller = ReasoningController(fmt, limits, self._tokens_for(fmt), stats)
+        controller = ReasoningController(fmt, limits, control, stats)
         return GenerationRequest(tokens, controller, params, seed)
 
     def stream(
@@ -130,6 +135,9 @@ class Model:
         model answers); ``max_answer_tokens`` caps the answer; ``think=False`` skips
         the thinking. Sampling fields (``temperature=…``, ``seed=…``) override the
         model's defaults. Bad arguments raise here, before anything runs.
+
+        The model serves one stream at a time: iterate to ``Done``, or ``close()`` a
+        stream you abandon earlier, so that the next request can start.
         """
         request = self._request(
             prompt,
@@ -144,19 +152,26 @@ class Model:
         return self._run(request)
 
     def _run(self, request: GenerationRequest) -> Iterator[Event]:
+        """Hold the model for the generation; ``Done`` comes after the lock is released,
+        so a caller that stops at ``Done`` leaves the model free for the next request."""
         with self._lock:
             cancel = self._active_cancel = threading.Event()
             try:
-                yield from generate_step(
+                for event in generate_step(
                     self.engine,
                     request.prompt_tokens,
                     request.controller,
                     request.sampling,
                     request.seed,
                     cancel.is_set,
-                )
+                ):
+                    if isinstance(event, Done):
+                        done = event
+                        break
+                    yield event
             finally:
                 self._active_cancel = None
+        yield done
 
     def generate(self, prompt: Prompt, **options: Any) -> GenerationResult:
         """``stream`` collected: the thinking, the answer and the stats."""
@@ -191,14 +206,31 @@ def load(
     *,
     engine: str = "auto",
     context_length: int | None = None,
+    kv_cache: str | None = None,
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
     reasoning_format: str | ReasoningFormat = "auto",
 ) -> Model:
-    """Load a model file and pick its engine (``engine="auto"``)."""
+    """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
+
+    Before loading, the memory planner checks that the weights, the KV cache and an
+    overhead fit this machine; ``context_length=None`` and ``kv_cache=None`` let it
+    choose the longest context that fits (fp16 KV cache first, then 8-bit). A request
+    that cannot fit raises ``InsufficientMemoryError`` naming what would.
+    """
     if context_length is not None and context_length < 16:
         raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")
+    if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
+        raise InvalidRequestError(f"unknown KV cache type {kv_cache!r}; choose one of {', '.join(KV_CACHE_TYPES)}")
+    plan = plan_memory(model_shape(path), memory_budget(), context_length, kv_cache)
     loaded, reason = open_engine(
-        path, engine, context_length=context_length, n_threads=n_threads, n_gpu_layers=n_gpu_layers
+        path,
+        engine,
+        context_length=plan.context,
+        kv_cache=plan.kv_cache,
+        n_threads=n_threads,
+        n_gpu_layers=n_gpu_layers,
     )
-    return Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
+    model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
+    model.memory_plan = plan
+    return model

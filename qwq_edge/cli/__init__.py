@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import QwqEdgeError
 from .chat import chat
 from .convert import convert, verify_command
+from .inspect import doctor, info
 from .run import run
 
 
@@ -20,7 +21,7 @@ def cli() -> None:
     """Run QwQ-class reasoning models locally, with control over how long they think."""
 
 
-for command in (chat, run, convert, verify_command):
+for command in (chat, run, convert, verify_command, info, doctor):
     cli.add_command(command)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..engines import ENGINE_CHOICES
+from ..engines.base import KV_CACHE_TYPES
 from ..model import Model, load
 from ..reasoning.formats import FORMAT_CHOICES
 
@@ -25,11 +26,33 @@ def _apply(options: list[Decorator]) -> Decorator:
     return decorate
 
 
+def _context(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 16:
+        raise click.BadParameter(f"{value!r} is not 'auto' or a whole number >= 16")
+    return int(value)
+
+
 model_options = _apply(
     [
-        click.option("--model", "-m", "model_path", required=True, help="A GGUF model file."),
+        click.option("--model", "-m", "model_path", required=True, help="A GGUF file or an MLX model folder."),
         click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="auto", show_default=True),
-        click.option("--ctx", "context_length", type=click.IntRange(min=16), help="Context length in tokens."),
+        click.option(
+            "--ctx",
+            "context_length",
+            default="auto",
+            show_default=True,
+            callback=_context,
+            help="Context length in tokens, or auto: the longest that fits in memory.",
+        ),
+        click.option(
+            "--kv-cache",
+            type=click.Choice(["auto", *KV_CACHE_TYPES]),
+            default="auto",
+            show_default=True,
+            help="KV-cache type; auto: f16 if it fits, else 8-bit.",
+        ),
         click.option("--threads", "n_threads", type=click.IntRange(min=1), help="CPU threads (default: all cores)."),
         click.option(
             "--gpu-layers",
@@ -81,17 +104,17 @@ def load_model(params: dict[str, Any]) -> Model:
         params["model_path"],
         engine=params["engine"],
         context_length=params["context_length"],
+        kv_cache=None if params["kv_cache"] == "auto" else params["kv_cache"],
         n_threads=params["n_threads"],
         n_gpu_layers=params["n_gpu_layers"],
         reasoning_format=params["reasoning_format"],
     )
     if params["verbose"]:
         info = model.info
-        click.echo(
-            f"engine: {info.engine} on {info.device} ({model.engine_reason}); "
-            f"context {info.context_length}; reasoning format {model.reasoning_format.name}",
-            err=True,
-        )
+        click.echo(f"engine: {info.engine} on {info.device} ({model.engine_reason})", err=True)
+        if model.memory_plan is not None:
+            click.echo(f"memory: {model.memory_plan.describe()}", err=True)
+        click.echo(f"reasoning format: {model.reasoning_format.name}", err=True)
     return model
 
 

@@ -145,11 +145,17 @@ def _shapes(spec: SyntheticSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def make_checkpoint(folder: str | Path, spec: SyntheticSpec = TINY, *, seed: int = 0) -> Path:
-    """Write a random Qwen2 checkpoint (config, tokenizer, one safetensors file) into ``folder``."""
+def make_checkpoint(
+    folder: str | Path, spec: SyntheticSpec = TINY, *, seed: int = 0, tokenizer_json: Path | None = None
+) -> Path:
+    """Write a random Qwen2 checkpoint (config, tokenizer, one safetensors file) into ``folder``.
+
+    ``tokenizer_json`` uses an existing tokenizer (e.g. Qwen's own, whose vocabulary
+    fills ``spec.vocab_size``) instead of training a small one.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(spec.tokenizer_vocab)
+    tokenizer = Tokenizer.from_file(str(tokenizer_json)) if tokenizer_json else train_tokenizer(spec.tokenizer_vocab)
     tokenizer.save(str(folder / "tokenizer.json"))
     config = _config(spec, tokenizer)
     (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -31,13 +31,14 @@ from .vocab import vocab_from_checkpoint
 
 @dataclass(frozen=True)
 class GGUFQuant:
-    storage: str  # what the written file stores for 2-D tensors: F16 or BF16
+    storage: str  # what the written file stores for 2-D tensors: F32, F16 or BF16
     file_type: int  # GGUF general.file_type of the written file
     llama_ftype: int | None  # libllama ftype to quantize to, or None to keep the written file
     bits_estimate: float
 
 
 GGUF_QUANTS = {
+    "f32": GGUFQuant("F32", gguf.LlamaFileType.ALL_F32, None, 32.0),
     "f16": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, None, 16.0),
     "bf16": GGUFQuant("BF16", gguf.LlamaFileType.MOSTLY_BF16, None, 16.0),
     "q8_0": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q8_0), 8.5),
@@ -86,7 +87,7 @@ def _add_vocab(writer: gguf.GGUFWriter, checkpoint: Checkpoint) -> None:
 
 def _stored(checkpoint: Checkpoint, name: str, storage: str) -> np.ndarray:
     """A tensor as the GGUF stores it: 1-D tensors in F32, the rest in F16 or BF16."""
-    if len(checkpoint.shape(name)) == 1:
+    if len(checkpoint.shape(name)) == 1 or storage == "F32":
         return checkpoint.float32(name)
     if storage == "BF16":
         return checkpoint.raw(name) if checkpoint.dtype(name) == "BF16" else float32_to_bf16(checkpoint.float32(name))
@@ -103,7 +104,7 @@ def write_gguf(checkpoint: Checkpoint, path: Path, quant: GGUFQuant, progress: P
     for name in checkpoint.names:
         shape = checkpoint.shape(name)
         one_d = len(shape) == 1
-        dtype = np.dtype(np.float32 if one_d else (np.uint16 if raw_dtype else np.float16))
+        dtype = np.dtype(np.float32 if one_d or quant.storage == "F32" else (np.uint16 if raw_dtype else np.float16))
         nbytes = int(np.prod(shape)) * dtype.itemsize
         writer.add_tensor_info(to_gguf(name), shape, dtype, nbytes, raw_dtype=None if one_d else raw_dtype)
         total += nbytes

@@ -67,7 +67,8 @@ def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict
     return config
 
 
-def _vocab(reader: GGUFReader) -> GGUFVocab:
+def gguf_vocab(reader: GGUFReader) -> GGUFVocab:
+    """The tokenizer a GGUF file carries."""
     if _field(reader, "tokenizer.ggml.model") != "gpt2":
         raise CheckpointError("only GGUF files with a byte-level BPE (gpt2) tokenizer can be converted")
     return GGUFVocab(
@@ -81,7 +82,8 @@ def _vocab(reader: GGUFReader) -> GGUFVocab:
     )
 
 
-def _write_tokenizer(folder: Path, vocab: GGUFVocab, context_length: int) -> None:
+def write_tokenizer_files(folder: Path, vocab: GGUFVocab, context_length: int) -> None:
+    """tokenizer.json, tokenizer_config.json and generation_config.json for a GGUF vocabulary."""
     tokenizer_from_vocab(vocab).save(str(folder / "tokenizer.json"))
 
     def text(token_id: int | None) -> str | None:
@@ -103,13 +105,13 @@ def _write_tokenizer(folder: Path, vocab: GGUFVocab, context_length: int) -> Non
 def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> int:
     """Write a Hugging Face checkpoint of a qwen2 GGUF into ``folder``; return the parameter count."""
     reader = GGUFReader(gguf_path)
-    vocab = _vocab(reader)
+    vocab = gguf_vocab(reader)
     tensors = {to_hf(t.name): t for t in reader.tensors if t.name != "rope_freqs.weight"}
     tied = "lm_head.weight" not in tensors
     config = _config(reader, len(vocab.tokens), tied, dtype)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
-    _write_tokenizer(folder, vocab, int(config["max_position_embeddings"]))
+    write_tokenizer_files(folder, vocab, int(config["max_position_embeddings"]))
     storage = HF_DTYPES[dtype]
     shards: list[list[PlannedTensor]] = [[]]
     for name, tensor in tensors.items():

@@ -14,6 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..errors import ContextOverflowError
 from ..sampling import SamplingParams
 
 
@@ -87,6 +88,32 @@ class Engine(Protocol):
         ...
 
 
-#: Context used when the caller names none: long enough for real thinking, small
-#: enough that a 32B model's KV cache (256 KiB/token at fp16) stays at 2 GiB.
+#: Context an engine uses when the caller names none (``load`` normally sizes it with
+#: the memory planner instead): long enough for real thinking, small enough that a
+#: 32B model's KV cache (256 KiB/token at fp16) stays at 2 GiB.
 DEFAULT_CONTEXT = 8192
+
+#: KV-cache element types both engines offer: fp16, or 8-bit (llama.cpp's q8_0 with
+#: flash attention; MLX's 8-bit quantized cache), each about half of fp16.
+KV_CACHE_TYPES = ("f16", "q8_0")
+
+
+def reusable_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
+    """How many leading ``tokens`` a cache holding ``cached`` can keep.
+
+    The last token is always evaluated again, so that its logits are fresh.
+    """
+    if not tokens:
+        raise ValueError("prefill needs at least one token")
+    reused = 0
+    for old, new in zip(cached, tokens, strict=False):
+        if old != new:
+            break
+        reused += 1
+    return min(reused, len(tokens) - 1)
+
+
+def check_room(needed: int, context_length: int) -> None:
+    """Refuse to hold more tokens than the context has."""
+    if needed > context_length:
+        raise ContextOverflowError(f"{needed} tokens do not fit in the context of {context_length} tokens")

@@ -45,6 +45,7 @@ class GGUFHeader:
     tensor_count: int
     data_end: int
     file_size: int
+    parameter_count: int = 0
 
     @property
     def architecture(self) -> str:
@@ -99,12 +100,16 @@ class _Cursor:
         return self.scalar(_SCALARS[kind])
 
 
-def _tensor_bytes(dims: list[int], kind: int) -> int:
-    block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+def _elements(dims: list[int]) -> int:
     elements = 1
     for dim in dims:
         elements *= dim
-    return elements // block_size * type_size
+    return elements
+
+
+def _tensor_bytes(dims: list[int], kind: int) -> int:
+    block_size, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+    return _elements(dims) // block_size * type_size
 
 
 def _parse(data: mmap.mmap, path: Path, file_size: int) -> GGUFHeader:
@@ -119,16 +124,17 @@ def _parse(data: mmap.mmap, path: Path, file_size: int) -> GGUFHeader:
     for _ in range(kv_count):
         key = cursor.string()
         metadata[key] = cursor.value(GGUFValueType(cursor.scalar("<I")))
-    tensors = []
+    tensors, parameters = [], 0
     for _ in range(tensor_count):
         cursor.string()
         dims = [cursor.scalar("<Q") for _ in range(cursor.scalar("<I"))]
         kind, offset = cursor.scalar("<I"), cursor.scalar("<Q")
         tensors.append((offset, _tensor_bytes(dims, kind)))
+        parameters += _elements(dims)
     alignment = int(metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
     data_start = -(-cursor.pos // alignment) * alignment
     data_end = max((data_start + offset + size for offset, size in tensors), default=data_start)
-    return GGUFHeader(path, version, metadata, tensor_count, data_end, file_size)
+    return GGUFHeader(path, version, metadata, tensor_count, data_end, file_size, parameters)
 
 
 def read_gguf_header(path: str | Path) -> GGUFHeader:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ContextOverflowError, EngineUnavailableError, ModelFormatError
+from ..errors import EngineUnavailableError, ModelFormatError
 from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo
+from .base import DEFAULT_CONTEXT, EngineInfo, check_room, reusable_prefix
 from .gguf_file import read_gguf_header
 
 try:
@@ -27,6 +27,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
     raise EngineUnavailableError(f"llama-cpp-python is not installed ({error})") from None
 
 _SPECIAL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+_KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
 
 
 def gpu_offload_supported() -> bool:
@@ -100,7 +101,7 @@ class LlamaCppEngine:
         context_length: int | None = None,
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
-        flash_attn: bool = False,
+        kv_cache: str = "f16",
     ) -> None:
         header = read_gguf_header(path)
         trained = header.context_length or 4096
@@ -115,11 +116,15 @@ class LlamaCppEngine:
                 n_threads=threads,
                 n_threads_batch=threads,
                 n_gpu_layers=gpu_layers,
-                flash_attn=flash_attn,
+                # A quantized V cache needs flash attention in llama.cpp.
+                flash_attn=kv_cache != "f16",
+                type_k=_KV_TYPES[kv_cache],
+                type_v=_KV_TYPES[kv_cache],
                 verbose=False,
             )
         except (ValueError, RuntimeError) as error:
-            raise ModelFormatError(f"llama.cpp could not load {path}: {error}") from None
+            hint = " (with an 8-bit KV cache; try --kv-cache f16)" if kv_cache != "f16" else ""
+            raise ModelFormatError(f"llama.cpp could not load {path}{hint}: {error}") from None
         self.vocab_size = self.llama.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         self._tokens: list[int] = []
@@ -172,15 +177,8 @@ class LlamaCppEngine:
         return piece
 
     def prefill(self, tokens: Sequence[int]) -> int:
-        if not tokens:
-            raise ValueError("prefill needs at least one token")
-        self._check_room(len(tokens))
-        reused = 0
-        for cached, new in zip(self._tokens, tokens, strict=False):
-            if cached != new:
-                break
-            reused += 1
-        reused = min(reused, len(tokens) - 1)  # the last token is re-read for fresh logits
+        reused = reusable_prefix(self._tokens, tokens)
+        check_room(len(tokens), self.info.context_length)
         self.rewind(reused)
         self.feed(tokens[reused:])
         return reused
@@ -191,15 +189,9 @@ class LlamaCppEngine:
         self.llama.n_tokens = position
 
     def feed(self, tokens: Sequence[int]) -> None:
-        self._check_room(self.position + len(tokens))
+        check_room(self.position + len(tokens), self.info.context_length)
         self.llama.eval(tokens)
         self._tokens.extend(tokens)
-
-    def _check_room(self, needed: int) -> None:
-        if needed > self.info.context_length:
-            raise ContextOverflowError(
-                f"{needed} tokens do not fit in the context of {self.info.context_length} tokens"
-            )
 
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
         return LlamaCppSampler(self, params, seed)

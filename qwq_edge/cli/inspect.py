@@ -1,0 +1,78 @@
+"""``qwq-edge info`` and ``qwq-edge doctor``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.filesize import decimal
+from rich.table import Table
+
+from ..inspection import describe_model, model_memory, smoke_test, system_report
+
+
+def _table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left", title_style="bold")
+    for key, value in rows.items():
+        table.add_row(key, str(value))
+    return table
+
+
+@click.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def info(model: Path, as_json: bool) -> None:
+    """Describe MODEL (a GGUF file or an MLX folder) without loading it."""
+    details = describe_model(model)
+    if as_json:
+        click.echo(json.dumps(details))
+        return
+    shown = {k: v for k, v in details.items() if k not in ("files", "sampling_defaults")}
+    shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
+    shown["weights_bytes"] = decimal(details["weights_bytes"])
+    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
+    shown["files"] = ", ".join(f"{name} ({decimal(size)})" for name, size in details["files"].items())
+    Console().print(_table(details["name"], shown))
+
+
+@click.command()
+@click.option("--model", "-m", type=click.Path(path_type=Path), help="Also plan memory for this model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(model: Path | None, as_json: bool) -> None:
+    """Check this machine: OS, CPU, memory, GPU, the engines (a real one-token run each), versions."""
+    report: dict[str, Any] = {"system": system_report()}
+    report["engines"] = [smoke_test(engine) for engine in ("llama.cpp", "mlx")]
+    if model is not None:
+        report["model"] = {**describe_model(model), "memory": model_memory(model)}
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        _print_doctor(Console(), report)
+    if not any(engine["ok"] for engine in report["engines"]):
+        raise SystemExit(1)
+
+
+def _print_doctor(console: Console, report: dict[str, Any]) -> None:
+    system = dict(report["system"])
+    for key in ("ram_total_bytes", "ram_available_bytes", "model_budget_bytes"):
+        system[key.removesuffix("_bytes")] = decimal(system.pop(key))
+    versions = system.pop("versions")
+    console.print(_table("System", system))
+    engines = {e["engine"]: ("ok: " if e["ok"] else "FAILED: ") + e["detail"] for e in report["engines"]}
+    console.print(_table("Engines (one-token run on a generated tiny model)", engines))
+    console.print(_table("Versions", {k: v or "not installed" for k, v in versions.items()}))
+    if "model" in report:
+        model, memory = report["model"], report["model"]["memory"]
+        rows = {
+            "engine": f"{model['engine']} ({model['engine_reason']})",
+            "weights": decimal(memory["weights_bytes"]),
+            "usable memory": decimal(memory["budget_bytes"]),
+        }
+        for kv, per_token in memory["kv_bytes_per_token"].items():
+            rows[f"KV cache {kv}"] = (
+                f"{per_token / 1024:.1f} KiB per token; fits {memory['largest_context'][kv]} tokens"
+            )
+        console.print(_table(model["name"], rows))

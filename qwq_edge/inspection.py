@@ -1,0 +1,162 @@
+"""What ``qwq-edge info`` and ``qwq-edge doctor`` report: models, this machine, the engines.
+
+Everything here reads files and asks libraries; no model is loaded except the tiny
+generated one that the engine smoke tests run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from gguf import LlamaFileType
+
+from .engines import apple_silicon, choose_engine, metal_available, model_kind
+from .engines.gguf_file import read_gguf_header
+from .errors import QwqEdgeError
+from .families import family_for
+from .planner import available_memory, largest_context, memory_budget, model_shape, total_memory
+from .reasoning.formats import detect_format
+
+PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
+
+
+def _qwen2_parameters(config: dict[str, Any]) -> int:
+    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    kv = config.get("num_key_value_heads", config["num_attention_heads"]) * (h // config["num_attention_heads"])
+    per_layer = (h * h + h) + 2 * (kv * h + kv) + h * h + 3 * h * i + 2 * h
+    head = 0 if config.get("tie_word_embeddings") else v * h
+    return v * h + config["num_hidden_layers"] * per_layer + h + head
+
+
+def _folder_quantization(config: dict[str, Any]) -> str:
+    block = config.get("quantization")
+    if not block:
+        return str(config.get("torch_dtype", "unquantized"))
+    widths = {entry["bits"] for entry in block.values() if isinstance(entry, dict)} | {block["bits"]}
+    return f"{'/'.join(map(str, sorted(widths)))}-bit, group {block['group_size']}"
+
+
+def describe_model(path: str | Path) -> dict[str, Any]:
+    """Architecture, size, quantization, context, reasoning format, defaults and engine of a model."""
+    path = Path(path)
+    shape = model_shape(path)
+    if model_kind(path) == "gguf":
+        header = read_gguf_header(path)
+        template = header.metadata.get("tokenizer.chat_template")
+        file_type = int(header.metadata.get("general.file_type", -1))
+        quantization = LlamaFileType(file_type).name.replace("MOSTLY_", "") if file_type >= 0 else "unknown"
+        details = {"format": "gguf", "architecture": header.architecture, "parameters": header.parameter_count}
+        files = {path.name: header.file_size}
+    else:
+        config = json.loads((path / "config.json").read_text())
+        tokenizer_config = path / "tokenizer_config.json"
+        template = json.loads(tokenizer_config.read_text()).get("chat_template") if tokenizer_config.is_file() else None
+        quantization = _folder_quantization(config)
+        details = {"format": "mlx", "architecture": config.get("model_type"), "parameters": _qwen2_parameters(config)}
+        files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+    try:
+        engine, reason = choose_engine(path)
+    except QwqEdgeError as error:
+        engine, reason = "none (auto)", str(error)
+    family = family_for(shape.name)
+    return {
+        "path": str(path),
+        "name": shape.name,
+        **details,
+        "quantization": quantization,
+        "context_length": shape.trained_context,
+        "layers": shape.layers,
+        "kv_heads": shape.kv_heads,
+        "head_dim": shape.head_dim,
+        "reasoning_format": detect_format(template, shape.name).name,
+        "family": family.key,
+        "sampling_defaults": {k: v for k, v in asdict(family.sampling).items() if k != "seed"},
+        "files": files,
+        "weights_bytes": shape.weights_bytes,
+        "engine": engine,
+        "engine_reason": reason,
+    }
+
+
+def model_memory(path: str | Path) -> dict[str, Any]:
+    """KV-cache cost per token and the longest context that fits, at fp16 and 8-bit."""
+    shape, budget = model_shape(path), memory_budget()
+    return {
+        "weights_bytes": shape.weights_bytes,
+        "budget_bytes": budget,
+        "kv_bytes_per_token": {kv: shape.kv_bytes_per_token(kv) for kv in ("f16", "q8_0")},
+        "largest_context": {kv: largest_context(shape, kv, budget) for kv in ("f16", "q8_0")},
+    }
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def system_report() -> dict[str, Any]:
+    """OS, CPU, memory, accelerators and installed versions."""
+    try:
+        from .engines.llama_cpp import gpu_offload_supported
+
+        offload = gpu_offload_supported()
+    except QwqEdgeError:
+        offload = False
+    return {
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "ram_total_bytes": total_memory(),
+        "ram_available_bytes": available_memory(),
+        "model_budget_bytes": memory_budget(),
+        "apple_silicon": apple_silicon(),
+        "metal": metal_available(),
+        "llama_cpp_gpu_offload": offload,
+        "versions": {package: _version(package) for package in PACKAGES},
+    }
+
+
+def smoke_test(engine: str) -> dict[str, Any]:
+    """Convert a tiny generated model for ``engine``, load it there and decode one token."""
+    from .convert import convert_to_gguf, convert_to_mlx
+    from .convert.synthetic import make_checkpoint
+    from .model import load
+
+    start = perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="qwq-edge-doctor-") as temp:
+            source = make_checkpoint(Path(temp) / "tiny")
+            if engine == "llama.cpp":
+                target = Path(temp) / "tiny.gguf"
+                convert_to_gguf(source, target, quant="f16", verify=False)
+            else:
+                target = Path(temp) / "tiny-mlx"
+                convert_to_mlx(source, target, bits=16, verify=False)
+            model = load(target, engine=engine, context_length=256)
+            result = model.generate("Hi", reasoning_format="none", max_answer_tokens=1, temperature=0.0)
+            model.close()
+    except Exception as error:  # a broken install shows up here, whatever its kind
+        return {"engine": engine, "ok": False, "detail": f"{type(error).__name__}: {error}"}
+    detail = f"decoded {result.stats.answer_tokens} token in {perf_counter() - start:.1f} s"
+    return {"engine": engine, "ok": True, "detail": detail}

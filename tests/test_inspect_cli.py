@@ -1,0 +1,62 @@
+"""``qwq-edge info`` and ``doctor``, and engine options, as real processes."""
+
+import json
+import subprocess
+
+from qwq_edge.convert import convert_to_mlx
+from qwq_edge.convert.synthetic import make_checkpoint
+
+
+def qwq(cli_command, *args):
+    return subprocess.run([*cli_command, *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_info_describes_a_gguf_without_loading_it(cli_command, gguf_path):
+    proc = qwq(cli_command, "info", str(gguf_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["architecture"] == "qwen2" and info["quantization"] == "Q4_K_M"
+    assert info["parameters"] == 630_167_424 and info["context_length"] == 32768
+    assert info["reasoning_format"] == "none" and info["family"] == "qwen2.5"
+    assert info["engine"] == "llama.cpp" and "CPU" in info["engine_reason"]
+    assert "Qwen2.5 Coder" in qwq(cli_command, "info", str(gguf_path)).stdout
+
+
+def test_info_and_run_on_an_mlx_folder(cli_command, tmp_path):
+    folder = tmp_path / "tiny-mlx"
+    convert_to_mlx(make_checkpoint(tmp_path / "tiny"), folder, bits=4, verify=False)
+    info = json.loads(qwq(cli_command, "info", str(folder), "--json").stdout)
+    assert info["format"] == "mlx" and info["quantization"] == "4-bit, group 64"
+    assert info["reasoning_format"] == "think" and info["engine"] == "none (auto)"
+    refused = qwq(cli_command, "run", "-m", str(folder), "hi")
+    assert refused.returncode == 1 and "pass --engine mlx" in refused.stderr
+    proc = qwq(
+        cli_command, "run", "-m", str(folder), "--engine", "mlx", "--budget", "3",
+        "--max-answer-tokens", "3", "--json", "-v", "hi",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "engine: mlx" in proc.stderr and "memory:" in proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["thinking_tokens"] == 3 and data["thinking_closed_by"] == "budget"
+
+
+def test_doctor_checks_the_engines_for_real_and_plans_a_model(cli_command, gguf_path):
+    proc = qwq(cli_command, "doctor", "--model", str(gguf_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["system"]["cores"] >= 1 and report["system"]["ram_total_bytes"] > 0
+    assert {e["engine"]: e["ok"] for e in report["engines"]} == {"llama.cpp": True, "mlx": True}
+    memory = report["model"]["memory"]
+    assert memory["kv_bytes_per_token"]["f16"] == 12288
+    assert memory["largest_context"]["f16"] == 32768
+    text = qwq(cli_command, "doctor").stdout
+    assert "Engines" in text and "ok: decoded 1 token" in text
+
+
+def test_kv_cache_and_context_options(cli_command, gguf_path):
+    args = ["run", "-m", str(gguf_path), "--reasoning-format", "none", "--max-answer-tokens", "4", "--temperature", "0"]
+    proc = qwq(cli_command, *args, "--ctx", "1024", "--kv-cache", "q8_0", "-v", "Say hi.")
+    assert proc.returncode == 0, proc.stderr
+    assert "q8_0 KV cache for 1024 tokens" in proc.stderr
+    too_big = qwq(cli_command, *args, "--ctx", "90000000", "Say hi.")
+    assert too_big.returncode == 1 and too_big.stderr.startswith("error: ") and "it fits with" in too_big.stderr
