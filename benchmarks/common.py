@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from qwq_edge.files import write_text_atomic
@@ -67,3 +68,33 @@ def ratio_table(results: dict[str, dict[str, Any]], raw_label: str, qwq_label: s
     return (
         f"| sampling | {raw_label}, tokens/s | {qwq_label}, tokens/s | ratio |\n|---|---|---|---|\n{rows}\n{footer}\n"
     )
+
+
+def qwq_decode_rate(model: Any, prompt: str, n: int, params: Any, language: str = "off") -> float:
+    """qwq-edge's decode rate over ``n`` thinking tokens, every control active.
+
+    The prompt runs in a thinking format with a budget counting every token (set
+    above ``n``) and the loop guard on; ``language`` turns on the language guard for
+    the thinking too. A token whose text is empty yields no event, so tokens are
+    counted from the counts the events carry.
+    """
+    from qwq_edge import Done, ThinkingDelta
+
+    marks: list[tuple[int, float]] = []
+    stream = model.stream(
+        prompt,
+        reasoning_format="think",
+        max_thinking_tokens=n + 1,
+        sampling=params,
+        language=language,
+        language_in_thinking=language != "off",
+    )
+    for event in stream:
+        if isinstance(event, ThinkingDelta):
+            marks.append((event.thinking_tokens, perf_counter()))
+            if event.thinking_tokens >= n:
+                model.cancel()
+        elif isinstance(event, Done):
+            break
+    (first_count, first_time), (last_count, last_time) = marks[0], marks[-1]
+    return (last_count - first_count) / (last_time - first_time) if last_time > first_time else 0.0

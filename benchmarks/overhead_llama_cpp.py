@@ -20,16 +20,16 @@ from time import perf_counter
 
 import llama_cpp
 
-from qwq_edge import Done, Model, SamplingParams, ThinkingDelta, load
+from qwq_edge import SamplingParams, load
 from qwq_edge.engines.llama_cpp import default_threads
 from qwq_edge.prompt import Message
 from qwq_edge.reasoning.formats import THINK
 from qwq_edge.testdata import fixture_model_path
 
 try:
-    from benchmarks.common import RESULTS, ab_compare, machine, rate, ratio_table, save
+    from benchmarks.common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, ab_compare, machine, rate, ratio_table, save
+    from common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
 
 PROMPT = "List the numbers 1 to 500, each on its own line, with no other text."
 SEED = 1234
@@ -52,19 +52,6 @@ def raw_decode_rate(llama: llama_cpp.Llama, prompt_tokens: list[int], n: int, pa
     return rate([perf_counter() for _ in chunks])
 
 
-def qwq_decode_rate(model: Model, n: int, params: SamplingParams) -> float:
-    """qwq-edge: the same prompt in a thinking format, with a budget counting every token."""
-    times = []
-    for event in model.stream(PROMPT, reasoning_format="think", max_thinking_tokens=n + 1, sampling=params):
-        if isinstance(event, ThinkingDelta):
-            times.append(perf_counter())
-            if event.thinking_tokens >= n:
-                model.cancel()
-        elif isinstance(event, Done):
-            break
-    return rate(times[:n])
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
@@ -84,16 +71,17 @@ def main(argv: list[str] | None = None) -> dict:
     )
     prompt_tokens = model.prompts.build(model.prompt_messages([Message("user", PROMPT)]), THINK)
     settings = {
-        "greedy": SamplingParams(temperature=0.0),
-        f"{model.family.key} defaults, seed {SEED}": model.sampling.replace(seed=SEED),
+        "greedy": (SamplingParams(temperature=0.0), "off"),
+        f"{model.family.key} defaults, seed {SEED}": (model.sampling.replace(seed=SEED), "off"),
+        "greedy + language guard (en), in the thinking": (SamplingParams(temperature=0.0), "en"),
     }
     results = {}
-    for name, params in settings.items():
-        qwq_decode_rate(model, 4, params)  # warm up both paths once
+    for name, (params, language) in settings.items():
+        qwq_decode_rate(model, PROMPT, 4, params, language)  # warm up both paths once
         raw_decode_rate(raw, prompt_tokens, 4, params)
         results[name] = ab_compare(
             lambda p=params: raw_decode_rate(raw, prompt_tokens, args.tokens, p),
-            lambda p=params: qwq_decode_rate(model, args.tokens, p),
+            lambda p=params, lang=language: qwq_decode_rate(model, PROMPT, args.tokens, p, lang),
             args.repetitions,
         )
     footer = (

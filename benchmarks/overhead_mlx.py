@@ -22,7 +22,7 @@ from time import perf_counter
 import mlx_lm
 from mlx_lm.sample_utils import make_sampler
 
-from qwq_edge import Done, Model, SamplingParams, ThinkingDelta, load
+from qwq_edge import SamplingParams, load
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.prompt import Message
@@ -30,9 +30,9 @@ from qwq_edge.reasoning.formats import THINK
 from qwq_edge.testdata import fixture_tokenizer_json
 
 try:
-    from benchmarks.common import RESULTS, ab_compare, machine, rate, ratio_table, save
+    from benchmarks.common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, ab_compare, machine, rate, ratio_table, save
+    from common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
 
 PROMPT = "List the numbers 1 to 500, each on its own line, with no other text."
 SPEC = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16")
@@ -47,21 +47,6 @@ def raw_decode_rate(model, tokenizer, prompt_tokens: list[int], n: int, params: 
     sampler = make_sampler(temp=params.temperature, top_p=params.top_p, min_p=params.min_p, top_k=params.top_k)
     responses = mlx_lm.stream_generate(model, tokenizer, prompt_tokens, max_tokens=n, sampler=sampler)
     return rate([perf_counter() for _ in responses])
-
-
-def qwq_decode_rate(model: Model, n: int, params: SamplingParams) -> float:
-    """qwq-edge: the same prompt in a thinking format, with a budget counting every token."""
-    marks: list[tuple[int, float]] = []
-    for event in model.stream(PROMPT, reasoning_format="think", max_thinking_tokens=n + 1, sampling=params):
-        if isinstance(event, ThinkingDelta):
-            marks.append((event.thinking_tokens, perf_counter()))
-            if event.thinking_tokens >= n:
-                model.cancel()
-        elif isinstance(event, Done):
-            break
-    # Tokens whose text is empty yield no event, so count tokens, not events.
-    (first_count, first_time), (last_count, last_time) = marks[0], marks[-1]
-    return (last_count - first_count) / (last_time - first_time) if last_time > first_time else 0.0
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,16 +66,17 @@ def main(argv: list[str] | None = None) -> dict:
         raw_model, raw_tokenizer = mlx_lm.load(str(folder))
         prompt_tokens = model.prompts.build(model.prompt_messages([Message("user", PROMPT)]), THINK)
         settings = {
-            "greedy": SamplingParams(temperature=0.0),
-            f"0.6 / 0.95 / 20, seed {SEED}": SamplingParams(seed=SEED),
+            "greedy": (SamplingParams(temperature=0.0), "off"),
+            f"0.6 / 0.95 / 20, seed {SEED}": (SamplingParams(seed=SEED), "off"),
+            "greedy + language guard (en), in the thinking": (SamplingParams(temperature=0.0), "en"),
         }
         results = {}
-        for name, params in settings.items():
-            qwq_decode_rate(model, 4, params)  # warm up both paths once
+        for name, (params, language) in settings.items():
+            qwq_decode_rate(model, PROMPT, 4, params, language)  # warm up both paths once
             raw_decode_rate(raw_model, raw_tokenizer, prompt_tokens, 4, params)
             results[name] = ab_compare(
                 lambda p=params: raw_decode_rate(raw_model, raw_tokenizer, prompt_tokens, args.tokens, p),
-                lambda p=params: qwq_decode_rate(model, args.tokens, p),
+                lambda p=params, lang=language: qwq_decode_rate(model, PROMPT, args.tokens, p, lang),
                 args.repetitions,
             )
     footer = (

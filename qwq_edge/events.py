@@ -57,6 +57,9 @@ class GenerationStats:
     forced_tokens: int = 0
     forced_text: list[str] = field(default_factory=list)
     interventions: dict[str, int] = field(default_factory=dict)
+    wait_extensions: int = 0
+    loop_interventions: int = 0
+    language_masked_steps: int = 0
     thinking_closed_by: str = "none"
     finish_reason: str = "stop"
     seed: int | None = None

@@ -10,12 +10,13 @@ no budget rule.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from time import perf_counter
 
 from .detokenize import IncrementalDetokenizer
 from .engines.base import Engine
 from .events import Done, Event, GenerationResult
-from .reasoning.controller import ANSWER, Finish, Force, ReasoningController
+from .reasoning.controller import ANSWER, Finish, Force, ReasoningController, Rewind
 from .sampling import SamplingParams
 
 
@@ -46,17 +47,23 @@ def generate_step(
             stats.finish_reason = action.reason
             break
         was_thinking = controller.phase != ANSWER
+        if isinstance(action, Rewind):
+            engine.rewind(action.position)
+            detokenizer = IncrementalDetokenizer(engine.token_bytes)  # pending bytes were dropped
+            keep = tuple(engine.tokenize(action.keep, special=False)) if action.keep else ()
+            detokenizer.add(keep)
+            action = replace(action.then, tokens=keep + action.then.tokens, shown=detokenizer.add(action.then.tokens))
         if isinstance(action, Force):
             engine.feed(action.tokens)
             sampler.accept(action.tokens)
-            events = controller.on_forced(action, detokenizer.add(action.tokens))
+            events = controller.on_forced(action, detokenizer.add(action.tokens) if action.shown is None else "")
         else:
             token = sampler.sample(action.banned)
-            if token in engine.end_of_generation:
-                controller.on_end_of_generation()
+            if not controller.review(token):
                 continue
+            position = engine.position
             engine.feed((token,))
-            events = controller.on_sampled(detokenizer.add((token,)))
+            events = controller.on_sampled(detokenizer.add((token,)), position)
         now = perf_counter()
         first_token_at = first_token_at or now
         if was_thinking and controller.phase == ANSWER:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +22,40 @@ from .families import family_for
 from .generate import generate_step
 from .planner import MemoryPlan, memory_budget, model_shape, plan_memory
 from .prompt import Message, PromptBuilder, as_messages
-from .reasoning.controller import ANSWER_RESERVE, ControlTokens, ReasoningController, ThinkingLimits
+from .reasoning.controller import (
+    ANSWER_RESERVE,
+    NUDGE_TEXT,
+    WAIT_TEXT,
+    ControlTokens,
+    ReasoningController,
+    ThinkingLimits,
+)
+from .reasoning.effort import apply_effort
 from .reasoning.formats import ReasoningFormat, resolve_format
+from .reasoning.language import LANGUAGE_CHOICES, LANGUAGE_SCRIPTS, banned_tokens, detect_language
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:
     from .chat import Chat
 
 Prompt = str | Iterable[Message | dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ReasoningOptions:
+    """The per-request options of ``Model.stream`` other than sampling overrides."""
+
+    max_thinking_tokens: int | None
+    min_thinking_tokens: int | None
+    max_answer_tokens: int | None
+    effort: str | None
+    think: bool
+    loop_guard: bool
+    language: str
+    language_in_thinking: bool
+    reasoning_format: str | ReasoningFormat | None
+    system: str | None
+    sampling: SamplingParams | None
 
 
 @dataclass(frozen=True)
@@ -58,6 +84,7 @@ class Model:
         self._control_tokens: dict[str, ControlTokens] = {}
         self._lock = threading.Lock()
         self._active_cancel: threading.Event | None = None
+        self._language_bans: dict[str, frozenset[int]] = {}
         self.memory_plan: MemoryPlan | None = None
 
     # -- requests --------------------------------------------------------------------
@@ -75,34 +102,52 @@ class Model:
     def _tokens_for(self, fmt: ReasoningFormat) -> ControlTokens:
         tokens = self._control_tokens.get(fmt.name)
         if tokens is None:
+            marker = self.engine.tokenize(fmt.close_marker, special=True) if fmt.close_marker else []
             tokens = self._control_tokens[fmt.name] = ControlTokens(
                 close=tuple(self.engine.tokenize(fmt.forced_close_text, special=True)),
                 skip=tuple(self.engine.tokenize(fmt.skip_text, special=True)),
                 end_of_generation=self.engine.end_of_generation,
+                wait=tuple(self.engine.tokenize(WAIT_TEXT, special=False)),
+                nudge=tuple(self.engine.tokenize(NUDGE_TEXT, special=False)),
+                close_token=marker[0] if len(marker) == 1 else None,
             )
         return tokens
 
+    def language_ban(self, language: str) -> frozenset[int]:
+        """Token ids outside ``language``'s scripts (computed once per language, then cached)."""
+        ban = self._language_bans.get(language)
+        if ban is None:
+            ban = self._language_bans[language] = banned_tokens(self.engine.token_bytes, self.info.vocab_size, language)
+        return ban
+
+    def _language(self, language: str, messages: list[Message]) -> str | None:
+        if language == "off":
+            return None
+        if language == "auto":
+            return detect_language(messages[-1].content)
+        if language not in LANGUAGE_SCRIPTS:
+            raise InvalidRequestError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGE_CHOICES)}")
+        return language
+
     def _request(
-        self,
-        prompt: Prompt,
-        *,
-        max_thinking_tokens: int | None,
-        max_answer_tokens: int | None,
-        think: bool,
-        reasoning_format: str | ReasoningFormat | None,
-        system: str | None,
-        sampling: SamplingParams | None,
-        sampling_overrides: dict[str, Any],
+        self, prompt: Prompt, options: ReasoningOptions, sampling_overrides: dict[str, Any]
     ) -> GenerationRequest:
         fmt = (
             self.reasoning_format
-            if reasoning_format is None
-            else resolve_format(reasoning_format, self.info.chat_template, self.info.model_name)
+            if options.reasoning_format is None
+            else resolve_format(options.reasoning_format, self.info.chat_template, self.info.model_name)
         )
-        limits = ThinkingLimits(max_thinking_tokens, max_answer_tokens, think)
-        params = (sampling or self.sampling).replace(**sampling_overrides)
-        tokens = self.prompts.build(self.prompt_messages(prompt, system), fmt)
+        budget, minimum = apply_effort(options.effort, options.max_thinking_tokens, options.min_thinking_tokens)
+        limits = ThinkingLimits(budget, options.max_answer_tokens, options.think, minimum, options.loop_guard)
+        params = (options.sampling or self.sampling).replace(**sampling_overrides)
+        messages = self.prompt_messages(prompt, options.system)
+        tokens = self.prompts.build(messages, fmt)
         control = self._tokens_for(fmt)
+        language = self._language(options.language, messages)
+        if language is not None:
+            control = replace(
+                control, language_ban=self.language_ban(language), language_in_thinking=options.language_in_thinking
+            )
         # Room for the forced close and a short answer, so the guarantees can hold.
         needed = len(tokens) + (len(control.close) + ANSWER_RESERVE if fmt.thinks else 1)
         if needed > self.info.context_length:
@@ -120,8 +165,13 @@ class Model:
         prompt: Prompt,
         *,
         max_thinking_tokens: int | None = None,
+        min_thinking_tokens: int | None = None,
         max_answer_tokens: int | None = None,
+        effort: str | None = None,
         think: bool = True,
+        loop_guard: bool = True,
+        language: str = "off",
+        language_in_thinking: bool = False,
         reasoning_format: str | ReasoningFormat | None = None,
         system: str | None = None,
         sampling: SamplingParams | None = None,
@@ -132,24 +182,32 @@ class Model:
 
         ``prompt`` is a user message or a list of ``{"role", "content"}`` messages.
         ``max_thinking_tokens`` caps the thinking (the runtime then closes it and the
-        model answers); ``max_answer_tokens`` caps the answer; ``think=False`` skips
-        the thinking. Sampling fields (``temperature=…``, ``seed=…``) override the
-        model's defaults. Bad arguments raise here, before anything runs.
+        model answers); ``min_thinking_tokens`` makes it think at least that long
+        (an early close becomes "Wait"); ``effort`` (low, medium, high, max) sets both
+        from a table, explicit numbers win. ``max_answer_tokens`` caps the answer;
+        ``think=False`` skips the thinking; ``loop_guard`` nudges, then closes, a
+        thinking that loops; ``language`` (``auto``, ``en``, ``zh``, …, ``off``) keeps
+        the answer (and with ``language_in_thinking`` the thinking) in one language.
+        Sampling fields (``temperature=…``, ``seed=…``) override the model's
+        defaults. Bad arguments raise here, before anything runs.
 
         The model serves one stream at a time: iterate to ``Done``, or ``close()`` a
         stream you abandon earlier, so that the next request can start.
         """
-        request = self._request(
-            prompt,
+        options = ReasoningOptions(
             max_thinking_tokens=max_thinking_tokens,
+            min_thinking_tokens=min_thinking_tokens,
             max_answer_tokens=max_answer_tokens,
+            effort=effort,
             think=think,
+            loop_guard=loop_guard,
+            language=language,
+            language_in_thinking=language_in_thinking,
             reasoning_format=reasoning_format,
             system=system,
             sampling=sampling,
-            sampling_overrides=sampling_overrides,
         )
-        return self._run(request)
+        return self._run(self._request(prompt, options, sampling_overrides))
 
     def _run(self, request: GenerationRequest) -> Iterator[Event]:
         """Hold the model for the generation; ``Done`` comes after the lock is released,

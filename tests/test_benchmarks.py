@@ -7,7 +7,11 @@ from benchmarks import convert_memory, overhead_llama_cpp, overhead_mlx
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
     data = overhead_llama_cpp.main(["--quick", "--out", str(tmp_path)])
-    assert set(data["results"]) == {"greedy", "qwen2.5 defaults, seed 1234"}
+    assert set(data["results"]) == {
+        "greedy",
+        "qwen2.5 defaults, seed 1234",
+        "greedy + language guard (en), in the thinking",
+    }
     for result in data["results"].values():
         assert result["raw_tokens_per_s"] > 0 and result["qwq_tokens_per_s"] > 0
         assert len(result["repetitions"]) == 1

@@ -189,3 +189,39 @@ def test_chat_with_a_bad_resume_file_is_one_line(cli_command, gguf_path, tmp_pat
     bad.write_text("[1, 2, 3]")
     proc = qwq(cli_command, "chat", "-m", str(gguf_path), "--resume", str(bad), stdin="")
     assert_one_line_error(proc, 1, "not a saved qwq-edge chat")
+
+
+def test_reasoning_control_flags(cli_command, gguf_path):
+    base = ["run", "-m", str(gguf_path), *FAST, "--reasoning-format", "think", "--max-answer-tokens", "8"]
+    proc = qwq(cli_command, *base, "--min-thinking-tokens", "50", "--json", "What is 2+2?")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["thinking_tokens"] >= 50 and data["wait_extensions"] >= 1
+    for key in ("loop_interventions", "language_masked_steps", "forced_tokens", "interventions"):
+        assert key in data
+    summary = qwq(cli_command, *base, "--budget", "20", "--thinking-summary", "--language", "en", "Explain recursion.")
+    assert summary.returncode == 0, summary.stderr
+    assert "thought for 20 tokens" in summary.stderr and "… " in summary.stderr
+    assert "Thinking…\n" not in summary.stderr
+    helptext = qwq(cli_command, "run", "--help").stdout
+    assert "low: budget 512" in helptext and "--no-loop-guard" in helptext and "--language" in helptext
+
+
+def test_chat_slash_commands_for_the_reasoning_controls(cli_command, gguf_path):
+    child = spawn_chat(cli_command, gguf_path, "--max-answer-tokens", "6")
+    for command, reply in [
+        ("/min 30", "minimum thinking 30 tokens"),
+        ("/effort low", "effort low"),
+        ("/language en", "language en"),
+        ("/loop off", "loop breaker off"),
+        ("/think summary", "thinking summary"),
+        ("/min x", "usage: /min"),
+        ("/language klingon", "usage: /language"),
+    ]:
+        child.sendline(command)
+        child.expect(reply)
+    child.sendline("What is 2+2?")
+    child.expect(r"thought for (\d+) tokens")
+    assert int(child.match.group(1)) >= 30
+    child.expect(">>> ")
+    close_with_ctrl_d(child)

@@ -9,9 +9,11 @@ from qwq_edge.reasoning.controller import (
     Finish,
     Force,
     ReasoningController,
+    Rewind,
     Sample,
     ThinkingLimits,
 )
+from qwq_edge.reasoning.effort import EFFORTS, apply_effort
 from qwq_edge.reasoning.formats import NONE, QWQ_PREVIEW, THINK, resolve_format
 
 TOKENS = ControlTokens(close=(1, 2, 3), skip=(4, 5), end_of_generation=frozenset({99}))
@@ -26,7 +28,7 @@ def test_budget_forces_the_close_after_exactly_budget_thinking_tokens():
     c = controller(max_thinking_tokens=3)
     for _ in range(3):
         assert c.next_action(ROOM) == Sample()
-        c.on_sampled("step ")
+        c.on_sampled("step ", 101)
     action = c.next_action(ROOM)
     assert action == Force((1, 2, 3), "budget")
     events = c.on_forced(action, THINK.forced_close_text)
@@ -43,24 +45,24 @@ def test_budget_zero_closes_before_any_thinking():
 
 def test_end_of_generation_while_thinking_forces_the_close_instead_of_ending():
     c = controller()
-    c.on_sampled("I think")
-    c.on_end_of_generation()
+    c.on_sampled("I think", 102)
+    assert not c.review(99)
     assert c.next_action(ROOM) == Force((1, 2, 3), "eos-close")
 
 
 def test_first_answer_token_cannot_end_the_generation():
     c = controller(fmt=NONE)
     assert c.next_action(ROOM) == Sample(frozenset({99}))
-    c.on_sampled("Hi")
+    c.on_sampled("Hi", 103)
     assert c.next_action(ROOM) == Sample()
-    c.on_end_of_generation()
+    assert not c.review(99)
     assert c.next_action(ROOM) == Finish("stop")
 
 
 def test_answer_bound_and_context_end_finish_with_length():
     c = controller(fmt=NONE, max_answer_tokens=2)
-    c.on_sampled("a")
-    c.on_sampled("b")
+    c.on_sampled("a", 104)
+    c.on_sampled("b", 105)
     assert c.next_action(ROOM) == Finish("length")
     assert controller(fmt=NONE).next_action(0) == Finish("length")
 
@@ -72,7 +74,7 @@ def test_thinking_is_closed_before_the_context_runs_out():
 
 def test_natural_close_splits_thinking_and_answer_text():
     c = controller()
-    events = c.on_sampled("Let me see.</thi") + c.on_sampled("nk>\n\n42") + c.finish()
+    events = c.on_sampled("Let me see.</thi", 106) + c.on_sampled("nk>\n\n42", 107) + c.finish()
     assert [type(e) for e in events] == [ThinkingDelta, AnswerDelta]
     assert "".join(c.thinking_text) == "Let me see." and "".join(c.answer_text) == "42"
     assert c.stats.thinking_closed_by == "model"
@@ -80,8 +82,8 @@ def test_natural_close_splits_thinking_and_answer_text():
 
 def test_qwq_preview_answer_starts_after_final_answer_marker():
     c = controller(fmt=QWQ_PREVIEW)
-    c.on_sampled("2+2 is 4.\n\n**Final")
-    c.on_sampled(" Answer**\n\n\\boxed{4}")
+    c.on_sampled("2+2 is 4.\n\n**Final", 108)
+    c.on_sampled(" Answer**\n\n\\boxed{4}", 109)
     assert "".join(c.answer_text) == "\\boxed{4}"
 
 
@@ -95,7 +97,7 @@ def test_think_off_forces_the_skip_text_without_an_intervention_event():
 
 def test_held_back_text_is_released_at_the_end():
     c = controller()
-    events = c.on_sampled("almost </th") + c.finish()
+    events = c.on_sampled("almost </th", 110) + c.finish()
     assert "".join(e.text for e in events) == "almost </th"
 
 
@@ -124,3 +126,84 @@ def test_every_forced_close_text_ends_its_thinking():
 )
 def test_auto_detects_the_reasoning_format(template, name, expected):
     assert resolve_format("auto", template, name) is expected
+
+
+def test_end_of_generation_below_the_minimum_becomes_wait():
+    c = controller(min_thinking_tokens=3)
+    c.on_sampled("Hmm", 10)
+    assert not c.review(99)
+    action = c.next_action(ROOM)
+    assert action.kind == "wait" and c.stats.wait_extensions == 1
+    c.on_forced(action, "\n\nWait,")
+    for position in range(11, 13):
+        c.on_sampled(" more", position)
+    assert not c.review(99)
+    assert c.next_action(ROOM).kind == "eos-close"  # the minimum is reached: now it may close
+
+
+def test_a_one_token_end_marker_below_the_minimum_is_refused():
+    tokens = ControlTokens(close=(1,), skip=(4,), end_of_generation=frozenset({99}), wait=(7,), close_token=50)
+    c = ReasoningController(THINK, ThinkingLimits(min_thinking_tokens=2), tokens)
+    assert not c.review(50)
+    assert c.next_action(ROOM) == Force((7,), "wait")
+    c.on_sampled("a", 1)
+    c.on_sampled("b", 2)
+    assert c.review(50)  # at the minimum, the model may close
+
+
+def test_a_text_end_marker_below_the_minimum_is_rewound_to_its_first_token():
+    c = controller(fmt=QWQ_PREVIEW, min_thinking_tokens=10)
+    c.on_sampled("The sum is 4. ", 20)
+    c.on_sampled("So **Fin", 21)
+    events = c.on_sampled("al Answer**", 22)
+    assert "".join(e.text for e in events) == ""
+    action = c.next_action(ROOM)
+    assert isinstance(action, Rewind) and action.position == 21 and action.keep == "So "
+    assert action.then.kind == "wait" and c.stats.thinking_tokens == 1 and c.phase == "thinking"
+    assert "".join(c.thinking_text) == "The sum is 4. So "
+
+
+def test_loops_get_a_nudge_then_a_close():
+    c = controller()
+    sentence = "I need to check the answer again carefully. "
+    position = 0
+    for _ in range(3):
+        position += 1
+        c.on_sampled(sentence, position)
+    nudge = c.next_action(ROOM)
+    assert nudge.kind == "loop-nudge"
+    c.on_forced(nudge, "\n\nI keep repeating myself; let me try a different approach.\n\n")
+    for _ in range(3):
+        position += 1
+        c.on_sampled(sentence, position)
+    assert c.next_action(ROOM).kind == "loop-close"
+    assert c.stats.loop_interventions == 2 and c.stats.thinking_closed_by == "loop-close"
+
+
+def test_the_loop_guard_can_be_switched_off():
+    c = controller(loop_guard=False)
+    for position in range(6):
+        c.on_sampled("I need to check the answer again carefully. ", position)
+    assert c.next_action(ROOM) == Sample()
+
+
+def test_language_mask_counts_its_steps():
+    tokens = ControlTokens(close=(1,), skip=(4,), end_of_generation=frozenset({99}), language_ban=frozenset({5, 6}))
+    c = ReasoningController(NONE, ThinkingLimits(), tokens)
+    assert c.next_action(ROOM).banned == frozenset({5, 6, 99})
+    c.on_sampled("Hi", 1)
+    assert c.next_action(ROOM).banned == frozenset({5, 6})
+    assert c.stats.language_masked_steps == 2
+
+
+def test_effort_presets_and_explicit_numbers():
+    assert apply_effort("low", None, None) == (EFFORTS["low"].max_thinking_tokens, 0)
+    assert apply_effort("high", None, None) == (8192, 256)
+    assert apply_effort("max", None, None) == (None, 1024)
+    assert apply_effort("high", 100, None) == (100, 100)  # an explicit budget wins over the preset's minimum
+    assert apply_effort("low", None, 50) == (512, 50)
+    assert apply_effort(None, 30, None) == (30, 0)
+    with pytest.raises(InvalidRequestError):
+        apply_effort("extreme", None, None)
+    with pytest.raises(InvalidRequestError, match="above max_thinking_tokens"):
+        ThinkingLimits(max_thinking_tokens=10, min_thinking_tokens=20)

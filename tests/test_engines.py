@@ -202,3 +202,21 @@ def test_broken_mlx_folders_are_clear_errors(tiny_models, tmp_path):
     (no_block / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFormatError, match="no quantization block"):
         load(no_block, engine="mlx")
+
+
+def test_language_guard_and_effort_on_each_engine(tiny):
+    ban = tiny.language_ban("en")
+    assert ban, "the tiny vocabulary has Chinese tokens to ban"
+    result = tiny.generate(
+        PROMPT,
+        reasoning_format="think",
+        effort="low",
+        max_thinking_tokens=6,
+        max_answer_tokens=12,
+        language="en",
+        temperature=1.0,
+        seed=3,
+    )
+    assert result.stats.thinking_tokens <= 6 and result.stats.language_masked_steps == result.stats.answer_tokens
+    answer_tokens = tiny.engine._tokens[-result.stats.answer_tokens :]
+    assert not set(answer_tokens) & ban

@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import QwqEdgeError
 from .chat import chat
 from .convert import convert, verify_command
+from .evaluate import evaluate
 from .inspect import doctor, info
 from .run import run
 
@@ -21,7 +22,7 @@ def cli() -> None:
     """Run QwQ-class reasoning models locally, with control over how long they think."""
 
 
-for command in (chat, run, convert, verify_command, info, doctor):
+for command in (chat, run, convert, verify_command, info, doctor, evaluate):
     cli.add_command(command)
 
 

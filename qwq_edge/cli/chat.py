@@ -10,20 +10,27 @@ from rich.console import Console
 
 from ..chat import Chat
 from ..errors import QwqEdgeError
+from ..reasoning.effort import EFFORTS
+from ..reasoning.language import LANGUAGE_CHOICES
 from .interrupt import cancel_on_interrupt
 from .options import display_options, generation_kwargs, generation_options, load_model, model_options
 from .render import EventRenderer
 
 HELP = """\
 /budget N | /budget off   set or remove the thinking budget (tokens)
-/think on | off | hide    show the thinking, answer without it, or think behind a spinner
+/min N | /min off         think at least N tokens (an earlier close becomes "Wait")
+/effort low|medium|high|max|off   preset budget and minimum
+/language auto|en|zh|…|off        keep the answer in one language
+/loop on | off            the loop breaker
+/think on|off|hide|summary  show the thinking, answer without it, a spinner, or a summary
 /clear                    forget the conversation
 /save FILE                save the conversation (continue it later with --resume FILE)
 /help                     this list
 /exit                     leave (Ctrl-D or Ctrl-C at the prompt work too)
 Ctrl-C while the model writes stops that answer; the conversation stays."""
 
-THINK_MODES = ("on", "off", "hide")
+THINK_MODES = ("on", "off", "hide", "summary")
+DISPLAY_FOR_MODE = {"on": "show", "hide": "hide", "summary": "summary", "off": "show"}
 
 
 class ChatRepl:
@@ -72,7 +79,7 @@ class ChatRepl:
         model = self.session.model
         try:
             with cancel_on_interrupt(model):
-                renderer = EventRenderer(self.console, show_thinking=self.think_mode == "on")
+                renderer = EventRenderer(self.console, display=DISPLAY_FOR_MODE[self.think_mode])
                 renderer.render(self.session.stream(text))
         except QwqEdgeError as error:
             self.console.print(f"error: {error}", style="red", markup=False, highlight=False)
@@ -91,6 +98,10 @@ class ChatRepl:
         handler = {
             "/help": self._help,
             "/budget": self._budget,
+            "/min": self._minimum,
+            "/effort": self._effort,
+            "/language": self._language,
+            "/loop": self._loop,
             "/think": self._think,
             "/clear": self._clear,
             "/save": self._save,
@@ -108,14 +119,40 @@ class ChatRepl:
         self._say(HELP, "")
 
     def _budget(self, argument: str) -> None:
+        self._number_or_off("max_thinking_tokens", argument, "thinking budget", "/budget")
+
+    def _number_or_off(self, key: str, argument: str, label: str, command: str) -> None:
         if argument == "off":
-            self.session.options["max_thinking_tokens"] = None
-            self._say("thinking budget off")
+            self.session.options[key] = None
+            self._say(f"{label} off")
         elif argument.isdigit():
-            self.session.options["max_thinking_tokens"] = int(argument)
-            self._say(f"thinking budget {int(argument)} tokens")
+            self.session.options[key] = int(argument)
+            self._say(f"{label} {int(argument)} tokens")
         else:
-            self._say("usage: /budget N (a whole number >= 0) or /budget off", "red")
+            self._say(f"usage: {command} N (a whole number >= 0) or {command} off", "red")
+
+    def _minimum(self, argument: str) -> None:
+        self._number_or_off("min_thinking_tokens", argument, "minimum thinking", "/min")
+
+    def _choice(self, key: str, argument: str, choices: tuple[str, ...], off: object) -> None:
+        if argument not in choices:
+            self._say(f"usage: /{key} {' | '.join(choices)}", "red")
+            return
+        self.session.options[key] = off if argument == "off" else argument
+        self._say(f"{key} {argument}")
+
+    def _effort(self, argument: str) -> None:
+        self._choice("effort", argument, (*EFFORTS, "off"), None)
+
+    def _language(self, argument: str) -> None:
+        self._choice("language", argument, LANGUAGE_CHOICES, "off")
+
+    def _loop(self, argument: str) -> None:
+        if argument not in ("on", "off"):
+            self._say("usage: /loop on | off", "red")
+            return
+        self.session.options["loop_guard"] = argument == "on"
+        self._say(f"loop breaker {argument}")
 
     def _think(self, argument: str) -> None:
         if argument not in THINK_MODES:
@@ -150,7 +187,7 @@ class ChatRepl:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Continue the chat saved in FILE (created if missing) and save every turn to it.",
 )
-def chat(show_thinking: bool, resume: Path | None, **params: Any) -> None:
+def chat(thinking_display: str, resume: Path | None, **params: Any) -> None:
     """Chat with a model in the terminal."""
     model = load_model(params)
     options = {key: value for key, value in generation_kwargs(params).items() if value is not None}
@@ -160,7 +197,7 @@ def chat(show_thinking: bool, resume: Path | None, **params: Any) -> None:
         session = Chat.load(model, resume, **options)
     else:
         session = model.chat(system=params["system"], **options)
-    think_mode = "off" if params["no_think"] else ("on" if show_thinking else "hide")
+    think_mode = "off" if params["no_think"] else {"show": "on", "hide": "hide", "summary": "summary"}[thinking_display]
     if resume is not None and session.options.get("think") is False:
         think_mode = "off"
     ChatRepl(session, Console(highlight=False), think_mode, resume).loop()

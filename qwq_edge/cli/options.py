@@ -10,7 +10,9 @@ import click
 from ..engines import ENGINE_CHOICES
 from ..engines.base import KV_CACHE_TYPES
 from ..model import Model, load
+from ..reasoning.effort import EFFORTS, effort_table
 from ..reasoning.formats import FORMAT_CHOICES
+from ..reasoning.language import LANGUAGE_CHOICES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -80,6 +82,23 @@ generation_options = _apply(
             type=click.IntRange(min=0),
             help="Thinking budget: at N tokens the runtime closes the thinking and the model answers.",
         ),
+        click.option(
+            "--min-thinking-tokens",
+            type=click.IntRange(min=0),
+            help='Think at least N tokens: an earlier close becomes "Wait" (the s1 recipe).',
+        ),
+        click.option(
+            "--effort", type=click.Choice(list(EFFORTS)), help=f"Preset budget and minimum ({effort_table()})."
+        ),
+        click.option("--no-loop-guard", is_flag=True, help="Do not nudge or close a thinking that repeats itself."),
+        click.option(
+            "--language",
+            type=click.Choice(LANGUAGE_CHOICES),
+            default="off",
+            show_default=True,
+            help="Keep the answer in one language (auto: the language of your message).",
+        ),
+        click.option("--language-in-thinking", is_flag=True, help="Apply --language to the thinking too."),
         click.option("--max-answer-tokens", type=click.IntRange(min=0), help="Upper bound on answer tokens."),
         click.option("--no-think", is_flag=True, help="Answer without thinking."),
         click.option("--system", help="System prompt (default: the model's own)."),
@@ -93,8 +112,23 @@ generation_options = _apply(
     ]
 )
 
-display_options = click.option(
-    "--show-thinking/--hide-thinking", default=True, show_default=True, help="Stream the thinking, or a spinner."
+display_options = _apply(
+    [
+        click.option(
+            "--show-thinking",
+            "thinking_display",
+            flag_value="show",
+            default=True,
+            help="Stream the thinking (default).",
+        ),
+        click.option("--hide-thinking", "thinking_display", flag_value="hide", help="A spinner with a token count."),
+        click.option(
+            "--thinking-summary",
+            "thinking_display",
+            flag_value="summary",
+            help="A spinner, then the thinking's last sentences.",
+        ),
+    ]
 )
 
 
@@ -122,8 +156,13 @@ def generation_kwargs(params: dict[str, Any]) -> dict[str, Any]:
     """The API keyword arguments for the generation options given on the command line."""
     kwargs: dict[str, Any] = {
         "max_thinking_tokens": params["max_thinking_tokens"],
+        "min_thinking_tokens": params["min_thinking_tokens"],
         "max_answer_tokens": params["max_answer_tokens"],
+        "effort": params["effort"],
         "think": not params["no_think"],
+        "loop_guard": not params["no_loop_guard"],
+        "language": params["language"],
+        "language_in_thinking": params["language_in_thinking"],
     }
     kwargs.update({key: params[key] for key in SAMPLING_KEYS if params[key] is not None})
     return kwargs

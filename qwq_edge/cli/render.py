@@ -7,6 +7,7 @@ The answer is written as plain text so that it can be piped.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterable
 from time import perf_counter
@@ -21,16 +22,33 @@ INTERVENTION_LABELS = {
     "budget": "thinking budget reached: closing the thinking",
     "eos-close": "the model stopped while thinking: closing the thinking so it answers",
     "context-close": "the context is almost full: closing the thinking",
+    "wait": "below the minimum thinking: continuing with Wait",
+    "loop-nudge": "the thinking repeats itself: nudging it",
+    "loop-close": "the thinking still loops: closing it",
 }
+DISPLAYS = ("show", "hide", "summary")
+SUMMARY_SENTENCES = 2
+
+
+def last_sentences(text: str, count: int = SUMMARY_SENTENCES) -> str:
+    """The thinking's last ``count`` sentences: where it ended up."""
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?。！？])\s+|\n+", text) if s.strip()]
+    return " ".join(sentences[-count:])
 
 
 class EventRenderer:
-    """Renders one generation; ``thinking`` is the console for the thinking."""
+    """Renders one generation; ``thinking`` is the console for the thinking.
 
-    def __init__(self, thinking: Console, *, show_thinking: bool = True, answer: TextIO | None = None) -> None:
+    ``display`` is ``show`` (stream it), ``hide`` (a spinner) or ``summary`` (a
+    spinner, then the thinking's last sentences).
+    """
+
+    def __init__(self, thinking: Console, *, display: str = "show", answer: TextIO | None = None) -> None:
         self.console = thinking
-        self.show_thinking = show_thinking
+        self.display = display
+        self.show_thinking = display == "show"
         self.answer = answer or sys.stdout
+        self._thinking_parts: list[str] = []
         self._thinking_started: float | None = None
         self._thinking_tokens = 0
         self._thinking_open = False
@@ -57,6 +75,7 @@ class EventRenderer:
 
     def _thinking(self, event: ThinkingDelta) -> None:
         self._thinking_tokens = event.thinking_tokens
+        self._thinking_parts.append(event.text)
         if not self._thinking_open:
             self._thinking_open = True
             self._thinking_started = perf_counter()
@@ -88,6 +107,9 @@ class EventRenderer:
         self.console.print(
             f"{prefix}── thought for {self._thinking_tokens} tokens, {seconds:.1f} s ──", style="dim", highlight=False
         )
+        if self.display == "summary":
+            summary = last_sentences("".join(self._thinking_parts))
+            self.console.print(f"… {summary}", style="dim italic", markup=False, highlight=False, soft_wrap=True)
 
     def _answer(self, text: str) -> None:
         self._close_thinking()

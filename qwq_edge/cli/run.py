@@ -29,7 +29,7 @@ def _read_prompt(prompt: str | None) -> str:
 @generation_options
 @display_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: thinking, answer, tokens, timings.")
-def run(prompt: str | None, as_json: bool, show_thinking: bool, **params: Any) -> None:
+def run(prompt: str | None, as_json: bool, thinking_display: str, **params: Any) -> None:
     """Answer PROMPT (or standard input) once and exit.
 
     The answer goes to standard output, the thinking to standard error.
@@ -42,6 +42,6 @@ def run(prompt: str | None, as_json: bool, show_thinking: bool, **params: Any) -
             result = collect(events)
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         else:
-            result = EventRenderer(Console(stderr=True), show_thinking=show_thinking).render(events)
+            result = EventRenderer(Console(stderr=True), display=thinking_display).render(events)
     if result is not None and result.stats.finish_reason == "cancelled":
         sys.exit(130)

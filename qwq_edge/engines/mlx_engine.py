@@ -87,6 +87,7 @@ class MlxSampler:
         )
         self._history: list[int] = []
         self._masks: dict[Collection[int], Any] = {}
+        self._greedy = params.greedy and not self._processors
 
     def _mask(self, banned: Collection[int]) -> Any:
         mask = self._masks.get(banned)
@@ -97,6 +98,8 @@ class MlxSampler:
         return mask
 
     def sample(self, banned: Collection[int] = ()) -> int:
+        if self._greedy and not banned:
+            return int(self._engine.argmax.item())
         logits = self._engine.logits[None]
         if self._processors:
             history = mx.array(self._history or [0])
@@ -132,6 +135,7 @@ class MlxEngine:
         self.cache = make_prompt_cache(self.model)
         self._tokens: list[int] = []
         self.logits: Any = None
+        self.argmax: Any = None
         self._pieces: dict[int, bytes] = {}
         self._byte_decoder = _byte_decoder()
         added = self._tokenizer.get_added_tokens_decoder()
@@ -204,8 +208,10 @@ class MlxEngine:
     def feed(self, tokens: Sequence[int]) -> None:
         check_room(self.position + len(tokens), self.info.context_length)
         self.logits = self.model(mx.array(list(tokens))[None], cache=self.cache)[0, -1, :]
+        # The greedy choice is computed in the same asynchronous graph as the logits.
+        self.argmax = mx.argmax(self.logits)
         maybe_quantize_kv_cache(self.cache, quantized_kv_start=0, kv_group_size=64, kv_bits=self._kv_bits)
-        mx.async_eval(self.logits)
+        mx.async_eval(self.logits, self.argmax)
         self._tokens.extend(tokens)
 
     def new_sampler(self, params: SamplingParams, seed: int) -> MlxSampler:

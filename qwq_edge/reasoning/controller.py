@@ -1,14 +1,18 @@
 """The reasoning controller: decides, token by token, what the runtime does.
 
 It is pure Python over token ids and decoded text and never touches an engine.
-It acts through two levers only:
+It acts through three levers:
 
-- *force*: the next tokens are fixed (the wrap-up and end-of-thinking marker when
-  the budget is spent, or when the model tries to stop while still thinking);
-- *mask*: token ids banned for one step (end-of-generation before any answer).
+- *force*: the next tokens are fixed (the wrap-up and end marker at the budget or
+  at a second loop; "Wait" below the minimum; the loop nudge);
+- *mask*: token ids banned for one step (end-of-generation before any answer;
+  off-language tokens under the language guard);
+- *rewind*: drop tokens from the KV cache (a multi-token end marker written
+  before the minimum is taken back, then "Wait" is forced).
 
-The generation loop asks ``next_action`` before every step and reports back what
-was produced with ``on_sampled`` / ``on_forced`` / ``on_end_of_generation``.
+The generation loop asks ``next_action`` before every step, lets ``review`` veto a
+sampled token before it is appended, and reports what was appended with
+``on_sampled`` / ``on_forced``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from ..errors import InvalidRequestError
 from ..events import AnswerDelta, Event, GenerationStats, Intervention, ThinkingDelta
 from .formats import ReasoningFormat
+from .loop_guard import LoopDetector
 from .markers import MarkerScanner
 
 THINKING = "thinking"
@@ -36,10 +41,25 @@ class Sample:
 
 @dataclass(frozen=True)
 class Force:
-    """Append these tokens regardless of what the model would choose."""
+    """Append these tokens regardless of what the model would choose.
+
+    ``shown`` is the text these tokens add to the output, when it is not simply
+    their decoded text (after a rewind, part of them re-creates text already shown).
+    """
 
     tokens: tuple[int, ...]
     kind: str
+    shown: str | None = None
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """Drop every token from ``position`` on, append the tokens of ``keep`` (text that
+    came before the taken-back part and is already shown), then apply ``then``."""
+
+    position: int
+    keep: str
+    then: Force
 
 
 @dataclass(frozen=True)
@@ -49,31 +69,50 @@ class Finish:
     reason: str
 
 
-Action = Sample | Force | Finish
+Action = Sample | Force | Rewind | Finish
 
 
 @dataclass(frozen=True)
 class ThinkingLimits:
-    """What the user asked for: a thinking budget, an answer bound, thinking on or off."""
+    """What the user asked for: budget, minimum, answer bound, thinking on or off, loop guard."""
 
     max_thinking_tokens: int | None = None
     max_answer_tokens: int | None = None
     think: bool = True
+    min_thinking_tokens: int = 0
+    loop_guard: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_thinking_tokens", "max_answer_tokens"):
+        for name in ("max_thinking_tokens", "max_answer_tokens", "min_thinking_tokens"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InvalidRequestError(f"{name} must be >= 0, got {value}")
+        budget = self.max_thinking_tokens
+        if budget is not None and self.min_thinking_tokens > budget:
+            raise InvalidRequestError(
+                f"min_thinking_tokens ({self.min_thinking_tokens}) is above max_thinking_tokens ({budget})"
+            )
 
 
 @dataclass(frozen=True)
 class ControlTokens:
-    """The format's forced texts, tokenized once for the model in use."""
+    """The format's forced texts, tokenized once for the model in use, and the masks."""
 
     close: tuple[int, ...]
     skip: tuple[int, ...]
     end_of_generation: frozenset[int]
+    wait: tuple[int, ...] = ()
+    nudge: tuple[int, ...] = ()
+    #: The end marker's id when it is one token (``</think>`` in QwQ-32B's vocabulary).
+    close_token: int | None = None
+    #: The language guard's banned ids, for the answer and (if asked) the thinking.
+    language_ban: frozenset[int] = frozenset()
+    language_in_thinking: bool = False
+
+
+#: What the runtime writes into the thinking, besides the format's own texts.
+WAIT_TEXT = "\n\nWait,"
+NUDGE_TEXT = "\n\nI keep repeating myself; let me try a different approach.\n\n"
 
 
 @dataclass
@@ -87,9 +126,16 @@ class ReasoningController:
         thinking = self.fmt.thinks
         self.phase = THINKING if thinking else ANSWER
         self._scanner = MarkerScanner(self.fmt.close_marker) if thinking else None
-        self._skip_pending = thinking and not self.limits.think
+        self._pending: Action | None = Force(self.tokens.skip, "skip") if thinking and not self.limits.think else None
+        if self._pending is not None:
+            self.stats.thinking_closed_by = "skipped"
         self._model_stopped = False
         self._started = {THINKING: False, ANSWER: False}
+        self._loops = LoopDetector() if self.limits.loop_guard and thinking else None
+        self._answer_first = self.tokens.end_of_generation | self.tokens.language_ban
+        # Where each sampled thinking token began: (engine position, offset in the raw thinking text).
+        self._marks: list[tuple[int, int]] = []
+        self._raw = ""
         self.thinking_text: list[str] = []
         self.answer_text: list[str] = []
 
@@ -97,6 +143,9 @@ class ReasoningController:
 
     def next_action(self, room: int) -> Action:
         """What to do next, given ``room`` free positions left in the context."""
+        if self._pending is not None:
+            action, self._pending = self._pending, None
+            return action
         if self.phase == THINKING:
             return self._next_thinking_action(room)
         if self._model_stopped:
@@ -104,16 +153,9 @@ class ReasoningController:
         limit = self.limits.max_answer_tokens
         if room <= 0 or (limit is not None and self.stats.answer_tokens >= limit):
             return Finish("length")
-        if self.stats.answer_tokens == 0:
-            # An answer is always produced: no end-of-generation as its first token.
-            return Sample(self.tokens.end_of_generation)
-        return Sample()
+        return self._sample(self._answer_first if self.stats.answer_tokens == 0 else self.tokens.language_ban)
 
     def _next_thinking_action(self, room: int) -> Action:
-        if self._skip_pending:
-            self._skip_pending = False
-            self.stats.thinking_closed_by = "skipped"
-            return Force(self.tokens.skip, "skip")
         if self._model_stopped:
             self._model_stopped = False
             return self._close("eos-close")
@@ -122,19 +164,55 @@ class ReasoningController:
             return self._close("budget")
         if room <= len(self.tokens.close) + ANSWER_RESERVE:
             return self._close("context-close")
-        return Sample()
+        return self._sample(self.tokens.language_ban if self.tokens.language_in_thinking else frozenset())
+
+    def _sample(self, banned: frozenset[int]) -> Sample:
+        if banned and banned is not self.tokens.end_of_generation:
+            self.stats.language_masked_steps += 1
+        return Sample(banned)
+
+    def _count(self, kind: str) -> None:
+        self.stats.interventions[kind] = self.stats.interventions.get(kind, 0) + 1
 
     def _close(self, kind: str) -> Force:
         self.stats.thinking_closed_by = kind
-        self.stats.interventions[kind] = self.stats.interventions.get(kind, 0) + 1
+        self._count(kind)
         return Force(self.tokens.close, kind)
+
+    def _below_minimum(self) -> bool:
+        return self.phase == THINKING and self.stats.thinking_tokens < self.limits.min_thinking_tokens
+
+    def _wait(self) -> Force:
+        self.stats.wait_extensions += 1
+        self._count("wait")
+        return Force(self.tokens.wait, "wait")
 
     # -- observations --------------------------------------------------------------
 
-    def on_sampled(self, text: str) -> list[Event]:
-        """The model produced one token whose new text is ``text``."""
+    def review(self, token: int) -> bool:
+        """May the sampled ``token`` be appended? If not, the next action replaces it.
+
+        End-of-generation while thinking closes the thinking (or, below the minimum,
+        continues it with "Wait"); a one-token end marker below the minimum does too.
+        """
+        ends_generation = token in self.tokens.end_of_generation
+        if ends_generation and self.phase == ANSWER:
+            self._model_stopped = True
+            return False
+        closes_early = token == self.tokens.close_token and self._below_minimum()
+        if not ends_generation and not closes_early:
+            return True
+        if self._below_minimum():
+            self._pending = self._wait()
+        else:
+            self._model_stopped = True
+        return False
+
+    def on_sampled(self, text: str, position: int) -> list[Event]:
+        """The model's token at ``position`` was appended; ``text`` is the new text it completed."""
         if self.phase == THINKING:
             self.stats.thinking_tokens += 1
+            self._marks.append((position, len(self._raw)))
         else:
             self.stats.answer_tokens += 1
         return self._route(text)
@@ -142,35 +220,67 @@ class ReasoningController:
     def on_forced(self, force: Force, text: str) -> list[Event]:
         """The runtime appended ``force.tokens``, whose text is ``text``."""
         self.stats.forced_tokens += len(force.tokens)
-        self.stats.forced_text.append(text)
-        events: list[Event] = [] if force.kind == "skip" else [Intervention(force.kind, text)]
-        return events + self._route(text)
-
-    def on_end_of_generation(self) -> None:
-        """The model chose an end-of-generation token (it is not appended)."""
-        self._model_stopped = True
+        shown = text if force.shown is None else force.shown
+        self.stats.forced_text.append(shown)
+        events: list[Event] = [] if force.kind == "skip" else [Intervention(force.kind, shown)]
+        if force.kind in ("wait", "loop-nudge") and self._loops is not None:
+            self._loops.reset()
+        return events + self._route(shown, sampled=False)
 
     def finish(self, tail: str = "") -> list[Event]:
         """Route the detokenizer's last text and release anything held back."""
-        events = self._route(tail) if tail else []
+        events = self._route(tail, sampled=False) if tail else []
         if self._scanner is not None and not self._scanner.found:
             events += self._thinking_events(self._scanner.flush())
         return events
 
     # -- text routing --------------------------------------------------------------
 
-    def _route(self, text: str) -> list[Event]:
+    def _route(self, text: str, sampled: bool = True) -> list[Event]:
+        """Split new text into thinking and answer; only the model's own text is checked
+        for an early end marker and for loops, never what the runtime forced."""
         if self.phase == ANSWER:
             return self._answer_events(text)
         assert self._scanner is not None
+        offset = len(self._raw) - self._scanner.held
         before, after = self._scanner.feed(text)
+        self._raw += text
+        if sampled and after is not None and self._below_minimum() and self._marks:
+            return self._thinking_events(before) + self._take_back_marker(offset + len(before))
         events = self._thinking_events(before)
+        if sampled and self._loops is not None and before and self._loops.feed(before):
+            self._on_loop()
         if after is not None:
             self.phase = ANSWER
             if self.stats.thinking_closed_by == "none":
                 self.stats.thinking_closed_by = "model"
             events += self._answer_events(after)
         return events
+
+    def _take_back_marker(self, marker_start: int) -> list[Event]:
+        """The end marker appeared below the minimum: rewind to the token where it began, then "Wait".
+
+        The tokens from there on stop counting as thinking; the part of that token's
+        text before the marker is already shown and is appended again, unshown.
+        """
+        position, token_start = next((m for m in reversed(self._marks) if m[1] <= marker_start), self._marks[0])
+        dropped = sum(1 for m in self._marks if m[0] >= position)
+        self.stats.thinking_tokens -= dropped
+        del self._marks[len(self._marks) - dropped :]
+        keep = self._raw[token_start:marker_start]
+        self._raw = self._raw[:marker_start]
+        self._scanner = MarkerScanner(self.fmt.close_marker)
+        self._pending = Rewind(position, keep, self._wait())
+        return []
+
+    def _on_loop(self) -> None:
+        """First a nudge away from the loop; the second time, close the thinking (above the minimum)."""
+        self.stats.loop_interventions += 1
+        if self.stats.loop_interventions == 1 or self._below_minimum():
+            self._count("loop-nudge")
+            self._pending = Force(self.tokens.nudge, "loop-nudge")
+        else:
+            self._pending = self._close("loop-close")
 
     def _strip_leading_space(self, phase: str, text: str) -> str:
         """Thinking and answer both start at their first visible character."""

@@ -41,6 +41,11 @@ class MarkerScanner:
         self._held = text[len(text) - keep :] if keep else ""
         return text[: len(text) - keep], None
 
+    @property
+    def held(self) -> int:
+        """How many characters are held back."""
+        return len(self._held)
+
     def flush(self) -> str:
         """Release held-back text at the end of the stream."""
         held, self._held = self._held, ""

@@ -1,0 +1,175 @@
+"""Test-time scaling: accuracy against thinking budget on a file of problems.
+
+Each problem is run at each budget (and ``samples`` times with different seeds);
+every result is appended to a JSONL file as soon as it exists, so an interrupted
+run resumes where it stopped and a rerun skips what is done. The summary gives,
+per budget, the accuracy, the mean thinking tokens and the mean time per problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .answers import answers_match, extract_answer
+from .errors import InvalidRequestError
+from .files import write_text_atomic
+from .model import Model
+
+PROMPT_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
+SAMPLE_DATA = Path(__file__).parent / "data" / "sample_math.jsonl"
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class BudgetSummary:
+    budget: int
+    runs: int
+    accuracy: float
+    mean_thinking_tokens: float
+    mean_seconds: float
+
+
+def load_problems(path: str | Path, limit: int | None = None) -> list[Problem]:
+    """Problems from a JSONL file of ``{"question", "answer"}`` objects (``id`` optional)."""
+    problems = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InvalidRequestError(f"cannot read {path}: {error.strerror or error}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            problems.append(Problem(str(item.get("id", number)), str(item["question"]), str(item["answer"])))
+        except (ValueError, KeyError, TypeError):
+            raise InvalidRequestError(f"{path}, line {number}: needs a JSON object with question and answer") from None
+    if not problems:
+        raise InvalidRequestError(f"{path} has no problems")
+    return problems[:limit]
+
+
+def _rows(results: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in results.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by an interruption
+    return rows
+
+
+def _resume(results: Path) -> set[tuple[str, int, int]]:
+    """What is done already; a last line cut short by an interruption is dropped (and run again)."""
+    if not results.is_file():
+        return set()
+    text = results.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        write_text_atomic(results, text[: text.rfind("\n") + 1])
+    return {(row["id"], row["budget"], row["sample"]) for row in _rows(results) if "sample" in row}
+
+
+def _append(results: Path, row: dict[str, Any]) -> None:
+    with results.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def run_eval(
+    model: Model,
+    problems: list[Problem],
+    budgets: list[int],
+    results: Path,
+    *,
+    samples: int = 1,
+    seed: int = 0,
+    on_result: Callable[[dict[str, Any]], None] = lambda row: None,
+    **options: Any,
+) -> Iterator[dict[str, Any]]:
+    """Run what is not in ``results`` yet; yield each new row (also appended to ``results``)."""
+    done = _resume(results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    for budget in budgets:
+        for problem in problems:
+            for sample in range(samples):
+                if (problem.id, budget, sample) in done:
+                    continue
+                outcome = model.generate(
+                    problem.question + PROMPT_SUFFIX, max_thinking_tokens=budget, seed=seed + sample, **options
+                )
+                predicted = extract_answer(outcome.answer) or extract_answer(outcome.thinking)
+                row = {
+                    "id": problem.id,
+                    "budget": budget,
+                    "sample": sample,
+                    "expected": problem.answer,
+                    "predicted": predicted,
+                    "correct": answers_match(predicted, problem.answer),
+                    "thinking_tokens": outcome.stats.thinking_tokens,
+                    "answer_tokens": outcome.stats.answer_tokens,
+                    "seconds": round(outcome.stats.total_seconds, 3),
+                    "finish_reason": outcome.stats.finish_reason,
+                }
+                _append(results, row)
+                on_result(row)
+                yield row
+
+
+def summarize(results: Path, budgets: list[int]) -> list[BudgetSummary]:
+    rows = _rows(results)
+    summary = []
+    for budget in budgets:
+        mine = [r for r in rows if r["budget"] == budget]
+        if mine:
+            summary.append(
+                BudgetSummary(
+                    budget=budget,
+                    runs=len(mine),
+                    accuracy=sum(r["correct"] for r in mine) / len(mine),
+                    mean_thinking_tokens=sum(r["thinking_tokens"] for r in mine) / len(mine),
+                    mean_seconds=sum(r["seconds"] for r in mine) / len(mine),
+                )
+            )
+    return summary
+
+
+def write_summary(summary: list[BudgetSummary], path: Path, model_name: str) -> None:
+    data = {"model": model_name, "budgets": [asdict(s) for s in summary]}
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def plot_summary(summary: list[BudgetSummary], path: Path, model_name: str) -> None:
+    """Accuracy against mean thinking tokens, one point per budget, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6, 4), dpi=120)
+    xs = [s.mean_thinking_tokens for s in summary]
+    ys = [100 * s.accuracy for s in summary]
+    axes.plot(xs, ys, marker="o")
+    for s, x, y in zip(summary, xs, ys, strict=True):
+        axes.annotate(f"budget {s.budget}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlabel("mean thinking tokens")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(-5, 105)
+    axes.set_title(f"What thinking buys: {model_name}", fontsize=10)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    partial = path.with_name(path.name + ".partial.png")
+    figure.savefig(partial)
+    pyplot.close(figure)
+    os.replace(partial, path)
