@@ -13,6 +13,7 @@ from .chat import chat
 from .convert import convert, verify_command
 from .evaluate import evaluate
 from .inspect import doctor, info
+from .models import list_command, pull_command, rm_command
 from .run import run
 
 
@@ -22,7 +23,7 @@ def cli() -> None:
     """Run QwQ-class reasoning models locally, with control over how long they think."""
 
 
-for command in (chat, run, convert, verify_command, info, doctor, evaluate):
+for command in (chat, run, convert, verify_command, info, doctor, evaluate, pull_command, list_command, rm_command):
     cli.add_command(command)
 
 

@@ -45,7 +45,7 @@ def evaluate(
     """
     problems = load_problems(data, limit)
     model = load_model(params)
-    out_dir = out_dir or Path.cwd() / f"eval-{Path(params['model_path']).stem}"
+    out_dir = out_dir or Path.cwd() / f"eval-{Path(model.info.model_path).stem}"
     results = out_dir / "results.jsonl"
     options = {k: v for k, v in generation_kwargs(params).items() if k not in ("max_thinking_tokens", "seed")}
     console = Console(stderr=True)

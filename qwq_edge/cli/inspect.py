@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
 
+from ..catalog import find, split_name
 from ..inspection import describe_model, model_memory, smoke_test, system_report
+from ..store import ModelNotPulledError, resolve_model
 
 
 def _table(title: str, rows: dict[str, Any]) -> Table:
@@ -21,12 +23,40 @@ def _table(title: str, rows: dict[str, Any]) -> Table:
     return table
 
 
+def _catalog_details(spec: str) -> dict[str, Any] | None:
+    """A catalog model's entry, and the local model's description if it is pulled."""
+    entry = find(split_name(spec)[0])
+    if entry is None:
+        return None
+    details: dict[str, Any] = {
+        "catalog": entry.name,
+        "display_name": entry.display_name,
+        "license": entry.license,
+        "chat_template": entry.chat_template,
+        "rope_scaling": entry.rope_scaling,
+        "effort_budgets": entry.effort,
+        "downloads": [f"{s.format}:{s.quant} {s.repo} ({decimal(s.size_bytes)})" for s in entry.sources],
+    }
+    try:
+        details.update(describe_model(resolve_model(spec)))
+    except ModelNotPulledError:
+        details["pulled"] = False
+    return details
+
+
 @click.command()
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(model: Path, as_json: bool) -> None:
-    """Describe MODEL (a GGUF file or an MLX folder) without loading it."""
-    details = describe_model(model)
+def info(model: str, as_json: bool) -> None:
+    """Describe MODEL (a GGUF file, an MLX folder or a catalog name) without loading it."""
+    details = _catalog_details(model) if not Path(model).exists() else None
+    if details is not None and "path" not in details:
+        if as_json:
+            click.echo(json.dumps(details))
+        else:
+            Console().print(_table(details["display_name"], details))
+        return
+    details = details or describe_model(Path(model))
     if as_json:
         click.echo(json.dumps(details))
         return

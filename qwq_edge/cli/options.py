@@ -13,6 +13,7 @@ from ..model import Model, load
 from ..reasoning.effort import EFFORTS, effort_table
 from ..reasoning.formats import FORMAT_CHOICES
 from ..reasoning.language import LANGUAGE_CHOICES
+from .models import model_path
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -38,7 +39,13 @@ def _context(ctx: click.Context, param: click.Parameter, value: str) -> int | No
 
 model_options = _apply(
     [
-        click.option("--model", "-m", "model_path", required=True, help="A GGUF file or an MLX model folder."),
+        click.option(
+            "--model",
+            "-m",
+            "model_path",
+            help="A GGUF file, an MLX folder, a catalog name (NAME[:QUANT]) or a hub repo id; default: the catalog's.",
+        ),
+        click.option("--yes", "-y", is_flag=True, help="Do not ask before downloading the model."),
         click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="auto", show_default=True),
         click.option(
             "--ctx",
@@ -135,7 +142,7 @@ display_options = _apply(
 def load_model(params: dict[str, Any]) -> Model:
     """Load the model named by ``model_options``; report the engine when verbose."""
     model = load(
-        params["model_path"],
+        model_path(params["model_path"], params["yes"]),
         engine=params["engine"],
         context_length=params["context_length"],
         kv_cache=None if params["kv_cache"] == "auto" else params["kv_cache"],

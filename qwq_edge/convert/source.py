@@ -19,13 +19,13 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "merges.txt", "vocab.json"]
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def download(repo_id: str) -> Path:
-    """The local snapshot of a hub checkpoint, downloaded if needed."""
+def download(repo_id: str, patterns: list[str] | None = None) -> Path:
+    """The local snapshot of a hub repository (only files matching ``patterns``), downloaded if needed."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns or HUB_PATTERNS))
     except RepositoryNotFoundError:
         raise CheckpointError(f"the hub has no repository {repo_id} (or it is private)") from None
     except LocalEntryNotFoundError:

@@ -1,0 +1,166 @@
+"""The model catalog: what qwq-edge knows about each model family, as data.
+
+One TOML file per family in ``models/`` (shipped inside the package as
+``qwq_edge/model_catalog``): names, hub repositories per format and quantization
+with their file names and sizes, the numbers the memory planner needs, context
+length, reasoning format, recommended sampling, effort budgets and license.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import tomllib
+
+from .errors import InvalidRequestError, QwqEdgeError
+from .planner import ModelShape
+from .reasoning.formats import FORMATS
+from .sampling import SamplingParams
+
+SOURCE_FORMATS = ("gguf", "mlx", "hf")
+_REQUIRED = {
+    "name": str,
+    "display_name": str,
+    "architecture": str,
+    "parameters": int,
+    "layers": int,
+    "kv_heads": int,
+    "head_dim": int,
+    "context_length": int,
+    "license": str,
+    "reasoning_format": str,
+    "chat_template": str,
+    "sampling": dict,
+    "effort": dict,
+    "sources": list,
+}
+
+
+class CatalogError(QwqEdgeError):
+    """A catalog file is malformed, or a name is not in the catalog."""
+
+
+@dataclass(frozen=True)
+class Source:
+    format: str
+    quant: str
+    repo: str
+    files: tuple[str, ...]
+    size_bytes: int
+
+    @property
+    def patterns(self) -> bool:
+        """Whether ``files`` are glob patterns (a whole folder) rather than file names."""
+        return any("*" in name for name in self.files)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    display_name: str
+    architecture: str
+    parameters: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    context_length: int
+    license: str
+    reasoning_format: str
+    chat_template: str
+    sampling: SamplingParams
+    effort: dict[str, int]
+    sources: tuple[Source, ...]
+    default: bool = False
+    rope_scaling: str | None = None
+    family_file: str = field(default="", compare=False)
+
+    def source(self, format: str, quant: str | None = None) -> Source:
+        """The download for ``format`` (and ``quant``, else the first listed)."""
+        for source in self.sources:
+            if source.format == format and (quant is None or source.quant == quant):
+                return source
+        offered = ", ".join(f"{s.format}:{s.quant}" for s in self.sources)
+        wanted = f"{format}:{quant}" if quant else format
+        raise CatalogError(f"{self.name} has no {wanted} download; the catalog offers {offered}")
+
+    def shape(self, source: Source) -> ModelShape:
+        """What the memory planner needs, from the catalog alone."""
+        return ModelShape(
+            self.display_name,
+            self.layers,
+            self.kv_heads,
+            self.head_dim,
+            source.size_bytes,
+            min(self.context_length, 32768),
+        )
+
+
+def _check(data: dict[str, Any], where: str) -> None:
+    for key, kind in _REQUIRED.items():
+        if not isinstance(data.get(key), kind):
+            raise CatalogError(f"{where}: {key} must be a {kind.__name__}")
+    if data["reasoning_format"] not in FORMATS:
+        raise CatalogError(f"{where}: unknown reasoning format {data['reasoning_format']}")
+    for source in data["sources"]:
+        if source.get("format") not in SOURCE_FORMATS or not isinstance(source.get("files"), list):
+            raise CatalogError(f"{where}: each source needs a format in {SOURCE_FORMATS} and a list of files")
+        if not isinstance(source.get("repo"), str) or not isinstance(source.get("size_bytes"), int):
+            raise CatalogError(f"{where}: each source needs a repo and size_bytes")
+
+
+def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
+    where = f"{family_file}: {data.get('name', '?')}"
+    _check(data, where)
+    try:
+        sampling = SamplingParams(**data["sampling"])
+    except (TypeError, InvalidRequestError) as error:
+        raise CatalogError(f"{where}: bad sampling ({error})") from None
+    sources = tuple(
+        Source(s["format"], str(s.get("quant", "default")), s["repo"], tuple(s["files"]), s["size_bytes"])
+        for s in data["sources"]
+    )
+    fields = {key: data[key] for key in _REQUIRED if key not in ("sampling", "sources")}
+    return CatalogEntry(
+        **fields,
+        sampling=sampling,
+        sources=sources,
+        default=bool(data.get("default", False)),
+        rope_scaling=data.get("rope_scaling"),
+        family_file=family_file,
+    )
+
+
+@cache
+def load_catalog() -> tuple[CatalogEntry, ...]:
+    """Every catalog entry, from the TOML files shipped with the package."""
+    entries = []
+    for path in sorted(files("qwq_edge").joinpath("model_catalog").iterdir(), key=lambda p: p.name):
+        if path.name.endswith(".toml"):
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as error:
+                raise CatalogError(f"{path.name}: {error}") from None
+            entries += [_entry(item, path.name) for item in data.get("models", [])]
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise CatalogError("the catalog names a model twice")
+    if sum(e.default for e in entries) != 1:
+        raise CatalogError("the catalog needs exactly one default model")
+    return tuple(entries)
+
+
+def find(name: str) -> CatalogEntry | None:
+    return next((e for e in load_catalog() if e.name == name.lower()), None)
+
+
+def default_entry() -> CatalogEntry:
+    return next(e for e in load_catalog() if e.default)
+
+
+def split_name(spec: str) -> tuple[str, str | None]:
+    """``NAME[:QUANT]`` into its parts."""
+    name, _, quant = spec.partition(":")
+    return name, quant or None

@@ -1,0 +1,148 @@
+"""Models on disk: ``pull`` from the catalog, ``list``, ``rm``, and what ``--model`` names.
+
+Downloads go through huggingface-hub into its own cache (one copy on disk, resumable,
+checksums verified by huggingface-hub); qwq-edge keeps a small manifest per pulled
+model under ``QWQ_EDGE_HOME`` (default: the user's data folder) saying which files
+make it up. Offline, a model already in the cache is used from there; one that is
+not gives one line naming it and how to get it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .catalog import CatalogEntry, CatalogError, Source, find, split_name
+from .convert.source import download
+from .engines import apple_silicon, metal_available
+from .errors import ModelNotFoundError, QwqEdgeError
+from .files import write_text_atomic
+from .planner import MemoryPlan, memory_budget, plan_memory
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+#: What a hub repo id given as ``--model`` downloads: a Q4_K_M GGUF if the repo has one, else the folder.
+REPO_PATTERNS = ["*.json", "*.safetensors", "merges.txt", "vocab.json", "*[Qq]4_[Kk]_[Mm].gguf"]
+
+
+class ModelNotPulledError(QwqEdgeError):
+    """A catalog model that is not on disk."""
+
+
+@dataclass(frozen=True)
+class Pulled:
+    name: str
+    format: str
+    quant: str
+    repo: str
+    path: str
+    size_bytes: int
+
+
+def models_home() -> Path:
+    """``QWQ_EDGE_HOME``, else the user's data folder."""
+    if "QWQ_EDGE_HOME" in os.environ:
+        return Path(os.environ["QWQ_EDGE_HOME"])
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "qwq-edge"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qwq-edge"
+
+
+def _manifest(name: str, quant: str) -> Path:
+    return models_home() / "models" / f"{name}--{quant}.json"
+
+
+def preferred_format() -> str:
+    """MLX 4-bit on Apple Silicon with Metal, GGUF everywhere else."""
+    return "mlx" if apple_silicon() and metal_available() else "gguf"
+
+
+def choose_source(spec: str, format: str | None = None) -> tuple[CatalogEntry, Source]:
+    name, quant = split_name(spec)
+    entry = find(name)
+    if entry is None:
+        raise CatalogError(f"{name} is not in the catalog; `qwq-edge list --catalog` shows what is")
+    if quant is not None and format is None:
+        format = next((s.format for s in entry.sources if s.quant == quant), None)
+        if format is None:
+            raise CatalogError(f"{name} has no {quant} download; offered: {', '.join(s.quant for s in entry.sources)}")
+    return entry, entry.source(format or preferred_format(), quant)
+
+
+def check_pull(entry: CatalogEntry, source: Source) -> MemoryPlan:
+    """Refuse a download that could not run here; return the plan it would run with."""
+    return plan_memory(entry.shape(source), memory_budget())
+
+
+def pull(spec: str, format: str | None = None) -> Pulled:
+    """Download a catalog model (only the files of one format and quantization) and record it."""
+    entry, source = choose_source(spec, format)
+    folder = download(source.repo, list(source.files))
+    path = folder if source.patterns else folder / source.files[0]
+    if not path.exists():
+        raise ModelNotFoundError(f"{source.repo} has no {source.files[0]}")
+    pulled = Pulled(entry.name, source.format, source.quant, source.repo, str(path), source.size_bytes)
+    write_text_atomic(_manifest(entry.name, source.quant), json.dumps(asdict(pulled), indent=2) + "\n")
+    return pulled
+
+
+def installed() -> list[Pulled]:
+    """Every pulled model whose files are still there."""
+    folder = models_home() / "models"
+    pulled = []
+    for manifest in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            item = Pulled(**json.loads(manifest.read_text()))
+        except (ValueError, TypeError):
+            continue
+        if Path(item.path).exists():
+            pulled.append(item)
+    return pulled
+
+
+def _pulled(spec: str) -> list[Pulled]:
+    name, quant = split_name(spec)
+    return [p for p in installed() if p.name == name and (quant is None or p.quant == quant)]
+
+
+def _remove_cached(path: Path) -> None:
+    """Remove files from huggingface-hub's cache: each snapshot link, and the blob it points to
+    when that blob is in the cache's ``blobs`` folder (nothing outside the cache is touched)."""
+    files = [p for p in path.rglob("*") if p.is_file() or p.is_symlink()] if path.is_dir() else [path]
+    for file in files:
+        target = Path(os.path.normpath(file.parent / os.readlink(file))) if file.is_symlink() else None
+        file.unlink(missing_ok=True)
+        if target is not None and target.parent.name == "blobs":
+            target.unlink(missing_ok=True)
+
+
+def remove(spec: str) -> list[Pulled]:
+    """Delete a pulled model's files and its record."""
+    pulled = _pulled(spec)
+    if not pulled:
+        raise ModelNotFoundError(f"{spec} is not pulled; `qwq-edge list` shows what is")
+    for item in pulled:
+        _remove_cached(Path(item.path))
+        _manifest(item.name, item.quant).unlink(missing_ok=True)
+    return pulled
+
+
+def resolve_model(spec: str) -> Path:
+    """What ``--model`` names: a local GGUF or folder, a pulled catalog model, or a hub repo id."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    name, _ = split_name(spec)
+    if find(name) is not None:
+        pulled = _pulled(spec)
+        if not pulled:
+            raise ModelNotPulledError(f"{spec} is not downloaded yet: run `qwq-edge pull {spec}`")
+        return Path(pulled[0].path)
+    if _REPO_ID.fullmatch(spec):
+        folder = download(spec, REPO_PATTERNS)
+        ggufs = sorted(folder.glob("*.gguf"))
+        return ggufs[0] if ggufs else folder
+    raise ModelNotFoundError(f"model not found: {spec} (not a file, a folder, a catalog name or a hub repo id)")

@@ -1,0 +1,128 @@
+"""The catalog, ``pull`` / ``list`` / ``info`` / ``rm`` and every form of ``--model``, offline.
+
+The hub is out of reach here, so ``pull`` runs for real against huggingface-hub's own
+cache layout, pre-populated by the test (as a past download would have left it), with
+``HF_HUB_OFFLINE=1``; and against a cache that lacks the files.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from qwq_edge.catalog import CatalogError, default_entry, find, load_catalog
+from qwq_edge.convert import convert_to_mlx
+from qwq_edge.convert.synthetic import make_checkpoint
+from qwq_edge.reasoning.formats import FORMATS
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+FIXTURE_REPO = "Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF"
+
+
+def cache_file(cache: Path, repo: str, name: str, source: Path) -> None:
+    """Put ``source`` into a huggingface-hub cache as ``repo``'s file ``name`` (blob + snapshot link)."""
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
+    blob = folder / "blobs" / f"blob-{name.replace('/', '-')}"
+    if not blob.exists():
+        os.link(source, blob)  # a second name for the file: removing it leaves the original
+    link = folder / "snapshots" / COMMIT / name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(COMMIT)
+
+
+@pytest.fixture
+def offline(tmp_path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "QWQ_EDGE_HOME": str(tmp_path / "home"),
+    }
+
+
+def qwq(cli_command, *args, env):
+    return subprocess.run([*cli_command, *args], capture_output=True, text=True, timeout=300, env=env, check=False)
+
+
+def test_the_catalog_is_valid_and_complete():
+    names = {entry.name for entry in load_catalog()}
+    assert {"qwq-32b-preview", "qwq-32b", "qwen2.5-coder-0.5b"} <= names
+    assert {f"deepseek-r1-distill-qwen-{s}" for s in ("1.5b", "7b", "14b", "32b")} <= names
+    assert default_entry().name == "qwq-32b-preview"
+    for entry in load_catalog():
+        assert entry.reasoning_format in FORMATS and entry.license
+        assert entry.source("gguf").files[0].endswith(".gguf")
+        assert entry.shape(entry.source("gguf")).kv_bytes_per_token() > 0
+    qwq = find("qwq-32b")
+    assert (qwq.sampling.temperature, qwq.sampling.top_p, qwq.sampling.top_k) == (0.6, 0.95, 20)
+    assert qwq.shape(qwq.source("gguf")).kv_bytes_per_token() == 256 * 1024
+    with pytest.raises(CatalogError, match="no mlx:q8_0 download"):
+        qwq.source("mlx", "q8_0")
+
+
+def test_a_wheel_install_finds_the_catalog(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    names = zipfile.ZipFile(glob.glob(str(tmp_path / "*.whl"))[0]).namelist()
+    assert {"qwq_edge/model_catalog/qwq.toml", "qwq_edge/data/sample_math.jsonl"} <= set(names)
+
+
+def test_pull_list_info_run_rm_with_the_hub_offline(cli_command, gguf_path, tmp_path, offline):
+    cache_file(tmp_path / "hub", FIXTURE_REPO, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", gguf_path)
+    unconfirmed = qwq(cli_command, "pull", "qwen2.5-coder-0.5b", env=offline)
+    assert unconfirmed.returncode == 2 and "confirm with --yes" in unconfirmed.stderr
+    pulled = qwq(cli_command, "pull", "qwen2.5-coder-0.5b", "--yes", env=offline)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "fits:" in pulled.stderr and "is ready" in pulled.stdout
+    assert "qwen2.5-coder-0.5b" in qwq(cli_command, "list", env=offline).stdout
+    info = json.loads(qwq(cli_command, "info", "qwen2.5-coder-0.5b", "--json", env=offline).stdout)
+    assert info["quantization"] == "Q4_K_M" and info["catalog"] == "qwen2.5-coder-0.5b" and info["path"]
+    args = ["--ctx", "1024", "--reasoning-format", "none", "--max-answer-tokens", "4", "--temperature", "0", "Hi"]
+    ran = qwq(cli_command, "run", "-m", "qwen2.5-coder-0.5b", *args, env=offline)
+    assert ran.returncode == 0 and ran.stdout.strip(), ran.stderr
+    removed = qwq(cli_command, "rm", "qwen2.5-coder-0.5b", env=offline)
+    assert removed.returncode == 0, removed.stderr
+    assert "no models yet" in qwq(cli_command, "list", env=offline).stdout
+    assert gguf_path.is_file(), "rm removes the cache's copy only"
+    not_pulled = qwq(cli_command, "run", "-m", "qwen2.5-coder-0.5b", *args, env=offline)
+    assert not_pulled.returncode == 2 and "confirm with --yes" in not_pulled.stderr
+
+
+def test_a_model_missing_from_the_cache_is_one_clear_line(cli_command, offline):
+    for args in (["pull", "qwq-32b", "--yes"], ["run", "--yes", "hi"]):
+        proc = qwq(cli_command, *args, env=offline)
+        lines = proc.stderr.strip().splitlines()
+        assert (
+            proc.returncode == 1
+            and lines[-1].startswith("error: ")
+            and "not in the local Hugging Face cache" in lines[-1]
+        )
+        assert "Traceback" not in proc.stderr
+    unknown = qwq(cli_command, "pull", "gpt-17", "--yes", env=offline)
+    assert unknown.returncode == 1 and "not in the catalog" in unknown.stderr
+    assert "qwq-32b-preview (default)" in qwq(cli_command, "list", "--catalog", env=offline).stdout.replace("\n", " ")
+
+
+def test_a_hub_repo_id_as_model_from_the_cache(cli_command, tmp_path, offline):
+    folder = tmp_path / "tiny-mlx"
+    convert_to_mlx(make_checkpoint(tmp_path / "tiny"), folder, bits=16, verify=False)
+    for file in folder.iterdir():
+        cache_file(tmp_path / "hub", "qwq-edge-tests/tiny-mlx", file.name, file)
+    proc = qwq(
+        cli_command, "run", "-m", "qwq-edge-tests/tiny-mlx", "--engine", "mlx", "--max-answer-tokens", "3",
+        "--budget", "2", "--json", "hi", env=offline,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["thinking_tokens"] == 2
