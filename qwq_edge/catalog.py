@@ -36,6 +36,7 @@ _REQUIRED = {
     "sampling": dict,
     "effort": dict,
     "sources": list,
+    "match": list,
 }
 
 
@@ -73,6 +74,9 @@ class CatalogEntry:
     sampling: SamplingParams
     effort: dict[str, int]
     sources: tuple[Source, ...]
+    #: Words that all appear in the names of this model's files (GGUF ``general.name``).
+    match: tuple[str, ...] = ()
+    system_prompt: str | None = None
     default: bool = False
     rope_scaling: str | None = None
     family_file: str = field(default="", compare=False)
@@ -122,11 +126,13 @@ def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
         Source(s["format"], str(s.get("quant", "default")), s["repo"], tuple(s["files"]), s["size_bytes"])
         for s in data["sources"]
     )
-    fields = {key: data[key] for key in _REQUIRED if key not in ("sampling", "sources")}
+    fields = {key: data[key] for key in _REQUIRED if key not in ("sampling", "sources", "match")}
     return CatalogEntry(
         **fields,
         sampling=sampling,
         sources=sources,
+        match=tuple(word.lower() for word in data["match"]),
+        system_prompt=data.get("system_prompt"),
         default=bool(data.get("default", False)),
         rope_scaling=data.get("rope_scaling"),
         family_file=family_file,

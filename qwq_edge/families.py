@@ -1,48 +1,37 @@
-"""Per-family defaults taken from the model cards: sampling and system prompt.
+"""Which catalog entry's defaults apply to a loaded model: sampling, system prompt, effort budgets.
 
-A model is matched by the words in its name (GGUF ``general.name``); the first
-family whose words all appear wins.
+A model is matched by the words in its name (GGUF ``general.name``, or an MLX
+folder's name): the first catalog entry whose ``match`` words all appear wins.
+Models the catalog does not know get generic defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .reasoning.formats import QWQ_PREVIEW_SYSTEM
+from .catalog import load_catalog
 from .sampling import SamplingParams
 
 
 @dataclass(frozen=True)
 class Family:
     key: str
-    name_words: tuple[str, ...]
     sampling: SamplingParams
     system_prompt: str | None = None
-
-    def matches(self, model_name: str) -> bool:
-        name = model_name.lower().replace("-", " ").replace("_", " ")
-        return all(word in name for word in self.name_words)
+    effort: dict[str, int] = field(default_factory=dict)
 
 
-FAMILIES: tuple[Family, ...] = (
-    Family(
-        "qwq-32b-preview",
-        ("qwq", "preview"),
-        SamplingParams(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05),
-        system_prompt=QWQ_PREVIEW_SYSTEM,
-    ),
-    Family("qwq-32b", ("qwq",), SamplingParams(temperature=0.6, top_p=0.95, top_k=20, min_p=0.0)),
-    Family("deepseek-r1-distill", ("r1", "distill"), SamplingParams(temperature=0.6, top_p=0.95, top_k=0)),
-    Family(
-        "qwen2.5",
-        ("qwen2.5",),
-        SamplingParams(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05),
-    ),
-)
+GENERIC = Family("generic", SamplingParams())
 
-GENERIC = Family("generic", (), SamplingParams())
+
+def _words(name: str) -> str:
+    return name.lower().replace("-", " ").replace("_", " ")
 
 
 def family_for(model_name: str) -> Family:
-    """The family whose defaults apply to a model of this name."""
-    return next((family for family in FAMILIES if family.matches(model_name)), GENERIC)
+    """The defaults for a model of this name."""
+    words = _words(model_name)
+    for entry in load_catalog():
+        if entry.match and all(word in words for word in entry.match):
+            return Family(entry.name, entry.sampling, entry.system_prompt, dict(entry.effort))
+    return GENERIC

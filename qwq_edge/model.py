@@ -137,7 +137,9 @@ class Model:
             if options.reasoning_format is None
             else resolve_format(options.reasoning_format, self.info.chat_template, self.info.model_name)
         )
-        budget, minimum = apply_effort(options.effort, options.max_thinking_tokens, options.min_thinking_tokens)
+        budget, minimum = apply_effort(
+            options.effort, options.max_thinking_tokens, options.min_thinking_tokens, self.family.effort
+        )
         limits = ThinkingLimits(budget, options.max_answer_tokens, options.think, minimum, options.loop_guard)
         params = (options.sampling or self.sampling).replace(**sampling_overrides)
         messages = self.prompt_messages(prompt, options.system)

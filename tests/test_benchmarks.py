@@ -9,7 +9,7 @@ def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
     data = overhead_llama_cpp.main(["--quick", "--out", str(tmp_path)])
     assert set(data["results"]) == {
         "greedy",
-        "qwen2.5 defaults, seed 1234",
+        "qwen2.5-coder-0.5b defaults, seed 1234",
         "greedy + language guard (en), in the thinking",
     }
     for result in data["results"].values():

@@ -207,3 +207,8 @@ def test_effort_presets_and_explicit_numbers():
         apply_effort("extreme", None, None)
     with pytest.raises(InvalidRequestError, match="above max_thinking_tokens"):
         ThinkingLimits(max_thinking_tokens=10, min_thinking_tokens=20)
+
+
+def test_a_model_s_own_effort_budgets_replace_the_presets():
+    assert apply_effort("low", None, None, {"low": 256}) == (256, 0)
+    assert apply_effort("high", None, None, {"low": 256}) == (8192, 256)

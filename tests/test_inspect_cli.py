@@ -17,7 +17,7 @@ def test_info_describes_a_gguf_without_loading_it(cli_command, gguf_path):
     info = json.loads(proc.stdout)
     assert info["architecture"] == "qwen2" and info["quantization"] == "Q4_K_M"
     assert info["parameters"] == 630_167_424 and info["context_length"] == 32768
-    assert info["reasoning_format"] == "none" and info["family"] == "qwen2.5"
+    assert info["reasoning_format"] == "none" and info["family"] == "qwen2.5-coder-0.5b"
     assert info["engine"] == "llama.cpp" and "CPU" in info["engine_reason"]
     assert "Qwen2.5 Coder" in qwq(cli_command, "info", str(gguf_path)).stdout
 

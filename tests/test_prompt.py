@@ -64,6 +64,8 @@ def test_a_template_that_drops_messages_falls_back_to_chatml(model):
 
 def test_qwq_preview_models_get_their_default_system_prompt(model):
     assert "think step-by-step" in family_for("QwQ 32B Preview").system_prompt
+    assert family_for("DeepSeek R1 Distill Qwen 7B").key == "deepseek-r1-distill-qwen-7b"
+    assert family_for("Some Llama 3 8B").key == "generic"
     assert family_for("QwQ-32B").sampling.temperature == 0.6
     assert family_for("QwQ-32B").sampling.top_p == 0.95
     assert family_for("QwQ-32B").sampling.top_k == 20

@@ -26,20 +26,28 @@ EFFORTS: dict[str, Effort] = {
 
 def effort_table() -> str:
     """The presets as one line, for ``--help``."""
-    return "; ".join(
+    presets = "; ".join(
         f"{name}: budget {e.max_thinking_tokens or 'none'}, minimum {e.min_thinking_tokens}"
         for name, e in EFFORTS.items()
     )
+    return f"{presets}; a catalog model may set its own budgets"
 
 
-def apply_effort(effort: str | None, max_thinking: int | None, min_thinking: int | None) -> tuple[int | None, int]:
-    """The budget and minimum to use: the explicit numbers, else the preset's, else none."""
+def apply_effort(
+    effort: str | None, max_thinking: int | None, min_thinking: int | None, model_budgets: dict[str, int] | None = None
+) -> tuple[int | None, int]:
+    """The budget and minimum to use: the explicit numbers, else the preset's, else none.
+
+    ``model_budgets`` (a catalog entry's ``effort`` table) replaces the presets' budgets
+    for the levels it names.
+    """
     if effort is None:
         return max_thinking, min_thinking or 0
     if effort not in EFFORTS:
         raise InvalidRequestError(f"unknown effort {effort!r}; choose one of {', '.join(EFFORTS)}")
     preset = EFFORTS[effort]
-    budget = max_thinking if max_thinking is not None else preset.max_thinking_tokens
+    preset_budget = (model_budgets or {}).get(effort, preset.max_thinking_tokens)
+    budget = max_thinking if max_thinking is not None else preset_budget
     minimum = min_thinking if min_thinking is not None else preset.min_thinking_tokens
     if budget is not None and minimum > budget:
         minimum = budget  # an explicit smaller budget wins over the preset's minimum

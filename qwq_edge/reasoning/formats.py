@@ -58,11 +58,6 @@ NONE = ReasoningFormat(name="none")
 FORMATS: dict[str, ReasoningFormat] = {fmt.name: fmt for fmt in (THINK, QWQ_PREVIEW, NONE)}
 FORMAT_CHOICES = ("auto", *FORMATS)
 
-#: QwQ-32B-Preview's own default system prompt (its chat template inserts it).
-QWQ_PREVIEW_SYSTEM = (
-    "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. You should think step-by-step."
-)
-
 
 def detect_format(chat_template: str | None, model_name: str) -> ReasoningFormat:
     """Guess a model's reasoning format from its chat template and name."""
