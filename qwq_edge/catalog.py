@@ -8,9 +8,11 @@ length, reasoning format, recommended sampling, effort budgets and license.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 import tomllib
@@ -21,6 +23,9 @@ from .reasoning.formats import FORMATS
 from .sampling import SamplingParams
 
 SOURCE_FORMATS = ("gguf", "mlx", "hf")
+#: What a checkpoint becomes when no pre-converted download exists, and its bits per weight.
+CONVERTED_QUANTS = {"gguf": "q4_k_m", "mlx": "4bit"}
+CONVERTED_BITS = {"gguf": 4.9, "mlx": 4.5}
 _REQUIRED = {
     "name": str,
     "display_name": str,
@@ -51,6 +56,9 @@ class Source:
     repo: str
     files: tuple[str, ...]
     size_bytes: int
+    #: Set when no pre-converted download exists: this source is the Hugging Face
+    #: checkpoint to download and convert (``size_bytes`` is then the converted size).
+    convert: bool = False
 
     @property
     def patterns(self) -> bool:
@@ -82,10 +90,19 @@ class CatalogEntry:
     family_file: str = field(default="", compare=False)
 
     def source(self, format: str, quant: str | None = None) -> Source:
-        """The download for ``format`` (and ``quant``, else the first listed)."""
+        """The download for ``format`` (and ``quant``, else the first listed).
+
+        Without a pre-converted GGUF or MLX download, the Hugging Face checkpoint is
+        chosen, to be converted (Q4_K_M for GGUF, 4-bit for MLX).
+        """
         for source in self.sources:
             if source.format == format and (quant is None or source.quant == quant):
                 return source
+        checkpoint = next((s for s in self.sources if s.format == "hf"), None)
+        target_quant = CONVERTED_QUANTS.get(format)
+        if checkpoint is not None and target_quant and quant in (None, target_quant):
+            converted_size = int(self.parameters * CONVERTED_BITS[format] / 8)
+            return Source(format, target_quant, checkpoint.repo, checkpoint.files, converted_size, convert=True)
         offered = ", ".join(f"{s.format}:{s.quant}" for s in self.sources)
         wanted = f"{format}:{quant}" if quant else format
         raise CatalogError(f"{self.name} has no {wanted} download; the catalog offers {offered}")
@@ -139,11 +156,18 @@ def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
     )
 
 
+def _catalog_files() -> list[Any]:
+    """The shipped TOML files, then those in ``QWQ_EDGE_CATALOG`` (a folder of your own families)."""
+    shipped = sorted(files("qwq_edge").joinpath("model_catalog").iterdir(), key=lambda p: p.name)
+    extra = os.environ.get("QWQ_EDGE_CATALOG")
+    return shipped + (sorted(Path(extra).glob("*.toml")) if extra else [])
+
+
 @cache
 def load_catalog() -> tuple[CatalogEntry, ...]:
-    """Every catalog entry, from the TOML files shipped with the package."""
+    """Every catalog entry, from the TOML files shipped with the package (and your own)."""
     entries = []
-    for path in sorted(files("qwq_edge").joinpath("model_catalog").iterdir(), key=lambda p: p.name):
+    for path in _catalog_files():
         if path.name.endswith(".toml"):
             try:
                 data = tomllib.loads(path.read_text(encoding="utf-8"))

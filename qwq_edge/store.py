@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .catalog import CatalogEntry, CatalogError, Source, find, split_name
+from .catalog import CONVERTED_QUANTS, CatalogEntry, CatalogError, Source, find, split_name
 from .convert.source import download
 from .engines import apple_silicon, metal_available
 from .errors import ModelNotFoundError, QwqEdgeError
@@ -66,7 +67,8 @@ def choose_source(spec: str, format: str | None = None) -> tuple[CatalogEntry, S
     if entry is None:
         raise CatalogError(f"{name} is not in the catalog; `qwq-edge list --catalog` shows what is")
     if quant is not None and format is None:
-        format = next((s.format for s in entry.sources if s.quant == quant), None)
+        converted = {q: f for f, q in CONVERTED_QUANTS.items()}
+        format = next((s.format for s in entry.sources if s.quant == quant), converted.get(quant))
         if format is None:
             raise CatalogError(f"{name} has no {quant} download; offered: {', '.join(s.quant for s in entry.sources)}")
     return entry, entry.source(format or preferred_format(), quant)
@@ -77,13 +79,31 @@ def check_pull(entry: CatalogEntry, source: Source) -> MemoryPlan:
     return plan_memory(entry.shape(source), memory_budget())
 
 
+def _convert(entry: CatalogEntry, source: Source, checkpoint: Path) -> Path:
+    """Convert a downloaded checkpoint into the format this machine runs (verified, atomic)."""
+    from .convert import convert_to_gguf, convert_to_mlx
+
+    out = models_home() / "converted" / f"{entry.name}-{source.quant}"
+    if source.format == "gguf":
+        out = out.with_suffix(".gguf")
+        convert_to_gguf(checkpoint, out, quant=source.quant, force=True)
+    else:
+        convert_to_mlx(checkpoint, out, bits=4, group_size=64, force=True)
+    return out
+
+
 def pull(spec: str, format: str | None = None) -> Pulled:
-    """Download a catalog model (only the files of one format and quantization) and record it."""
+    """Download a catalog model (only the files of one format and quantization) and record it.
+
+    Without a pre-converted download, the Hugging Face checkpoint is downloaded and converted.
+    """
     entry, source = choose_source(spec, format)
     folder = download(source.repo, list(source.files))
     path = folder if source.patterns else folder / source.files[0]
     if not path.exists():
         raise ModelNotFoundError(f"{source.repo} has no {source.files[0]}")
+    if source.convert:
+        path = _convert(entry, source, folder)
     pulled = Pulled(entry.name, source.format, source.quant, source.repo, str(path), source.size_bytes)
     write_text_atomic(_manifest(entry.name, source.quant), json.dumps(asdict(pulled), indent=2) + "\n")
     return pulled
@@ -108,6 +128,16 @@ def _pulled(spec: str) -> list[Pulled]:
     return [p for p in installed() if p.name == name and (quant is None or p.quant == quant)]
 
 
+def _remove_files(path: Path) -> None:
+    """Remove a pulled model's files: converted outputs outright, hub downloads from the cache."""
+    converted = models_home() / "converted"
+    if converted in path.parents:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        path.with_name(path.name + ".verify.json").unlink(missing_ok=True)
+    else:
+        _remove_cached(path)
+
+
 def _remove_cached(path: Path) -> None:
     """Remove files from huggingface-hub's cache: each snapshot link, and the blob it points to
     when that blob is in the cache's ``blobs`` folder (nothing outside the cache is touched)."""
@@ -125,7 +155,7 @@ def remove(spec: str) -> list[Pulled]:
     if not pulled:
         raise ModelNotFoundError(f"{spec} is not pulled; `qwq-edge list` shows what is")
     for item in pulled:
-        _remove_cached(Path(item.path))
+        _remove_files(Path(item.path))
         _manifest(item.name, item.quant).unlink(missing_ok=True)
     return pulled
 

@@ -126,3 +126,51 @@ def test_a_hub_repo_id_as_model_from_the_cache(cli_command, tmp_path, offline):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["thinking_tokens"] == 2
+
+
+USER_CATALOG = """
+[[models]]
+name = "tiny-test"
+display_name = "Tiny Test"
+match = ["tiny", "qwen2"]
+architecture = "qwen2"
+parameters = 205376
+layers = 2
+kv_heads = 2
+head_dim = 16
+context_length = 4096
+license = "apache-2.0"
+reasoning_format = "think"
+chat_template = "ChatML with <think>"
+sampling = { temperature = 0.6, top_p = 0.95, top_k = 20 }
+effort = { low = 4 }
+
+[[models.sources]]
+format = "hf"
+quant = "bf16"
+repo = "qwq-edge-tests/tiny-qwen2"
+files = ["*.json", "*.safetensors"]
+size_bytes = 420000
+"""
+
+
+def test_a_model_without_a_converted_download_is_downloaded_and_converted(cli_command, tmp_path, offline):
+    checkpoint = make_checkpoint(tmp_path / "tiny-qwen2")
+    for file in checkpoint.iterdir():
+        cache_file(tmp_path / "hub", "qwq-edge-tests/tiny-qwen2", file.name, file)
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog" / "tiny.toml").write_text(USER_CATALOG)
+    env = {**offline, "QWQ_EDGE_CATALOG": str(tmp_path / "catalog")}
+    pulled = qwq(cli_command, "pull", "tiny-test", "--yes", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "has no pre-converted gguf download" in pulled.stderr.replace("\n", " ") or "is ready" in pulled.stdout
+    converted = tmp_path / "home" / "converted" / "tiny-test-q4_k_m.gguf"
+    assert converted.read_bytes()[:4] == b"GGUF"
+    assert "tiny-test" in qwq(cli_command, "list", env=env).stdout
+    ran = qwq(
+        cli_command, "run", "-m", "tiny-test", "--effort", "low", "--max-answer-tokens", "2", "--json", "hi", env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["thinking_tokens"] <= 4  # the catalog entry's own "low" budget
+    assert qwq(cli_command, "rm", "tiny-test", env=env).returncode == 0
+    assert not converted.exists()

@@ -29,7 +29,15 @@ def pull_with_checks(spec: str, format: str | None, yes: bool) -> Path:
     entry, source = choose_source(spec, format)
     plan = check_pull(entry, source)
     click.echo(f"{entry.display_name} {source.quant} ({source.format}) fits: {plan.describe()}", err=True)
-    confirm_download(f"{entry.display_name} {source.quant} is {decimal(source.size_bytes)} from {source.repo}", yes)
+    if source.convert:
+        checkpoint = next(s for s in entry.sources if s.format == "hf")
+        description = (
+            f"{entry.display_name} has no pre-converted {source.format} download: its checkpoint "
+            f"({decimal(checkpoint.size_bytes)} from {source.repo}) is downloaded and converted to {source.quant}"
+        )
+    else:
+        description = f"{entry.display_name} {source.quant} is {decimal(source.size_bytes)} from {source.repo}"
+    confirm_download(description, yes)
     return Path(pull(spec, format).path)
 
 

@@ -18,7 +18,7 @@ from ..engines.gguf_file import read_gguf_header
 from ..engines.llama_cpp import default_threads
 from ..errors import ConversionError
 from ..files import write_text_atomic
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, source_name
 from .output import (
     ConversionSummary,
     Progress,
@@ -106,7 +106,7 @@ def convert_to_gguf(
         raise ConversionError(f"unknown GGUF quantization {quant}; choose one of {', '.join(GGUF_QUANTS)}")
     spec = GGUF_QUANTS[quant]
     checkpoint = _hf_checkpoint(resolve_source(source))
-    out = Path(out) if out else Path.cwd() / f"{checkpoint.folder.name}-{quant}.gguf"
+    out = Path(out) if out else Path.cwd() / f"{checkpoint.name}-{quant}.gguf"
     params = checkpoint.parameter_count
     intermediate_bytes = params * 2 if spec.llama_ftype is not None else 0
     ensure_disk_space(out.parent, int(params * spec.bits_estimate / 8 + intermediate_bytes) + _SLACK)
@@ -153,7 +153,7 @@ def convert_to_mlx(
         raise ConversionError(f"unknown MLX recipe {recipe}; choose one of {', '.join(MLX_RECIPES)}")
     source_path = resolve_source(source)
     label = recipe or ("full" if bits == 16 else f"{bits}bit")
-    out = Path(out) if out else Path.cwd() / f"{source_path.stem}-mlx-{label}"
+    out = Path(out) if out else Path.cwd() / f"{source_name(source_path)}-mlx-{label}"
 
     def convert(checkpoint: Checkpoint, partial: Path) -> int:
         params = checkpoint.parameter_count
@@ -209,7 +209,7 @@ def convert_to_hf(
     if not gguf_path.is_file():
         raise ConversionError(f"{gguf_path} is not a GGUF file; --to hf converts a GGUF back to a checkpoint")
     header = read_gguf_header(gguf_path)
-    out = Path(out) if out else Path.cwd() / f"{gguf_path.stem}-hf"
+    out = Path(out) if out else Path.cwd() / f"{source_name(gguf_path)}-hf"
     ensure_disk_space(out.parent, header.file_size * 8 + _SLACK)
     start = perf_counter()
     with atomic_output(out, force=force) as partial:

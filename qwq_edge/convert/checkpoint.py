@@ -94,6 +94,14 @@ def tensor_names(config: Qwen2Config) -> list[str]:
     return names
 
 
+def source_name(path: Path) -> str:
+    """A model's name from its location: the repo's name for a huggingface-hub cache snapshot
+    (whose folder is named by a commit hash), else the file or folder name."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]
+    return path.stem if path.is_file() else path.name
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -142,6 +150,12 @@ class Checkpoint:
         missing = [name for name in expected if name not in self._files]
         if missing:
             raise CheckpointError(f"{self.folder}: {len(missing)} tensors are missing, e.g. {missing[0]}")
+
+    @property
+    def name(self) -> str:
+        """The model's name: ``_name_or_path`` from its config, else where it lives."""
+        configured = self.config.raw.get("_name_or_path")
+        return Path(configured).name if configured else source_name(self.folder)
 
     @property
     def names(self) -> list[str]:

@@ -48,7 +48,7 @@ GGUF_QUANTS = {
 
 def _add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, file_type: int) -> None:
     c = checkpoint.config
-    writer.add_name(c.raw.get("_name_or_path") or checkpoint.folder.name)
+    writer.add_name(checkpoint.name)
     writer.add_context_length(c.max_position_embeddings)
     writer.add_embedding_length(c.hidden_size)
     writer.add_feed_forward_length(c.intermediate_size)
