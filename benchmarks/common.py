@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -98,3 +99,20 @@ def qwq_decode_rate(model: Any, prompt: str, n: int, params: Any, language: str 
             break
     (first_count, first_time), (last_count, last_time) = marks[0], marks[-1]
     return (last_count - first_count) / (last_time - first_time) if last_time > first_time else 0.0
+
+
+def decode_parser(description: str, tokens: int, repetitions: int) -> argparse.ArgumentParser:
+    """The options every decode benchmark takes: --tokens, --repetitions, --quick (16 tokens, 1 run), --out."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--tokens", type=int, default=tokens, help="decoded tokens per repetition")
+    parser.add_argument("--repetitions", type=int, default=repetitions)
+    parser.add_argument("--quick", action="store_true", help="16 tokens, 1 repetition (what the tests run)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser
+
+
+def quick(args: argparse.Namespace) -> argparse.Namespace:
+    """Apply ``--quick``: 16 tokens, one repetition."""
+    if args.quick:
+        args.tokens, args.repetitions = 16, 1
+    return args

@@ -14,7 +14,6 @@ model family's sampling defaults with a fixed seed.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from time import perf_counter
 
@@ -27,9 +26,18 @@ from qwq_edge.reasoning.formats import THINK
 from qwq_edge.testdata import fixture_model_path
 
 try:
-    from benchmarks.common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
+    from benchmarks.common import (
+        ab_compare,
+        decode_parser,
+        machine,
+        quick,
+        qwq_decode_rate,
+        rate,
+        ratio_table,
+        save,
+    )
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
+    from common import ab_compare, decode_parser, machine, quick, qwq_decode_rate, rate, ratio_table, save
 
 PROMPT = "List the numbers 1 to 500, each on its own line, with no other text."
 SEED = 1234
@@ -53,16 +61,10 @@ def raw_decode_rate(llama: llama_cpp.Llama, prompt_tokens: list[int], n: int, pa
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = decode_parser(__doc__.splitlines()[0], tokens=256, repetitions=7)
     parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
-    parser.add_argument("--tokens", type=int, default=256, help="decoded tokens per repetition")
-    parser.add_argument("--repetitions", type=int, default=7)
     parser.add_argument("--threads", type=int, default=default_threads())
-    parser.add_argument("--quick", action="store_true", help="16 tokens, 1 repetition")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.tokens, args.repetitions = 16, 1
+    args = quick(parser.parse_args(argv))
     path = args.model or fixture_model_path()
 
     model = load(path, context_length=2048, n_threads=args.threads)

@@ -14,7 +14,6 @@ thinking budget counting every token (set above N).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 from time import perf_counter
@@ -30,9 +29,18 @@ from qwq_edge.reasoning.formats import THINK
 from qwq_edge.testdata import fixture_tokenizer_json
 
 try:
-    from benchmarks.common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
+    from benchmarks.common import (
+        ab_compare,
+        decode_parser,
+        machine,
+        quick,
+        qwq_decode_rate,
+        rate,
+        ratio_table,
+        save,
+    )
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, ab_compare, machine, qwq_decode_rate, rate, ratio_table, save
+    from common import ab_compare, decode_parser, machine, quick, qwq_decode_rate, rate, ratio_table, save
 
 PROMPT = "List the numbers 1 to 500, each on its own line, with no other text."
 SPEC = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16")
@@ -50,14 +58,8 @@ def raw_decode_rate(model, tokenizer, prompt_tokens: list[int], n: int, params: 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=128, help="decoded tokens per repetition")
-    parser.add_argument("--repetitions", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="16 tokens, 1 repetition")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.tokens, args.repetitions = 16, 1
+    parser = decode_parser(__doc__.splitlines()[0], tokens=128, repetitions=7)
+    args = quick(parser.parse_args(argv))
     with tempfile.TemporaryDirectory(prefix="qwq-edge-mlx-bench-") as temp:
         source = make_checkpoint(Path(temp) / "synthetic", SPEC, tokenizer_json=fixture_tokenizer_json())
         folder = Path(temp) / "synthetic-mlx"

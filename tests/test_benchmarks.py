@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import convert_memory, overhead_llama_cpp, overhead_mlx
+from benchmarks import convert_memory, multiturn, overhead_llama_cpp, overhead_mlx, roofline
 
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
@@ -32,3 +32,15 @@ def test_mlx_overhead_benchmark_quick_mode(tmp_path):
     data = overhead_mlx.main(["--quick", "--out", str(tmp_path)])
     assert all(r["raw_tokens_per_s"] > 0 and r["qwq_tokens_per_s"] > 0 for r in data["results"].values())
     assert "mlx_lm.stream_generate" in (tmp_path / "overhead_mlx.md").read_text()
+
+
+def test_roofline_and_multiturn_quick_modes(tmp_path):
+    roof = roofline.main(["--quick", "--threads", "1", "--out", str(tmp_path)])
+    row = roof["rows"][0]
+    assert row["bandwidth_bytes_per_s"] > 1e9 and 0 < row["fraction_of_limit"] < 2
+    assert row["bytes_per_token"] > 300e6  # the 0.5B Q4_K_M reads ~390 MB per token
+    turns = multiturn.main(["--quick", "--out", str(tmp_path)])
+    assert turns["reuse"][0]["cached_prompt_tokens"] == 0
+    assert all(t["cached_prompt_tokens"] > 0 for t in turns["reuse"][1:])
+    assert all(t["cached_prompt_tokens"] == 0 for t in turns["full"])
+    assert (tmp_path / "roofline_quick.md").is_file() and (tmp_path / "multiturn_quick.md").is_file()

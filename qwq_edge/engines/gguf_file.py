@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ class GGUFHeader:
     data_end: int
     file_size: int
     parameter_count: int = 0
+    tensor_bytes: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def architecture(self) -> str:
@@ -124,17 +125,18 @@ def _parse(data: mmap.mmap, path: Path, file_size: int) -> GGUFHeader:
     for _ in range(kv_count):
         key = cursor.string()
         metadata[key] = cursor.value(GGUFValueType(cursor.scalar("<I")))
-    tensors, parameters = [], 0
+    tensors, parameters, sizes = [], 0, {}
     for _ in range(tensor_count):
-        cursor.string()
+        name = cursor.string()
         dims = [cursor.scalar("<Q") for _ in range(cursor.scalar("<I"))]
         kind, offset = cursor.scalar("<I"), cursor.scalar("<Q")
         tensors.append((offset, _tensor_bytes(dims, kind)))
+        sizes[name] = tensors[-1][1]
         parameters += _elements(dims)
     alignment = int(metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
     data_start = -(-cursor.pos // alignment) * alignment
     data_end = max((data_start + offset + size for offset, size in tensors), default=data_start)
-    return GGUFHeader(path, version, metadata, tensor_count, data_end, file_size, parameters)
+    return GGUFHeader(path, version, metadata, tensor_count, data_end, file_size, parameters, sizes)
 
 
 def read_gguf_header(path: str | Path) -> GGUFHeader:
