@@ -10,11 +10,10 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-#: Why a generation ended.
-#: ``stop``: the model ended its answer; ``budget``: it did, after the runtime
-#: cut its thinking at the budget; ``length``: ``max_answer_tokens`` or the context
-#: ran out; ``cancelled``: the caller cancelled it.
-FINISH_REASONS = ("stop", "budget", "length", "cancelled")
+# Why a generation ended (``GenerationStats.finish_reason``):
+# ``stop``: the model ended its answer; ``budget``: it did, after the runtime cut its
+# thinking at the budget; ``length``: ``max_answer_tokens`` or the context ran out;
+# ``cancelled``: the caller cancelled it.
 
 
 @dataclass(frozen=True)

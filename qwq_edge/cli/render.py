@@ -26,7 +26,6 @@ INTERVENTION_LABELS = {
     "loop-nudge": "the thinking repeats itself: nudging it",
     "loop-close": "the thinking still loops: closing it",
 }
-DISPLAYS = ("show", "hide", "summary")
 SUMMARY_SENTENCES = 2
 
 

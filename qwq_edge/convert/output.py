@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,6 @@ class ConversionSummary:
     seconds: float
     peak_rss_bytes: int
     verification: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def bits_per_weight(self) -> float:
