@@ -19,6 +19,7 @@ from typing import Any
 
 from gguf import LlamaFileType
 
+from .convert.checkpoint import Qwen2Config
 from .engines import apple_silicon, choose_engine, metal_available, model_kind
 from .engines.gguf_file import read_gguf_header
 from .errors import QwqEdgeError
@@ -29,12 +30,9 @@ from .reasoning.formats import detect_format
 PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
 
 
-def _qwen2_parameters(config: dict[str, Any]) -> int:
-    h, i, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
-    kv = config.get("num_key_value_heads", config["num_attention_heads"]) * (h // config["num_attention_heads"])
-    per_layer = (h * h + h) + 2 * (kv * h + kv) + h * h + 3 * h * i + 2 * h
-    head = 0 if config.get("tie_word_embeddings") else v * h
-    return v * h + config["num_hidden_layers"] * per_layer + h + head
+def _parameters(config: dict[str, Any], path: Path) -> int:
+    """Parameters of a Qwen2 model folder, from its config (quantized weights hide the count)."""
+    return Qwen2Config.from_dict({"architectures": ["Qwen2ForCausalLM"], **config}, str(path)).parameter_count
 
 
 def _folder_quantization(config: dict[str, Any]) -> str:
@@ -61,7 +59,7 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         tokenizer_config = path / "tokenizer_config.json"
         template = json.loads(tokenizer_config.read_text()).get("chat_template") if tokenizer_config.is_file() else None
         quantization = _folder_quantization(config)
-        details = {"format": "mlx", "architecture": config.get("model_type"), "parameters": _qwen2_parameters(config)}
+        details = {"format": "mlx", "architecture": config.get("model_type"), "parameters": _parameters(config, path)}
         files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
     try:
         engine, reason = choose_engine(path)

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .catalog import CONVERTED_QUANTS, CatalogEntry, CatalogError, Source, find, split_name
-from .convert.source import download
+from .convert.source import download, is_repo_id
 from .engines import apple_silicon, metal_available
 from .errors import ModelNotFoundError, QwqEdgeError
 from .files import write_text_atomic
 from .planner import MemoryPlan, memory_budget, plan_memory
 
-_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 #: What a hub repo id given as ``--model`` downloads: a Q4_K_M GGUF if the repo has one, else the folder.
 REPO_PATTERNS = ["*.json", "*.safetensors", "merges.txt", "vocab.json", "*[Qq]4_[Kk]_[Mm].gguf"]
 
@@ -171,7 +169,7 @@ def resolve_model(spec: str) -> Path:
         if not pulled:
             raise ModelNotPulledError(f"{spec} is not downloaded yet: run `qwq-edge pull {spec}`")
         return Path(pulled[0].path)
-    if _REPO_ID.fullmatch(spec):
+    if is_repo_id(spec):
         folder = download(spec, REPO_PATTERNS)
         ggufs = sorted(folder.glob("*.gguf"))
         return ggufs[0] if ggufs else folder

@@ -49,6 +49,10 @@ class Qwen2Config:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(shape)) for shape in tensor_shapes(self).values())
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> Qwen2Config:
         architectures = data.get("architectures") or [data.get("model_type", "unknown")]
@@ -100,6 +104,31 @@ def source_name(path: Path) -> str:
     if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
         return path.parent.parent.name.split("--")[-1]
     return path.stem if path.is_file() else path.name
+
+
+def tensor_shapes(config: Qwen2Config) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor a Qwen2 checkpoint holds, in file order."""
+    hidden, kv = config.hidden_size, config.num_key_value_heads * config.head_dim
+    per_layer = {
+        "input_layernorm.weight": (hidden,),
+        "self_attn.q_proj.weight": (hidden, hidden),
+        "self_attn.q_proj.bias": (hidden,),
+        "self_attn.k_proj.weight": (kv, hidden),
+        "self_attn.k_proj.bias": (kv,),
+        "self_attn.v_proj.weight": (kv, hidden),
+        "self_attn.v_proj.bias": (kv,),
+        "self_attn.o_proj.weight": (hidden, hidden),
+        "post_attention_layernorm.weight": (hidden,),
+        "mlp.gate_proj.weight": (config.intermediate_size, hidden),
+        "mlp.up_proj.weight": (config.intermediate_size, hidden),
+        "mlp.down_proj.weight": (hidden, config.intermediate_size),
+    }
+    whole_model = {
+        "model.embed_tokens.weight": (config.vocab_size, hidden),
+        "model.norm.weight": (hidden,),
+        "lm_head.weight": (config.vocab_size, hidden),
+    }
+    return {name: whole_model.get(name) or per_layer[name.split(".", 3)[3]] for name in tensor_names(config)}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

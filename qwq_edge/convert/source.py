@@ -37,12 +37,17 @@ def download(repo_id: str, patterns: list[str] | None = None) -> Path:
         raise CheckpointError(f"cannot download {repo_id}: {error}") from None
 
 
+def is_repo_id(text: str) -> bool:
+    """Whether ``text`` reads like a hub repository id (``owner/name``)."""
+    return bool(_REPO_ID.fullmatch(text))
+
+
 def resolve_source(source: str | Path) -> Path:
     """A local path for ``source``: an existing path as is, a hub repo id downloaded."""
     path = Path(source).expanduser()
     if path.exists():
         return path
     text = str(source)
-    if _REPO_ID.fullmatch(text) and not text.endswith(".gguf"):
+    if is_repo_id(text) and not text.endswith(".gguf"):
         return download(text)
     raise CheckpointError(f"{source} does not exist (and is not a hub repo id such as Qwen/QwQ-32B)")

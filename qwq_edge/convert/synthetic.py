@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ..prompt import CHATML_TEMPLATE
-from .checkpoint import Qwen2Config, tensor_names
+from .checkpoint import Qwen2Config, tensor_shapes
 from .safetensors_io import PlannedTensor, SafetensorsWriter
 
 #: Qwen2's pre-tokenizer split pattern (from its tokenizer.json).
@@ -118,33 +118,6 @@ def _random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) 
     return (scale * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
 
 
-def _shapes(spec: SyntheticSpec) -> dict[str, tuple[int, ...]]:
-    head_dim = spec.hidden_size // spec.num_attention_heads
-    kv = spec.num_key_value_heads * head_dim
-    shapes = {
-        "model.embed_tokens.weight": (spec.vocab_size, spec.hidden_size),
-        "model.norm.weight": (spec.hidden_size,),
-        "lm_head.weight": (spec.vocab_size, spec.hidden_size),
-    }
-    per_layer = {
-        "input_layernorm.weight": (spec.hidden_size,),
-        "post_attention_layernorm.weight": (spec.hidden_size,),
-        "self_attn.q_proj.weight": (spec.hidden_size, spec.hidden_size),
-        "self_attn.q_proj.bias": (spec.hidden_size,),
-        "self_attn.k_proj.weight": (kv, spec.hidden_size),
-        "self_attn.k_proj.bias": (kv,),
-        "self_attn.v_proj.weight": (kv, spec.hidden_size),
-        "self_attn.v_proj.bias": (kv,),
-        "self_attn.o_proj.weight": (spec.hidden_size, spec.hidden_size),
-        "mlp.gate_proj.weight": (spec.intermediate_size, spec.hidden_size),
-        "mlp.up_proj.weight": (spec.intermediate_size, spec.hidden_size),
-        "mlp.down_proj.weight": (spec.hidden_size, spec.intermediate_size),
-    }
-    for i in range(spec.num_hidden_layers):
-        shapes.update({f"model.layers.{i}.{key}": shape for key, shape in per_layer.items()})
-    return shapes
-
-
 def make_checkpoint(
     folder: str | Path, spec: SyntheticSpec = TINY, *, seed: int = 0, tokenizer_json: Path | None = None
 ) -> Path:
@@ -170,10 +143,9 @@ def make_checkpoint(
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": config["eos_token_id"]}))
-    shapes = _shapes(spec)
-    names = tensor_names(Qwen2Config.from_dict(config, "synthetic"))
+    shapes = tensor_shapes(Qwen2Config.from_dict(config, "synthetic"))
     dtype = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[spec.torch_dtype]
-    plan = [PlannedTensor(name, "F32" if len(shapes[name]) == 1 else dtype, shapes[name]) for name in names]
+    plan = [PlannedTensor(name, "F32" if len(shape) == 1 else dtype, shape) for name, shape in shapes.items()]
     writer = SafetensorsWriter(folder / "model.safetensors", plan)
     rng = np.random.default_rng(seed)
     for tensor in plan:
