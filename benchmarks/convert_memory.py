@@ -27,8 +27,8 @@ from pathlib import Path
 from time import perf_counter
 
 from qwq_edge.convert.checkpoint import Checkpoint
-from qwq_edge.convert.output import peak_rss_bytes
 from qwq_edge.convert.synthetic import SIZES, TINY, make_checkpoint
+from qwq_edge.resources import peak_rss_bytes
 
 try:
     from benchmarks.common import RESULTS, machine, save

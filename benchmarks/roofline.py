@@ -12,22 +12,25 @@ figure of merit (target ≥ 60% for the 0.5B Q4_K_M model).
 
 from __future__ import annotations
 
+import argparse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from time import perf_counter
 
-import llama_cpp
 import numpy as np
 
+from qwq_edge import SamplingParams
+from qwq_edge.bench.measure import time_raw
+from qwq_edge.bench.raw import RawLlamaCpp
 from qwq_edge.engines.gguf_file import read_gguf_header
 from qwq_edge.engines.llama_cpp import default_threads
 from qwq_edge.planner import model_shape
 from qwq_edge.testdata import fixture_model_path
 
 try:
-    from benchmarks.common import decode_parser, machine, median, quick, rate, save
+    from benchmarks.common import decode_parser, machine, median, quick, save
 except ImportError:  # run as a script from the repository root
-    from common import decode_parser, machine, median, quick, rate, save
+    from common import decode_parser, machine, median, quick, save
 
 GB = 1e9
 
@@ -55,23 +58,22 @@ def bytes_per_token(path: Path, position: int) -> float:
     return weights + embedding_row + model_shape(path).kv_bytes_per_token("f16") * position
 
 
-def decode_rate(path: Path, threads: int, tokens: int) -> tuple[float, int]:
-    llama = llama_cpp.Llama(
-        str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False
-    )
-    prompt = llama.tokenize(b"List the numbers 1 to 500, each on its own line.", add_bos=False)
-    times = [perf_counter() for _ in llama.create_completion(prompt, max_tokens=tokens, temperature=0.0, stream=True)]
-    llama.close()
-    return rate(times), len(prompt) + tokens // 2
+def decode_rate(path: Path, threads: int, tokens: int, mmap: bool) -> tuple[float, int]:
+    """Greedy decode speed of plain llama-cpp-python, and the mean position of the decoded tokens."""
+    raw = RawLlamaCpp(path, n_ctx=1024, n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, use_mmap=mmap)
+    prompt = raw.llama.tokenize(b"List the numbers 1 to 500, each on its own line.", add_bos=False)
+    run = time_raw(raw, prompt, tokens, SamplingParams(temperature=0.0), seed=0)
+    raw.close()
+    return run.decode_tokens_per_s, len(prompt) + tokens // 2
 
 
-def measure(path: Path, threads: int, tokens: int, repetitions: int, bandwidth_bytes: int) -> dict:
-    bandwidth = memory_bandwidth(threads, bandwidth_bytes)
-    runs = [decode_rate(path, threads, tokens) for _ in range(repetitions)]
+def measure(path: Path, threads: int, mmap: bool, args: argparse.Namespace, bandwidth: float) -> dict:
+    runs = [decode_rate(path, threads, args.tokens, mmap) for _ in range(args.repetitions)]
     tokens_per_s = median([r[0] for r in runs])
     traffic = bytes_per_token(path, runs[0][1])
     return {
         "threads": threads,
+        "mmap": mmap,
         "bandwidth_bytes_per_s": bandwidth,
         "bytes_per_token": traffic,
         "decode_tokens_per_s": tokens_per_s,
@@ -89,14 +91,20 @@ def main(argv: list[str] | None = None) -> dict:
     path = args.model or fixture_model_path()
     threads = sorted({int(t) for t in args.threads.split(",")})
     size = (1 << 28) if args.quick else (1 << 30)
-    rows = [measure(path, n, args.tokens, args.repetitions, size) for n in threads]
+    mmaps = [True] if args.quick else [True, False]
+    rows = []
+    for n in threads:
+        bandwidth = memory_bandwidth(n, size)
+        rows += [measure(path, n, mmap, args, bandwidth) for mmap in mmaps]
     lines = [
-        "| threads | measured bandwidth | bytes per token | decode tokens/s | limit tokens/s | fraction of the limit |",
-        "|---|---|---|---|---|---|",
+        "| threads | weights | measured bandwidth | bytes per token | decode tokens/s | limit tokens/s "
+        "| fraction of the limit |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['threads']} | {r['bandwidth_bytes_per_s'] / GB:.1f} GB/s | {r['bytes_per_token'] / 1e6:.0f} MB | "
+            f"| {r['threads']} | {'mmap' if r['mmap'] else 'read into memory'} | "
+            f"{r['bandwidth_bytes_per_s'] / GB:.1f} GB/s | {r['bytes_per_token'] / 1e6:.0f} MB | "
             f"{r['decode_tokens_per_s']:.1f} | {r['roofline_tokens_per_s']:.1f} | **{r['fraction_of_limit']:.0%}** |"
         )
     footer = f"{path.name}, llama.cpp on the CPU; median of {args.repetitions} runs of {args.tokens} tokens."

@@ -7,17 +7,14 @@ from benchmarks import convert_memory, multiturn, overhead_llama_cpp, overhead_m
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
     data = overhead_llama_cpp.main(["--quick", "--out", str(tmp_path)])
-    assert set(data["results"]) == {
-        "greedy",
-        "qwen2.5-coder-0.5b defaults, seed 1234",
-        "greedy + language guard (en), in the thinking",
-    }
-    for result in data["results"].values():
-        assert result["raw_tokens_per_s"] > 0 and result["qwq_tokens_per_s"] > 0
-        assert len(result["repetitions"]) == 1
-    saved = json.loads((tmp_path / "overhead_llama_cpp.json").read_text())
+    assert set(data["reports"]) == {"greedy", "model defaults"}
+    for report in data["reports"].values():
+        assert all(m["decode_tokens_per_s"] > 0 for m in report["medians"].values())
+        assert all(len(runs) == 1 for runs in report["runs"].values())
+    saved = json.loads((tmp_path / "overhead_llama_cpp_quick.json").read_text())
     assert saved["machine"]["versions"]["llama-cpp-python"]
-    assert "| greedy |" in (tmp_path / "overhead_llama_cpp.md").read_text()
+    table = (tmp_path / "overhead_llama_cpp_quick.md").read_text()
+    assert "| greedy | llama-cpp-python streaming completion |" in table and "controls on" in table
 
 
 def test_conversion_memory_benchmark_quick_mode(tmp_path):
@@ -30,8 +27,9 @@ def test_conversion_memory_benchmark_quick_mode(tmp_path):
 
 def test_mlx_overhead_benchmark_quick_mode(tmp_path):
     data = overhead_mlx.main(["--quick", "--out", str(tmp_path)])
-    assert all(r["raw_tokens_per_s"] > 0 and r["qwq_tokens_per_s"] > 0 for r in data["results"].values())
-    assert "mlx_lm.stream_generate" in (tmp_path / "overhead_mlx.md").read_text()
+    for report in data["reports"].values():
+        assert all(m["decode_tokens_per_s"] > 0 for m in report["medians"].values())
+    assert "mlx_lm.stream_generate" in (tmp_path / "overhead_mlx_quick.md").read_text()
 
 
 def test_roofline_and_multiturn_quick_modes(tmp_path):

@@ -14,6 +14,7 @@ from qwq_edge import (
     EngineUnavailableError,
     Intervention,
     ModelFormatError,
+    SamplingParams,
     ThinkingDelta,
     load,
 )
@@ -121,6 +122,32 @@ def test_multi_turn_cache_reuse_on_each_engine(tiny):
     second = chat.send("And again.")
     assert second.stats.cached_prompt_tokens >= first.stats.prompt_tokens - 4
     assert [m.role for m in chat.history] == ["user", "assistant"] * 2
+
+
+def _greedy_continuation(engine, steps=8) -> list[int]:
+    sampler = engine.new_sampler(SamplingParams(temperature=0.0), 0)
+    tokens = []
+    for _ in range(steps):
+        tokens.append(sampler.sample())
+        engine.feed(tokens[-1:])
+    return tokens
+
+
+def test_feeding_and_rewinding_keep_the_cache_exact_on_each_engine(tiny):
+    """Tokens fed and then rewound (llama.cpp evaluates fed tokens only when logits are
+    needed; MLX evaluates lazily) leave the same state as a prompt read in one go."""
+    engine = tiny.engine
+    prompt = engine.tokenize(PROMPT, special=False)
+    engine.rewind(0)
+    engine.prefill(prompt)
+    engine.feed([11, 12, 13])  # forced text, not yet evaluated
+    engine.rewind(len(prompt) + 1)  # keep one of them
+    engine.feed([14])
+    assert engine.position == len(prompt) + 2
+    stepped = _greedy_continuation(engine)
+    engine.rewind(0)
+    engine.prefill([*prompt, 11, 14])
+    assert _greedy_continuation(engine) == stepped
 
 
 def test_same_seed_same_tokens_on_each_engine(tiny):

@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import QwqEdgeError
+from .bench import bench
 from .chat import chat
 from .convert import convert, verify_command
 from .evaluate import evaluate
@@ -23,7 +24,19 @@ def cli() -> None:
     """Run QwQ-class reasoning models locally, with control over how long they think."""
 
 
-for command in (chat, run, convert, verify_command, info, doctor, evaluate, pull_command, list_command, rm_command):
+for command in (
+    chat,
+    run,
+    bench,
+    convert,
+    verify_command,
+    info,
+    doctor,
+    evaluate,
+    pull_command,
+    list_command,
+    rm_command,
+):
     cli.add_command(command)
 
 

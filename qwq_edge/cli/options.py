@@ -139,17 +139,21 @@ display_options = _apply(
 )
 
 
+def load_kwargs(params: dict[str, Any]) -> dict[str, Any]:
+    """The ``qwq_edge.load`` keyword arguments for the ``model_options`` given."""
+    return {
+        "engine": params["engine"],
+        "context_length": params["context_length"],
+        "kv_cache": None if params["kv_cache"] == "auto" else params["kv_cache"],
+        "n_threads": params["n_threads"],
+        "n_gpu_layers": params["n_gpu_layers"],
+        "reasoning_format": params["reasoning_format"],
+    }
+
+
 def load_model(params: dict[str, Any]) -> Model:
     """Load the model named by ``model_options``; report the engine when verbose."""
-    model = load(
-        model_path(params["model_path"], params["yes"]),
-        engine=params["engine"],
-        context_length=params["context_length"],
-        kv_cache=None if params["kv_cache"] == "auto" else params["kv_cache"],
-        n_threads=params["n_threads"],
-        n_gpu_layers=params["n_gpu_layers"],
-        reasoning_format=params["reasoning_format"],
-    )
+    model = load(model_path(params["model_path"], params["yes"]), **load_kwargs(params))
     if params["verbose"]:
         info = model.info
         click.echo(f"engine: {info.engine} on {info.device} ({model.engine_reason})", err=True)

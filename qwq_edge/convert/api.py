@@ -18,6 +18,7 @@ from ..engines.gguf_file import read_gguf_header
 from ..engines.llama_cpp import default_threads
 from ..errors import ConversionError
 from ..files import write_text_atomic
+from ..resources import peak_rss_bytes
 from .checkpoint import Checkpoint, source_name
 from .output import (
     ConversionSummary,
@@ -26,7 +27,6 @@ from .output import (
     ensure_disk_space,
     no_progress,
     path_size,
-    peak_rss_bytes,
 )
 from .source import resolve_source
 from .to_gguf import GGUF_QUANTS, quantize_gguf, write_gguf

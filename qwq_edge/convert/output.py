@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import resource
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -22,21 +20,6 @@ STAGE_UNITS = {"quantizing": "tensors", "verifying": "steps"}
 
 def no_progress(stage: str, done: int, total: int) -> None:
     """The default progress callback: the API prints nothing."""
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far.
-
-    On Linux this is ``VmHWM`` of the process's own address space: ``ru_maxrss``
-    would also count the parent's peak, which a child inherits across fork and exec.
-    """
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def path_size(path: Path) -> int:

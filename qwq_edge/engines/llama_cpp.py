@@ -75,6 +75,7 @@ class LlamaCppSampler:
         return np.ctypeslib.as_array(pointer, shape=(self._engine.vocab_size,))
 
     def sample(self, banned: Collection[int] = ()) -> int:
+        self._engine.evaluate_pending()
         if banned:
             ids = self._masks.get(banned)
             if ids is None:
@@ -128,6 +129,7 @@ class LlamaCppEngine:
         self.vocab_size = self.llama.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         self._tokens: list[int] = []
+        self._pending: list[int] = []  # fed, not yet evaluated: the tail of ``_tokens``
         self._pieces: dict[int, bytes] = {}
         self.n_threads = threads
         self.special_texts, self.end_of_generation = self._scan_special_tokens()
@@ -181,17 +183,31 @@ class LlamaCppEngine:
         check_room(len(tokens), self.info.context_length)
         self.rewind(reused)
         self.feed(tokens[reused:])
+        self.evaluate_pending()
         return reused
 
     def rewind(self, position: int) -> None:
         """Drop every cached token from ``position`` on (``Llama.eval`` clears them from the KV cache)."""
+        evaluated = len(self._tokens) - len(self._pending)
+        if position >= evaluated:
+            del self._pending[position - evaluated :]
+        else:
+            self._pending.clear()
+            self.llama.n_tokens = position
         del self._tokens[position:]
-        self.llama.n_tokens = position
 
     def feed(self, tokens: Sequence[int]) -> None:
+        """Append tokens; they are evaluated when logits are next needed, so that the caller
+        can hand a sampled token on (stream it) before the forward pass that follows it."""
         check_room(self.position + len(tokens), self.info.context_length)
-        self.llama.eval(tokens)
+        self._pending.extend(tokens)
         self._tokens.extend(tokens)
+
+    def evaluate_pending(self) -> None:
+        """Run the tokens fed since the last evaluation through the model."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.llama.eval(pending)
 
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
         return LlamaCppSampler(self, params, seed)

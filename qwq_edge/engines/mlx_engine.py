@@ -190,14 +190,17 @@ class MlxEngine:
         reused = reusable_prefix(self._tokens, tokens)
         check_room(len(tokens), self.info.context_length)
         self.rewind(reused)
-        rest = list(tokens[reused:])
-        while len(rest) > PREFILL_STEP:
-            self.model(mx.array(rest[:PREFILL_STEP])[None], cache=self.cache)
-            mx.eval([c.state for c in self.cache])
-            self._tokens.extend(rest[:PREFILL_STEP])
-            rest = rest[PREFILL_STEP:]
-        self.feed(rest)
+        self.feed(tokens[reused:])
         return reused
+
+    def _fill_cache(self, tokens: list[int]) -> None:
+        """Run tokens into the KV cache in steps, evaluating only the cache: the output
+        head (vocabulary × hidden per token) is never computed for them."""
+        for start in range(0, len(tokens), PREFILL_STEP):
+            step = tokens[start : start + PREFILL_STEP]
+            self.model(mx.array(step)[None], cache=self.cache)
+            mx.eval([c.state for c in self.cache])
+            self._tokens.extend(step)
 
     def rewind(self, position: int) -> None:
         surplus = self.position - position
@@ -207,12 +210,14 @@ class MlxEngine:
 
     def feed(self, tokens: Sequence[int]) -> None:
         check_room(self.position + len(tokens), self.info.context_length)
-        self.logits = self.model(mx.array(list(tokens))[None], cache=self.cache)[0, -1, :]
+        tokens = list(tokens)
+        self._fill_cache(tokens[:-1])  # logits are needed for the last token only
+        self.logits = self.model(mx.array(tokens[-1:])[None], cache=self.cache)[0, -1, :]
         # The greedy choice is computed in the same asynchronous graph as the logits.
         self.argmax = mx.argmax(self.logits)
         maybe_quantize_kv_cache(self.cache, quantized_kv_start=0, kv_group_size=64, kv_bits=self._kv_bits)
         mx.async_eval(self.logits, self.argmax)
-        self._tokens.extend(tokens)
+        self._tokens.append(tokens[-1])
 
     def new_sampler(self, params: SamplingParams, seed: int) -> MlxSampler:
         return MlxSampler(self, params, seed)

@@ -1,0 +1,199 @@
+"""``qwq-edge bench``: speed and memory of one model, through qwq-edge and through the raw engine.
+
+Three variants run in one process on the same prompt tokens and sampler settings,
+taking turns repetition by repetition: the raw engine, qwq-edge with every
+reasoning control off, and qwq-edge with every control on. Each run starts from an
+empty KV cache, so time to first token includes reading the whole prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from ..errors import InvalidRequestError
+from ..model import Model, load
+from ..reasoning.formats import THINK
+from ..resources import peak_rss_bytes, rss_bytes
+from ..sampling import SamplingParams
+from .measure import RunTiming, bench_prompt, time_qwq, time_raw
+from .raw import RawRunner, open_raw
+
+RAW, OFF, ON = "raw", "qwq-edge, controls off", "qwq-edge, controls on"
+WARMUP_TOKENS = 4
+PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "numpy")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    prompt_tokens: int = 512
+    gen_tokens: int = 128
+    repetitions: int = 3
+    raw: bool = True
+    #: None: the model's own sampling defaults.
+    sampling: SamplingParams | None = None
+    seed: int = 0
+
+
+@dataclass
+class BenchReport:
+    model: dict[str, Any]
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    load_seconds: dict[str, float]
+    memory: dict[str, int]
+    runs: dict[str, list[RunTiming]] = field(default_factory=dict)
+
+    def medians(self) -> dict[str, dict[str, float]]:
+        """Per variant: median time to first token, prefill and decode speed."""
+        return {
+            name: {
+                "time_to_first_token": _median([r.time_to_first_token for r in runs]),
+                "prefill_tokens_per_s": _median([r.prefill_tokens_per_s for r in runs]),
+                "decode_tokens_per_s": _median([r.decode_tokens_per_s for r in runs]),
+                "generated_tokens": _median([r.generated_tokens for r in runs]),
+            }
+            for name, runs in self.runs.items()
+        }
+
+    def ratios(self) -> dict[str, float]:
+        """Median over repetitions of the per-repetition decode and prefill ratios."""
+        pairs = [(ON, RAW), (OFF, RAW), (ON, OFF)]
+        ratios = {}
+        for a, b in pairs:
+            if a in self.runs and b in self.runs:
+                ratios[f"decode: {a} ÷ {b}"] = _ratio(self.runs[a], self.runs[b], "decode_tokens_per_s")
+                ratios[f"prefill: {a} ÷ {b}"] = _ratio(self.runs[a], self.runs[b], "prefill_tokens_per_s")
+        return ratios
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["runs"] = {
+            name: [{**asdict(r), "prefill_tokens_per_s": r.prefill_tokens_per_s} for r in runs]
+            for name, runs in self.runs.items()
+        }
+        data["medians"] = self.medians()
+        data["ratios"] = self.ratios()
+        return data
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def _ratio(a: list[RunTiming], b: list[RunTiming], metric: str) -> float:
+    values = [getattr(x, metric) / getattr(y, metric) for x, y in zip(a, b, strict=True) if getattr(y, metric)]
+    return _median(values)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "versions": versions,
+    }
+
+
+def _timed(make: Callable[[], Any]) -> tuple[Any, float]:
+    start = perf_counter()
+    made = make()
+    return made, perf_counter() - start
+
+
+def run_bench(
+    path: str | Path,
+    settings: BenchSettings | None = None,
+    *,
+    progress: Callable[[str], None] = lambda message: None,
+    **load_options: Any,
+) -> BenchReport:
+    """Load the model (timed), then measure the raw engine and qwq-edge, taking turns.
+
+    ``load_options`` go to ``qwq_edge.load`` (engine, context_length, n_threads, …).
+    """
+    settings = settings or BenchSettings()
+    model, qwq_load = _timed(lambda: load(path, **load_options))
+    try:
+        return _measure(model, qwq_load, settings, progress)
+    finally:
+        model.close()
+
+
+def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: Callable[[str], None]) -> BenchReport:
+    info = model.info
+    needed = settings.prompt_tokens + settings.gen_tokens
+    if needed > info.context_length:
+        raise InvalidRequestError(
+            f"{settings.prompt_tokens} prompt + {settings.gen_tokens} generated tokens need a context of {needed}; "
+            f"the model was loaded with {info.context_length} (use --ctx)"
+        )
+    # A model that does not think is measured in the think format, so that the budget applies.
+    fmt = model.reasoning_format if model.reasoning_format.thinks else THINK
+    text, prompt_tokens = bench_prompt(model, fmt, settings.prompt_tokens)
+    params = (settings.sampling or model.sampling).replace(seed=settings.seed)
+    n = settings.gen_tokens
+    variants: dict[str, Callable[[int], RunTiming]] = {
+        OFF: lambda tokens: time_qwq(model, text, fmt, tokens, params, controls=False),
+        ON: lambda tokens: time_qwq(model, text, fmt, tokens, params, controls=True),
+    }
+    for variant in variants.values():
+        variant(WARMUP_TOKENS)
+    memory = {"rss_after_load_bytes": rss_bytes()}
+    load_seconds = {"qwq-edge": qwq_load}
+    raw: RawRunner | None = None
+    if settings.raw:
+        progress("loading the raw engine")
+        raw, load_seconds["raw"] = _timed(lambda: open_raw(model.engine))
+        variants = {RAW: lambda tokens: time_raw(raw, prompt_tokens, tokens, params, settings.seed), **variants}
+        variants[RAW](WARMUP_TOKENS)
+        memory["raw_engine_added_rss_bytes"] = rss_bytes() - memory["rss_after_load_bytes"]
+    report = BenchReport(
+        model={
+            "path": info.model_path,
+            "name": info.model_name,
+            "engine": info.engine,
+            "device": info.device,
+            "context_length": info.context_length,
+            "reasoning_format": fmt.name,
+        },
+        machine=machine(),
+        settings={
+            **asdict(settings),
+            "sampling": asdict(params),
+            "prompt_tokens": len(prompt_tokens),
+            "raw_label": raw.label if raw else None,
+        },
+        load_seconds=load_seconds,
+        memory=memory,
+        runs={name: [] for name in variants},
+    )
+    try:
+        names = list(variants)
+        for repetition in range(settings.repetitions):
+            # Rotate who goes first, so that no variant always runs right after the same one.
+            order = names[repetition % len(names) :] + names[: repetition % len(names)]
+            for name in order:
+                progress(f"repetition {repetition + 1}/{settings.repetitions}: {name}")
+                report.runs[name].append(variants[name](n))
+    finally:
+        if raw is not None:
+            raw.close()
+    report.memory["peak_rss_bytes"] = peak_rss_bytes()
+    return report

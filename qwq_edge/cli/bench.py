@@ -1,0 +1,103 @@
+"""``qwq-edge bench``: how fast a model thinks here, and what qwq-edge costs next to the raw engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.filesize import decimal
+from rich.table import Table
+
+from ..bench import BenchReport, BenchSettings, run_bench
+from ..bench.suite import RAW
+from ..files import write_text_atomic
+from ..sampling import SamplingParams
+from .models import model_path
+from .options import load_kwargs, model_options
+
+
+@click.command()
+@model_options
+@click.option("--prompt-tokens", type=click.IntRange(min=16), default=512, show_default=True)
+@click.option("--gen-tokens", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--greedy", is_flag=True, help="Greedy decoding instead of the model's sampling defaults.")
+@click.option("--no-raw", is_flag=True, help="Skip the raw engine (peak memory is then qwq-edge's alone).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (every repetition) as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON report here.")
+def bench(
+    prompt_tokens: int,
+    gen_tokens: int,
+    repetitions: int,
+    greedy: bool,
+    no_raw: bool,
+    as_json: bool,
+    out: Path | None,
+    **params: Any,
+) -> None:
+    """Measure load time, time to first token, prefill and decode speed and peak memory.
+
+    The raw engine (plain llama-cpp-python or mlx_lm.stream_generate), qwq-edge with
+    every reasoning control off and qwq-edge with all of them on (thinking budget, loop
+    guard, language guard) take turns on the same prompt tokens; medians are shown.
+    """
+    settings = BenchSettings(
+        prompt_tokens=prompt_tokens,
+        gen_tokens=gen_tokens,
+        repetitions=repetitions,
+        raw=not no_raw,
+        sampling=SamplingParams(temperature=0.0) if greedy else None,
+    )
+    path = model_path(params["model_path"], params["yes"])
+    console = Console(stderr=True)
+    with console.status("loading the model") as status:
+        report = run_bench(path, settings, progress=status.update, **load_kwargs(params))
+    data = report.to_dict()
+    if out is not None:
+        write_text_atomic(out, json.dumps(data, indent=2) + "\n")
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        _print_report(Console(), report)
+
+
+def _print_report(console: Console, report: BenchReport) -> None:
+    model, settings = report.model, report.settings
+    sampling = "greedy" if settings["sampling"]["temperature"] == 0 else "the model's sampling, seeded"
+    caption = (
+        f"{settings['prompt_tokens']} prompt tokens, {settings['gen_tokens']} generated; {sampling}; "
+        f"median of {settings['repetitions']} run{'s' if settings['repetitions'] > 1 else ''} each"
+    )
+    if settings["raw_label"]:
+        caption += f"; raw engine: {settings['raw_label']}"
+    table = Table(
+        title=f"{Path(model['path']).name}: {model['engine']} on {model['device']}",
+        title_justify="left",
+        caption=caption,
+        caption_justify="left",
+    )
+    for column in ("", "load", "TTFT", "prefill tok/s", "decode tok/s", "decode ÷ raw"):
+        table.add_column(column, justify="right" if column else "left")
+    medians = report.medians()
+    raw_decode = medians.get(RAW, {}).get("decode_tokens_per_s")
+    for name, m in medians.items():
+        table.add_row(
+            "raw engine" if name == RAW else name,
+            f"{report.load_seconds['raw' if name == RAW else 'qwq-edge']:.2f} s",
+            f"{m['time_to_first_token'] * 1000:.0f} ms",
+            f"{m['prefill_tokens_per_s']:.1f}",
+            f"{m['decode_tokens_per_s']:.1f}",
+            f"{m['decode_tokens_per_s'] / raw_decode:.3f}" if raw_decode else "-",
+        )
+    console.print(table)
+    memory = report.memory
+    line = f"memory: {decimal(memory['rss_after_load_bytes'])} resident after loading"
+    if "raw_engine_added_rss_bytes" in memory:
+        line += f", {decimal(memory['raw_engine_added_rss_bytes'])} more for the raw engine"
+    console.print(f"{line}; peak {decimal(memory['peak_rss_bytes'])}")
+    ratios = report.ratios()
+    if ratios:
+        console.print("median per-run ratios: " + "; ".join(f"{name} {value:.3f}" for name, value in ratios.items()))
