@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from qwq_edge.bench import BenchReport
 from qwq_edge.bench.suite import RAW
 from qwq_edge.bench.suite import machine as machine
-from qwq_edge.files import write_text_atomic
+from qwq_edge.files import write_atomic_with, write_text_atomic
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -26,6 +27,20 @@ def save(name: str, data: dict[str, Any], table: str, out_dir: Path = RESULTS) -
     write_text_atomic(json_path, json.dumps(data, indent=2) + "\n")
     write_text_atomic(md_path, table)
     return json_path, md_path
+
+
+def save_chart(name: str, out_dir: Path, draw: Callable[[Any], Any]) -> Path:
+    """``draw(pyplot)`` returns a figure; it is written to ``out_dir/name.png`` atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure = draw(pyplot)
+    path = out_dir / f"{name}.png"
+    write_atomic_with(path, lambda temp: figure.savefig(temp, format="png"))
+    pyplot.close(figure)
+    return path
 
 
 def decode_parser(description: str, tokens: int, repetitions: int) -> argparse.ArgumentParser:

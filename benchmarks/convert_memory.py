@@ -23,17 +23,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
+from typing import Any
 
 from qwq_edge.convert.checkpoint import Checkpoint
 from qwq_edge.convert.synthetic import SIZES, TINY, make_checkpoint
 from qwq_edge.resources import peak_rss_bytes
 
 try:
-    from benchmarks.common import RESULTS, machine, save
+    from benchmarks.common import RESULTS, machine, save, save_chart
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, machine, save
+    from common import RESULTS, machine, save, save_chart
 
 CONVERSIONS = ("qwq-edge gguf q4_k_m", "qwq-edge mlx 4-bit", "mlx_lm.convert 4-bit")
 MB = 1_000_000
@@ -65,6 +67,30 @@ def measure(kind: str, source: Path, out: Path) -> dict:
 
 def goal_bytes(largest: int) -> int:
     return 3 * largest + 500 * MB
+
+
+def chart(rows: list[dict]) -> Callable[[Any], Any]:
+    """Peak RSS and time against model size, one line per conversion, with the GGUF goal."""
+
+    def draw(pyplot: Any) -> Any:
+        figure, (memory, time) = pyplot.subplots(1, 2, figsize=(10, 4), dpi=120)
+        for kind in CONVERSIONS:
+            points = [r for r in rows if r["conversion"] == kind]
+            sizes = [r["parameters"] / 1e9 for r in points]
+            memory.plot(sizes, [r["peak_rss_bytes"] / MB for r in points], marker="o", label=kind)
+            time.plot(sizes, [r["seconds"] for r in points], marker="o", label=kind)
+        goal = sorted({(r["parameters"] / 1e9, goal_bytes(r["largest_tensor_bytes"]) / MB) for r in rows})
+        memory.plot([g[0] for g in goal], [g[1] for g in goal], linestyle="--", color="grey", label="GGUF goal")
+        for axes, label in ((memory, "peak RSS, MB"), (time, "time, s")):
+            axes.set_xlabel("parameters, billions")
+            axes.set_ylabel(label)
+            axes.grid(alpha=0.3)
+        memory.legend(fontsize=8)
+        figure.suptitle("Conversion of synthetic bfloat16 Qwen2 checkpoints", fontsize=10)
+        figure.tight_layout()
+        return figure
+
+    return draw
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -111,7 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
         )
     markdown = "\n".join(table) + "\n\nSynthetic bfloat16 Qwen2 checkpoints (random weights), verification off.\n"
     data = {"benchmark": "convert_memory", "machine": machine(), "rows": rows}
-    save("convert_memory_quick" if args.quick else "convert_memory", data, markdown, args.out)
+    name = "convert_memory_quick" if args.quick else "convert_memory"
+    save(name, data, markdown, args.out)
+    save_chart(name, args.out, chart(rows))
     print(markdown)
     return data
 

@@ -12,15 +12,17 @@ first token with reuse ≤ 1.5 × turn 1's.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from qwq_edge import load
 from qwq_edge.testdata import fixture_model_path
 
 try:
-    from benchmarks.common import RESULTS, machine, save
+    from benchmarks.common import RESULTS, machine, save, save_chart
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, machine, save
+    from common import RESULTS, machine, save, save_chart
 
 QUESTIONS = [
     "Name a prime number between 10 and 20.",
@@ -53,6 +55,26 @@ def run_chat(model, turns: int, reuse: bool) -> list[dict]:
     return rows
 
 
+def chart(reused: list[dict], full: list[dict], title: str) -> Callable[[Any], Any]:
+    """Time to first token per turn, with and without the KV-cache reuse."""
+
+    def draw(pyplot: Any) -> Any:
+        figure, axes = pyplot.subplots(figsize=(6, 4), dpi=120)
+        turns = range(1, len(reused) + 1)
+        for rows, label in ((reused, "reusing the KV cache"), (full, "re-reading the whole prompt")):
+            axes.plot(turns, [r["time_to_first_token"] * 1000 for r in rows], marker="o", label=label)
+        axes.set_xlabel("turn")
+        axes.set_ylabel("time to first token, ms")
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        axes.set_title(title, fontsize=10)
+        figure.tight_layout()
+        return figure
+
+    return draw
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path)
@@ -81,7 +103,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     data = {"benchmark": "multiturn", "machine": machine(), "reuse": reused, "full": full, "ratio": ratio}
     table = "\n".join(lines) + f"\n\n{footer}\n"
-    save("multiturn_quick" if args.quick else "multiturn", data, table, args.out)
+    name = "multiturn_quick" if args.quick else "multiturn"
+    save(name, data, table, args.out)
+    save_chart(name, args.out, chart(reused, full, f"Time to first token as a chat grows: {model.info.model_name}"))
     print(table)
     return data
 

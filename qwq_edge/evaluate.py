@@ -17,7 +17,7 @@ from typing import Any
 
 from .answers import answers_match, extract_answer
 from .errors import InvalidRequestError
-from .files import write_text_atomic
+from .files import write_atomic_with, write_text_atomic
 from .model import Model
 
 PROMPT_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -169,7 +169,5 @@ def plot_summary(summary: list[BudgetSummary], path: Path, model_name: str) -> N
     axes.set_title(f"What thinking buys: {model_name}", fontsize=10)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    partial = path.with_name(path.name + ".partial.png")
-    figure.savefig(partial)
+    write_atomic_with(path, lambda temp: figure.savefig(temp, format="png"))
     pyplot.close(figure)
-    os.replace(partial, path)

@@ -23,6 +23,7 @@ def test_conversion_memory_benchmark_quick_mode(tmp_path):
     assert kinds == list(convert_memory.CONVERSIONS)
     assert all(row["peak_rss_bytes"] > 0 and row["seconds"] >= 0 for row in data["rows"])
     assert "mlx_lm.convert" in (tmp_path / "convert_memory_quick.md").read_text()
+    assert (tmp_path / "convert_memory_quick.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_mlx_overhead_benchmark_quick_mode(tmp_path):
@@ -42,3 +43,4 @@ def test_roofline_and_multiturn_quick_modes(tmp_path):
     assert all(t["cached_prompt_tokens"] > 0 for t in turns["reuse"][1:])
     assert all(t["cached_prompt_tokens"] == 0 for t in turns["full"])
     assert (tmp_path / "roofline_quick.md").is_file() and (tmp_path / "multiturn_quick.md").is_file()
+    assert (tmp_path / "multiturn_quick.png").read_bytes().startswith(b"\x89PNG")

@@ -8,16 +8,19 @@ cache layout, pre-populated by the test (as a past download would have left it),
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
 
 from qwq_edge.catalog import CatalogError, default_entry, find, load_catalog
 from qwq_edge.convert import convert_to_mlx
-from qwq_edge.convert.synthetic import make_checkpoint
+from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.reasoning.formats import FORMATS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,13 +157,18 @@ size_bytes = 420000
 """
 
 
+def with_user_catalog(tmp_path: Path, offline: dict[str, str]) -> dict[str, str]:
+    """The environment of a user whose own catalog lists ``tiny-test`` (a checkpoint to convert)."""
+    (tmp_path / "catalog").mkdir()
+    (tmp_path / "catalog" / "tiny.toml").write_text(USER_CATALOG)
+    return {**offline, "QWQ_EDGE_CATALOG": str(tmp_path / "catalog")}
+
+
 def test_a_model_without_a_converted_download_is_downloaded_and_converted(cli_command, tmp_path, offline):
     checkpoint = make_checkpoint(tmp_path / "tiny-qwen2")
     for file in checkpoint.iterdir():
         cache_file(tmp_path / "hub", "qwq-edge-tests/tiny-qwen2", file.name, file)
-    (tmp_path / "catalog").mkdir()
-    (tmp_path / "catalog" / "tiny.toml").write_text(USER_CATALOG)
-    env = {**offline, "QWQ_EDGE_CATALOG": str(tmp_path / "catalog")}
+    env = with_user_catalog(tmp_path, offline)
     pulled = qwq(cli_command, "pull", "tiny-test", "--yes", env=env)
     assert pulled.returncode == 0, pulled.stderr
     assert "has no pre-converted gguf download" in pulled.stderr.replace("\n", " ") or "is ready" in pulled.stdout
@@ -174,3 +182,63 @@ def test_a_model_without_a_converted_download_is_downloaded_and_converted(cli_co
     assert json.loads(ran.stdout)["thinking_tokens"] <= 4  # the catalog entry's own "low" budget
     assert qwq(cli_command, "rm", "tiny-test", env=env).returncode == 0
     assert not converted.exists()
+
+
+def test_an_interrupted_download_is_reported_then_resumed(cli_command, tmp_path, offline):
+    """The cache as an interrupted download leaves it: the hub's file listing (written by
+    huggingface-hub before it downloads) and only some of the files. Offline, pull names
+    what is missing; once the rest has arrived, pull completes from the files already there.
+    (The transfer itself is huggingface-hub's and needs the hub, which is out of reach here.)"""
+    checkpoint = make_checkpoint(tmp_path / "tiny-qwen2")
+    files = sorted(checkpoint.iterdir())
+    repo_folder = tmp_path / "hub" / "models--qwq-edge-tests--tiny-qwen2"
+    listing = {f.name: TreeCacheEntry(size=f.stat().st_size, blob_id=f"blob-{f.name}") for f in files}
+    write_tree_cache(str(repo_folder), COMMIT, listing)
+    weights = next(f for f in files if f.suffix == ".safetensors")
+    for file in files:
+        if file != weights:
+            cache_file(tmp_path / "hub", "qwq-edge-tests/tiny-qwen2", file.name, file)
+    env = with_user_catalog(tmp_path, offline)
+    blobs_before = {blob.name: blob.stat().st_ino for blob in (repo_folder / "blobs").iterdir()}
+
+    stopped = qwq(cli_command, "pull", "tiny-test", "--yes", env=env)
+    assert stopped.returncode == 1, stopped.stderr
+    error = stopped.stderr.strip().splitlines()[-1]  # after the memory plan's line
+    assert error.startswith("error: ") and "Traceback" not in stopped.stderr
+    assert "stopped before it finished (1 file(s) are missing (model.safetensors))" in error
+    assert "run the same command again" in error
+    assert "tiny-test" not in qwq(cli_command, "list", env=env).stdout
+
+    cache_file(tmp_path / "hub", "qwq-edge-tests/tiny-qwen2", weights.name, weights)  # the rest arrives
+    resumed = qwq(cli_command, "pull", "tiny-test", "--yes", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "tiny-test" in qwq(cli_command, "list", env=env).stdout
+    kept = {blob.name: blob.stat().st_ino for blob in (repo_folder / "blobs").iterdir() if blob.name in blobs_before}
+    assert kept == blobs_before  # what was downloaded before the interruption was used, not fetched again
+
+
+def test_a_pull_killed_while_converting_is_redone_cleanly(cli_command, tmp_path, offline):
+    """Killed (no chance to clean up) in the middle of its conversion, a pull leaves no model
+    behind; the next pull starts the conversion afresh and finishes it."""
+    big = SyntheticSpec(hidden_size=256, intermediate_size=512, vocab_size=151_936, tokenizer_vocab=4096)
+    checkpoint = make_checkpoint(tmp_path / "tiny-qwen2", big)
+    for file in checkpoint.iterdir():
+        cache_file(tmp_path / "hub", "qwq-edge-tests/tiny-qwen2", file.name, file)
+    env = with_user_catalog(tmp_path, offline)
+    converted = tmp_path / "home" / "converted"
+    proc = subprocess.Popen(
+        [*cli_command, "pull", "tiny-test", "--yes"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not list(converted.glob("*.partial")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL, "the pull finished before it could be interrupted"
+    assert not (converted / "tiny-test-q4_k_m.gguf").exists()
+    assert "tiny-test" not in qwq(cli_command, "list", env=env).stdout
+
+    again = qwq(cli_command, "pull", "tiny-test", "--yes", env=env)
+    assert again.returncode == 0, again.stderr
+    assert (converted / "tiny-test-q4_k_m.gguf").read_bytes()[:4] == b"GGUF"
+    assert not list(converted.glob("*.partial"))
+    assert "tiny-test" in qwq(cli_command, "list", env=env).stdout

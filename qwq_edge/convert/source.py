@@ -1,7 +1,7 @@
 """Where a conversion's input comes from: a local folder, a ``.gguf`` file, or a hub repo id.
 
 Hub checkpoints are fetched with huggingface-hub: only the files a conversion needs,
-into its own cache (downloads resume where they stopped, checksums are checked by
+into its own cache (a rerun keeps the files that finished, checksums are checked by
 huggingface-hub), with its progress bars. Offline (``HF_HUB_OFFLINE=1``, or no
 network) a repo that is in the cache is used from there; one that is not gives a
 clear error naming it.
@@ -21,13 +21,22 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def download(repo_id: str, patterns: list[str] | None = None) -> Path:
     """The local snapshot of a hub repository (only files matching ``patterns``), downloaded if needed."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    # A snapshot cut short by an interrupted download (recent huggingface-hub releases can tell).
+    incomplete = getattr(errors, "IncompleteSnapshotError", ())
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns or HUB_PATTERNS))
     except RepositoryNotFoundError:
         raise CheckpointError(f"the hub has no repository {repo_id} (or it is private)") from None
+    except incomplete as error:
+        missing = re.search(r"\d+ file\(s\) are missing \([^)]*\)", str(error))
+        raise CheckpointError(
+            f"the download of {repo_id} stopped before it finished ({missing[0] if missing else 'files are missing'})"
+            " and the hub cannot be reached; run the same command again where it is: the files already in the "
+            "cache are kept"
+        ) from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
             f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached "
