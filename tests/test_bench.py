@@ -57,8 +57,9 @@ def test_bench_command_measures_raw_and_qwq_edge_and_writes_json(cli_command, gg
 
 
 def test_bench_command_prints_a_table(cli_command, gguf_path):
-    proc = qwq(cli_command, "bench", "-m", str(gguf_path), *QUICK, "--no-raw", "--greedy")
+    proc = qwq(cli_command, "bench", "-m", str(gguf_path), *QUICK, "--no-raw", "--greedy", "--verbose")
     assert proc.returncode == 0, proc.stderr
+    assert "engine: llama.cpp on cpu" in proc.stderr and "memory: " in proc.stderr
     assert "decode tok/s" in proc.stdout and "controls on" in proc.stdout and "greedy" in proc.stdout
     assert "raw engine" not in proc.stdout
 

@@ -170,6 +170,8 @@ def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: C
             "name": info.model_name,
             "engine": info.engine,
             "device": info.device,
+            "engine_reason": model.engine_reason,
+            "memory_plan": model.memory_plan.describe() if model.memory_plan else None,
             "context_length": info.context_length,
             "reasoning_format": fmt.name,
         },

@@ -21,9 +21,15 @@ from .options import load_kwargs, model_options
 
 @click.command()
 @model_options
-@click.option("--prompt-tokens", type=click.IntRange(min=16), default=512, show_default=True)
-@click.option("--gen-tokens", type=click.IntRange(min=2), default=128, show_default=True)
-@click.option("--repetitions", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--prompt-tokens",
+    type=click.IntRange(min=16),
+    default=512,
+    show_default=True,
+    help="Prompt length, system prompt and template included.",
+)
+@click.option("--gen-tokens", type=click.IntRange(min=2), default=128, show_default=True, help="Tokens per run.")
+@click.option("--repetitions", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per variant.")
 @click.option("--greedy", is_flag=True, help="Greedy decoding instead of the model's sampling defaults.")
 @click.option("--no-raw", is_flag=True, help="Skip the raw engine (peak memory is then qwq-edge's alone).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (every repetition) as JSON.")
@@ -55,6 +61,11 @@ def bench(
     console = Console(stderr=True)
     with console.status("loading the model") as status:
         report = run_bench(path, settings, progress=status.update, **load_kwargs(params))
+    if params["verbose"]:
+        model = report.model
+        console.print(f"engine: {model['engine']} on {model['device']} ({model['engine_reason']})")
+        if model["memory_plan"]:
+            console.print(f"memory: {model['memory_plan']}")
     data = report.to_dict()
     if out is not None:
         write_text_atomic(out, json.dumps(data, indent=2) + "\n")
