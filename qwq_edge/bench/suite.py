@@ -137,34 +137,50 @@ def run_bench(
 
 
 def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: Callable[[str], None]) -> BenchReport:
-    info = model.info
-    needed = settings.prompt_tokens + settings.gen_tokens
-    if needed > info.context_length:
-        raise InvalidRequestError(
-            f"{settings.prompt_tokens} prompt + {settings.gen_tokens} generated tokens need a context of {needed}; "
-            f"the model was loaded with {info.context_length} (use --ctx)"
-        )
+    _check_context(model.info.context_length, settings)
     # A model that does not think is measured in the think format, so that the budget applies.
     fmt = model.reasoning_format if model.reasoning_format.thinks else THINK
     text, prompt_tokens = bench_prompt(model, fmt, settings.prompt_tokens)
     params = (settings.sampling or model.sampling).replace(seed=settings.seed)
-    n = settings.gen_tokens
     variants: dict[str, Callable[[int], RunTiming]] = {
-        OFF: lambda tokens: time_qwq(model, text, fmt, tokens, params, controls=False),
-        ON: lambda tokens: time_qwq(model, text, fmt, tokens, params, controls=True),
+        OFF: lambda n: time_qwq(model, text, fmt, n, params, controls=False),
+        ON: lambda n: time_qwq(model, text, fmt, n, params, controls=True),
     }
     for variant in variants.values():
         variant(WARMUP_TOKENS)
-    memory = {"rss_after_load_bytes": rss_bytes()}
-    load_seconds = {"qwq-edge": qwq_load}
+    report = _new_report(model, fmt.name, settings, params, len(prompt_tokens), qwq_load)
     raw: RawRunner | None = None
-    if settings.raw:
-        progress("loading the raw engine")
-        raw, load_seconds["raw"] = _timed(lambda: open_raw(model.engine))
-        variants = {RAW: lambda tokens: time_raw(raw, prompt_tokens, tokens, params, settings.seed), **variants}
-        variants[RAW](WARMUP_TOKENS)
-        memory["raw_engine_added_rss_bytes"] = rss_bytes() - memory["rss_after_load_bytes"]
-    report = BenchReport(
+    try:
+        if settings.raw:
+            progress("loading the raw engine")
+            raw, report.load_seconds["raw"] = _timed(lambda: open_raw(model.engine))
+            report.settings["raw_label"] = raw.label
+            variants = {RAW: lambda n: time_raw(raw, prompt_tokens, n, params, settings.seed), **variants}
+            variants[RAW](WARMUP_TOKENS)
+            report.memory["raw_engine_added_rss_bytes"] = rss_bytes() - report.memory["rss_after_load_bytes"]
+        _take_turns(report, variants, settings, progress)
+    finally:
+        if raw is not None:
+            raw.close()
+    report.memory["peak_rss_bytes"] = peak_rss_bytes()
+    return report
+
+
+def _check_context(context_length: int, settings: BenchSettings) -> None:
+    needed = settings.prompt_tokens + settings.gen_tokens
+    if needed > context_length:
+        raise InvalidRequestError(
+            f"{settings.prompt_tokens} prompt + {settings.gen_tokens} generated tokens need a context of {needed}; "
+            f"the model was loaded with {context_length} (use --ctx)"
+        )
+
+
+def _new_report(
+    model: Model, fmt: str, settings: BenchSettings, params: SamplingParams, prompt_tokens: int, qwq_load: float
+) -> BenchReport:
+    """An empty report: what was measured, how, and qwq-edge's load time and memory."""
+    info = model.info
+    return BenchReport(
         model={
             "path": info.model_path,
             "name": info.model_name,
@@ -173,29 +189,26 @@ def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: C
             "engine_reason": model.engine_reason,
             "memory_plan": model.memory_plan.describe() if model.memory_plan else None,
             "context_length": info.context_length,
-            "reasoning_format": fmt.name,
+            "reasoning_format": fmt,
         },
         machine=machine(),
-        settings={
-            **asdict(settings),
-            "sampling": asdict(params),
-            "prompt_tokens": len(prompt_tokens),
-            "raw_label": raw.label if raw else None,
-        },
-        load_seconds=load_seconds,
-        memory=memory,
-        runs={name: [] for name in variants},
+        settings={**asdict(settings), "sampling": asdict(params), "prompt_tokens": prompt_tokens, "raw_label": None},
+        load_seconds={"qwq-edge": qwq_load},
+        memory={"rss_after_load_bytes": rss_bytes()},
     )
-    try:
-        names = list(variants)
-        for repetition in range(settings.repetitions):
-            # Rotate who goes first, so that no variant always runs right after the same one.
-            order = names[repetition % len(names) :] + names[: repetition % len(names)]
-            for name in order:
-                progress(f"repetition {repetition + 1}/{settings.repetitions}: {name}")
-                report.runs[name].append(variants[name](n))
-    finally:
-        if raw is not None:
-            raw.close()
-    report.memory["peak_rss_bytes"] = peak_rss_bytes()
-    return report
+
+
+def _take_turns(
+    report: BenchReport,
+    variants: dict[str, Callable[[int], RunTiming]],
+    settings: BenchSettings,
+    progress: Callable[[str], None],
+) -> None:
+    """Run every variant once per repetition; who goes first rotates, so that no variant
+    always runs right after the same one."""
+    names = list(variants)
+    for repetition in range(settings.repetitions):
+        shift = repetition % len(names)
+        for name in names[shift:] + names[:shift]:
+            progress(f"repetition {repetition + 1}/{settings.repetitions}: {name}")
+            report.runs.setdefault(name, []).append(variants[name](settings.gen_tokens))
