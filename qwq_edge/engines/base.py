@@ -113,6 +113,16 @@ def reusable_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
     return min(reused, len(tokens) - 1)
 
 
+def prefill_reusing(engine: Engine, cached: Sequence[int], tokens: Sequence[int]) -> int:
+    """What every adapter's ``prefill`` does: keep the longest prefix the cache (holding
+    ``cached``) shares with ``tokens``, feed the rest, and return how many were kept."""
+    reused = reusable_prefix(cached, tokens)
+    check_room(len(tokens), engine.info.context_length)
+    engine.rewind(reused)
+    engine.feed(tokens[reused:])
+    return reused
+
+
 def check_room(needed: int, context_length: int) -> None:
     """Refuse to hold more tokens than the context has."""
     if needed > context_length:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo, check_room, reusable_prefix
+from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
 from .gguf_file import read_gguf_header
 
 try:
@@ -179,10 +179,7 @@ class LlamaCppEngine:
         return piece
 
     def prefill(self, tokens: Sequence[int]) -> int:
-        reused = reusable_prefix(self._tokens, tokens)
-        check_room(len(tokens), self.info.context_length)
-        self.rewind(reused)
-        self.feed(tokens[reused:])
+        reused = prefill_reusing(self, self._tokens, tokens)
         self.evaluate_pending()
         return reused
 

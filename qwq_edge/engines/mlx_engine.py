@@ -18,7 +18,7 @@ from typing import Any
 from ..convert.safetensors_io import read_header
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo, check_room, reusable_prefix
+from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
 
 try:
     import mlx.core as mx
@@ -187,10 +187,7 @@ class MlxEngine:
         return piece
 
     def prefill(self, tokens: Sequence[int]) -> int:
-        reused = reusable_prefix(self._tokens, tokens)
-        check_room(len(tokens), self.info.context_length)
-        self.rewind(reused)
-        self.feed(tokens[reused:])
+        reused = prefill_reusing(self, self._tokens, tokens)
         return reused
 
     def _fill_cache(self, tokens: list[int]) -> None:
