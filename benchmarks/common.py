@@ -11,8 +11,8 @@ from typing import Any
 
 from qwq_edge.bench import BenchReport
 from qwq_edge.bench.suite import RAW
-from qwq_edge.bench.suite import machine as machine
 from qwq_edge.files import write_atomic_with, write_text_atomic
+from qwq_edge.inspection import system_report as machine
 
 RESULTS = Path(__file__).parent / "results"
 

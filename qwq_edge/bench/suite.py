@@ -8,18 +8,15 @@ empty KV cache, so time to first token includes reading the whole prompt.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
-import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 from ..errors import InvalidRequestError
+from ..inspection import system_report
 from ..model import Model, load
 from ..reasoning.formats import THINK
 from ..resources import peak_rss_bytes, rss_bytes
@@ -29,7 +26,6 @@ from .raw import RawRunner, open_raw
 
 RAW, OFF, ON = "raw", "qwq-edge, controls off", "qwq-edge, controls on"
 WARMUP_TOKENS = 4
-PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "numpy")
 
 
 @dataclass(frozen=True)
@@ -92,23 +88,6 @@ def _median(values: list[float]) -> float:
 def _ratio(a: list[RunTiming], b: list[RunTiming], metric: str) -> float:
     values = [getattr(x, metric) / getattr(y, metric) for x, y in zip(a, b, strict=True) if getattr(y, metric)]
     return _median(values)
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "versions": versions,
-    }
 
 
 def _timed(make: Callable[[], Any]) -> tuple[Any, float]:
@@ -191,7 +170,7 @@ def _new_report(
             "context_length": info.context_length,
             "reasoning_format": fmt,
         },
-        machine=machine(),
+        machine=system_report(),
         settings={**asdict(settings), "sampling": asdict(params), "prompt_tokens": prompt_tokens, "raw_label": None},
         load_seconds={"qwq-edge": qwq_load},
         memory={"rss_after_load_bytes": rss_bytes()},
