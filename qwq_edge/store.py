@@ -1,9 +1,9 @@
 """Models on disk: ``pull`` from the catalog, ``list``, ``rm``, and what ``--model`` names.
 
 Downloads go through huggingface-hub into its own cache (one copy on disk; a rerun
-keeps the files that finished; checksums verified by huggingface-hub); qwq-edge keeps a small manifest per pulled
-model under ``QWQ_EDGE_HOME`` (default: the user's data folder) saying which files
-make it up. Offline, a model already in the cache is used from there; one that is
+keeps the files that finished; checksums verified by huggingface-hub); qwq-edge keeps
+a small manifest per pulled model under ``QWQ_EDGE_HOME`` (default: the user's data
+folder) saying which files make it up. Offline, a model already in the cache is used from there; one that is
 not gives one line naming it and how to get it.
 """
 
