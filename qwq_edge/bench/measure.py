@@ -58,19 +58,20 @@ def bench_prompt(model: Model, fmt: ReasoningFormat, target: int) -> tuple[str, 
         text = " ".join(islice(cycle(FILLER.split()), words)) + "\n\n" + TASK
         return text, model.prompts.build(model.prompt_messages([Message("user", text)]), fmt)
 
-    words, best = 0, build(0)
-    if len(best[1]) > target:
+    words, candidate = 0, build(0)
+    if len(candidate[1]) > target:
         raise InvalidRequestError(
-            f"the shortest benchmark prompt for this model is {len(best[1])} tokens (system prompt and template "
-            f"included); ask for at least that many, not {target}"
+            f"the shortest benchmark prompt for this model is {len(candidate[1])} tokens (system prompt and "
+            f"template included); ask for at least that many, not {target}"
         )
+    best = candidate
     for _ in range(8):  # each word is about one token: a few corrections land on the target
-        words = max(0, words + target - len(build(words)[1]))
+        if len(candidate[1]) == target:
+            break
+        words = max(0, words + target - len(candidate[1]))
         candidate = build(words)
         if abs(len(candidate[1]) - target) < abs(len(best[1]) - target):
             best = candidate
-        if len(candidate[1]) == target:
-            break
     return best
 
 
