@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwq_edge import SamplingParams
+from qwq_edge import GenerationOptions
 from qwq_edge.bench import BenchSettings, run_bench
 from qwq_edge.engines.llama_cpp import default_threads
 from qwq_edge.testdata import fixture_model_path
@@ -40,12 +40,15 @@ def main(argv: list[str] | None = None) -> dict:
     reports = {
         setting: run_bench(
             path,
-            BenchSettings(prompt_tokens, args.tokens, args.repetitions, sampling=sampling, seed=SEED),
+            BenchSettings(prompt_tokens, args.tokens, args.repetitions, options=options, seed=SEED),
             context_length=2048,
             n_threads=args.threads,
             engine="llama.cpp",
         )
-        for setting, sampling in {"greedy": SamplingParams(temperature=0.0), "model defaults": None}.items()
+        for setting, options in {
+            "greedy": GenerationOptions(temperature=0.0),
+            "model defaults": GenerationOptions(),
+        }.items()
     }
     footer = (
         f"{path.name}, llama.cpp on the CPU, {args.threads} threads; {prompt_tokens} prompt tokens, "

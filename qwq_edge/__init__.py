@@ -12,6 +12,7 @@ from .errors import (
 )
 from .events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
 from .model import Model, load
+from .options import GenerationOptions
 from .prompt import Message
 from .reasoning.formats import FORMATS, ReasoningFormat
 from .sampling import SamplingParams
@@ -27,6 +28,7 @@ __all__ = [
     "Done",
     "EngineUnavailableError",
     "Event",
+    "GenerationOptions",
     "GenerationResult",
     "GenerationStats",
     "Intervention",

@@ -19,6 +19,7 @@ from .answers import answers_match, extract_answer
 from .errors import InvalidRequestError
 from .files import write_atomic_with, write_text_atomic
 from .model import Model
+from .options import GenerationOptions
 
 PROMPT_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 SAMPLE_DATA = Path(__file__).parent / "data" / "sample_math.jsonl"
@@ -92,13 +93,17 @@ def run_eval(
     problems: list[Problem],
     budgets: list[int],
     results: Path,
+    options: GenerationOptions | None = None,
     *,
     samples: int = 1,
-    seed: int = 0,
     on_result: Callable[[dict[str, Any]], None] = lambda row: None,
-    **options: Any,
 ) -> Iterator[dict[str, Any]]:
-    """Run what is not in ``results`` yet; yield each new row (also appended to ``results``)."""
+    """Run what is not in ``results`` yet; yield each new row (also appended to ``results``).
+
+    Each run uses ``options`` with the budget under test and the seed ``options.seed``
+    (0 if unset) plus the sample's number, so a rerun reproduces it."""
+    options = options or GenerationOptions()
+    seed = options.seed or 0
     done = _resume(results)
     results.parent.mkdir(parents=True, exist_ok=True)
     for budget in budgets:
@@ -107,7 +112,7 @@ def run_eval(
                 if (problem.id, budget, sample) in done:
                     continue
                 outcome = model.generate(
-                    problem.question + PROMPT_SUFFIX, max_thinking_tokens=budget, seed=seed + sample, **options
+                    problem.question + PROMPT_SUFFIX, options, max_thinking_tokens=budget, seed=seed + sample
                 )
                 predicted = extract_answer(outcome.answer) or extract_answer(outcome.thinking)
                 row = {

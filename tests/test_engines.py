@@ -90,7 +90,7 @@ def test_budget_and_forced_close_on_each_engine(tiny, budget):
     result = events[-1].result
     assert result.stats.thinking_tokens <= budget and result.stats.thinking_closed_by == "budget"
     assert [e.kind for e in events if isinstance(e, Intervention)] == ["budget"]
-    assert result.stats.forced_tokens == len(tiny._tokens_for(tiny.reasoning_format).close)
+    assert result.stats.forced_tokens == len(tiny.controllers.control_tokens(tiny.reasoning_format).close)
     kinds = [type(e) for e in events]
     assert kinds[-1] is Done
     assert kinds.index(Intervention) < kinds.index(AnswerDelta)
@@ -106,7 +106,7 @@ def test_thinking_off_and_answer_bound_on_each_engine(tiny):
 
 def test_context_close_on_each_engine(tiny_models, tiny):
     prompt = len(tiny.prompts.build(tiny.prompt_messages(PROMPT), tiny.reasoning_format))
-    context = prompt + len(tiny._tokens_for(tiny.reasoning_format).close) + 40
+    context = prompt + len(tiny.controllers.control_tokens(tiny.reasoning_format).close) + 40
     for name in ENGINES:
         with load(tiny_models[name], engine=name, context_length=context) as small:
             result = small.generate(PROMPT, reasoning_format="think", temperature=0)
@@ -232,7 +232,7 @@ def test_broken_mlx_folders_are_clear_errors(tiny_models, tmp_path):
 
 
 def test_language_guard_and_effort_on_each_engine(tiny):
-    ban = tiny.language_ban("en")
+    ban = tiny.controllers.language_ban("en")
     assert ban, "the tiny vocabulary has Chinese tokens to ban"
     result = tiny.generate(
         PROMPT,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..evaluate import SAMPLE_DATA, load_problems, plot_summary, run_eval, summarize, write_summary
 from .interrupt import cancel_on_interrupt
-from .options import generation_kwargs, generation_options, load_model, model_options
+from .options import generation_options, load_model, model_options, options_from_params
 
 
 def _budgets(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -47,11 +47,11 @@ def evaluate(
     model = load_model(params)
     out_dir = out_dir or Path.cwd() / f"eval-{Path(model.info.model_path).stem}"
     results = out_dir / "results.jsonl"
-    options = {k: v for k, v in generation_kwargs(params).items() if k not in ("max_thinking_tokens", "seed")}
+    options = options_from_params(params)
     console = Console(stderr=True)
     total = len(problems) * len(budgets) * samples
     with cancel_on_interrupt(model):
-        for count, row in enumerate(run_eval(model, problems, budgets, results, samples=samples, **options), start=1):
+        for count, row in enumerate(run_eval(model, problems, budgets, results, options, samples=samples), start=1):
             mark = "✓" if row["correct"] else "✗"
             console.print(
                 f"[{count}] budget {row['budget']:>5}  {row['id']:<16} {mark} {row['predicted']}", markup=False
