@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from time import perf_counter
 
 from .detokenize import IncrementalDetokenizer
-from .engines.base import Engine
+from .engines.base import Engine, TokenSampler
 from .events import Done, Event, GenerationResult, GenerationStats
-from .reasoning.controller import ANSWER, Finish, Force, ReasoningController, Rewind
+from .reasoning.controller import ANSWER, Finish, Force, ReasoningController, Rewind, Sample
 from .sampling import SamplingParams
 
 
@@ -48,6 +48,33 @@ class _Clock:
         }
 
 
+class _Steps:
+    """Carries out the controller's actions on the engine, with one sampler and detokenizer."""
+
+    def __init__(self, engine: Engine, controller: ReasoningController, sampler: TokenSampler) -> None:
+        self.engine = engine
+        self.controller = controller
+        self.sampler = sampler
+        self.detokenizer = IncrementalDetokenizer(engine.token_bytes)
+
+    def apply(self, action: Sample | Force | Rewind) -> list[Event] | None:
+        """Do ``action``; the events it gives, or ``None`` when the controller vetoed a sampled token."""
+        if isinstance(action, Rewind):
+            self.engine.rewind(action.position)
+            self.detokenizer = IncrementalDetokenizer(self.engine.token_bytes)  # its pending bytes were dropped
+            action = action.then
+        if isinstance(action, Force):
+            self.engine.feed(action.tokens)
+            self.sampler.accept(action.tokens)
+            return self.controller.on_forced(action, self.detokenizer.add(action.tokens))
+        token = self.sampler.sample(action.banned)
+        if not self.controller.review(token):
+            return None
+        position = self.engine.position
+        self.engine.feed((token,))
+        return self.controller.on_sampled(self.detokenizer.add((token,)), position)
+
+
 def generate_step(
     engine: Engine,
     prompt_tokens: Sequence[int],
@@ -60,34 +87,20 @@ def generate_step(
     clock = _Clock(perf_counter())
     cached = engine.prefill(prompt_tokens)
     clock.prefill_seconds = perf_counter() - clock.start
-    sampler = engine.new_sampler(sampling, seed)
-    detokenizer = IncrementalDetokenizer(engine.token_bytes)
-    context_length = engine.info.context_length
+    steps = _Steps(engine, controller, engine.new_sampler(sampling, seed))
     finish_reason = "cancelled"
     while not cancelled():
-        action = controller.next_action(context_length - engine.position)
+        action = controller.next_action(engine.info.context_length - engine.position)
         if isinstance(action, Finish):
             finish_reason = action.reason
             break
         was_thinking = controller.phase != ANSWER
-        if isinstance(action, Rewind):
-            engine.rewind(action.position)
-            detokenizer = IncrementalDetokenizer(engine.token_bytes)  # its pending bytes were dropped
-            action = action.then
-        if isinstance(action, Force):
-            engine.feed(action.tokens)
-            sampler.accept(action.tokens)
-            events = controller.on_forced(action, detokenizer.add(action.tokens))
-        else:
-            token = sampler.sample(action.banned)
-            if not controller.review(token):
-                continue
-            position = engine.position
-            engine.feed((token,))
-            events = controller.on_sampled(detokenizer.add((token,)), position)
+        events = steps.apply(action)
+        if events is None:
+            continue
         clock.token(was_thinking and controller.phase == ANSWER)
         yield from events
-    yield from controller.finish(detokenizer.flush())
+    yield from controller.finish(steps.detokenizer.flush())
     stats = GenerationStats(
         **vars(controller.counts),
         prompt_tokens=len(prompt_tokens),

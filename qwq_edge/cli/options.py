@@ -19,7 +19,6 @@ from .models import model_path
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-
 def _apply(options: list[Decorator]) -> Decorator:
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for option in reversed(options):
@@ -118,7 +117,6 @@ generation_options = _apply(
         click.option("--seed", type=int, help="Fixed seed: the same seed gives the same output."),
     ]
 )
-
 
 
 def _param_names(decorator: Decorator) -> tuple[str, ...]:

@@ -73,4 +73,3 @@ class ControllerFactory:
 
     def _plain_tokens(self, text: str) -> tuple[int, ...]:
         return tuple(self._tokenize(text, False))
-
