@@ -23,11 +23,22 @@ def looks_like_repo_id(text: str) -> bool:
     return bool(_REPO_ID_SHAPE.fullmatch(text))
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Refuse an id the hub would refuse (``a/..``, ``foo/bar.``), with huggingface-hub's own rule."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise HubError(f"{repo_id} is not a valid hub repo id: {error}") from None
+
+
 def download(repo_id: str, patterns: list[str]) -> Path:
     """The local snapshot of a hub repository (only files matching ``patterns``), downloaded if needed."""
     from huggingface_hub import errors, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    check_repo_id(repo_id)
     # A snapshot cut short by an interrupted download (recent huggingface-hub releases can tell).
     incomplete = getattr(errors, "IncompleteSnapshotError", ())
     try:
