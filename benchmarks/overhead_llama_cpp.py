@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qwq_edge import GenerationOptions
 from qwq_edge.bench import BenchSettings, run_bench
-from qwq_edge.engines.llama_cpp import default_threads
+from qwq_edge.machine import usable_cores
 from qwq_edge.testdata import fixture_model_path
 
 try:
@@ -33,7 +33,7 @@ PROMPT_TOKENS = 512
 def main(argv: list[str] | None = None) -> dict:
     parser = decode_parser(__doc__.splitlines()[0], tokens=256, repetitions=7)
     parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--threads", type=int, default=usable_cores())
     args = quick(parser.parse_args(argv))
     path = args.model or fixture_model_path()
     prompt_tokens = 64 if args.quick else PROMPT_TOKENS

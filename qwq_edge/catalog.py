@@ -18,9 +18,9 @@ from typing import Any
 import tomllib
 
 from .errors import InvalidRequestError, QwqEdgeError
-from .planner import ModelShape
 from .reasoning.formats import FORMATS
 from .sampling import SamplingParams
+from .shape import ModelShape
 
 SOURCE_FORMATS = ("gguf", "mlx", "hf")
 #: What a checkpoint becomes when no pre-converted download exists, and its bits per weight.

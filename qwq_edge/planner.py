@@ -11,40 +11,20 @@ shorter contexts.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engines import apple_silicon, model_kind
-from .engines.gguf_file import read_gguf_header
-from .errors import InsufficientMemoryError, ModelFormatError
+from .engines.registry import spec_for_path
+from .errors import InsufficientMemoryError
+from .machine import apple_silicon, available_memory, total_memory
+from .shape import KV_ELEMENT_BYTES, ModelShape
 
-#: Bytes per KV-cache element: fp16, and 8-bit (q8_0: 32 values in 34 bytes; MLX's
-#: 8-bit cache with fp16 scale and bias per 64 values: the same 8.5 bits).
-KV_ELEMENT_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
 AUTO_CONTEXT_CAP = 32768
 MIN_AUTO_CONTEXT = 2048
 OVERHEAD_BYTES = 512 * 2**20
 OVERHEAD_FRACTION = 0.03
 APPLE_GPU_FRACTION = 0.75
 GB = 1e9
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the planner needs to know about a model, read from its files alone."""
-
-    name: str
-    layers: int
-    kv_heads: int
-    head_dim: int
-    weights_bytes: int
-    trained_context: int
-
-    def kv_bytes_per_token(self, kv_cache: str = "f16") -> float:
-        return self.layers * self.kv_heads * self.head_dim * 2 * KV_ELEMENT_BYTES[kv_cache]
 
 
 @dataclass(frozen=True)
@@ -73,25 +53,6 @@ class MemoryPlan:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total_bytes": self.total_bytes, "fits": self.fits}
-
-
-def _meminfo() -> dict[str, int]:
-    values = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-def total_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def available_memory() -> int:
-    """Memory a new model can use now (Linux: MemAvailable; macOS: the whole RAM)."""
-    if sys.platform.startswith("linux"):
-        return _meminfo()["MemAvailable"]
-    return total_memory()
 
 
 def memory_budget() -> int:
@@ -151,42 +112,7 @@ def _refusal(shape: ModelShape, plan: MemoryPlan, budget: int) -> str:
     return f"{shape.name} needs {plan.describe()}{hint}"
 
 
-def _gguf_shape(path: Path) -> ModelShape:
-    header = read_gguf_header(path)
-    meta, arch = header.metadata, header.architecture
-    heads = int(meta.get(f"{arch}.attention.head_count", 1))
-    head_dim = int(meta.get(f"{arch}.attention.key_length", int(meta.get(f"{arch}.embedding_length", 0)) // heads))
-    return ModelShape(
-        name=header.name,
-        layers=int(meta.get(f"{arch}.block_count", 0)),
-        kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
-        head_dim=head_dim,
-        weights_bytes=header.file_size,
-        trained_context=header.context_length or 4096,
-    )
-
-
-def shape_from_config(name: str, config: dict, weights_bytes: int) -> ModelShape:
-    """A model's shape from a Hugging Face / MLX ``config.json``."""
-    heads = int(config["num_attention_heads"])
-    return ModelShape(
-        name=name,
-        layers=int(config["num_hidden_layers"]),
-        kv_heads=int(config.get("num_key_value_heads", heads)),
-        head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
-        weights_bytes=weights_bytes,
-        trained_context=int(config.get("max_position_embeddings", 4096)),
-    )
-
-
 def model_shape(path: str | Path) -> ModelShape:
-    """Read a model's shape from a GGUF file or an MLX folder without loading it."""
+    """Read a model's shape from its files without loading it (each engine knows its own files)."""
     path = Path(path)
-    if model_kind(path) == "gguf":
-        return _gguf_shape(path)
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as error:
-        raise ModelFormatError(f"{path} has no readable config.json ({error})") from None
-    weights = sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    return shape_from_config(str(config.get("_name_or_path") or path.name), config, weights)
+    return spec_for_path(path).shape(path)

@@ -22,8 +22,10 @@ from qwq_edge.convert import convert_to_gguf, convert_to_mlx
 from qwq_edge.convert.checkpoint import Checkpoint
 from qwq_edge.convert.reference import Qwen2Reference
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
-from qwq_edge.convert.verify import TEXTS, llama_cpp_logits, mlx_logits, token_sequences
+from qwq_edge.convert.verify import TEXTS, token_sequences
 from qwq_edge.engines import choose_engine
+from qwq_edge.engines.llama_cpp_baseline import llama_cpp_logits
+from qwq_edge.engines.mlx_baseline import mlx_logits
 
 ENGINES = ("llama.cpp", "mlx")
 PROMPT = "Let me think step by step about numbers."

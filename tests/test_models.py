@@ -118,6 +118,16 @@ def test_a_model_missing_from_the_cache_is_one_clear_line(cli_command, offline):
     assert "qwq-32b-preview (default)" in qwq(cli_command, "list", "--catalog", env=offline).stdout.replace("\n", " ")
 
 
+@pytest.mark.parametrize("repo_id", ["a/..", "foo/bar.", "a--b/model", "owner/name.git"])
+def test_a_malformed_hub_repo_id_is_one_clear_line(cli_command, tmp_path, offline, repo_id):
+    """Ids of the hub's shape that huggingface-hub's own check refuses, as --model and as a conversion source."""
+    for args in (["run", "-m", repo_id, "hi"], ["convert", repo_id, "--to", "mlx", "-o", str(tmp_path / "out")]):
+        proc = qwq(cli_command, *args, env=offline)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"error: {repo_id} is not a valid hub repo id")
+
+
 def test_a_hub_repo_id_as_model_from_the_cache(cli_command, tmp_path, offline):
     folder = tmp_path / "tiny-mlx"
     convert_to_mlx(make_checkpoint(tmp_path / "tiny"), folder, bits=16, verify=False)

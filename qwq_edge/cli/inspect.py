@@ -12,7 +12,7 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from ..catalog import find, split_name
-from ..inspection import describe_model, model_memory, smoke_test, system_report
+from ..inspection import describe_model, model_memory, smoke_engines, smoke_test, system_report
 from ..store import ModelNotPulledError, resolve_model
 
 
@@ -74,7 +74,7 @@ def info(model: str, as_json: bool) -> None:
 def doctor(model: Path | None, as_json: bool) -> None:
     """Check this machine: OS, CPU, memory, GPU, the engines (a real one-token run each), versions."""
     report: dict[str, Any] = {"system": system_report()}
-    report["engines"] = [smoke_test(engine) for engine in ("llama.cpp", "mlx")]
+    report["engines"] = [smoke_test(engine) for engine in smoke_engines()]
     if model is not None:
         report["model"] = {**describe_model(model), "memory": model_memory(model)}
     if as_json:

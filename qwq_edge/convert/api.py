@@ -15,9 +15,9 @@ from pathlib import Path
 from time import perf_counter
 
 from ..engines.gguf_file import read_gguf_header
-from ..engines.llama_cpp import default_threads
 from ..errors import ConversionError
 from ..files import write_text_atomic
+from ..machine import usable_cores
 from ..resources import peak_rss_bytes
 from .checkpoint import Checkpoint, source_name
 from .output import (
@@ -29,7 +29,7 @@ from .output import (
     path_size,
 )
 from .source import resolve_source
-from .to_gguf import GGUF_QUANTS, quantize_gguf, write_gguf
+from .to_gguf import GGUF_QUANTS, write_gguf
 from .to_hf import HF_DTYPES, write_hf
 from .to_mlx import MLX_RECIPES, write_mlx
 from .verify import VerifyReport, verify
@@ -115,10 +115,12 @@ def convert_to_gguf(
         if spec.llama_ftype is None:
             write_gguf(checkpoint, partial, spec, progress)
         else:
+            from .quantize import quantize_gguf  # needs llama-cpp-python
+
             intermediate = out.with_name(out.name + ".f16.partial")
             try:
                 write_gguf(checkpoint, intermediate, spec, progress)
-                quantize_gguf(intermediate, partial, spec.llama_ftype, threads or default_threads(), progress)
+                quantize_gguf(intermediate, partial, spec.llama_ftype, threads or usable_cores(), progress)
             finally:
                 _keep_or_remove(intermediate, out.with_name(f"{out.stem}-f16.gguf"), keep_intermediate)
         report = _verified(partial, checkpoint.folder, spec.llama_ftype is not None, progress) if verify else None
