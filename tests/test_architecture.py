@@ -6,9 +6,9 @@ Layers, bottom first; a module may import its own layer and the layers below
 | layer | modules | what they are |
 |---|---|---|
 | 0 bottom | errors, machine, hub, files, safetensors_header, shape, qwen2, | facts and types |
-| | sampling, events, detokenize, resources, answers | everyone shares |
+| | sampling, events, detokenize, resources, answers, turns | everyone shares |
 | 1 core | reasoning/ · engines/ (neither imports the other) | controller · adapters, registry |
-| 2 models | prompt, catalog, families, planner | templates, catalog, memory |
+| 2 models | prompt, catalog, families, planner, options | templates, catalog, memory, options |
 | 3 convert | convert/ (engine libraries only inside functions) | the converters |
 | 4 runtime | generate, model, chat | the loop and the Python API |
 | 5 services | store, inspection, evaluate, bench/, testdata | pull, info, eval, bench |
@@ -39,9 +39,10 @@ LAYERS = {
         "detokenize",
         "resources",
         "answers",
+        "turns",
     ),
     1: ("reasoning", "engines"),
-    2: ("prompt", "catalog", "families", "planner"),
+    2: ("prompt", "catalog", "families", "planner", "options"),
     3: ("convert",),
     4: ("generate", "model", "chat"),
     5: ("store", "inspection", "evaluate", "bench", "testdata"),

@@ -125,7 +125,7 @@ def test_the_language_mask_keeps_the_answer_in_english(toy):
     assert free.answer and set(free.answer) <= {"你", "好"}
     guarded = toy.generate("Hi", think=False, max_answer_tokens=6, language="en", **GREEDY)
     answer_tokens = toy.engine._tokens[-6:]
-    assert not set(answer_tokens) & toy.language_ban("en") and not chinese & set(answer_tokens)
+    assert not set(answer_tokens) & toy.controllers.language_ban("en") and not chinese & set(answer_tokens)
     assert guarded.stats.language_masked_steps == guarded.stats.answer_tokens == 6
 
 
