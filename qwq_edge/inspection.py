@@ -19,12 +19,22 @@ from typing import Any
 
 from gguf import LlamaFileType
 
+from .catalog import CatalogEntry, Source
 from .convert.checkpoint import Qwen2Config
 from .engines import apple_silicon, choose_engine, metal_available, model_kind
 from .engines.gguf_file import read_gguf_header
 from .errors import QwqEdgeError
 from .families import family_for
-from .planner import available_memory, largest_context, memory_budget, model_shape, total_memory
+from .planner import (
+    KV_ELEMENT_BYTES,
+    available_memory,
+    fitting_plan,
+    largest_context,
+    memory_budget,
+    model_shape,
+    plan_for,
+    total_memory,
+)
 from .reasoning.formats import detect_format
 
 PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
@@ -93,6 +103,28 @@ def model_memory(path: str | Path) -> dict[str, Any]:
         "budget_bytes": budget,
         "kv_bytes_per_token": {kv: shape.kv_bytes_per_token(kv) for kv in ("f16", "q8_0")},
         "largest_context": {kv: largest_context(shape, kv, budget) for kv in ("f16", "q8_0")},
+    }
+
+
+def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = None) -> dict[str, Any]:
+    """A catalog download's numbers before it is pulled: architecture, sampling defaults, the memory
+    it needs at its default context with an fp16 and an 8-bit KV cache, and its plan here."""
+    budget = memory_budget() if budget is None else budget
+    shape = entry.shape(source)
+    plan = fitting_plan(shape, budget)
+    return {
+        "parameters": entry.parameters,
+        "layers": entry.layers,
+        "kv_heads": entry.kv_heads,
+        "head_dim": entry.head_dim,
+        "context_length": entry.context_length,
+        "sampling_defaults": {k: v for k, v in asdict(entry.sampling).items() if k != "seed"},
+        "download": f"{source.format}:{source.quant}",
+        "weights_bytes": source.size_bytes,
+        "default_context": shape.trained_context,
+        "needs_bytes": {kv: plan_for(shape, shape.trained_context, kv, budget).total_bytes for kv in KV_ELEMENT_BYTES},
+        "budget_bytes": budget,
+        "plan": plan.to_dict() if plan else None,
     }
 
 

@@ -12,8 +12,9 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from ..catalog import find, split_name
-from ..inspection import describe_model, model_memory, smoke_test, system_report
-from ..store import ModelNotPulledError, resolve_model
+from ..inspection import catalog_memory, describe_model, model_memory, smoke_test, system_report
+from ..planner import GB, MIN_FIT_CONTEXT
+from ..store import ModelNotPulledError, choose_source, resolve_model
 
 
 def _table(title: str, rows: dict[str, Any]) -> Table:
@@ -36,12 +37,33 @@ def _catalog_details(spec: str) -> dict[str, Any] | None:
         "rope_scaling": entry.rope_scaling,
         "effort_budgets": entry.effort,
         "downloads": [f"{s.format}:{s.quant} {s.repo} ({decimal(s.size_bytes)})" for s in entry.sources],
+        **catalog_memory(entry, choose_source(spec)[1]),
     }
     try:
         details.update(describe_model(resolve_model(spec)))
     except ModelNotPulledError:
         details["pulled"] = False
     return details
+
+
+def _readable_catalog(details: dict[str, Any]) -> dict[str, Any]:
+    """A not-yet-pulled catalog model's details, with sizes and plans in words."""
+    shown = dict(details)
+    shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
+    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
+    shown["weights_bytes"] = decimal(details["weights_bytes"])
+    shown["needs_bytes"] = (
+        ", ".join(f"{total / GB:.1f} GB with {kv} KV cache" for kv, total in details["needs_bytes"].items())
+        + f" at {details['default_context']} tokens"
+    )
+    shown["budget_bytes"] = f"{details['budget_bytes'] / GB:.1f} GB"
+    plan = details["plan"]
+    shown["plan"] = (
+        f"does not fit (with {MIN_FIT_CONTEXT} tokens or more)"
+        if plan is None
+        else (f"fits: {plan['context']} tokens with {plan['kv_cache']} KV cache, {plan['total_bytes'] / GB:.1f} GB")
+    )
+    return shown
 
 
 @click.command()
@@ -54,7 +76,7 @@ def info(model: str, as_json: bool) -> None:
         if as_json:
             click.echo(json.dumps(details))
         else:
-            Console().print(_table(details["display_name"], details))
+            Console().print(_table(details["display_name"], _readable_catalog(details)))
         return
     details = details or describe_model(Path(model))
     if as_json:
