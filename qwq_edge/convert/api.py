@@ -43,6 +43,7 @@ MLX_GROUP_SIZES = (32, 64, 128)
 MIN_AGREEMENT = {"full": 0.9, "quantized": 0.5, "low": 0.15}
 #: MLX recipes whose base width is below 4 bits.
 _LOW_RECIPES = ("mixed_2_", "mixed_3_")
+_SLACK = 64 << 20
 
 
 def agreement_level(bits: float, quantized: bool = True) -> str:
@@ -50,7 +51,6 @@ def agreement_level(bits: float, quantized: bool = True) -> str:
     if not quantized:
         return "full"
     return "low" if bits < 4 else "quantized"
-_SLACK = 64 << 20
 
 
 def _report_path(out: Path) -> Path:
