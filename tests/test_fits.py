@@ -2,7 +2,6 @@
 --fits``, refusals that name what fits, ``info`` for a model not pulled, and the Mac wired-limit hint."""
 
 import json
-import os
 import subprocess
 
 import pytest
@@ -74,19 +73,8 @@ def test_the_mac_wired_limit_hint_comes_from_platform_and_ram():
     assert wired_limit_hint(int(6.5 * GB), apple_gpu_budget(8 * GiB), 8 * GiB, True) is None  # 8 GB: no headroom
 
 
-@pytest.fixture
-def offline(tmp_path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_CACHE": str(tmp_path / "hub"),
-        "HF_HUB_OFFLINE": "1",
-        "QWQ_EDGE_HOME": str(tmp_path / "home"),
-        "COLUMNS": "220",
-    }
-
-
 def qwq(cli_command, *args, env, budget="16GB"):
-    env = {**env, "QWQ_EDGE_MEMORY_BUDGET": budget}
+    env = {**env, "QWQ_EDGE_MEMORY_BUDGET": budget, "COLUMNS": "220"}
     return subprocess.run([*cli_command, *args], capture_output=True, text=True, timeout=300, env=env, check=False)
 
 

@@ -42,16 +42,6 @@ def cache_file(cache: Path, repo: str, name: str, source: Path) -> None:
     (folder / "refs" / "main").write_text(COMMIT)
 
 
-@pytest.fixture
-def offline(tmp_path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_CACHE": str(tmp_path / "hub"),
-        "HF_HUB_OFFLINE": "1",
-        "QWQ_EDGE_HOME": str(tmp_path / "home"),
-    }
-
-
 def qwq(cli_command, *args, env):
     return subprocess.run([*cli_command, *args], capture_output=True, text=True, timeout=300, env=env, check=False)
 
