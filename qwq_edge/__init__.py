@@ -11,6 +11,7 @@ from .errors import (
     QwqEdgeError,
 )
 from .events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
+from .fits import Candidate, plan_catalog
 from .model import Model, load
 from .prompt import Message
 from .reasoning.formats import FORMATS, ReasoningFormat
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMATS",
     "AnswerDelta",
+    "Candidate",
     "Chat",
     "ChatFileError",
     "ContextOverflowError",
@@ -40,4 +42,5 @@ __all__ = [
     "SamplingParams",
     "ThinkingDelta",
     "load",
+    "plan_catalog",
 ]

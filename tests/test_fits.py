@@ -6,8 +6,9 @@ import subprocess
 
 import pytest
 
+from qwq_edge import plan_catalog
 from qwq_edge.errors import InsufficientMemoryError, InvalidRequestError
-from qwq_edge.fits import choose, plan_catalog, why
+from qwq_edge.fits import choose, why
 from qwq_edge.planner import GiB, apple_gpu_budget, parse_size, wired_limit_hint
 
 GB = 10**9
