@@ -46,23 +46,30 @@ def _catalog_details(spec: str) -> dict[str, Any] | None:
     return details
 
 
-def _readable_catalog(details: dict[str, Any]) -> dict[str, Any]:
-    """A not-yet-pulled catalog model's details, with sizes and plans in words."""
-    shown = dict(details)
-    shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
-    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
-    shown["weights_bytes"] = decimal(details["weights_bytes"])
-    shown["needs_bytes"] = (
-        ", ".join(f"{total / GB:.1f} GB with {kv} KV cache" for kv, total in details["needs_bytes"].items())
-        + f" at {details['default_context']} tokens"
-    )
-    shown["budget_bytes"] = f"{details['budget_bytes'] / GB:.1f} GB"
+def _readable_plan(details: dict[str, Any]) -> dict[str, str]:
+    """A catalog model's memory needs and plan here, in words."""
+    needs = ", ".join(f"{total / GB:.1f} GB with {kv} KV cache" for kv, total in details["needs_bytes"].items())
     plan = details["plan"]
-    shown["plan"] = (
-        f"does not fit (with {MIN_FIT_CONTEXT} tokens or more)"
-        if plan is None
-        else (f"fits: {plan['context']} tokens with {plan['kv_cache']} KV cache, {plan['total_bytes'] / GB:.1f} GB")
-    )
+    verdict = f"does not fit (with {MIN_FIT_CONTEXT} tokens or more)"
+    if plan is not None:
+        verdict = f"fits: {plan['context']} tokens with {plan['kv_cache']} KV cache, {plan['total_bytes'] / GB:.1f} GB"
+    return {
+        "needs_bytes": f"{needs} at {details['default_context']} tokens",
+        "budget_bytes": f"{details['budget_bytes'] / GB:.1f} GB",
+        "plan": verdict,
+    }
+
+
+def _readable(details: dict[str, Any]) -> dict[str, Any]:
+    """``info``'s details with sizes, sampling and plans in words."""
+    shown = {k: v for k, v in details.items() if k != "files"}
+    shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
+    shown["weights_bytes"] = decimal(details["weights_bytes"])
+    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
+    if "plan" in details:
+        shown.update(_readable_plan(details))
+    if "files" in details:
+        shown["files"] = ", ".join(f"{name} ({decimal(size)})" for name, size in details["files"].items())
     return shown
 
 
@@ -72,22 +79,11 @@ def _readable_catalog(details: dict[str, Any]) -> dict[str, Any]:
 def info(model: str, as_json: bool) -> None:
     """Describe MODEL (a GGUF file, an MLX folder or a catalog name) without loading it."""
     details = _catalog_details(model) if not Path(model).exists() else None
-    if details is not None and "path" not in details:
-        if as_json:
-            click.echo(json.dumps(details))
-        else:
-            Console().print(_table(details["display_name"], _readable_catalog(details)))
-        return
     details = details or describe_model(Path(model))
     if as_json:
         click.echo(json.dumps(details))
-        return
-    shown = {k: v for k, v in details.items() if k not in ("files", "sampling_defaults")}
-    shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
-    shown["weights_bytes"] = decimal(details["weights_bytes"])
-    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
-    shown["files"] = ", ".join(f"{name} ({decimal(size)})" for name, size in details["files"].items())
-    Console().print(_table(details["name"], shown))
+    else:
+        Console().print(_table(details.get("name") or details["display_name"], _readable(details)))
 
 
 @click.command()
