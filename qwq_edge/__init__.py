@@ -11,6 +11,7 @@ from .errors import (
     QwqEdgeError,
 )
 from .events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
+from .fits import Candidate, plan_catalog
 from .model import Model, load
 from .options import GenerationOptions
 from .prompt import Message
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMATS",
     "AnswerDelta",
+    "Candidate",
     "Chat",
     "ChatFileError",
     "ContextOverflowError",
@@ -42,4 +44,5 @@ __all__ = [
     "SamplingParams",
     "ThinkingDelta",
     "load",
+    "plan_catalog",
 ]

@@ -17,14 +17,16 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+from .catalog import CatalogEntry, Source
 from .convert import ConversionSummary, convert_to_gguf, convert_to_mlx
 from .convert.synthetic import make_checkpoint
 from .engines.registry import choose_engine, spec_for_path, spec_named, specs
 from .errors import QwqEdgeError
 from .families import family_for
 from .machine import apple_silicon, available_memory, gpu_offload_supported, metal_available, total_memory
-from .planner import largest_context, memory_budget, model_shape
+from .planner import fitting_plan, largest_context, memory_budget, model_shape, plan_for
 from .reasoning.formats import detect_format
+from .shape import KV_ELEMENT_BYTES
 
 PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
 
@@ -68,6 +70,28 @@ def model_memory(path: str | Path) -> dict[str, Any]:
         "budget_bytes": budget,
         "kv_bytes_per_token": {kv: shape.kv_bytes_per_token(kv) for kv in ("f16", "q8_0")},
         "largest_context": {kv: largest_context(shape, kv, budget) for kv in ("f16", "q8_0")},
+    }
+
+
+def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = None) -> dict[str, Any]:
+    """A catalog download's numbers before it is pulled: architecture, sampling defaults, the memory
+    it needs at its default context with an fp16 and an 8-bit KV cache, and its plan here."""
+    budget = memory_budget() if budget is None else budget
+    shape = entry.shape(source)
+    plan = fitting_plan(shape, budget)
+    return {
+        "parameters": entry.parameters,
+        "layers": entry.layers,
+        "kv_heads": entry.kv_heads,
+        "head_dim": entry.head_dim,
+        "context_length": entry.context_length,
+        "sampling_defaults": {k: v for k, v in asdict(entry.sampling).items() if k != "seed"},
+        "download": f"{source.format}:{source.quant}",
+        "weights_bytes": source.size_bytes,
+        "default_context": shape.trained_context,
+        "needs_bytes": {kv: plan_for(shape, shape.trained_context, kv, budget).total_bytes for kv in KV_ELEMENT_BYTES},
+        "budget_bytes": budget,
+        "plan": plan.to_dict() if plan else None,
     }
 
 

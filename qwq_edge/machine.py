@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,3 +61,14 @@ def available_memory() -> int:
     if sys.platform.startswith("linux"):
         return _meminfo()["MemAvailable"]
     return total_memory()
+
+
+def wired_limit_mb() -> int:
+    """macOS's ``iogpu.wired_limit_mb``: what the GPU may wire, when raised (0: the default limit, or not a Mac)."""
+    if not apple_silicon():
+        return 0
+    try:
+        out = subprocess.run(["sysctl", "-n", "iogpu.wired_limit_mb"], capture_output=True, text=True, timeout=5)
+        return int(out.stdout.strip() or 0)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 0

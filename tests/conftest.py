@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -35,3 +36,14 @@ def cli_command() -> list[str]:
     """The real ``qwq-edge`` executable (or the module, when the script is not on PATH)."""
     script = shutil.which("qwq-edge")
     return [script] if script else [sys.executable, "-m", "qwq_edge"]
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> dict[str, str]:
+    """The environment of a user without network: an empty hub cache and ``QWQ_EDGE_HOME``, offline."""
+    return {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "QWQ_EDGE_HOME": str(tmp_path / "home"),
+    }

@@ -9,12 +9,13 @@ import click
 
 from ..engines import ENGINE_CHOICES
 from ..engines.base import KV_CACHE_TYPES
+from ..errors import InsufficientMemoryError
 from ..model import Model, load
 from ..options import GenerationOptions
 from ..reasoning.effort import EFFORTS, effort_table
 from ..reasoning.formats import FORMAT_CHOICES
 from ..reasoning.language import LANGUAGE_CHOICES
-from .models import model_path
+from .models import model_path, with_alternatives
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -161,7 +162,10 @@ def load_kwargs(params: dict[str, Any]) -> dict[str, Any]:
 
 def load_model(params: dict[str, Any]) -> Model:
     """Load the model named by ``model_options``; report the engine when verbose."""
-    model = load(model_path(params["model_path"], params["yes"]), **load_kwargs(params))
+    try:
+        model = load(model_path(params["model_path"], params["yes"]), **load_kwargs(params))
+    except InsufficientMemoryError as error:
+        raise with_alternatives(error, None) from None
     if params["verbose"]:
         info = model.info
         click.echo(f"engine: {info.engine} on {info.device} ({model.engine_reason})", err=True)

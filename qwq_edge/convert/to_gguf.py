@@ -1,4 +1,4 @@
-"""Hugging Face Qwen2 checkpoint → GGUF (F16/BF16, then Q8_0 or Q4_K_M through libllama).
+"""Hugging Face Qwen2 checkpoint → GGUF (F16/BF16, then Q8_0 or a K-quant through libllama).
 
 The F16/BF16 file is written tensor by tensor from the memory-mapped shards with
 ``gguf.GGUFWriter``'s streaming calls (header, metadata, tensor table, then each
@@ -34,7 +34,11 @@ GGUF_QUANTS = {
     "f16": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, None, 16.0),
     "bf16": GGUFQuant("BF16", gguf.LlamaFileType.MOSTLY_BF16, None, 16.0),
     "q8_0": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q8_0), 8.5),
+    "q6_k": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q6_K), 6.6),
+    "q5_k_m": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q5_K_M), 5.7),
     "q4_k_m": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q4_K_M), 4.9),
+    "q3_k_m": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q3_K_M), 3.9),
+    "q2_k": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q2_K), 3.0),
 }
 
 
