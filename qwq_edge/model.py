@@ -90,8 +90,9 @@ class Model:
         messages = self.prompt_messages(prompt, options.system)
         tokens = self.prompts.build(messages, fmt)
         language = resolve_language(options.language, messages[-1].content)
+        user_text = "\n".join(message.content for message in messages if message.role == "user")
         controller = self.controllers.new(
-            fmt, options.thinking_limits(self.family.effort), language, options.language_in_thinking
+            fmt, options.thinking_limits(self.family.effort), language, options.language_in_thinking, user_text
         )
         controller.check_room(len(tokens), self.info.context_length)
         sampling = options.sampling(self.sampling)
