@@ -13,12 +13,12 @@ class ThinkingBlock:
     back or what a budget cut could still take back.
     """
 
-    def __init__(self, marker: str, budget: int | None) -> None:
+    def __init__(self, marker: str, budget: int | None, minimum: int = 0) -> None:
         self.marker = marker
         self.raw = ""
         self.shown = 0
         self.scanner = MarkerScanner(marker)
-        self.cuts = CutTracker(budget)
+        self.cuts = CutTracker(budget, minimum)
 
     def add_token(self, position: int, count: int, whole: bool) -> None:
         """A sampled token at engine ``position`` is next; ``count``: the turn's thinking tokens before it."""

@@ -149,7 +149,7 @@ class ReasoningController:
     def __post_init__(self) -> None:
         thinking = self.fmt.thinks
         self.phase = THINKING if thinking else ANSWER
-        self._block = ThinkingBlock(self.fmt.close_marker, self.limits.max_thinking_tokens) if thinking else None
+        self._block = self._new_block() if thinking else None
         self._opener = MarkerScanner(self.fmt.open_marker) if thinking and self.fmt.open_marker else None
         self._pending: Action | None = Force(self.tokens.skip, "skip") if thinking and not self.limits.think else None
         if self._pending is not None:
@@ -306,13 +306,13 @@ class ReasoningController:
 
     def finish(self, tail: str = "") -> list[Event]:
         """Route the detokenizer's last text and release anything held back."""
+        if self.phase == ANSWER:
+            held = self._opener.flush() if self._opener is not None else ""
+            return self._answer_events(held + tail)
+        assert self._block is not None
         events = self._route(tail, sampled=False) if tail else []
-        if self.phase == THINKING and self._block is not None:
-            self._block.scanner.flush()
-            events += self._thinking_events(self._block.release(len(self._block.raw)))
-        elif self._opener is not None:
-            events += self._answer_events(self._opener.flush())
-        return events
+        self._block.scanner.flush()
+        return events + self._thinking_events(self._block.release(len(self._block.raw)))
 
     # -- text routing --------------------------------------------------------------
 
@@ -350,8 +350,11 @@ class ReasoningController:
             return events
         self._opener = MarkerScanner(self.fmt.open_marker)
         self.phase = THINKING
-        self._block = ThinkingBlock(self.fmt.close_marker, self.limits.max_thinking_tokens)
+        self._block = self._new_block()
         return events + self._route(after, sampled)
+
+    def _new_block(self) -> ThinkingBlock:
+        return ThinkingBlock(self.fmt.close_marker, self.limits.max_thinking_tokens, self.limits.min_thinking_tokens)
 
     def _release_safe(self) -> list[Event]:
         assert self._block is not None

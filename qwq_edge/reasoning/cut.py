@@ -79,12 +79,13 @@ class Cut:
 
 
 class CutTracker:
-    """The cut candidates of one thinking block, for a ``budget`` counted over the turn."""
+    """The cut candidates of one thinking block, for a ``budget`` counted over the turn; no
+    cut goes below the ``minimum`` thinking."""
 
-    def __init__(self, budget: int | None) -> None:
+    def __init__(self, budget: int | None, minimum: int = 0) -> None:
         self.budget = budget
-        self.window_start = budget - budget // 10 if budget is not None else 0
-        self.reach_start = budget - max(budget // 10, WORD_REACH) if budget is not None else 0
+        self.window_start = max(budget - budget // 10, minimum) if budget is not None else 0
+        self.reach_start = max(budget - max(budget // 10, WORD_REACH), minimum) if budget is not None else 0
         self.marks: list[Mark] = []
         self.floor = 0
         self._unsettled: list[Mark] = []

@@ -33,9 +33,9 @@ def starts_sentence(text: str) -> bool:
 class LoopSteer:
     """The recent thinking tokens, and after ``arm`` the mask that keeps the loop from coming back."""
 
-    def __init__(self, ngram: int = NGRAM, stretch: int = STRETCH) -> None:
+    def __init__(self, ngram: int = NGRAM, stretch: int | None = None) -> None:
         self.ngram = ngram
-        self.stretch = stretch
+        self.stretch = STRETCH if stretch is None else stretch
         self.left = 0
         self._history: deque[tuple[int, bool]] = deque(maxlen=HISTORY)
         self._continue: dict[tuple[int, ...], frozenset[int]] = {}
