@@ -56,13 +56,20 @@ def _with_wrap_up(model: Model, wrap_up: str) -> None:
     )
 
 
+def _cut(row: dict[str, Any]) -> str:
+    """Where a run's thinking was cut; rows from before the cut rule: at the budget's token."""
+    if "cut" in row:
+        return row["cut"]
+    return "at the budget's token" if row["thinking_tokens"] >= row["budget"] else "none"
+
+
 def summarize(folder: Path) -> list[dict[str, Any]]:
     """Per budget: runs, accuracy, mean thinking and answer tokens, and the cuts by kind."""
     rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
     table = []
     for budget in sorted({row["budget"] for row in rows}):
         mine = [row for row in rows if row["budget"] == budget]
-        cuts = Counter(row.get("cut", "?") for row in mine if row.get("cut", "?") != "none")
+        cuts = Counter(kind for kind in map(_cut, mine) if kind != "none")
         table.append(
             {
                 "budget": budget,

@@ -86,7 +86,7 @@ def test_under_a_language_guard_wait_and_nudge_come_in_that_language(model):
     )
     assert waited.stats.wait_extensions >= 1 and TEXTS["zh"].wait.strip() in waited.thinking
     assert "Wait," not in waited.thinking
-    prompt = "Повтори предложение 'Мне нужно ещё раз внимательно проверить ответ.' тридцать раз."
+    prompt = "Repeat the sentence 'I need to check the answer again carefully.' thirty times."  # loops
     events, looped = run(
         model, prompt, reasoning_format="think", max_thinking_tokens=200, max_answer_tokens=4, language="ru"
     )
