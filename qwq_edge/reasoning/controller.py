@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from ..errors import ContextOverflowError, InvalidRequestError
 from ..events import AnswerDelta, Event, Intervention, ReasoningCounts, ThinkingDelta
 from .block import ThinkingBlock
-from .cut import Cut
 from .formats import ReasoningFormat
 from .loop_guard import LoopDetector
 from .loop_steer import LoopSteer, starts_sentence
@@ -202,7 +201,7 @@ class ReasoningController:
             return self._close("context-close")
         language = self._language_ban() if self.tokens.language_in_thinking else _NONE
         steer = _NONE
-        if self._steer is not None and self._block is not None:
+        if self._steer is not None and self._steer.left and self._block is not None:
             steer = self._steer.banned(starts_sentence(self._block.raw))
             self.counts.loop_masked_steps += bool(steer)
         return Sample(self._join(language, steer))
@@ -238,7 +237,7 @@ class ReasoningController:
         dropped = self.counts.thinking_tokens - cut.mark.count if cut.mark is not None else 0
         self.counts.thinking_tokens -= dropped
         self.counts.budget_cut, self.counts.budget_cut_tokens = cut.kind, dropped
-        force = self._close("budget", _cut_detail(cut, dropped), bare=not self._block.raw.strip())
+        force = self._close("budget", cut.describe(dropped), bare=not self._block.raw.strip())
         return Rewind(cut.mark.position, force) if cut.mark is not None else force
 
     def _below_minimum(self) -> bool:
@@ -411,11 +410,3 @@ class ReasoningController:
             return []
         self.answer_text.append(text)
         return [AnswerDelta(text)]
-
-
-def _cut_detail(cut: Cut, dropped: int) -> str:
-    """Where a budget cut fell, in words (the ``budget`` intervention's detail)."""
-    where = {"paragraph": "a paragraph end", "line": "a line end", "sentence": "a sentence end"}
-    place = where.get(cut.kind, "a word end" if cut.kind == "word" else "a token boundary")
-    taken = f", {dropped} token{'s' if dropped != 1 else ''} taken back" if dropped else ""
-    return f"closed at {place}{taken}"

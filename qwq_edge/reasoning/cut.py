@@ -77,6 +77,13 @@ class Cut:
     kind: str
     mark: Mark | None = None
 
+    def describe(self, dropped: int) -> str:
+        """Where the cut fell, in words (the ``budget`` intervention's detail)."""
+        where = {"paragraph": "a paragraph end", "line": "a line end", "sentence": "a sentence end"}
+        place = where.get(self.kind, "a word end" if self.kind == "word" else "a token boundary")
+        taken = f", {dropped} token{'s' if dropped != 1 else ''} taken back" if dropped else ""
+        return f"closed at {place}{taken}"
+
 
 class CutTracker:
     """The cut candidates of one thinking block, for a ``budget`` counted over the turn; no
