@@ -31,12 +31,14 @@ try:
 except ImportError:  # run as a script from the repository root
     from common import RESULTS
 
-#: The wrap-up sentences compared (``finish`` is the runtime's own).
+#: The wrap-up sentences compared (``solve`` is the runtime's own).
 VARIANTS = {
     "direct": "Considering the limited time by the user, I have to give the solution based on the thinking "
     "directly now.",
     "bare": "",
-    "finish": texts_for("en").wrap_up,
+    "finish": "I am out of thinking time, so I stop here; in my answer I will briefly finish the reasoning and then "
+    "give the final result.",
+    "solve": texts_for("en").wrap_up,
 }
 
 
@@ -58,6 +60,8 @@ def _with_wrap_up(model: Model, wrap_up: str) -> None:
 
 def _cut(row: dict[str, Any]) -> str:
     """Where a run's thinking was cut; rows from before the cut rule: at the budget's token."""
+    if row["budget"] == 0:
+        return "none"  # nothing to cut
     if "cut" in row:
         return row["cut"]
     return "at the budget's token" if row["thinking_tokens"] >= row["budget"] else "none"

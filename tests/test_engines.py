@@ -24,6 +24,7 @@ from qwq_edge.convert.reference import Qwen2Reference
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.convert.verify import TEXTS, llama_cpp_logits, mlx_logits, token_sequences
 from qwq_edge.engines import choose_engine
+from qwq_edge.reasoning.texts import texts_for
 
 ENGINES = ("llama.cpp", "mlx")
 PROMPT = "Let me think step by step about numbers."
@@ -269,5 +270,5 @@ def test_budget_cut_and_guarded_language_texts_on_each_engine(tiny):
     assert "".join(e.text for e in events if isinstance(e, ThinkingDelta)) == result.thinking
     forced = [e for e in events if isinstance(e, Intervention)]
     assert [e.kind for e in forced] == ["budget"] and forced[0].detail.startswith("closed at")
-    assert "思考时间已到" in result.thinking
+    assert texts_for("zh").wrap_up in result.thinking
     assert len(tiny.engine._tokens) == stats.prompt_tokens + stats.generated_tokens, "the rewind left no stale tokens"

@@ -14,7 +14,7 @@ from qwq_edge.reasoning.language import LANGUAGE_SCRIPTS, LanguageBans, detect_l
 from qwq_edge.reasoning.spans import SpanScanner
 from qwq_edge.reasoning.texts import TEXTS
 
-TOKENS = ControlTokens(close=(1, 2, 3), skip=(4, 5), end_of_generation=frozenset({99}), wait=(7,), nudge=(8, 9))
+TOKENS = ControlTokens(close=(1, 2, 3), skip=(4, 5), end_of_generation=frozenset({99}), wait=(7,), nudge=(8, 9, 16))
 ROOM = 10_000
 
 
@@ -140,6 +140,9 @@ def test_after_a_nudge_the_loop_cannot_start_or_continue_its_ngrams():
     c.on_sampled(" to", 52, 12)
     assert c.next_action(ROOM).banned == frozenset({13}), "need to → check is the loop's n-gram"
     assert c.counts.loop_masked_steps == 2
+    c.on_sampled("\n\nI", 53, 8)
+    c.on_sampled(" keep", 54, 9)
+    assert 16 in c.next_action(ROOM).banned, "the nudge (8, 9, 16) is not parroted either"
 
 
 def test_the_mask_is_released_after_its_stretch():

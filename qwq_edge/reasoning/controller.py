@@ -385,7 +385,7 @@ class ReasoningController:
             self._count("loop-nudge")
             self._pending = Force(self.tokens.nudge, "loop-nudge")
             if self._steer is not None:
-                self._steer.arm()
+                self._steer.arm(self.tokens.nudge)
         else:
             self._pending = self._close("loop-close")
 

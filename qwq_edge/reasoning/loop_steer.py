@@ -47,11 +47,13 @@ class LoopSteer:
         for index, token in enumerate(tokens):
             self._history.append((token, sentence_start and index == 0))
 
-    def arm(self) -> None:
-        """The loop guard fired: ban the loop's repeated n-grams and sentence starts for a stretch."""
+    def arm(self, nudge: Sequence[int] = ()) -> None:
+        """The loop guard fired: ban the loop's repeated n-grams and sentence starts for a stretch,
+        and the ``nudge``'s n-grams (a small model parrots the nudge into a loop of its own)."""
         tokens = [token for token, _ in self._history]
         n = self.ngram
         grams = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+        grams.update({tuple(nudge[i : i + n]): 2 for i in range(len(nudge) - n + 1)})
         follow: dict[tuple[int, ...], set[int]] = {}
         for gram, count in grams.items():
             if count >= 2:
