@@ -237,7 +237,7 @@ class ReasoningController:
         dropped = self.counts.thinking_tokens - cut.mark.count if cut.mark is not None else 0
         self.counts.thinking_tokens -= dropped
         self.counts.budget_cut, self.counts.budget_cut_tokens = cut.kind, dropped
-        force = self._close("budget", cut.describe(dropped), bare=not self._block.raw.strip())
+        force = self._close("budget", cut.describe(dropped), bare=not self._block.sampled)
         return Rewind(cut.mark.position, force) if cut.mark is not None else force
 
     def _below_minimum(self) -> bool:

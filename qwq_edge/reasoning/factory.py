@@ -49,11 +49,13 @@ class ControllerFactory:
         language: str = "off",
         language_in_thinking: bool = False,
         user_text: str = "",
+        texts_language: str | None = None,
     ) -> ReasoningController:
         """A controller for one request. ``language`` is a code from ``LANGUAGE_SCRIPTS``
         or ``off`` (``resolve_language`` turns ``auto`` into a code); ``user_text``, the
-        user's messages, whose words the language guard lets through."""
-        tokens = self.control_tokens(fmt, language)
+        user's messages, whose words the language guard lets through; ``texts_language``,
+        the language of the runtime's forced texts when no guard sets it."""
+        tokens = self.control_tokens(fmt, language if language != "off" else texts_language or "en")
         if language != "off":
             bans = self.language_bans(language).allowing(self._term_tokens(user_text))
             tokens = replace(
