@@ -23,6 +23,11 @@ class IncrementalDetokenizer:
         data = b"".join(self._token_bytes(token) for token in tokens)
         return self._decoder.decode(data)
 
+    @property
+    def whole(self) -> bool:
+        """No character is left incomplete (a cut here splits no UTF-8 character)."""
+        return not self._decoder.getstate()[0]
+
     def flush(self) -> str:
         """Whatever bytes are still pending, decoded with replacement."""
         return self._decoder.decode(b"", final=True)

@@ -126,6 +126,8 @@ def run_eval(
                     "answer_tokens": outcome.stats.answer_tokens,
                     "seconds": round(outcome.stats.total_seconds, 3),
                     "finish_reason": outcome.stats.finish_reason,
+                    "cut": outcome.stats.budget_cut,
+                    "cut_tokens": outcome.stats.budget_cut_tokens,
                 }
                 _append(results, row)
                 on_result(row)

@@ -38,11 +38,14 @@ class Intervention:
     ``kind`` is one of ``budget`` (thinking reached its budget and was closed),
     ``eos-close`` (the model tried to stop while thinking; the runtime closed the
     thinking so that an answer follows), ``context-close`` (the context was about to
-    run out during thinking). ``text`` is what the runtime forced into the output.
+    run out during thinking), ``wait``, ``loop-nudge``, ``loop-close``. ``text`` is what
+    the runtime forced into the output; ``detail`` says more where there is more to say
+    (for ``budget``: where the cut fell and how many tokens it took back).
     """
 
     kind: str
     text: str
+    detail: str = ""
 
 
 @dataclass
@@ -56,8 +59,14 @@ class ReasoningCounts:
     interventions: dict[str, int] = field(default_factory=dict)
     wait_extensions: int = 0
     loop_interventions: int = 0
+    #: Steps at which the loop breaker masked the loop's n-grams after a nudge.
+    loop_masked_steps: int = 0
     language_masked_steps: int = 0
     thinking_closed_by: str = "none"
+    #: Where the budget cut the thinking: ``paragraph``, ``line``, ``sentence``, ``word``,
+    #: ``token``, or ``none`` (no budget cut); and how many thinking tokens it took back.
+    budget_cut: str = "none"
+    budget_cut_tokens: int = 0
 
 
 @dataclass

@@ -72,7 +72,8 @@ class _Steps:
             return None
         position = self.engine.position
         self.engine.feed((token,))
-        return self.controller.on_sampled(self.detokenizer.add((token,)), position)
+        text = self.detokenizer.add((token,))
+        return self.controller.on_sampled(text, position, token, self.detokenizer.whole)
 
 
 def generate_step(

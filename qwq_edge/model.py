@@ -25,7 +25,7 @@ from .prompt import Message, PromptBuilder, as_messages
 from .reasoning.controller import ReasoningController
 from .reasoning.factory import ControllerFactory
 from .reasoning.formats import ReasoningFormat, resolve_format
-from .reasoning.language import resolve_language
+from .reasoning.language import detect_language, resolve_language
 from .sampling import SamplingParams
 from .turns import Turns
 
@@ -90,8 +90,14 @@ class Model:
         messages = self.prompt_messages(prompt, options.system)
         tokens = self.prompts.build(messages, fmt)
         language = resolve_language(options.language, messages[-1].content)
+        user_text = "\n".join(message.content for message in messages if message.role == "user")
         controller = self.controllers.new(
-            fmt, options.thinking_limits(self.family.effort), language, options.language_in_thinking
+            fmt,
+            options.thinking_limits(self.family.effort),
+            language,
+            options.language_in_thinking,
+            user_text,
+            detect_language(messages[-1].content),  # the runtime's texts follow the user without a guard too
         )
         controller.check_room(len(tokens), self.info.context_length)
         sampling = options.sampling(self.sampling)

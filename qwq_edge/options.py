@@ -35,9 +35,11 @@ class GenerationOptions:
     model answers); ``min_thinking_tokens`` makes it think at least that long (an
     early close becomes "Wait"); ``effort`` (low, medium, high, max) sets both from
     a table, explicit numbers win. ``max_answer_tokens`` caps the answer;
-    ``think=False`` skips the thinking; ``loop_guard`` nudges, then closes, a
-    thinking that loops; ``language`` (``auto``, ``en``, ``zh``, …, ``off``) keeps
-    the answer (and with ``language_in_thinking`` the thinking) in one language.
+    ``think=False`` skips the thinking; ``loop_guard`` nudges a thinking that loops
+    (masking the loop's n-grams for a stretch), then closes it if it loops again;
+    ``language`` (``auto``, ``en``, ``zh``, …, ``off``) keeps the answer (and with
+    ``language_in_thinking`` the thinking) in one language, sparing code, math, URLs
+    and the user's own words, and makes the runtime's forced texts speak it.
     ``reasoning_format`` overrides the model's (``think``, ``qwq-preview``,
     ``none``); ``system`` replaces the model's default system prompt. The sampling
     fields override the model's defaults; a fixed ``seed`` makes a reply

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import convert_memory, multiturn, overhead_llama_cpp, overhead_mlx, roofline
+from benchmarks import budget_eval, convert_memory, loop_breaker, multiturn, overhead_llama_cpp, overhead_mlx, roofline
 
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
@@ -44,3 +44,13 @@ def test_roofline_and_multiturn_quick_modes(tmp_path):
     assert all(t["cached_prompt_tokens"] == 0 for t in turns["full"])
     assert (tmp_path / "roofline_quick.md").is_file() and (tmp_path / "multiturn_quick.md").is_file()
     assert (tmp_path / "multiturn_quick.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_loop_breaker_and_budget_eval_quick_modes(tmp_path):
+    results = loop_breaker.main(["--quick", "--out", str(tmp_path)])
+    assert len(results) == 2 and all(row["looped"] for rows in results.values() for row in rows)
+    assert "steered away" in (tmp_path / "loop_breaker_quick.md").read_text()
+    tables = budget_eval.main(["--quick", "--out", str(tmp_path)])
+    (table,) = tables.values()
+    assert [row["budget"] for row in table] == [0, 8] and table[1]["cuts"]
+    assert "where the cuts fell" in budget_eval.markdown("finish", table)

@@ -23,8 +23,11 @@ def test_budget_holds_and_an_answer_follows(model, budget, fmt):
     assert stats.thinking_tokens <= budget
     assert stats.thinking_closed_by == "budget"
     assert stats.interventions == {"budget": 1}
-    assert stats.forced_text == [model.engine.llama.detokenize(model.controllers.control_tokens(fmt).close).decode()]
-    assert stats.forced_tokens == len(model.controllers.control_tokens(fmt).close)
+    control = model.controllers.control_tokens(fmt)
+    close = control.skip if stats.thinking_tokens == 0 else control.close  # nothing kept: nothing to wrap up
+    assert stats.forced_text == [model.engine.llama.detokenize(close).decode()]
+    assert stats.forced_tokens == len(close)
+    assert stats.budget_cut != "none" and stats.thinking_tokens + stats.budget_cut_tokens == budget
     assert result.answer.strip(), "an answer is always produced"
     assert 0 < stats.answer_tokens <= 24
     assert fmt.close_marker not in result.thinking
@@ -43,7 +46,7 @@ def test_the_budget_counts_only_sampled_thinking_tokens(model):
     )
     counts = [e.thinking_tokens for e in events if isinstance(e, ThinkingDelta)]
     assert counts == sorted(counts)
-    assert result.stats.thinking_tokens == 16
+    assert 16 - 8 <= result.stats.thinking_tokens <= 16, "a cut at a word end takes back at most 8 tokens"
     assert "".join(e.text for e in events if isinstance(e, ThinkingDelta)) == result.thinking
 
 
@@ -56,7 +59,7 @@ def test_stopping_while_thinking_forces_the_close_and_the_model_answers(model):
 
 def test_max_answer_tokens_bounds_the_answer_separately(model):
     _, result = run(model, LONG_THINKING_PROMPT, reasoning_format="think", max_thinking_tokens=8, max_answer_tokens=5)
-    assert result.stats.thinking_tokens == 8
+    assert result.stats.thinking_tokens <= 8
     assert result.stats.answer_tokens == 5
     assert result.stats.finish_reason == "length"
 

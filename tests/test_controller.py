@@ -30,7 +30,7 @@ def test_budget_forces_the_close_after_exactly_budget_thinking_tokens():
         assert c.next_action(ROOM) == Sample()
         c.on_sampled("step ", 101)
     action = c.next_action(ROOM)
-    assert action == Force((1, 2, 3), "budget")
+    assert action == Force((1, 2, 3), "budget", detail="closed at a word end")
     events = c.on_forced(action, THINK.forced_close_text)
     assert isinstance(events[0], Intervention) and events[0].kind == "budget"
     assert c.phase == "answer"

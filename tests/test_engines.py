@@ -26,6 +26,7 @@ from qwq_edge.convert.verify import TEXTS, token_sequences
 from qwq_edge.engines import choose_engine
 from qwq_edge.engines.llama_cpp_baseline import llama_cpp_logits
 from qwq_edge.engines.mlx_baseline import mlx_logits
+from qwq_edge.reasoning.texts import texts_for
 
 ENGINES = ("llama.cpp", "mlx")
 PROMPT = "Let me think step by step about numbers."
@@ -92,7 +93,8 @@ def test_budget_and_forced_close_on_each_engine(tiny, budget):
     result = events[-1].result
     assert result.stats.thinking_tokens <= budget and result.stats.thinking_closed_by == "budget"
     assert [e.kind for e in events if isinstance(e, Intervention)] == ["budget"]
-    assert result.stats.forced_tokens == len(tiny.controllers.control_tokens(tiny.reasoning_format).close)
+    control = tiny.controllers.control_tokens(tiny.reasoning_format)
+    assert result.stats.forced_tokens == len(control.skip if result.stats.thinking_tokens == 0 else control.close)
     kinds = [type(e) for e in events]
     assert kinds[-1] is Done
     assert kinds.index(Intervention) < kinds.index(AnswerDelta)
@@ -249,3 +251,26 @@ def test_language_guard_and_effort_on_each_engine(tiny):
     assert result.stats.thinking_tokens <= 6 and result.stats.language_masked_steps == result.stats.answer_tokens
     answer_tokens = tiny.engine._tokens[-result.stats.answer_tokens :]
     assert not set(answer_tokens) & ban
+
+
+def test_budget_cut_and_guarded_language_texts_on_each_engine(tiny):
+    """The cut's rewind and the Chinese wrap-up, on random weights (text in every script, split words)."""
+    events = list(
+        tiny.stream(
+            PROMPT,
+            reasoning_format="think",
+            max_thinking_tokens=24,
+            max_answer_tokens=4,
+            language="zh",
+            temperature=1.0,
+            seed=4,
+        )
+    )
+    result = events[-1].result
+    stats = result.stats
+    assert stats.budget_cut != "none" and stats.thinking_tokens + stats.budget_cut_tokens == 24
+    assert "".join(e.text for e in events if isinstance(e, ThinkingDelta)) == result.thinking
+    forced = [e for e in events if isinstance(e, Intervention)]
+    assert [e.kind for e in forced] == ["budget"] and forced[0].detail.startswith("closed at")
+    assert texts_for("zh").wrap_up in result.thinking
+    assert len(tiny.engine._tokens) == stats.prompt_tokens + stats.generated_tokens, "the rewind left no stale tokens"

@@ -93,6 +93,7 @@ class EventRenderer:
     def _intervention(self, event: Intervention) -> None:
         if self.show_thinking:
             label = INTERVENTION_LABELS.get(event.kind, event.kind)
+            label = f"{label} ({event.detail})" if event.detail else label
             self.console.print(f"\n[{label}]", style="yellow", markup=False, highlight=False)
             self._after_label = True
 

@@ -6,9 +6,11 @@ It acts through three levers:
 - *force*: the next tokens are fixed (the wrap-up and end marker at the budget or
   at a second loop; "Wait" below the minimum; the loop nudge);
 - *mask*: token ids banned for one step (end-of-generation before any answer;
-  off-language tokens under the language guard);
+  off-language tokens under the language guard, spared inside code; after a loop
+  nudge, the tokens that would repeat the loop's n-grams);
 - *rewind*: drop tokens from the KV cache (a multi-token end marker written
-  before the minimum is taken back, then "Wait" is forced).
+  before the minimum is taken back, then "Wait" is forced; at the budget, the
+  tokens after the last sentence end are taken back before the close).
 
 The generation loop asks ``next_action`` before every step, lets ``review`` veto a
 sampled token before it is appended, and reports what was appended with
@@ -22,9 +24,13 @@ from dataclasses import dataclass, field
 
 from ..errors import ContextOverflowError, InvalidRequestError
 from ..events import AnswerDelta, Event, Intervention, ReasoningCounts, ThinkingDelta
+from .block import ThinkingBlock
 from .formats import ReasoningFormat
 from .loop_guard import LoopDetector
+from .loop_steer import LoopSteer, starts_sentence
 from .markers import MarkerScanner
+from .spans import SpanScanner
+from .texts import texts_for
 
 THINKING = "thinking"
 ANSWER = "answer"
@@ -45,12 +51,14 @@ class Force:
     """Append these tokens regardless of what the model would choose.
 
     ``shown`` is the text these tokens add to the output, when it is not simply
-    their decoded text (after a rewind, part of them re-creates text already shown).
+    their decoded text (after a rewind, part of them re-creates text already shown);
+    ``detail`` says more about the intervention (where a budget cut fell).
     """
 
     tokens: tuple[int, ...]
     kind: str
     shown: str | None = None
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,11 @@ class ThinkingLimits:
             )
 
 
+#: What the runtime writes into the thinking in English (``texts`` has every language).
+WAIT_TEXT = texts_for("en").wait
+NUDGE_TEXT = texts_for("en").nudge
+
+
 @dataclass(frozen=True)
 class ControlTokens:
     """The format's forced texts, tokenized once for the model in use, and the masks."""
@@ -105,18 +118,20 @@ class ControlTokens:
     nudge: tuple[int, ...] = ()
     #: The end marker's id when it is one token (``</think>`` in QwQ-32B's vocabulary).
     close_token: int | None = None
-    #: The language guard's banned ids, for the answer and (if asked) the thinking.
+    #: The language guard's banned ids, for the answer and (if asked) the thinking: in
+    #: prose, and inside code, math and URLs (where Latin is allowed).
     language_ban: frozenset[int] = frozenset()
     language_in_thinking: bool = False
-
-
-#: What the runtime writes into the thinking, besides the format's own texts.
-WAIT_TEXT = "\n\nWait,"
-NUDGE_TEXT = "\n\nI keep repeating myself; let me try a different approach.\n\n"
+    code_ban: frozenset[int] = frozenset()
+    #: The wait text as shown (the language's), for a "Wait" that follows a rewind.
+    wait_text: str = WAIT_TEXT
 
 
 def _no_tokenizer(text: str) -> tuple[int, ...]:
     raise AssertionError("a controller that rewinds needs a tokenize function")  # pragma: no cover
+
+
+_NONE: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -133,17 +148,18 @@ class ReasoningController:
     def __post_init__(self) -> None:
         thinking = self.fmt.thinks
         self.phase = THINKING if thinking else ANSWER
-        self._scanner = MarkerScanner(self.fmt.close_marker) if thinking else None
+        self._block = self._new_block() if thinking else None
+        self._opener = MarkerScanner(self.fmt.open_marker) if thinking and self.fmt.open_marker else None
         self._pending: Action | None = Force(self.tokens.skip, "skip") if thinking and not self.limits.think else None
         if self._pending is not None:
             self.counts.thinking_closed_by = "skipped"
         self._model_stopped = False
+        self._whole = True
         self._started = {THINKING: False, ANSWER: False}
         self._loops = LoopDetector() if self.limits.loop_guard and thinking else None
-        self._answer_first = self.tokens.end_of_generation | self.tokens.language_ban
-        # Where each sampled thinking token began: (engine position, offset in the raw thinking text).
-        self._marks: list[tuple[int, int]] = []
-        self._raw = ""
+        self._steer = LoopSteer() if self._loops is not None else None
+        self._spans = SpanScanner()
+        self._joined: dict[tuple[frozenset[int], frozenset[int]], frozenset[int]] = {}
         self.thinking_text: list[str] = []
         self.answer_text: list[str] = []
 
@@ -171,7 +187,8 @@ class ReasoningController:
         limit = self.limits.max_answer_tokens
         if room <= 0 or (limit is not None and self.counts.answer_tokens >= limit):
             return Finish("length")
-        return self._sample(self._answer_first if self.counts.answer_tokens == 0 else self.tokens.language_ban)
+        first = self.tokens.end_of_generation if self.counts.answer_tokens == 0 else _NONE
+        return Sample(self._join(first, self._language_ban()))
 
     def _next_thinking_action(self, room: int) -> Action:
         if self._model_stopped:
@@ -179,23 +196,49 @@ class ReasoningController:
             return self._close("eos-close")
         budget = self.limits.max_thinking_tokens
         if budget is not None and self.counts.thinking_tokens >= budget:
-            return self._close("budget")
+            return self._budget_close()
         if room <= len(self.tokens.close) + ANSWER_RESERVE:
             return self._close("context-close")
-        return self._sample(self.tokens.language_ban if self.tokens.language_in_thinking else frozenset())
+        language = self._language_ban() if self.tokens.language_in_thinking else _NONE
+        steer = _NONE
+        if self._steer is not None and self._steer.left and self._block is not None:
+            steer = self._steer.banned(starts_sentence(self._block.raw))
+            self.counts.loop_masked_steps += bool(steer)
+        return Sample(self._join(language, steer))
 
-    def _sample(self, banned: frozenset[int]) -> Sample:
-        if banned and banned is not self.tokens.end_of_generation:
-            self.counts.language_masked_steps += 1
-        return Sample(banned)
+    def _language_ban(self) -> frozenset[int]:
+        """The language guard's mask for the next token: Latin is spared inside code, math and URLs."""
+        ban = self.tokens.code_ban if self._spans.in_code else self.tokens.language_ban
+        self.counts.language_masked_steps += bool(self.tokens.language_ban)
+        return ban
+
+    def _join(self, a: frozenset[int], b: frozenset[int]) -> frozenset[int]:
+        """``a | b``, the same object for the same pair (engines cache a mask per set)."""
+        if not a or not b:
+            return a or b
+        joined = self._joined.get((a, b))
+        if joined is None:
+            joined = self._joined[(a, b)] = a | b
+        return joined
 
     def _count(self, kind: str) -> None:
         self.counts.interventions[kind] = self.counts.interventions.get(kind, 0) + 1
 
-    def _close(self, kind: str) -> Force:
+    def _close(self, kind: str, detail: str = "", bare: bool = False) -> Force:
+        """Force the end of the thinking: the wrap-up and end marker, or (``bare``) the end marker alone."""
         self.counts.thinking_closed_by = kind
         self._count(kind)
-        return Force(self.tokens.close, kind)
+        return Force(self.tokens.skip if bare else self.tokens.close, kind, detail=detail)
+
+    def _budget_close(self) -> Force | Rewind:
+        """The budget is spent: close at the last sentence end in its last 10%, else at a word end."""
+        assert self._block is not None
+        cut = self._block.cut(self._whole)
+        dropped = self.counts.thinking_tokens - cut.mark.count if cut.mark is not None else 0
+        self.counts.thinking_tokens -= dropped
+        self.counts.budget_cut, self.counts.budget_cut_tokens = cut.kind, dropped
+        force = self._close("budget", cut.describe(dropped), bare=not self._block.sampled)
+        return Rewind(cut.mark.position, force) if cut.mark is not None else force
 
     def _below_minimum(self) -> bool:
         return self.phase == THINKING and self.counts.thinking_tokens < self.limits.min_thinking_tokens
@@ -204,7 +247,7 @@ class ReasoningController:
         """Force "Wait", after ``keep`` (tokens re-creating text already shown, after a rewind)."""
         self.counts.wait_extensions += 1
         self._count("wait")
-        return Force(keep + self.tokens.wait, "wait", WAIT_TEXT if keep else None)
+        return Force(keep + self.tokens.wait, "wait", self.tokens.wait_text if keep else None)
 
     # -- observations --------------------------------------------------------------
 
@@ -227,13 +270,19 @@ class ReasoningController:
             self._model_stopped = True
         return False
 
-    def on_sampled(self, text: str, position: int) -> list[Event]:
-        """The model's token at ``position`` was appended; ``text`` is the new text it completed."""
+    def on_sampled(self, text: str, position: int, token: int | None = None, whole: bool = True) -> list[Event]:
+        """The model's ``token`` at ``position`` was appended; ``text`` is the new text it completed,
+        ``whole``: no UTF-8 character is left incomplete after it."""
         if self.phase == THINKING:
+            assert self._block is not None
+            self._block.add_token(position, self.counts.thinking_tokens, self._whole)
             self.counts.thinking_tokens += 1
-            self._marks.append((position, len(self._raw)))
+            if self._steer is not None:
+                self._steer.record(() if token is None else (token,), starts_sentence(self._block.raw))
+                self._steer.sampled()
         else:
             self.counts.answer_tokens += 1
+        self._whole = whole
         return self._route(text)
 
     def on_forced(self, force: Force, text: str) -> list[Event]:
@@ -241,17 +290,28 @@ class ReasoningController:
         self.counts.forced_tokens += len(force.tokens)
         shown = text if force.shown is None else force.shown
         self.counts.forced_text.append(shown)
-        events: list[Event] = [] if force.kind == "skip" else [Intervention(force.kind, shown)]
+        self._whole = True
+        events = self._release_all() if self.phase == THINKING else []
+        if force.kind != "skip":
+            events.append(Intervention(force.kind, shown, force.detail))
         if force.kind in ("wait", "loop-nudge") and self._loops is not None:
             self._loops.reset()
-        return events + self._route(shown, sampled=False)
+        if self._steer is not None and self.phase == THINKING:
+            self._steer.record(force.tokens)
+        events += self._route(shown, sampled=False)
+        if self.phase == THINKING and self._block is not None:
+            self._block.fence()
+        return events
 
     def finish(self, tail: str = "") -> list[Event]:
         """Route the detokenizer's last text and release anything held back."""
+        if self.phase == ANSWER:
+            held = self._opener.flush() if self._opener is not None else ""
+            return self._answer_events(held + tail)
+        assert self._block is not None
         events = self._route(tail, sampled=False) if tail else []
-        if self._scanner is not None and not self._scanner.found:
-            events += self._thinking_events(self._scanner.flush())
-        return events
+        self._block.scanner.flush()
+        return events + self._thinking_events(self._block.release(len(self._block.raw)))
 
     # -- text routing --------------------------------------------------------------
 
@@ -259,22 +319,49 @@ class ReasoningController:
         """Split new text into thinking and answer; only the model's own text is checked
         for an early end marker and for loops, never what the runtime forced."""
         if self.phase == ANSWER:
-            return self._answer_events(text)
-        assert self._scanner is not None
-        offset = len(self._raw) - self._scanner.held
-        before, after = self._scanner.feed(text)
-        self._raw += text
-        if sampled and after is not None and self._below_minimum() and self._marks:
-            return self._thinking_events(before) + self._take_back_marker(offset + len(before))
-        events = self._thinking_events(before)
+            return self._route_answer(text, sampled)
+        assert self._block is not None
+        before, marker_at = self._block.feed(text)
+        if self.tokens.language_in_thinking:
+            self._spans.feed(before)
+        if sampled and marker_at is not None and self._below_minimum() and self._block.sampled:
+            return self._thinking_events(self._block.release(marker_at)) + self._take_back_marker(marker_at)
         if sampled and self._loops is not None and before and self._loops.feed(before):
             self._on_loop()
-        if after is not None:
-            self.phase = ANSWER
-            if self.counts.thinking_closed_by == "none":
-                self.counts.thinking_closed_by = "model"
-            events += self._answer_events(after)
-        return events
+        if marker_at is None:
+            return self._release_safe() if sampled else self._release_all()
+        events = self._thinking_events(self._block.release(marker_at))
+        after = self._block.raw[marker_at + len(self._block.marker) :]
+        self.phase = ANSWER
+        self._spans = SpanScanner()
+        if self.counts.thinking_closed_by == "none":
+            self.counts.thinking_closed_by = "model"
+        return events + self._route_answer(after, sampled)
+
+    def _route_answer(self, text: str, sampled: bool) -> list[Event]:
+        """Answer text; a second thinking block opened in the answer goes back to thinking
+        (its tokens count against the same budget)."""
+        if self._opener is None or not sampled:
+            return self._answer_events(text)
+        before, after = self._opener.feed(text)
+        events = self._answer_events(before)
+        if after is None:
+            return events
+        self._opener = MarkerScanner(self.fmt.open_marker)
+        self.phase = THINKING
+        self._block = self._new_block()
+        return events + self._route(after, sampled)
+
+    def _new_block(self) -> ThinkingBlock:
+        return ThinkingBlock(self.fmt.close_marker, self.limits.max_thinking_tokens, self.limits.min_thinking_tokens)
+
+    def _release_safe(self) -> list[Event]:
+        assert self._block is not None
+        return self._thinking_events(self._block.release_safe(self.counts.thinking_tokens))
+
+    def _release_all(self) -> list[Event]:
+        assert self._block is not None
+        return self._thinking_events(self._block.release(self._block.visible()))
 
     def _take_back_marker(self, marker_start: int) -> list[Event]:
         """The end marker appeared below the minimum: rewind to the token where it began, then "Wait".
@@ -282,22 +369,23 @@ class ReasoningController:
         The tokens from there on stop counting as thinking; the part of that token's
         text before the marker is already shown and is appended again, unshown.
         """
-        position, token_start = next((m for m in reversed(self._marks) if m[1] <= marker_start), self._marks[0])
-        dropped = sum(1 for m in self._marks if m[0] >= position)
-        self.counts.thinking_tokens -= dropped
-        del self._marks[len(self._marks) - dropped :]
-        keep = self._raw[token_start:marker_start]
-        self._raw = self._raw[:marker_start]
-        self._scanner = MarkerScanner(self.fmt.close_marker)
-        self._pending = Rewind(position, self._wait(self.tokenize(keep) if keep else ()))
+        assert self._block is not None
+        mark = self._block.first_mark_before(marker_start)
+        keep = self._block.raw[mark.offset : marker_start]
+        self.counts.thinking_tokens = mark.count
+        self._block.take_back(mark, marker_start)
+        self._pending = Rewind(mark.position, self._wait(self.tokenize(keep) if keep else ()))
         return []
 
     def _on_loop(self) -> None:
-        """First a nudge away from the loop; the second time, close the thinking (above the minimum)."""
+        """First a nudge away from the loop (and its n-grams masked for a stretch); the second
+        time, close the thinking (above the minimum)."""
         self.counts.loop_interventions += 1
         if self.counts.loop_interventions == 1 or self._below_minimum():
             self._count("loop-nudge")
             self._pending = Force(self.tokens.nudge, "loop-nudge")
+            if self._steer is not None:
+                self._steer.arm(self.tokens.nudge)
         else:
             self._pending = self._close("loop-close")
 
@@ -316,6 +404,7 @@ class ReasoningController:
         return [ThinkingDelta(text, self.counts.thinking_tokens)]
 
     def _answer_events(self, text: str) -> list[Event]:
+        self._spans.feed(text)
         text = self._strip_leading_space(ANSWER, text)
         if not text:
             return []

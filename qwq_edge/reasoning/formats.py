@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InvalidRequestError
+from .texts import texts_for
 
 
 @dataclass(frozen=True)
@@ -20,36 +21,49 @@ class ReasoningFormat:
     ``open_text``: appended after the chat template's generation prompt to start the
     thinking (unless the template already ends with it). ``close_marker``: the text
     in the output that ends the thinking; the answer is what follows it.
-    ``forced_close_text``: what the runtime forces when the budget is spent; it ends
-    with the close marker. ``skip_text``: what the runtime forces to answer without
-    thinking at all.
+    ``closing``: what the runtime forces after its wrap-up sentence when it ends the
+    thinking itself; it contains the close marker. ``skip_text``: what the runtime
+    forces to answer without thinking at all (also a forced close with nothing to
+    wrap up).
     """
 
     name: str
     open_text: str = ""
     close_marker: str = ""
-    forced_close_text: str = ""
+    closing: str = ""
     skip_text: str = ""
 
     @property
     def thinks(self) -> bool:
         return bool(self.close_marker)
 
+    @property
+    def open_marker(self) -> str:
+        """The text that opens a thinking block (a second one, in an answer, counts against the budget)."""
+        return self.open_text.strip()
 
-_WRAP_UP = "Considering the limited time by the user, I have to give the solution based on the thinking directly now."
+    def forced_close(self, wrap_up: str) -> str:
+        """The text forced to end a thinking: the wrap-up sentence (in the answer's language), then the closing."""
+        return f"\n\n{wrap_up}{self.closing}"
+
+    @property
+    def forced_close_text(self) -> str:
+        """The forced close with the English wrap-up."""
+        return self.forced_close(texts_for("en").wrap_up)
+
 
 THINK = ReasoningFormat(
     name="think",
     open_text="<think>\n",
     close_marker="</think>",
-    forced_close_text=f"\n\n{_WRAP_UP}\n</think>\n\n",
+    closing="\n</think>\n\n",
     skip_text="\n</think>\n\n",
 )
 
 QWQ_PREVIEW = ReasoningFormat(
     name="qwq-preview",
     close_marker="**Final Answer**",
-    forced_close_text=f"\n\n{_WRAP_UP}\n\n**Final Answer**\n\n",
+    closing="\n\n**Final Answer**\n\n",
     skip_text="**Final Answer**\n\n",
 )
 

@@ -4,14 +4,17 @@ QwQ switches languages mid-answer. The guard classifies every token of the
 vocabulary once by the scripts its text uses, and bans, at each step, the tokens
 whose script lies outside the allowed set; digits, punctuation, math symbols,
 whitespace and special tokens are always allowed, and so is what math in a CJK
-answer needs (LaTeX commands, one-letter variables after a space). Code in a CJK
-answer is not: use ``en`` or ``off`` for code.
+answer needs (LaTeX commands, one-letter variables after a space). Inside code
+blocks, inline code, math and URLs (``spans`` follows them as the answer streams)
+Latin is spared, and so are the words the user wrote (``user_terms``).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 
 LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
     "en": frozenset({"latin"}),
@@ -24,6 +27,9 @@ LANGUAGE_SCRIPTS: dict[str, frozenset[str]] = {
     "ru": frozenset({"cyrillic"}),
 }
 LANGUAGE_CHOICES = ("auto", *LANGUAGE_SCRIPTS, "off")
+_CODE_OPENERS = ("`", "$", "http", "www.")
+_SPACED_WORD = re.compile(r"[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_QUOTED = re.compile(r"[“\"「『`《‘]([^“”\"「」『』`《》‘’\n]{1,40})[”\"」』`》’]")
 _RANGES = (
     ("han", 0x3400, 0x4DBF),
     ("han", 0x4E00, 0x9FFF),
@@ -72,22 +78,55 @@ def _math(piece: bytes) -> bool:
     return text.lstrip().startswith("\\") or (text[:1].isspace() and sum(ch.isalpha() for ch in text) == 1)
 
 
-def banned_tokens(token_bytes: Callable[[int], bytes], vocab_size: int, language: str) -> frozenset[int]:
-    """Ids of tokens whose text is in a script outside ``language``'s."""
+@dataclass(frozen=True)
+class LanguageBans:
+    """The ids a language guard masks: in ``prose``, and in ``code`` (code blocks, inline
+    code, math, URLs), where Latin is spared."""
+
+    prose: frozenset[int]
+    code: frozenset[int]
+
+    def allowing(self, tokens: frozenset[int]) -> LanguageBans:
+        """These bans with ``tokens`` (the user's own words) allowed everywhere."""
+        if not tokens & self.prose:
+            return self
+        return LanguageBans(self.prose - tokens, self.code - tokens)
+
+
+def _opens_code(text: str) -> bool:
+    """A Latin token that starts code, math or a URL (```python, `x, $x, http), spared in prose too."""
+    return text.lstrip().startswith(_CODE_OPENERS)
+
+
+def language_bans(token_bytes: Callable[[int], bytes], vocab_size: int, language: str) -> LanguageBans:
+    """Ids of tokens whose text is in a script outside ``language``'s, in prose and in code."""
     allowed = LANGUAGE_SCRIPTS[language]
     latin_allowed = "latin" in allowed
-    banned = set()
+    banned, latin_only, openers = set(), set(), set()
     for token in range(vocab_size):
         piece = token_bytes(token)
         scripts = token_scripts(piece)
         if "partial" in scripts and not latin_allowed:
             continue  # CJK and Cyrillic text can need byte pieces
         outside = scripts - allowed
-        if outside == {"latin"} and _math(piece):
-            continue
+        if outside == {"latin"}:
+            if _math(piece):
+                continue
+            latin_only.add(token)
+            if _opens_code(piece.decode("utf-8", errors="ignore")):
+                openers.add(token)
         if outside:
             banned.add(token)
-    return frozenset(banned)
+    return LanguageBans(frozenset(banned - openers), frozenset(banned - latin_only))
+
+
+def user_terms(text: str) -> set[str]:
+    """The words a user wrote that an answer may repeat in any language: every word of a
+    spaced script (Latin, Cyrillic, Hangul, …) and every quoted span (a Chinese term in
+    quotes; unquoted Chinese is not split into words, so it is not a term)."""
+    terms = set(_SPACED_WORD.findall(text))
+    terms.update(span.strip() for span in _QUOTED.findall(text) if span.strip())
+    return {term for term in terms if any(char.isalpha() for char in term)}
 
 
 def detect_language(text: str) -> str:

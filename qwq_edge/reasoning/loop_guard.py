@@ -24,7 +24,7 @@ MIN_LETTER_SHARE = 0.6
 WINDOW_CHARS = 4000
 
 
-def _normalize(sentence: str) -> str | None:
+def normalize_sentence(sentence: str) -> str | None:
     """A comparable form of a sentence, or ``None`` if it is too short or mostly symbols."""
     text = " ".join(sentence.lower().split())
     if len(_WORD.findall(text)) < MIN_WORDS and len(_CJK.findall(text)) < MIN_CJK_CHARS:
@@ -66,7 +66,7 @@ class LoopDetector:
         return looping
 
     def _sentence(self, sentence: str) -> bool:
-        normal = _normalize(sentence)
+        normal = normalize_sentence(sentence)
         if normal is None:
             return False
         self._sentences[normal] += 1
