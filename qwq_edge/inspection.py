@@ -6,7 +6,6 @@ generated one that the engine smoke tests run.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -24,7 +23,9 @@ from .engines import apple_silicon, choose_engine, metal_available, model_kind
 from .engines.gguf_file import read_gguf_header
 from .errors import QwqEdgeError
 from .families import family_for
+from .model_config import read_json_object, read_model_config
 from .planner import available_memory, largest_context, memory_budget, model_shape, total_memory
+from .prompt import describe_template
 from .reasoning.formats import detect_format
 
 PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
@@ -39,28 +40,42 @@ def _folder_quantization(config: dict[str, Any]) -> str:
     block = config.get("quantization")
     if not block:
         return str(config.get("torch_dtype", "unquantized"))
-    widths = {entry["bits"] for entry in block.values() if isinstance(entry, dict)} | {block["bits"]}
-    return f"{'/'.join(map(str, sorted(widths)))}-bit, group {block['group_size']}"
+    if not isinstance(block, dict) or "bits" not in block:
+        return "unknown (config.json's quantization block has no bits)"
+    widths = {entry.get("bits") for entry in block.values() if isinstance(entry, dict)} | {block["bits"]}
+    return f"{'/'.join(sorted(map(str, widths)))}-bit, group {block.get('group_size', '?')}"
+
+
+def _gguf_quantization(file_type: object) -> str:
+    try:
+        return LlamaFileType(file_type).name.replace("MOSTLY_", "")
+    except ValueError:
+        return "unknown"
+
+
+def _format_details(path: Path) -> tuple[dict[str, Any], dict[str, int], str | None, str]:
+    """Format, architecture and parameters; the files; the chat template; the quantization."""
+    if model_kind(path) == "gguf":
+        header = read_gguf_header(path)
+        template = header.metadata.get("tokenizer.chat_template")
+        quantization = _gguf_quantization(header.metadata.get("general.file_type"))
+        details = {"format": "gguf", "architecture": header.architecture, "parameters": header.parameter_count}
+        files = {path.name: header.file_size}
+    else:
+        config = read_model_config(path)
+        tokenizer_config = path / "tokenizer_config.json"
+        template = read_json_object(tokenizer_config).get("chat_template") if tokenizer_config.is_file() else None
+        quantization = _folder_quantization(config)
+        details = {"format": "mlx", "architecture": config.get("model_type"), "parameters": _parameters(config, path)}
+        files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+    return details, files, template if isinstance(template, str) else None, quantization
 
 
 def describe_model(path: str | Path) -> dict[str, Any]:
     """Architecture, size, quantization, context, reasoning format, defaults and engine of a model."""
     path = Path(path)
     shape = model_shape(path)
-    if model_kind(path) == "gguf":
-        header = read_gguf_header(path)
-        template = header.metadata.get("tokenizer.chat_template")
-        file_type = int(header.metadata.get("general.file_type", -1))
-        quantization = LlamaFileType(file_type).name.replace("MOSTLY_", "") if file_type >= 0 else "unknown"
-        details = {"format": "gguf", "architecture": header.architecture, "parameters": header.parameter_count}
-        files = {path.name: header.file_size}
-    else:
-        config = json.loads((path / "config.json").read_text())
-        tokenizer_config = path / "tokenizer_config.json"
-        template = json.loads(tokenizer_config.read_text()).get("chat_template") if tokenizer_config.is_file() else None
-        quantization = _folder_quantization(config)
-        details = {"format": "mlx", "architecture": config.get("model_type"), "parameters": _parameters(config, path)}
-        files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
+    details, files, template, quantization = _format_details(path)
     try:
         engine, reason = choose_engine(path)
     except QwqEdgeError as error:
@@ -76,6 +91,7 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         "kv_heads": shape.kv_heads,
         "head_dim": shape.head_dim,
         "reasoning_format": detect_format(template, shape.name).name,
+        "prompt_template": describe_template(template),
         "family": family.key,
         "sampling_defaults": {k: v for k, v in asdict(family.sampling).items() if k != "seed"},
         "files": files,
