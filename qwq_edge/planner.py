@@ -11,7 +11,6 @@ shorter contexts.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import asdict, dataclass
@@ -19,7 +18,8 @@ from pathlib import Path
 
 from .engines import apple_silicon, model_kind
 from .engines.gguf_file import read_gguf_header
-from .errors import InsufficientMemoryError, ModelFormatError
+from .errors import InsufficientMemoryError
+from .model_config import read_model_config
 
 #: Bytes per KV-cache element: fp16, and 8-bit (q8_0: 32 values in 34 bytes; MLX's
 #: 8-bit cache with fp16 scale and bias per 64 values: the same 8.5 bits).
@@ -184,9 +184,6 @@ def model_shape(path: str | Path) -> ModelShape:
     path = Path(path)
     if model_kind(path) == "gguf":
         return _gguf_shape(path)
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as error:
-        raise ModelFormatError(f"{path} has no readable config.json ({error})") from None
+    config = read_model_config(path)
     weights = sum(p.stat().st_size for p in path.glob("*.safetensors"))
     return shape_from_config(str(config.get("_name_or_path") or path.name), config, weights)

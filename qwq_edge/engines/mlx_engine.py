@@ -10,13 +10,13 @@ mlx-lm's, trimmed to reuse the common prefix of consecutive requests.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..convert.safetensors_io import read_header
 from ..errors import EngineUnavailableError, ModelFormatError
+from ..model_config import read_json_object, read_model_config
 from ..sampling import SamplingParams
 from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
 
@@ -49,16 +49,11 @@ def _byte_decoder() -> dict[str, int]:
 
 def check_mlx_folder(path: Path) -> dict[str, Any]:
     """Check an MLX model folder before mlx-lm reads it; return its config."""
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ModelFormatError(f"{path} is not a model folder (no config.json)")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as error:
-        raise ModelFormatError(f"{config_path} is not valid JSON ({error})") from None
+    config = read_model_config(path)
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        weight_map = read_json_object(index).get("weight_map")
+        shards = {str(s) for s in weight_map.values()} if isinstance(weight_map, dict) else set()
         missing = sorted(s for s in shards if not (path / s).is_file())
         if missing:
             raise ModelFormatError(f"{path} is missing {len(missing)} weight shard(s), e.g. {missing[0]}")
@@ -127,7 +122,7 @@ class MlxEngine:
         config = check_mlx_folder(path)
         try:
             self.model, wrapper = mlx_load(str(path))
-        except (ValueError, FileNotFoundError, KeyError) as error:
+        except (ValueError, FileNotFoundError, KeyError, TypeError, AttributeError) as error:
             raise ModelFormatError(f"mlx-lm could not load {path}: {error}") from None
         self._tokenizer = wrapper._tokenizer.backend_tokenizer
         self.vocab_size = int(config.get("vocab_size") or self._tokenizer.get_vocab_size())
