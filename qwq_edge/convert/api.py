@@ -27,18 +27,16 @@ from .output import (
     ensure_disk_space,
     no_progress,
     path_size,
+    tracked_conversion,
 )
 from .source import resolve_source
 from .to_gguf import GGUF_QUANTS, quantize_gguf, write_gguf
 from .to_hf import HF_DTYPES, write_hf
 from .to_mlx import MLX_RECIPES, write_mlx
-from .verify import VerifyReport, verify
+from .verify import VerifyReport, judge, verify
 
 MLX_BITS = (2, 3, 4, 5, 6, 8, 16)
 MLX_GROUP_SIZES = (32, 64, 128)
-#: Least top-1 agreement with the source for a conversion to count as verified: a
-#: wrong tensor layout gives about 1/vocab; quantization noise on random test weights ~0.7.
-MIN_AGREEMENT = {"full": 0.9, "quantized": 0.5}
 _SLACK = 64 << 20
 
 
@@ -50,12 +48,9 @@ def _verified(converted: Path, reference: Path, quantized: bool, progress: Progr
     progress("verifying", 0, 1)
     report = verify(converted, reference)
     progress("verifying", 1, 1)
-    needed = MIN_AGREEMENT["quantized" if quantized else "full"]
-    if report.top1_agreement < needed:
-        raise ConversionError(
-            f"verification failed: top-1 agreement with the source is {report.top1_agreement:.1%} "
-            f"(needs {needed:.0%}), mean KL {report.mean_kl:.4f}; the output was not kept"
-        )
+    problem = judge(report, quantized)
+    if problem:
+        raise ConversionError(f"verification failed: {problem}; the output was not kept")
     return report
 
 
@@ -111,7 +106,7 @@ def convert_to_gguf(
     intermediate_bytes = params * 2 if spec.llama_ftype is not None else 0
     ensure_disk_space(out.parent, int(params * spec.bits_estimate / 8 + intermediate_bytes) + _SLACK)
     start = perf_counter()
-    with atomic_output(out, force=force) as partial:
+    with tracked_conversion(out), atomic_output(out, force=force) as partial:
         if spec.llama_ftype is None:
             write_gguf(checkpoint, partial, spec, progress)
         else:
@@ -180,16 +175,17 @@ def _from_checkpoint(
     start = perf_counter()
     temporary = out.with_name(f".{out.name}.source.partial")
     checkpoint_folder = source
-    try:
-        if source.is_file():
+    with tracked_conversion(out):
+        try:
+            if source.is_file():
+                shutil.rmtree(temporary, ignore_errors=True)
+                write_hf(source, temporary, "float16", progress)
+                checkpoint_folder = temporary
+            with atomic_output(out, force=force) as partial:
+                params = convert(Checkpoint(checkpoint_folder), partial)
+                report = _verified(partial, checkpoint_folder, quantized, progress) if verify else None
+        finally:
             shutil.rmtree(temporary, ignore_errors=True)
-            write_hf(source, temporary, "float16", progress)
-            checkpoint_folder = temporary
-        with atomic_output(out, force=force) as partial:
-            params = convert(Checkpoint(checkpoint_folder), partial)
-            report = _verified(partial, checkpoint_folder, quantized, progress) if verify else None
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return _finish(out, source, target, label, params, start, report)
 
 
@@ -212,7 +208,7 @@ def convert_to_hf(
     out = Path(out) if out else Path.cwd() / f"{source_name(gguf_path)}-hf"
     ensure_disk_space(out.parent, header.file_size * 8 + _SLACK)
     start = perf_counter()
-    with atomic_output(out, force=force) as partial:
+    with tracked_conversion(out), atomic_output(out, force=force) as partial:
         params = write_hf(gguf_path, partial, dtype, progress)
         report = _verified(partial, gguf_path, False, progress) if verify else None
     return _finish(out, gguf_path, "hf", dtype, params, start, report)
