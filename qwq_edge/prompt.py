@@ -79,7 +79,7 @@ def _render_slotted(template: str, roles: Sequence[str], special: dict[str, str]
     for i in range(len(roles)):
         count = rendered.count(_SLOT.format(i))
         if count != 1:
-            raise TemplateProblem(f"it shows message {i + 1} {count} times instead of once")
+            raise TemplateProblem(f"it leaves out message {i + 1}" if not count else f"it repeats message {i + 1}")
     return rendered
 
 
