@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwq_edge import SamplingParams
+from qwq_edge import GenerationOptions
 from qwq_edge.bench import BenchSettings, run_bench
-from qwq_edge.engines.llama_cpp import default_threads
+from qwq_edge.machine import usable_cores
 from qwq_edge.testdata import fixture_model_path
 
 try:
@@ -33,19 +33,22 @@ PROMPT_TOKENS = 512
 def main(argv: list[str] | None = None) -> dict:
     parser = decode_parser(__doc__.splitlines()[0], tokens=256, repetitions=7)
     parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
-    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--threads", type=int, default=usable_cores())
     args = quick(parser.parse_args(argv))
     path = args.model or fixture_model_path()
     prompt_tokens = 64 if args.quick else PROMPT_TOKENS
     reports = {
         setting: run_bench(
             path,
-            BenchSettings(prompt_tokens, args.tokens, args.repetitions, sampling=sampling, seed=SEED),
+            BenchSettings(prompt_tokens, args.tokens, args.repetitions, options=options, seed=SEED),
             context_length=2048,
             n_threads=args.threads,
             engine="llama.cpp",
         )
-        for setting, sampling in {"greedy": SamplingParams(temperature=0.0), "model defaults": None}.items()
+        for setting, options in {
+            "greedy": GenerationOptions(temperature=0.0),
+            "model defaults": GenerationOptions(),
+        }.items()
     }
     footer = (
         f"{path.name}, llama.cpp on the CPU, {args.threads} threads; {prompt_tokens} prompt tokens, "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from qwq_edge import SamplingParams
+from qwq_edge import GenerationOptions
 from qwq_edge.bench import BenchSettings, run_bench
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = decode_parser(__doc__.splitlines()[0], tokens=128, repetitions=7)
     args = quick(parser.parse_args(argv))
     prompt_tokens = 64 if args.quick else PROMPT_TOKENS
-    samplings = {"greedy": SamplingParams(temperature=0.0), "0.6 / 0.95 / 20": SamplingParams()}
+    samplings = {
+        "greedy": GenerationOptions(temperature=0.0),
+        "0.6 / 0.95 / 20": GenerationOptions(temperature=0.6, top_p=0.95, top_k=20),
+    }
     with tempfile.TemporaryDirectory(prefix="qwq-edge-mlx-bench-") as temp:
         source = make_checkpoint(Path(temp) / "synthetic", SPEC, tokenizer_json=fixture_tokenizer_json())
         folder = Path(temp) / "synthetic-mlx"
@@ -44,11 +47,11 @@ def main(argv: list[str] | None = None) -> dict:
         reports = {
             setting: run_bench(
                 folder,
-                BenchSettings(prompt_tokens, args.tokens, args.repetitions, sampling=sampling, seed=SEED),
+                BenchSettings(prompt_tokens, args.tokens, args.repetitions, options=options, seed=SEED),
                 engine="mlx",
                 context_length=2048,
             )
-            for setting, sampling in samplings.items()
+            for setting, options in samplings.items()
         }
     footer = (
         "Random Qwen2 (hidden 64, 2 layers, 151,936-token vocabulary), float16, MLX on the CPU; "

@@ -27,13 +27,13 @@ import numpy as np
 
 from qwq_edge import SamplingParams
 from qwq_edge.bench.measure import time_raw
-from qwq_edge.bench.raw import RawLlamaCpp
 from qwq_edge.convert import convert_to_gguf
 from qwq_edge.convert.output import no_progress
+from qwq_edge.convert.quantize import quantize_gguf
 from qwq_edge.convert.synthetic import SIZES, make_checkpoint
-from qwq_edge.convert.to_gguf import quantize_gguf
 from qwq_edge.engines.gguf_file import read_gguf_header
-from qwq_edge.engines.llama_cpp import default_threads
+from qwq_edge.engines.llama_cpp_baseline import RawLlamaCpp
+from qwq_edge.machine import usable_cores
 from qwq_edge.planner import model_shape
 from qwq_edge.testdata import fixture_model_path
 
@@ -130,7 +130,7 @@ def synthetic_gguf(name: str, folder: Path) -> Path:
     f16 = folder / "f16.gguf"
     convert_to_gguf(make_checkpoint(folder / "checkpoint", spec), f16, quant="f16", verify=False)
     out = folder / f"synthetic-{name}.gguf"
-    quantize_gguf(f16, out, ftype, default_threads(), no_progress)
+    quantize_gguf(f16, out, ftype, usable_cores(), no_progress)
     return out
 
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--synthetic", choices=list(SYNTHETIC), help="a random Qwen2 of these shapes, converted to Q4_K_M"
     )
-    parser.add_argument("--threads", default=f"1,{default_threads()}", help="comma-separated thread counts")
+    parser.add_argument("--threads", default=f"1,{usable_cores()}", help="comma-separated thread counts")
     args = quick(parser.parse_args(argv))
     with tempfile.TemporaryDirectory(prefix="qwq-edge-roofline-") as temp:
         path = synthetic_gguf(args.synthetic, Path(temp)) if args.synthetic else args.model or fixture_model_path()

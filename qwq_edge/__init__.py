@@ -11,7 +11,9 @@ from .errors import (
     QwqEdgeError,
 )
 from .events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
+from .fits import Candidate, plan_catalog
 from .model import Model, load
+from .options import GenerationOptions
 from .prompt import Message
 from .reasoning.formats import FORMATS, ReasoningFormat
 from .sampling import SamplingParams
@@ -21,12 +23,14 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMATS",
     "AnswerDelta",
+    "Candidate",
     "Chat",
     "ChatFileError",
     "ContextOverflowError",
     "Done",
     "EngineUnavailableError",
     "Event",
+    "GenerationOptions",
     "GenerationResult",
     "GenerationStats",
     "Intervention",
@@ -40,4 +44,5 @@ __all__ = [
     "SamplingParams",
     "ThinkingDelta",
     "load",
+    "plan_catalog",
 ]

@@ -18,9 +18,9 @@ from typing import Any
 import tomllib
 
 from .errors import InvalidRequestError, QwqEdgeError
-from .planner import ModelShape
 from .reasoning.formats import FORMATS
 from .sampling import SamplingParams
+from .shape import ModelShape
 
 SOURCE_FORMATS = ("gguf", "mlx", "hf")
 #: What a checkpoint becomes when no pre-converted download exists, and its bits per weight.
@@ -44,6 +44,8 @@ _REQUIRED = {
     "match": list,
 }
 
+_OPTIONAL_SOURCE = {"quant": str, "quality": str, "checked": bool}
+
 
 class CatalogError(QwqEdgeError):
     """A catalog file is malformed, or a name is not in the catalog."""
@@ -59,6 +61,12 @@ class Source:
     #: Set when no pre-converted download exists: this source is the Hugging Face
     #: checkpoint to download and convert (``size_bytes`` is then the converted size).
     convert: bool = False
+    #: What this quantization costs in quality: a published perplexity or benchmark figure, or
+    #: a statement that none was found.
+    quality: str | None = None
+    #: Whether the repository and file names were checked against the hub's pages (``false``:
+    #: taken on trust, see the TOML's comment).
+    checked: bool = True
 
     @property
     def patterns(self) -> bool:
@@ -130,6 +138,21 @@ def _check(data: dict[str, Any], where: str) -> None:
             raise CatalogError(f"{where}: each source needs a format in {SOURCE_FORMATS} and a list of files")
         if not isinstance(source.get("repo"), str) or not isinstance(source.get("size_bytes"), int):
             raise CatalogError(f"{where}: each source needs a repo and size_bytes")
+        for key, kind in _OPTIONAL_SOURCE.items():
+            if key in source and not isinstance(source[key], kind):
+                raise CatalogError(f"{where}: a source's {key} must be a {kind.__name__}")
+
+
+def _source(data: dict[str, Any]) -> Source:
+    return Source(
+        data["format"],
+        str(data.get("quant", "default")),
+        data["repo"],
+        tuple(data["files"]),
+        data["size_bytes"],
+        quality=data.get("quality"),
+        checked=data.get("checked", True),
+    )
 
 
 def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
@@ -139,10 +162,7 @@ def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
         sampling = SamplingParams(**data["sampling"])
     except (TypeError, InvalidRequestError) as error:
         raise CatalogError(f"{where}: bad sampling ({error})") from None
-    sources = tuple(
-        Source(s["format"], str(s.get("quant", "default")), s["repo"], tuple(s["files"]), s["size_bytes"])
-        for s in data["sources"]
-    )
+    sources = tuple(_source(s) for s in data["sources"])
     fields = {key: data[key] for key in _REQUIRED if key not in ("sampling", "sources", "match")}
     return CatalogEntry(
         **fields,

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ChatFileError
+from .errors import ChatFileError, InvalidRequestError
 from .events import Done, Event, GenerationResult, collect
 from .files import write_text_atomic
-from .prompt import Message, as_messages
+from .options import GenerationOptions
+from .prompt import ROLES, Message, as_messages
 
 if TYPE_CHECKING:
     from .model import Model
@@ -25,37 +26,62 @@ CHAT_FILE_VERSION = 1
 
 
 class Chat:
-    """A conversation with one model. ``options`` apply to every turn."""
+    """A conversation with one model.
+
+    ``options`` (and ``overrides`` of its fields) are the conversation's own: they
+    apply to every turn and are saved with it. ``session`` holds changes for this
+    session only (a seed, an answer bound given when resuming): they apply to every
+    turn but are not saved.
+    """
 
     def __init__(
         self,
         model: Model,
+        options: GenerationOptions | None = None,
         *,
-        system: str | None = None,
-        options: dict[str, Any] | None = None,
         history: list[Message] | None = None,
+        session: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> None:
         self.model = model
-        self.system = system
-        self.options: dict[str, Any] = dict(options or {})
+        self.options = (options or GenerationOptions()).replace(**overrides)
+        self.options.replace(**(session or {}))  # checked now, not at the first turn
+        self.session: dict[str, Any] = dict(session or {})
         self.history: list[Message] = list(history or [])
 
-    def messages_for(self, text: str) -> list[Message]:
-        """The messages the model would see if ``text`` were sent now."""
-        return as_messages([*self.history, Message("user", text)])
+    def set(self, **changes: Any) -> None:
+        """Change the conversation's options (they win over this session's)."""
+        self.options = self.options.replace(**changes)
+        for name in changes:
+            self.session.pop(name, None)
+
+    @property
+    def effective_options(self) -> GenerationOptions:
+        """What the next turn runs with: the conversation's options, then this session's."""
+        return self.options.replace(**self.session)
+
+    @property
+    def unanswered(self) -> str | None:
+        """A last user message that has no answer (the chat stopped while it was asked)."""
+        last = self.history[-1] if self.history else None
+        return last.content if last is not None and last.role == "user" else None
 
     def stream(self, text: str, **overrides: Any) -> Iterator[Event]:
-        """Send ``text``; the answer joins the history when the stream ends.
+        """Send ``text``; it joins the history at once, the answer when the stream ends.
 
         A cancelled turn keeps the user's message and whatever answer was written.
         """
-        events = self.model.stream(self.messages_for(text), system=self.system, **{**self.options, **overrides})
-        return self._record(text, events)
+        options = self.effective_options.replace(**overrides)
+        earlier = self.history[:-1] if self.unanswered is not None else self.history
+        messages = as_messages([*earlier, Message("user", text)])
+        events = self.model.stream(messages, options)
+        self.history = messages
+        return self._record(events)
 
-    def _record(self, text: str, events: Iterator[Event]) -> Iterator[Event]:
+    def _record(self, events: Iterator[Event]) -> Iterator[Event]:
         for event in events:
             if isinstance(event, Done):
-                self.history += [Message("user", text), Message("assistant", event.result.answer)]
+                self.history.append(Message("assistant", event.result.answer))
             yield event
 
     def send(self, text: str, **overrides: Any) -> GenerationResult:
@@ -72,8 +98,7 @@ class Chat:
             "format": CHAT_FILE_FORMAT,
             "version": CHAT_FILE_VERSION,
             "model": self.model.info.model_path,
-            "system": self.system,
-            "options": self.options,
+            "options": self.options.to_dict(),
             "messages": [message.to_dict() for message in self.history],
         }
 
@@ -85,19 +110,39 @@ class Chat:
             raise ChatFileError(f"cannot save the chat to {path}: {error.strerror or error}") from None
 
     @classmethod
-    def load(cls, model: Model, path: str | Path, **options: Any) -> Chat:
-        """Resume a saved conversation; ``options`` override the saved ones."""
+    def load(cls, model: Model, path: str | Path, **session: Any) -> Chat:
+        """Resume a saved conversation with its own options; ``session`` changes apply
+        to this session only and are not saved."""
+        data = _read_chat_file(path)
+        history = _saved_messages(data.get("messages", []), path)
+        saved = data.get("options", {})
+        if data.get("system") is not None and isinstance(saved, dict):  # files of version 1 kept it apart
+            saved = {**saved, "system": data["system"]}
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ChatFileError(f"cannot read {path}: {error.strerror or error}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ChatFileError(f"{path} is not a saved qwq-edge chat (not valid JSON)") from None
-        if not isinstance(data, dict) or data.get("format") != CHAT_FILE_FORMAT:
-            raise ChatFileError(f"{path} is not a saved qwq-edge chat")
-        try:
-            history = [Message(m["role"], m["content"]) for m in data.get("messages", [])]
-        except (KeyError, TypeError):
-            raise ChatFileError(f"{path} has malformed messages") from None
-        saved = data.get("options") or {}
-        return cls(model, system=data.get("system"), options={**saved, **options}, history=history)
+            return cls(model, GenerationOptions.from_dict(saved), history=history, session=session)
+        except InvalidRequestError as error:
+            raise ChatFileError(f"{path} has invalid options: {error}") from None
+
+
+def _read_chat_file(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ChatFileError(f"cannot read {path}: {error.strerror or error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ChatFileError(f"{path} is not a saved qwq-edge chat (not valid JSON)") from None
+    if not isinstance(data, dict) or data.get("format") != CHAT_FILE_FORMAT:
+        raise ChatFileError(f"{path} is not a saved qwq-edge chat")
+    return data
+
+
+def _saved_messages(items: Any, path: str | Path) -> list[Message]:
+    malformed = ChatFileError(f"{path} has malformed messages (each needs a role and a text content)")
+    if not isinstance(items, list):
+        raise malformed
+    messages = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("role") not in ROLES or not isinstance(item.get("content"), str):
+            raise malformed
+        messages.append(Message(item["role"], item["content"]))
+    return messages

@@ -39,6 +39,10 @@ class CheckpointError(QwqEdgeError):
     """A checkpoint is missing a file, or a file is corrupt or of an unsupported kind."""
 
 
+class HubError(QwqEdgeError):
+    """A hub repository id is malformed, or its download failed or cannot be reached."""
+
+
 class ConversionError(QwqEdgeError):
     """A conversion cannot start or cannot finish (output exists, disk full, verification failed)."""
 

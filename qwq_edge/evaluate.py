@@ -21,6 +21,7 @@ from .events import GenerationResult
 from .files import write_atomic_with, write_bytes_atomic, write_text_atomic
 from .model import Model
 from .model_config import json_kind
+from .options import GenerationOptions
 from .prompt import check_text
 
 PROMPT_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -131,36 +132,45 @@ def run_eval(
     problems: list[Problem],
     budgets: list[int],
     results: Path,
+    options: GenerationOptions | None = None,
     *,
     samples: int = 1,
-    seed: int = 0,
     on_result: Callable[[dict[str, Any]], None] = lambda row: None,
     stop: Callable[[], bool] = lambda: False,
-    **options: Any,
 ) -> Iterator[dict[str, Any]]:
     """Run what is not in ``results`` yet; yield each new row (also appended to ``results``).
 
-    A cancelled run (``model.cancel()``, Ctrl-C) is not a result: it is not recorded, and
-    the eval ends there, as it does when ``stop()`` is true; a rerun does that run again.
-    """
+    Each run uses ``options`` with the budget under test and the seed ``options.seed``
+    (0 if unset) plus the sample's number, so a rerun reproduces it. A cancelled run
+    (``model.cancel()``, Ctrl-C) is not a result: it is not recorded, and the eval ends
+    there, as it does when ``stop()`` is true; a rerun does that run again."""
+    options = options or GenerationOptions()
+    seed = options.seed or 0
+    for problem, budget, sample in _to_run(problems, budgets, samples, results):
+        if stop():
+            return
+        outcome = model.generate(
+            problem.question + PROMPT_SUFFIX, options, max_thinking_tokens=budget, seed=seed + sample
+        )
+        if outcome.stats.finish_reason == "cancelled":
+            return
+        row = _row(problem, budget, sample, outcome)
+        _append(results, row)
+        on_result(row)
+        yield row
+
+
+def _to_run(
+    problems: list[Problem], budgets: list[int], samples: int, results: Path
+) -> Iterator[tuple[Problem, int, int]]:
+    """Every (problem, budget, sample) not in ``results`` yet, budget by budget."""
     done = _resume(results)
     results.parent.mkdir(parents=True, exist_ok=True)
     for budget in budgets:
         for problem in problems:
             for sample in range(samples):
-                if (problem.id, budget, sample) in done:
-                    continue
-                if stop():
-                    return
-                outcome = model.generate(
-                    problem.question + PROMPT_SUFFIX, max_thinking_tokens=budget, seed=seed + sample, **options
-                )
-                if outcome.stats.finish_reason == "cancelled":
-                    return
-                row = _row(problem, budget, sample, outcome)
-                _append(results, row)
-                on_result(row)
-                yield row
+                if (problem.id, budget, sample) not in done:
+                    yield problem, budget, sample
 
 
 def summarize(results: Path, budgets: list[int]) -> list[BudgetSummary]:

@@ -46,11 +46,9 @@ class Intervention:
 
 
 @dataclass
-class GenerationStats:
-    """Counts and timings of one generation (all times in seconds)."""
+class ReasoningCounts:
+    """What the reasoning controller did in one generation: tokens by phase, what it forced."""
 
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
     thinking_tokens: int = 0
     answer_tokens: int = 0
     forced_tokens: int = 0
@@ -60,6 +58,15 @@ class GenerationStats:
     loop_interventions: int = 0
     language_masked_steps: int = 0
     thinking_closed_by: str = "none"
+
+
+@dataclass
+class GenerationStats(ReasoningCounts):
+    """Counts and timings of one generation (all times in seconds): the controller's
+    counts, and what the generation loop measured."""
+
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
     finish_reason: str = "stop"
     seed: int | None = None
     time_to_first_token: float = 0.0

@@ -40,3 +40,14 @@ def write_atomic_with(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise ``OSError`` now if ``write_text_atomic(path, …)`` would fail later: the folder
+    must exist (or be creatable) and take a new file, and ``path`` must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "it is a folder", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(prefix=f".{path.name}.", suffix=".partial", dir=path.parent):
+        pass

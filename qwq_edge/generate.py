@@ -10,14 +10,69 @@ no budget rule.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass
 from time import perf_counter
 
 from .detokenize import IncrementalDetokenizer
-from .engines.base import Engine
-from .events import Done, Event, GenerationResult
-from .reasoning.controller import ANSWER, Finish, Force, ReasoningController, Rewind
+from .engines.base import Engine, TokenSampler
+from .events import Done, Event, GenerationResult, GenerationStats
+from .reasoning.controller import ANSWER, Finish, Force, ReasoningController, Rewind, Sample
 from .sampling import SamplingParams
+
+
+@dataclass
+class _Clock:
+    """The loop's timings: start, prefill, first token, end of thinking."""
+
+    start: float
+    prefill_seconds: float = 0.0
+    first_token_at: float = 0.0
+    thinking_ended_at: float = 0.0
+
+    def token(self, left_thinking: bool) -> None:
+        now = perf_counter()
+        self.first_token_at = self.first_token_at or now
+        if left_thinking:
+            self.thinking_ended_at = now
+
+    def timings(self, thinking_open: bool) -> dict[str, float]:
+        end = perf_counter()
+        first = self.first_token_at or end
+        decode = end - first
+        return {
+            "time_to_first_token": first - self.start,
+            "prefill_seconds": self.prefill_seconds,
+            "decode_seconds": decode,
+            "thinking_seconds": decode if thinking_open else max(0.0, self.thinking_ended_at - first),
+            "total_seconds": end - self.start,
+        }
+
+
+class _Steps:
+    """Carries out the controller's actions on the engine, with one sampler and detokenizer."""
+
+    def __init__(self, engine: Engine, controller: ReasoningController, sampler: TokenSampler) -> None:
+        self.engine = engine
+        self.controller = controller
+        self.sampler = sampler
+        self.detokenizer = IncrementalDetokenizer(engine.token_bytes)
+
+    def apply(self, action: Sample | Force | Rewind) -> list[Event] | None:
+        """Do ``action``; the events it gives, or ``None`` when the controller vetoed a sampled token."""
+        if isinstance(action, Rewind):
+            self.engine.rewind(action.position)
+            self.detokenizer = IncrementalDetokenizer(self.engine.token_bytes)  # its pending bytes were dropped
+            action = action.then
+        if isinstance(action, Force):
+            self.engine.feed(action.tokens)
+            self.sampler.accept(action.tokens)
+            return self.controller.on_forced(action, self.detokenizer.add(action.tokens))
+        token = self.sampler.sample(action.banned)
+        if not self.controller.review(token):
+            return None
+        position = self.engine.position
+        self.engine.feed((token,))
+        return self.controller.on_sampled(self.detokenizer.add((token,)), position)
 
 
 def generate_step(
@@ -29,51 +84,29 @@ def generate_step(
     cancelled: Callable[[], bool] = lambda: False,
 ) -> Iterator[Event]:
     """Run one generation; the last event is ``Done`` with the result."""
-    stats = controller.stats
-    stats.prompt_tokens = len(prompt_tokens)
-    start = perf_counter()
-    stats.cached_prompt_tokens = engine.prefill(prompt_tokens)
-    stats.prefill_seconds = perf_counter() - start
-    sampler = engine.new_sampler(sampling, seed)
-    detokenizer = IncrementalDetokenizer(engine.token_bytes)
-    context_length = engine.info.context_length
-    first_token_at = 0.0
-    while True:
-        if cancelled():
-            stats.finish_reason = "cancelled"
-            break
-        action = controller.next_action(context_length - engine.position)
+    clock = _Clock(perf_counter())
+    cached = engine.prefill(prompt_tokens)
+    clock.prefill_seconds = perf_counter() - clock.start
+    steps = _Steps(engine, controller, engine.new_sampler(sampling, seed))
+    finish_reason = "cancelled"
+    while not cancelled():
+        action = controller.next_action(engine.info.context_length - engine.position)
         if isinstance(action, Finish):
-            stats.finish_reason = action.reason
+            finish_reason = action.reason
             break
         was_thinking = controller.phase != ANSWER
-        if isinstance(action, Rewind):
-            engine.rewind(action.position)
-            detokenizer = IncrementalDetokenizer(engine.token_bytes)  # pending bytes were dropped
-            keep = tuple(engine.tokenize(action.keep, special=False)) if action.keep else ()
-            detokenizer.add(keep)
-            action = replace(action.then, tokens=keep + action.then.tokens, shown=detokenizer.add(action.then.tokens))
-        if isinstance(action, Force):
-            engine.feed(action.tokens)
-            sampler.accept(action.tokens)
-            events = controller.on_forced(action, detokenizer.add(action.tokens) if action.shown is None else "")
-        else:
-            token = sampler.sample(action.banned)
-            if not controller.review(token):
-                continue
-            position = engine.position
-            engine.feed((token,))
-            events = controller.on_sampled(detokenizer.add((token,)), position)
-        now = perf_counter()
-        first_token_at = first_token_at or now
-        if was_thinking and controller.phase == ANSWER:
-            stats.thinking_seconds = now - first_token_at
+        events = steps.apply(action)
+        if events is None:
+            continue
+        clock.token(was_thinking and controller.phase == ANSWER)
         yield from events
-    yield from controller.finish(detokenizer.flush())
-    end = perf_counter()
-    stats.time_to_first_token = (first_token_at or end) - start
-    stats.decode_seconds = end - (first_token_at or end)
-    stats.total_seconds = end - start
-    if controller.phase != ANSWER:
-        stats.thinking_seconds = stats.decode_seconds
+    yield from controller.finish(steps.detokenizer.flush())
+    stats = GenerationStats(
+        **vars(controller.counts),
+        prompt_tokens=len(prompt_tokens),
+        cached_prompt_tokens=cached,
+        finish_reason=finish_reason,
+        seed=seed,
+        **clock.timings(controller.phase != ANSWER),
+    )
     yield Done(GenerationResult("".join(controller.thinking_text), "".join(controller.answer_text), stats))

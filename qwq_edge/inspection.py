@@ -10,72 +10,33 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from gguf import LlamaFileType
-
-from .convert.checkpoint import Qwen2Config
-from .engines import apple_silicon, choose_engine, metal_available, model_kind
-from .engines.gguf_file import read_gguf_header
+from .catalog import CatalogEntry, Source
+from .convert import ConversionSummary, convert_to_gguf, convert_to_mlx
+from .convert.synthetic import make_checkpoint
+from .engines.registry import choose_engine, spec_for_path, spec_named, specs
 from .errors import QwqEdgeError
 from .families import family_for
-from .model_config import read_json_object, read_model_config
-from .planner import available_memory, largest_context, memory_budget, model_shape, total_memory
+from .machine import apple_silicon, available_memory, gpu_offload_supported, metal_available, total_memory
+from .planner import fitting_plan, largest_context, memory_budget, model_shape, plan_for
 from .prompt import describe_template
 from .reasoning.formats import detect_format
+from .shape import KV_ELEMENT_BYTES
 
 PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
-
-
-def _parameters(config: dict[str, Any], path: Path) -> int:
-    """Parameters of a Qwen2 model folder, from its config (quantized weights hide the count)."""
-    return Qwen2Config.from_dict({"architectures": ["Qwen2ForCausalLM"], **config}, str(path)).parameter_count
-
-
-def _folder_quantization(config: dict[str, Any]) -> str:
-    block = config.get("quantization")
-    if not block:
-        return str(config.get("torch_dtype", "unquantized"))
-    if not isinstance(block, dict) or "bits" not in block:
-        return "unknown (config.json's quantization block has no bits)"
-    widths = {entry.get("bits") for entry in block.values() if isinstance(entry, dict)} | {block["bits"]}
-    return f"{'/'.join(sorted(map(str, widths)))}-bit, group {block.get('group_size', '?')}"
-
-
-def _gguf_quantization(file_type: object) -> str:
-    try:
-        return LlamaFileType(file_type).name.replace("MOSTLY_", "")
-    except ValueError:
-        return "unknown"
-
-
-def _format_details(path: Path) -> tuple[dict[str, Any], dict[str, int], str | None, str]:
-    """Format, architecture and parameters; the files; the chat template; the quantization."""
-    if model_kind(path) == "gguf":
-        header = read_gguf_header(path)
-        template = header.metadata.get("tokenizer.chat_template")
-        quantization = _gguf_quantization(header.metadata.get("general.file_type"))
-        details = {"format": "gguf", "architecture": header.architecture, "parameters": header.parameter_count}
-        files = {path.name: header.file_size}
-    else:
-        config = read_model_config(path)
-        tokenizer_config = path / "tokenizer_config.json"
-        template = read_json_object(tokenizer_config).get("chat_template") if tokenizer_config.is_file() else None
-        quantization = _folder_quantization(config)
-        details = {"format": "mlx", "architecture": config.get("model_type"), "parameters": _parameters(config, path)}
-        files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
-    return details, files, template if isinstance(template, str) else None, quantization
 
 
 def describe_model(path: str | Path) -> dict[str, Any]:
     """Architecture, size, quantization, context, reasoning format, defaults and engine of a model."""
     path = Path(path)
     shape = model_shape(path)
-    details, files, template, quantization = _format_details(path)
+    facts = spec_for_path(path).facts(path)
     try:
         engine, reason = choose_engine(path)
     except QwqEdgeError as error:
@@ -84,17 +45,19 @@ def describe_model(path: str | Path) -> dict[str, Any]:
     return {
         "path": str(path),
         "name": shape.name,
-        **details,
-        "quantization": quantization,
+        "format": facts.format,
+        "architecture": facts.architecture,
+        "parameters": facts.parameters,
+        "quantization": facts.quantization,
         "context_length": shape.trained_context,
         "layers": shape.layers,
         "kv_heads": shape.kv_heads,
         "head_dim": shape.head_dim,
-        "reasoning_format": detect_format(template, shape.name).name,
-        "prompt_template": describe_template(template),
+        "reasoning_format": detect_format(facts.chat_template, shape.name).name,
+        "prompt_template": describe_template(facts.chat_template),
         "family": family.key,
         "sampling_defaults": {k: v for k, v in asdict(family.sampling).items() if k != "seed"},
-        "files": files,
+        "files": facts.files,
         "weights_bytes": shape.weights_bytes,
         "engine": engine,
         "engine_reason": reason,
@@ -109,6 +72,28 @@ def model_memory(path: str | Path) -> dict[str, Any]:
         "budget_bytes": budget,
         "kv_bytes_per_token": {kv: shape.kv_bytes_per_token(kv) for kv in ("f16", "q8_0")},
         "largest_context": {kv: largest_context(shape, kv, budget) for kv in ("f16", "q8_0")},
+    }
+
+
+def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = None) -> dict[str, Any]:
+    """A catalog download's numbers before it is pulled: architecture, sampling defaults, the memory
+    it needs at its default context with an fp16 and an 8-bit KV cache, and its plan here."""
+    budget = memory_budget() if budget is None else budget
+    shape = entry.shape(source)
+    plan = fitting_plan(shape, budget)
+    return {
+        "parameters": entry.parameters,
+        "layers": entry.layers,
+        "kv_heads": entry.kv_heads,
+        "head_dim": entry.head_dim,
+        "context_length": entry.context_length,
+        "sampling_defaults": {k: v for k, v in asdict(entry.sampling).items() if k != "seed"},
+        "download": f"{source.format}:{source.quant}",
+        "weights_bytes": source.size_bytes,
+        "default_context": shape.trained_context,
+        "needs_bytes": {kv: plan_for(shape, shape.trained_context, kv, budget).total_bytes for kv in KV_ELEMENT_BYTES},
+        "budget_bytes": budget,
+        "plan": plan.to_dict() if plan else None,
     }
 
 
@@ -130,12 +115,6 @@ def _version(package: str) -> str | None:
 
 def system_report() -> dict[str, Any]:
     """OS, CPU, memory, accelerators and installed versions."""
-    try:
-        from .engines.llama_cpp import gpu_offload_supported
-
-        offload = gpu_offload_supported()
-    except QwqEdgeError:
-        offload = False
     return {
         "os": platform.platform(),
         "python": sys.version.split()[0],
@@ -146,27 +125,32 @@ def system_report() -> dict[str, Any]:
         "model_budget_bytes": memory_budget(),
         "apple_silicon": apple_silicon(),
         "metal": metal_available(),
-        "llama_cpp_gpu_offload": offload,
+        "llama_cpp_gpu_offload": gpu_offload_supported(),
         "versions": {package: _version(package) for package in PACKAGES},
     }
 
 
+#: How ``doctor`` makes a tiny model in an engine's format, from a generated checkpoint.
+_SMOKE_CONVERSIONS: dict[str, Callable[[Path, Path], ConversionSummary]] = {
+    "gguf": lambda source, folder: convert_to_gguf(source, folder / "tiny.gguf", quant="f16", verify=False),
+    "mlx": lambda source, folder: convert_to_mlx(source, folder / "tiny-mlx", bits=16, verify=False),
+}
+
+
+def smoke_engines() -> list[str]:
+    """The engines ``doctor`` can check: those whose format the converters write."""
+    return [spec.name for spec in specs() if spec.format in _SMOKE_CONVERSIONS]
+
+
 def smoke_test(engine: str) -> dict[str, Any]:
     """Convert a tiny generated model for ``engine``, load it there and decode one token."""
-    from .convert import convert_to_gguf, convert_to_mlx
-    from .convert.synthetic import make_checkpoint
     from .model import load
 
     start = perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="qwq-edge-doctor-") as temp:
             source = make_checkpoint(Path(temp) / "tiny")
-            if engine == "llama.cpp":
-                target = Path(temp) / "tiny.gguf"
-                convert_to_gguf(source, target, quant="f16", verify=False)
-            else:
-                target = Path(temp) / "tiny-mlx"
-                convert_to_mlx(source, target, bits=16, verify=False)
+            target = Path(_SMOKE_CONVERSIONS[spec_named(engine).format](source, Path(temp)).output)
             model = load(target, engine=engine, context_length=256)
             result = model.generate("Hi", reasoning_format="none", max_answer_tokens=1, temperature=0.0)
             model.close()

@@ -11,40 +11,35 @@ shorter contexts.
 
 from __future__ import annotations
 
+import math
 import os
-import sys
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .engines import apple_silicon, model_kind
-from .engines.gguf_file import read_gguf_header
-from .errors import InsufficientMemoryError
-from .model_config import read_model_config
+from .engines.registry import spec_for_path
+from .errors import InsufficientMemoryError, InvalidRequestError
+from .machine import apple_silicon, available_memory, total_memory, wired_limit_mb
+from .shape import KV_ELEMENT_BYTES, ModelShape
 
-#: Bytes per KV-cache element: fp16, and 8-bit (q8_0: 32 values in 34 bytes; MLX's
-#: 8-bit cache with fp16 scale and bias per 64 values: the same 8.5 bits).
-KV_ELEMENT_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
 AUTO_CONTEXT_CAP = 32768
 MIN_AUTO_CONTEXT = 2048
 OVERHEAD_BYTES = 512 * 2**20
 OVERHEAD_FRACTION = 0.03
 APPLE_GPU_FRACTION = 0.75
 GB = 1e9
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the planner needs to know about a model, read from its files alone."""
-
-    name: str
-    layers: int
-    kv_heads: int
-    head_dim: int
-    weights_bytes: int
-    trained_context: int
-
-    def kv_bytes_per_token(self, kv_cache: str = "f16") -> float:
-        return self.layers * self.kv_heads * self.head_dim * 2 * KV_ELEMENT_BYTES[kv_cache]
+MiB = 2**20
+GiB = 2**30
+#: Below this context a model does not count as fitting when qwq-edge chooses one for you.
+MIN_FIT_CONTEXT = 8192
+#: What ``QWQ_EDGE_MEMORY_BUDGET`` may say: bytes, or a number with one of these units.
+BUDGET_ENV = "QWQ_EDGE_MEMORY_BUDGET"
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": MiB, "gib": GiB}
+SIZE_UNITS |= {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+#: What raising the GPU's wired limit on a Mac must leave to macOS and the other apps:
+#: the larger of 3 GiB and an eighth of the RAM.
+MAC_RESERVE_BYTES = 3 * GiB
+MAC_RESERVE_FRACTION = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -75,30 +70,50 @@ class MemoryPlan:
         return {**asdict(self), "total_bytes": self.total_bytes, "fits": self.fits}
 
 
-def _meminfo() -> dict[str, int]:
-    values = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        values[key] = int(rest.split()[0]) * 1024
-    return values
+def parse_size(text: str, what: str = BUDGET_ENV) -> int:
+    """``17179869184``, ``16GB``, ``16 GiB``, ``12.5G``: a size in bytes (GB = 10^9, GiB = 2^30)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match[2].lower() if match else ""
+    if match is None or unit not in SIZE_UNITS or float(match[1]) * SIZE_UNITS[unit] < 1:
+        raise InvalidRequestError(f"{what} must be a size in bytes or with a unit such as 16GB, not {text!r}")
+    return int(float(match[1]) * SIZE_UNITS[unit])
 
 
-def total_memory() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def available_memory() -> int:
-    """Memory a new model can use now (Linux: MemAvailable; macOS: the whole RAM)."""
-    if sys.platform.startswith("linux"):
-        return _meminfo()["MemAvailable"]
-    return total_memory()
+def apple_gpu_budget(ram: int, wired_mb: int = 0) -> int:
+    """What the GPU of an Apple Silicon Mac may use: the raised wired limit if one is set, else 75% of RAM."""
+    return wired_mb * MiB if wired_mb > 0 else int(ram * APPLE_GPU_FRACTION)
 
 
 def memory_budget() -> int:
-    """What a model may use on this machine."""
+    """What a model may use on this machine (``QWQ_EDGE_MEMORY_BUDGET`` overrides it)."""
+    override = os.environ.get(BUDGET_ENV)
+    if override is not None:
+        return parse_size(override)
     if apple_silicon():
-        return int(total_memory() * APPLE_GPU_FRACTION)
+        return apple_gpu_budget(total_memory(), wired_limit_mb())
     return available_memory()
+
+
+def max_wired_bytes(ram: int) -> int:
+    """The most the GPU's wired limit should be raised to: RAM less what macOS and the other apps need."""
+    return ram - max(MAC_RESERVE_BYTES, int(ram * MAC_RESERVE_FRACTION))
+
+
+def wired_limit_hint(needed: int, budget: int, ram: int, is_apple_silicon: bool) -> str | None:
+    """On an Apple Silicon Mac, when ``needed`` misses ``budget`` by less than raising the GPU's
+    wired limit would give: the command that raises it, and its risk. ``None`` otherwise."""
+    ceiling = max_wired_bytes(ram)
+    if not is_apple_silicon or needed <= budget or needed > ceiling:
+        return None
+    limit_mb = min(math.ceil(needed / MiB / 256) * 256, ceiling // MiB)
+    left = (ram - limit_mb * MiB) / GB
+    command = f"sudo sysctl iogpu.wired_limit_mb={limit_mb}"
+    return (
+        f"it would fit if the GPU could use {limit_mb * MiB / GB:.1f} GB: `{command}` raises macOS's limit "
+        f"(75% of RAM by default) until the next restart; the risk: macOS and every other app then share "
+        f"{left:.1f} GB, so the Mac may swap or freeze while the model runs "
+        f"(`sudo sysctl iogpu.wired_limit_mb=0` restores the default)"
+    )
 
 
 def plan_for(shape: ModelShape, context: int, kv_cache: str, budget: int) -> MemoryPlan:
@@ -137,6 +152,16 @@ def plan_memory(shape: ModelShape, budget: int, context: int | None = None, kv_c
     raise InsufficientMemoryError(_refusal(shape, plan_for(shape, context, kv_choices[0], budget), budget))
 
 
+def fitting_plan(shape: ModelShape, budget: int) -> MemoryPlan | None:
+    """The plan ``auto`` would load with, if it gives at least ``MIN_FIT_CONTEXT`` tokens
+    (or the model's whole context, when that is shorter); ``None`` if it does not."""
+    try:
+        plan = plan_memory(shape, budget)
+    except InsufficientMemoryError:
+        return None
+    return plan if plan.context >= min(MIN_FIT_CONTEXT, shape.trained_context) else None
+
+
 def _refusal(shape: ModelShape, plan: MemoryPlan, budget: int) -> str:
     options = []
     if plan.kv_cache == "f16" and plan_for(shape, plan.context, "q8_0", budget).fits:
@@ -151,39 +176,7 @@ def _refusal(shape: ModelShape, plan: MemoryPlan, budget: int) -> str:
     return f"{shape.name} needs {plan.describe()}{hint}"
 
 
-def _gguf_shape(path: Path) -> ModelShape:
-    header = read_gguf_header(path)
-    meta, arch = header.metadata, header.architecture
-    heads = int(meta.get(f"{arch}.attention.head_count", 1))
-    head_dim = int(meta.get(f"{arch}.attention.key_length", int(meta.get(f"{arch}.embedding_length", 0)) // heads))
-    return ModelShape(
-        name=header.name,
-        layers=int(meta.get(f"{arch}.block_count", 0)),
-        kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
-        head_dim=head_dim,
-        weights_bytes=header.file_size,
-        trained_context=header.context_length or 4096,
-    )
-
-
-def shape_from_config(name: str, config: dict, weights_bytes: int) -> ModelShape:
-    """A model's shape from a Hugging Face / MLX ``config.json``."""
-    heads = int(config["num_attention_heads"])
-    return ModelShape(
-        name=name,
-        layers=int(config["num_hidden_layers"]),
-        kv_heads=int(config.get("num_key_value_heads", heads)),
-        head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
-        weights_bytes=weights_bytes,
-        trained_context=int(config.get("max_position_embeddings", 4096)),
-    )
-
-
 def model_shape(path: str | Path) -> ModelShape:
-    """Read a model's shape from a GGUF file or an MLX folder without loading it."""
+    """Read a model's shape from its files without loading it (each engine knows its own files)."""
     path = Path(path)
-    if model_kind(path) == "gguf":
-        return _gguf_shape(path)
-    config = read_model_config(path)
-    weights = sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    return shape_from_config(str(config.get("_name_or_path") or path.name), config, weights)
+    return spec_for_path(path).shape(path)

@@ -1,6 +1,6 @@
 """Models on disk: ``pull`` from the catalog, ``list``, ``rm``, and what ``--model`` names.
 
-Downloads go through huggingface-hub into its own cache (one copy on disk; a rerun
+Downloads go through ``hub`` into huggingface-hub's cache (one copy on disk; a rerun
 keeps the files that finished; checksums verified by huggingface-hub); qwq-edge keeps
 a small manifest per pulled model under ``QWQ_EDGE_HOME`` (default: the user's data
 folder) saying which files make it up. Offline, a model already in the cache is used from there; one that is
@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .catalog import CONVERTED_QUANTS, CatalogEntry, CatalogError, Source, find, split_name
-from .convert.source import download, is_repo_id
-from .engines import apple_silicon, metal_available
+from .catalog import CONVERTED_QUANTS, SOURCE_FORMATS, CatalogEntry, CatalogError, Source, find, split_name
+from .engines.registry import preferred_spec
 from .errors import ModelNotFoundError, QwqEdgeError
 from .files import write_text_atomic
+from .hub import download, looks_like_repo_id
+from .machine import models_home
 from .planner import MemoryPlan, memory_budget, plan_memory
 
 #: What a hub repo id given as ``--model`` downloads: a Q4_K_M GGUF if the repo has one, else the folder.
@@ -41,22 +41,13 @@ class Pulled:
     size_bytes: int
 
 
-def models_home() -> Path:
-    """``QWQ_EDGE_HOME``, else the user's data folder."""
-    if "QWQ_EDGE_HOME" in os.environ:
-        return Path(os.environ["QWQ_EDGE_HOME"])
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "qwq-edge"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qwq-edge"
-
-
 def _manifest(name: str, quant: str) -> Path:
     return models_home() / "models" / f"{name}--{quant}.json"
 
 
 def preferred_format() -> str:
-    """MLX 4-bit on Apple Silicon with Metal, GGUF everywhere else."""
-    return "mlx" if apple_silicon() and metal_available() else "gguf"
+    """The format of the engine that runs best here: MLX 4-bit on Apple Silicon with Metal, GGUF elsewhere."""
+    return preferred_spec(SOURCE_FORMATS).format
 
 
 def choose_source(spec: str, format: str | None = None) -> tuple[CatalogEntry, Source]:
@@ -192,7 +183,7 @@ def resolve_model(spec: str) -> Path:
         if not pulled:
             raise ModelNotPulledError(f"{spec} is not downloaded yet: run `qwq-edge pull {spec}`")
         return Path(pulled[0].path)
-    if is_repo_id(spec):
+    if looks_like_repo_id(spec):
         folder = download(spec, REPO_PATTERNS)
         ggufs = sorted(folder.glob("*.gguf"))
         return ggufs[0] if ggufs else folder

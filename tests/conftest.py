@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -70,3 +71,14 @@ def gguf_with(placeholder: Path, out: Path, template: bytes, name: bytes = b"tin
         data = data.replace(slot, value.ljust(len(slot), b" "))
     out.write_bytes(data)
     return out
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> dict[str, str]:
+    """The environment of a user without network: an empty hub cache and ``QWQ_EDGE_HOME``, offline."""
+    return {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "QWQ_EDGE_HOME": str(tmp_path / "home"),
+    }

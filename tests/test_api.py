@@ -149,9 +149,9 @@ def test_a_chat_saves_and_resumes(model, tmp_path):
     path = tmp_path / "chat.json"
     chat.save(path)
     data = json.loads(path.read_text())
-    assert data["system"] == "Be brief." and len(data["messages"]) == 2
+    assert data["options"]["system"] == "Be brief." and len(data["messages"]) == 2
     resumed = Chat.load(model, path)
-    assert resumed.history == chat.history and resumed.options["max_answer_tokens"] == 8
+    assert resumed.history == chat.history and resumed.options.max_answer_tokens == 8
     resumed.send("Another?")
     assert len(resumed.history) == 4
 

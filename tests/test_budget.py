@@ -23,8 +23,8 @@ def test_budget_holds_and_an_answer_follows(model, budget, fmt):
     assert stats.thinking_tokens <= budget
     assert stats.thinking_closed_by == "budget"
     assert stats.interventions == {"budget": 1}
-    assert stats.forced_text == [model.engine.llama.detokenize(model._tokens_for(fmt).close).decode()]
-    assert stats.forced_tokens == len(model._tokens_for(fmt).close)
+    assert stats.forced_text == [model.engine.llama.detokenize(model.controllers.control_tokens(fmt).close).decode()]
+    assert stats.forced_tokens == len(model.controllers.control_tokens(fmt).close)
     assert result.answer.strip(), "an answer is always produced"
     assert 0 < stats.answer_tokens <= 24
     assert fmt.close_marker not in result.thinking

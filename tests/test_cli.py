@@ -1,6 +1,7 @@
 """The real ``qwq-edge`` process: ``run`` through subprocess, ``chat`` through a pty (pexpect)."""
 
 import json
+import signal
 import subprocess
 import time
 
@@ -171,7 +172,7 @@ def test_resume_continues_a_saved_chat_and_ctrl_c_at_the_prompt_exits(cli_comman
     close_with_ctrl_d(child)
     assert len(json.loads(saved.read_text())["messages"]) == 2
 
-    child = spawn_chat(cli_command, gguf_path, "--max-answer-tokens", "6", "--resume", str(saved))
+    child = spawn_chat(cli_command, gguf_path, "--max-answer-tokens", "4", "--seed", "9", "--resume", str(saved))
     assert "resumed 2 messages" in child.before
     assert "budget 2" in child.before  # saved settings come back
     child.sendline("Another one?")
@@ -180,8 +181,36 @@ def test_resume_continues_a_saved_chat_and_ctrl_c_at_the_prompt_exits(cli_comman
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+    data = json.loads(saved.read_text())
+    assert [m["content"] for m in data["messages"] if m["role"] == "user"] == ["Name a color.", "Another one?"]
+    # This session's flags applied to it, but the file keeps the conversation's own options.
+    assert data["options"]["max_answer_tokens"] == 6 and data["options"]["seed"] is None
+    assert data["options"]["max_thinking_tokens"] == 2
+
+
+def test_a_chat_killed_mid_answer_keeps_the_question_and_answers_it_on_resume(cli_command, gguf_path, tmp_path):
+    saved = tmp_path / "resume.json"
+    child = spawn_chat(cli_command, gguf_path, "--budget", "0", "--max-answer-tokens", "300", "--resume", str(saved))
+    child.sendline(LONG_THINKING_PROMPT)
+    child.expect("thought for 0 tokens")
+    child.expect("5")  # the answer is streaming
+    child.kill(signal.SIGKILL)
+    child.close()
     messages = json.loads(saved.read_text())["messages"]
-    assert [m["content"] for m in messages if m["role"] == "user"] == ["Name a color.", "Another one?"]
+    assert messages == [{"role": "user", "content": LONG_THINKING_PROMPT}]
+
+    child = spawn_chat(cli_command, gguf_path, "--max-answer-tokens", "4", "--resume", str(saved))
+    assert "answering it now" in child.before
+    close_with_ctrl_d(child)
+    messages = json.loads(saved.read_text())["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"] and messages[1]["content"]
+
+
+def test_chat_refuses_a_resume_file_it_could_not_write_before_loading(cli_command, gguf_path, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = qwq(cli_command, "chat", "-m", str(gguf_path), "--resume", str(blocker / "chat.json"), stdin="")
+    assert_one_line_error(proc, 1, "cannot save the chat to")
 
 
 def test_chat_with_a_bad_resume_file_is_one_line(cli_command, gguf_path, tmp_path):

@@ -34,8 +34,8 @@ def test_budget_forces_the_close_after_exactly_budget_thinking_tokens():
     events = c.on_forced(action, THINK.forced_close_text)
     assert isinstance(events[0], Intervention) and events[0].kind == "budget"
     assert c.phase == "answer"
-    assert c.stats.thinking_tokens == 3 and c.stats.forced_tokens == 3
-    assert c.stats.thinking_closed_by == "budget"
+    assert c.counts.thinking_tokens == 3 and c.counts.forced_tokens == 3
+    assert c.counts.thinking_closed_by == "budget"
 
 
 def test_budget_zero_closes_before_any_thinking():
@@ -77,7 +77,7 @@ def test_natural_close_splits_thinking_and_answer_text():
     events = c.on_sampled("Let me see.</thi", 106) + c.on_sampled("nk>\n\n42", 107) + c.finish()
     assert [type(e) for e in events] == [ThinkingDelta, AnswerDelta]
     assert "".join(c.thinking_text) == "Let me see." and "".join(c.answer_text) == "42"
-    assert c.stats.thinking_closed_by == "model"
+    assert c.counts.thinking_closed_by == "model"
 
 
 def test_qwq_preview_answer_starts_after_final_answer_marker():
@@ -92,7 +92,7 @@ def test_think_off_forces_the_skip_text_without_an_intervention_event():
     action = c.next_action(ROOM)
     assert action == Force((4, 5), "skip")
     assert c.on_forced(action, THINK.skip_text) == []
-    assert c.phase == "answer" and c.stats.thinking_closed_by == "skipped"
+    assert c.phase == "answer" and c.counts.thinking_closed_by == "skipped"
 
 
 def test_held_back_text_is_released_at_the_end():
@@ -133,7 +133,7 @@ def test_end_of_generation_below_the_minimum_becomes_wait():
     c.on_sampled("Hmm", 10)
     assert not c.review(99)
     action = c.next_action(ROOM)
-    assert action.kind == "wait" and c.stats.wait_extensions == 1
+    assert action.kind == "wait" and c.counts.wait_extensions == 1
     c.on_forced(action, "\n\nWait,")
     for position in range(11, 13):
         c.on_sampled(" more", position)
@@ -153,13 +153,15 @@ def test_a_one_token_end_marker_below_the_minimum_is_refused():
 
 def test_a_text_end_marker_below_the_minimum_is_rewound_to_its_first_token():
     c = controller(fmt=QWQ_PREVIEW, min_thinking_tokens=10)
+    c.tokenize = lambda text: tuple(ord(char) for char in text)  # the rewind re-creates "So " as tokens
     c.on_sampled("The sum is 4. ", 20)
     c.on_sampled("So **Fin", 21)
     events = c.on_sampled("al Answer**", 22)
     assert "".join(e.text for e in events) == ""
     action = c.next_action(ROOM)
-    assert isinstance(action, Rewind) and action.position == 21 and action.keep == "So "
-    assert action.then.kind == "wait" and c.stats.thinking_tokens == 1 and c.phase == "thinking"
+    assert isinstance(action, Rewind) and action.position == 21
+    assert action.then.tokens[:3] == (ord("S"), ord("o"), ord(" ")) and action.then.shown == "\n\nWait,"
+    assert action.then.kind == "wait" and c.counts.thinking_tokens == 1 and c.phase == "thinking"
     assert "".join(c.thinking_text) == "The sum is 4. So "
 
 
@@ -177,7 +179,7 @@ def test_loops_get_a_nudge_then_a_close():
         position += 1
         c.on_sampled(sentence, position)
     assert c.next_action(ROOM).kind == "loop-close"
-    assert c.stats.loop_interventions == 2 and c.stats.thinking_closed_by == "loop-close"
+    assert c.counts.loop_interventions == 2 and c.counts.thinking_closed_by == "loop-close"
 
 
 def test_the_loop_guard_can_be_switched_off():
@@ -193,7 +195,7 @@ def test_language_mask_counts_its_steps():
     assert c.next_action(ROOM).banned == frozenset({5, 6, 99})
     c.on_sampled("Hi", 1)
     assert c.next_action(ROOM).banned == frozenset({5, 6})
-    assert c.stats.language_masked_steps == 2
+    assert c.counts.language_masked_steps == 2
 
 
 def test_effort_presets_and_explicit_numbers():

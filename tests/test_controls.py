@@ -119,4 +119,4 @@ def test_language_guard_the_other_way_and_in_the_thinking(model):
 def test_language_auto_follows_the_last_user_message(model):
     _, result = run(model, "请用中文解释什么是递归。", reasoning_format="none", max_answer_tokens=30, language="auto")
     assert not LATIN_WORD.search(result.answer)
-    assert model.language_ban("en") is model.language_ban("en"), "computed once per language"
+    assert model.controllers.language_ban("en") is model.controllers.language_ban("en"), "computed once per language"

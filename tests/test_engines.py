@@ -22,8 +22,10 @@ from qwq_edge.convert import convert_to_gguf, convert_to_mlx
 from qwq_edge.convert.checkpoint import Checkpoint
 from qwq_edge.convert.reference import Qwen2Reference
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
-from qwq_edge.convert.verify import TEXTS, llama_cpp_logits, mlx_logits, token_sequences
+from qwq_edge.convert.verify import TEXTS, token_sequences
 from qwq_edge.engines import choose_engine
+from qwq_edge.engines.llama_cpp_baseline import llama_cpp_logits
+from qwq_edge.engines.mlx_baseline import mlx_logits
 
 ENGINES = ("llama.cpp", "mlx")
 PROMPT = "Let me think step by step about numbers."
@@ -90,7 +92,7 @@ def test_budget_and_forced_close_on_each_engine(tiny, budget):
     result = events[-1].result
     assert result.stats.thinking_tokens <= budget and result.stats.thinking_closed_by == "budget"
     assert [e.kind for e in events if isinstance(e, Intervention)] == ["budget"]
-    assert result.stats.forced_tokens == len(tiny._tokens_for(tiny.reasoning_format).close)
+    assert result.stats.forced_tokens == len(tiny.controllers.control_tokens(tiny.reasoning_format).close)
     kinds = [type(e) for e in events]
     assert kinds[-1] is Done
     assert kinds.index(Intervention) < kinds.index(AnswerDelta)
@@ -106,7 +108,7 @@ def test_thinking_off_and_answer_bound_on_each_engine(tiny):
 
 def test_context_close_on_each_engine(tiny_models, tiny):
     prompt = len(tiny.prompts.build(tiny.prompt_messages(PROMPT), tiny.reasoning_format))
-    context = prompt + len(tiny._tokens_for(tiny.reasoning_format).close) + 40
+    context = prompt + len(tiny.controllers.control_tokens(tiny.reasoning_format).close) + 40
     for name in ENGINES:
         with load(tiny_models[name], engine=name, context_length=context) as small:
             result = small.generate(PROMPT, reasoning_format="think", temperature=0)
@@ -232,7 +234,7 @@ def test_broken_mlx_folders_are_clear_errors(tiny_models, tmp_path):
 
 
 def test_language_guard_and_effort_on_each_engine(tiny):
-    ban = tiny.language_ban("en")
+    ban = tiny.controllers.language_ban("en")
     assert ban, "the tiny vocabulary has Chinese tokens to ban"
     result = tiny.generate(
         PROMPT,

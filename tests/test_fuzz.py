@@ -151,11 +151,7 @@ def chat_file(rng: random.Random, kind: str) -> bytes:
     return json.dumps({"format": CHAT_FILE_FORMAT, "messages": messages, "options": options}).encode()
 
 
-LEAD = pytest.mark.xfail(strict=False, reason="options validated by GenerationOptions (lead)")
-CHAT_CASES = [
-    *[(kind, seed) for kind in ("bytes", "json", "messages") for seed in range(2)],
-    *[pytest.param("options", seed, marks=LEAD) for seed in range(2)],
-]
+CHAT_CASES = [(kind, seed) for kind in ("bytes", "json", "messages", "options") for seed in range(2)]
 
 
 @pytest.mark.parametrize(("kind", "seed"), CHAT_CASES)

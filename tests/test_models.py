@@ -42,16 +42,6 @@ def cache_file(cache: Path, repo: str, name: str, source: Path) -> None:
     (folder / "refs" / "main").write_text(COMMIT)
 
 
-@pytest.fixture
-def offline(tmp_path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_CACHE": str(tmp_path / "hub"),
-        "HF_HUB_OFFLINE": "1",
-        "QWQ_EDGE_HOME": str(tmp_path / "home"),
-    }
-
-
 def qwq(cli_command, *args, env):
     return subprocess.run([*cli_command, *args], capture_output=True, text=True, timeout=300, env=env, check=False)
 
@@ -70,6 +60,28 @@ def test_the_catalog_is_valid_and_complete():
     assert qwq.shape(qwq.source("gguf")).kv_bytes_per_token() == 256 * 1024
     with pytest.raises(CatalogError, match="no mlx:q8_0 download"):
         qwq.source("mlx", "q8_0")
+
+
+def test_the_catalog_lists_smaller_downloads_with_quality_notes(tmp_path, monkeypatch):
+    for name in ("qwq-32b-preview", "qwq-32b"):
+        entry = find(name)
+        quants = {s.quant: s for s in entry.sources}
+        assert {"q4_k_m", "q3_k_m", "q2_k", "4bit", "3bit"} <= set(quants)
+        for quant in ("q4_k_m", "q3_k_m", "q2_k", "4bit", "3bit"):
+            source = quants[quant]
+            assert source.checked is True and source.quality and source.size_bytes < 20e9
+            assert source.files[0].endswith(".gguf") == (source.format == "gguf")
+        assert quants["q2_k"].size_bytes < quants["q3_k_m"].size_bytes < quants["q4_k_m"].size_bytes
+        assert quants["3bit"].size_bytes < quants["4bit"].size_bytes
+    assert find("qwq-32b-preview").source("gguf", "iq3_xs").files == ("QwQ-32B-Preview-IQ3_XS.gguf",)
+    (tmp_path / "bad.toml").write_text(USER_CATALOG.replace("size_bytes = 420000", "size_bytes = 420000\nchecked = 1"))
+    monkeypatch.setenv("QWQ_EDGE_CATALOG", str(tmp_path))
+    load_catalog.cache_clear()
+    try:
+        with pytest.raises(CatalogError, match="a source's checked must be a bool"):
+            load_catalog()
+    finally:
+        load_catalog.cache_clear()
 
 
 def test_a_wheel_install_finds_the_catalog(tmp_path):
@@ -116,6 +128,16 @@ def test_a_model_missing_from_the_cache_is_one_clear_line(cli_command, offline):
     unknown = qwq(cli_command, "pull", "gpt-17", "--yes", env=offline)
     assert unknown.returncode == 1 and "not in the catalog" in unknown.stderr
     assert "qwq-32b-preview (default)" in qwq(cli_command, "list", "--catalog", env=offline).stdout.replace("\n", " ")
+
+
+@pytest.mark.parametrize("repo_id", ["a/..", "foo/bar.", "a--b/model", "owner/name.git"])
+def test_a_malformed_hub_repo_id_is_one_clear_line(cli_command, tmp_path, offline, repo_id):
+    """Ids of the hub's shape that huggingface-hub's own check refuses, as --model and as a conversion source."""
+    for args in (["run", "-m", repo_id, "hi"], ["convert", repo_id, "--to", "mlx", "-o", str(tmp_path / "out")]):
+        proc = qwq(cli_command, *args, env=offline)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"error: {repo_id} is not a valid hub repo id")
 
 
 def test_a_hub_repo_id_as_model_from_the_cache(cli_command, tmp_path, offline):

@@ -180,16 +180,16 @@ def test_verify_accepts_a_good_4bit_conversion_of_a_flat_model_and_rejects_a_bro
     assert v["confident_positions"] < 8 and v["reference_entropy"] > 6.5, "nearly flat: top-1 is a coin toss"
     broken = flatten_logits(make_checkpoint(tmp_path / "other", seed=1))
     report = verify(broken, source)
-    assert judge(report, quantized=True) is not None
-    assert "mean KL" in judge(report, quantized=True)
+    assert judge(report, "quantized") is not None
+    assert "mean KL" in judge(report, "quantized")
 
 
 def test_the_judge_looks_at_confident_positions_only_for_top1():
     flat = VerifyReport("c", "r", 100, 0.48, 0.0045, 0.02, 6.5, 0.4, confident_positions=0)
-    assert judge(flat, quantized=True) is None  # the case: top-1 is a coin toss there
+    assert judge(flat, "quantized") is None  # the case: top-1 is a coin toss there
     wrong_layout = VerifyReport("c", "r", 100, 0.1, 0.2, 1.0, 2.0, 4.9, 40, confident_top1_agreement=0.1)
-    assert "where the source is confident" in judge(wrong_layout, quantized=True)
-    assert "mean KL" in judge(VerifyReport("c", "r", 100, 0.9, 0.2, 1.0, 2.0, 4.9, 40, 0.95), quantized=False)
+    assert "where the source is confident" in judge(wrong_layout, "quantized")
+    assert "mean KL" in judge(VerifyReport("c", "r", 100, 0.9, 0.2, 1.0, 2.0, 4.9, 40, 0.95), "full")
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import InvalidRequestError
 from ..events import Done, GenerationStats, ThinkingDelta
 from ..model import Model
+from ..options import GenerationOptions
 from ..prompt import Message
 from ..reasoning.formats import ReasoningFormat
 from ..sampling import SamplingParams
@@ -83,9 +84,7 @@ def control_options(controls: bool, n: int) -> dict[str, Any]:
     return {"max_thinking_tokens": None, "loop_guard": False, "language": "off"}
 
 
-def time_qwq(
-    model: Model, text: str, fmt: ReasoningFormat, n: int, params: SamplingParams, controls: bool
-) -> RunTiming:
+def time_qwq(model: Model, text: str, n: int, options: GenerationOptions, controls: bool) -> RunTiming:
     """qwq-edge, from a cold cache, stopped after ``n`` thinking tokens.
 
     Only thinking tokens are timed (the events carry their count); a run that leaves the
@@ -95,7 +94,7 @@ def time_qwq(
     marks: list[tuple[int, float]] = []
     stats = GenerationStats()
     start = perf_counter()
-    for event in model.stream(text, reasoning_format=fmt, sampling=params, **control_options(controls, n)):
+    for event in model.stream(text, options, **control_options(controls, n)):
         if isinstance(event, ThinkingDelta):
             marks.append((event.thinking_tokens, perf_counter()))
             if event.thinking_tokens >= n:

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import InvalidRequestError
 from ..inspection import system_report
 from ..model import Model, load
+from ..options import GenerationOptions
 from ..reasoning.formats import THINK
 from ..resources import peak_rss_bytes, rss_bytes
 from ..sampling import SamplingParams
@@ -34,8 +35,8 @@ class BenchSettings:
     gen_tokens: int = 128
     repetitions: int = 3
     raw: bool = True
-    #: None: the model's own sampling defaults.
-    sampling: SamplingParams | None = None
+    #: Sampling fields left at None take the model's own defaults.
+    options: GenerationOptions = field(default_factory=GenerationOptions)
     seed: int = 0
 
 
@@ -120,10 +121,11 @@ def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: C
     # A model that does not think is measured in the think format, so that the budget applies.
     fmt = model.reasoning_format if model.reasoning_format.thinks else THINK
     text, prompt_tokens = bench_prompt(model, fmt, settings.prompt_tokens)
-    params = (settings.sampling or model.sampling).replace(seed=settings.seed)
+    options = settings.options.replace(seed=settings.seed, reasoning_format=fmt.name)
+    params = options.sampling(model.sampling)
     variants: dict[str, Callable[[int], RunTiming]] = {
-        OFF: lambda n: time_qwq(model, text, fmt, n, params, controls=False),
-        ON: lambda n: time_qwq(model, text, fmt, n, params, controls=True),
+        OFF: lambda n: time_qwq(model, text, n, options, controls=False),
+        ON: lambda n: time_qwq(model, text, n, options, controls=True),
     }
     for variant in variants.values():
         variant(WARMUP_TOKENS)

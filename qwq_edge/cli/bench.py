@@ -14,7 +14,7 @@ from rich.table import Table
 from ..bench import BenchReport, BenchSettings, run_bench
 from ..bench.suite import RAW
 from ..files import write_text_atomic
-from ..sampling import SamplingParams
+from ..options import GenerationOptions
 from .models import model_path
 from .options import load_kwargs, model_options
 
@@ -55,7 +55,7 @@ def bench(
         gen_tokens=gen_tokens,
         repetitions=repetitions,
         raw=not no_raw,
-        sampling=SamplingParams(temperature=0.0) if greedy else None,
+        options=GenerationOptions(temperature=0.0 if greedy else None),
     )
     path = model_path(params["model_path"], params["yes"])
     console = Console(stderr=True)

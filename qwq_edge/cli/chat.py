@@ -9,11 +9,19 @@ import click
 from rich.console import Console
 
 from ..chat import Chat
-from ..errors import QwqEdgeError
+from ..errors import ChatFileError, QwqEdgeError
+from ..files import check_writable
 from ..reasoning.effort import EFFORTS
 from ..reasoning.language import LANGUAGE_CHOICES
 from .interrupt import cancel_on_interrupt
-from .options import display_options, generation_kwargs, generation_options, load_model, model_options
+from .options import (
+    display_options,
+    generation_changes,
+    generation_options,
+    load_model,
+    model_options,
+    options_from_params,
+)
 from .render import EventRenderer
 
 HELP = """\
@@ -41,11 +49,10 @@ class ChatRepl:
         self.console = console
         self.think_mode = think_mode
         self.resume = resume
-        self.session.options["think"] = think_mode != "off"
 
     def banner(self) -> None:
         model = self.session.model
-        budget = self.session.options.get("max_thinking_tokens")
+        budget = self.session.effective_options.max_thinking_tokens
         self.console.print(
             f"qwq-edge chat · {model.info.model_name} · {model.info.engine} on {model.info.device} · "
             f"reasoning {model.reasoning_format.name} · budget {budget if budget is not None else 'off'} · "
@@ -59,6 +66,10 @@ class ChatRepl:
 
     def loop(self) -> None:
         self.banner()
+        unanswered = self.session.unanswered
+        if unanswered is not None:
+            self._say("the last question had no answer when the chat stopped; answering it now")
+            self.turn(unanswered)
         while True:
             try:
                 line = input(">>> ")
@@ -76,13 +87,15 @@ class ChatRepl:
         self.autosave()
 
     def turn(self, text: str) -> None:
+        """Answer ``text``; the question is saved before the model starts, the answer after."""
         model = self.session.model
         try:
+            events = self.session.stream(text)
+            self.autosave()
             with cancel_on_interrupt(model):
-                renderer = EventRenderer(self.console, display=DISPLAY_FOR_MODE[self.think_mode])
-                renderer.render(self.session.stream(text))
+                EventRenderer(self.console, display=DISPLAY_FOR_MODE[self.think_mode]).render(events)
         except QwqEdgeError as error:
-            self.console.print(f"error: {error}", style="red", markup=False, highlight=False)
+            self._say(f"error: {error}", "red")
         self.autosave()
 
     def autosave(self) -> None:
@@ -115,6 +128,16 @@ class ChatRepl:
     def _say(self, message: str, style: str = "dim") -> None:
         self.console.print(message, style=style, markup=False, highlight=False)
 
+    def _set(self, message: str, **changes: Any) -> bool:
+        """Change the conversation's options; say ``message``, or why the change is refused."""
+        try:
+            self.session.set(**changes)
+        except QwqEdgeError as error:
+            self._say(f"error: {error}", "red")
+            return False
+        self._say(message)
+        return True
+
     def _help(self, _: str) -> None:
         self._say(HELP, "")
 
@@ -123,11 +146,9 @@ class ChatRepl:
 
     def _number_or_off(self, key: str, argument: str, label: str, command: str) -> None:
         if argument == "off":
-            self.session.options[key] = None
-            self._say(f"{label} off")
+            self._set(f"{label} off", **{key: None})
         elif argument.isdigit():
-            self.session.options[key] = int(argument)
-            self._say(f"{label} {int(argument)} tokens")
+            self._set(f"{label} {int(argument)} tokens", **{key: int(argument)})
         else:
             self._say(f"usage: {command} N (a whole number >= 0) or {command} off", "red")
 
@@ -138,8 +159,7 @@ class ChatRepl:
         if argument not in choices:
             self._say(f"usage: /{key} {' | '.join(choices)}", "red")
             return
-        self.session.options[key] = off if argument == "off" else argument
-        self._say(f"{key} {argument}")
+        self._set(f"{key} {argument}", **{key: off if argument == "off" else argument})
 
     def _effort(self, argument: str) -> None:
         self._choice("effort", argument, (*EFFORTS, "off"), None)
@@ -151,16 +171,14 @@ class ChatRepl:
         if argument not in ("on", "off"):
             self._say("usage: /loop on | off", "red")
             return
-        self.session.options["loop_guard"] = argument == "on"
-        self._say(f"loop breaker {argument}")
+        self._set(f"loop breaker {argument}", loop_guard=argument == "on")
 
     def _think(self, argument: str) -> None:
         if argument not in THINK_MODES:
             self._say("usage: /think on | off | hide", "red")
             return
-        self.think_mode = argument
-        self.session.options["think"] = argument != "off"
-        self._say(f"thinking {argument}")
+        if self._set(f"thinking {argument}", think=argument != "off"):
+            self.think_mode = argument
 
     def _clear(self, _: str) -> None:
         self.session.clear()
@@ -189,15 +207,22 @@ class ChatRepl:
 )
 def chat(thinking_display: str, resume: Path | None, **params: Any) -> None:
     """Chat with a model in the terminal."""
+    if resume is not None:
+        _check_resume_path(resume)
     model = load_model(params)
-    options = {key: value for key, value in generation_kwargs(params).items() if value is not None}
     if resume is not None and resume.exists():
-        if options.get("think") is True:
-            del options["think"]
-        session = Chat.load(model, resume, **options)
+        session = Chat.load(model, resume, **generation_changes(params, given_only=True))
     else:
-        session = model.chat(system=params["system"], **options)
-    think_mode = "off" if params["no_think"] else {"show": "on", "hide": "hide", "summary": "summary"}[thinking_display]
-    if resume is not None and session.options.get("think") is False:
+        session = Chat(model, options_from_params(params))
+    think_mode = {"show": "on", "hide": "hide", "summary": "summary"}[thinking_display]
+    if not session.effective_options.think:
         think_mode = "off"
     ChatRepl(session, Console(highlight=False), think_mode, resume).loop()
+
+
+def _check_resume_path(path: Path) -> None:
+    """Find out now, not after the first answer, that the chat could not be saved."""
+    try:
+        check_writable(path)
+    except OSError as error:
+        raise ChatFileError(f"cannot save the chat to {path}: {error.strerror or error}") from None

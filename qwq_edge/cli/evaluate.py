@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..evaluate import SAMPLE_DATA, BudgetSummary, load_problems, plot_summary, run_eval, summarize, write_summary
 from .interrupt import cancel_on_interrupt
-from .options import generation_kwargs, generation_options, load_model, model_options
+from .options import generation_options, load_model, model_options, options_from_params
 
 
 def _budgets(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -48,11 +48,11 @@ def evaluate(
     model = load_model(params)
     out_dir = out_dir or Path.cwd() / f"eval-{Path(model.info.model_path).stem}"
     results = out_dir / "results.jsonl"
-    options = {k: v for k, v in generation_kwargs(params).items() if k not in ("max_thinking_tokens", "seed")}
+    options = options_from_params(params)
     console = Console(stderr=True)
     total = len(problems) * len(budgets) * samples
     with cancel_on_interrupt(model) as interrupt:
-        rows = run_eval(model, problems, budgets, results, samples=samples, stop=lambda: interrupt.requested, **options)
+        rows = run_eval(model, problems, budgets, results, options, samples=samples, stop=lambda: interrupt.requested)
         for count, row in enumerate(rows, start=1):
             mark = "✓" if row["correct"] else "✗"
             console.print(

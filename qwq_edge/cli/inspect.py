@@ -12,8 +12,9 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from ..catalog import find, split_name
-from ..inspection import describe_model, model_memory, smoke_test, system_report
-from ..store import ModelNotPulledError, resolve_model
+from ..inspection import catalog_memory, describe_model, model_memory, smoke_engines, smoke_test, system_report
+from ..planner import GB, MIN_FIT_CONTEXT
+from ..store import ModelNotPulledError, choose_source, resolve_model
 
 
 def _table(title: str, rows: dict[str, Any]) -> Table:
@@ -36,6 +37,7 @@ def _catalog_details(spec: str) -> dict[str, Any] | None:
         "rope_scaling": entry.rope_scaling,
         "effort_budgets": entry.effort,
         "downloads": [f"{s.format}:{s.quant} {s.repo} ({decimal(s.size_bytes)})" for s in entry.sources],
+        **catalog_memory(entry, choose_source(spec)[1]),
     }
     try:
         details.update(describe_model(resolve_model(spec)))
@@ -44,28 +46,44 @@ def _catalog_details(spec: str) -> dict[str, Any] | None:
     return details
 
 
+def _readable_plan(details: dict[str, Any]) -> dict[str, str]:
+    """A catalog model's memory needs and plan here, in words."""
+    needs = ", ".join(f"{total / GB:.1f} GB with {kv} KV cache" for kv, total in details["needs_bytes"].items())
+    plan = details["plan"]
+    verdict = f"does not fit (with {MIN_FIT_CONTEXT} tokens or more)"
+    if plan is not None:
+        verdict = f"fits: {plan['context']} tokens with {plan['kv_cache']} KV cache, {plan['total_bytes'] / GB:.1f} GB"
+    return {
+        "needs_bytes": f"{needs} at {details['default_context']} tokens",
+        "budget_bytes": f"{details['budget_bytes'] / GB:.1f} GB",
+        "plan": verdict,
+    }
+
+
+def _readable(details: dict[str, Any]) -> dict[str, Any]:
+    """``info``'s details with sizes, sampling and plans in words."""
+    shown = {k: v for k, v in details.items() if k != "files"}
+    shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
+    shown["weights_bytes"] = decimal(details["weights_bytes"])
+    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
+    if "plan" in details:
+        shown.update(_readable_plan(details))
+    if "files" in details:
+        shown["files"] = ", ".join(f"{name} ({decimal(size)})" for name, size in details["files"].items())
+    return shown
+
+
 @click.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def info(model: str, as_json: bool) -> None:
     """Describe MODEL (a GGUF file, an MLX folder or a catalog name) without loading it."""
     details = _catalog_details(model) if not Path(model).exists() else None
-    if details is not None and "path" not in details:
-        if as_json:
-            click.echo(json.dumps(details))
-        else:
-            Console().print(_table(details["display_name"], details))
-        return
     details = details or describe_model(Path(model))
     if as_json:
         click.echo(json.dumps(details))
-        return
-    shown = {k: v for k, v in details.items() if k not in ("files", "sampling_defaults")}
-    shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
-    shown["weights_bytes"] = decimal(details["weights_bytes"])
-    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
-    shown["files"] = ", ".join(f"{name} ({decimal(size)})" for name, size in details["files"].items())
-    Console().print(_table(details["name"], shown))
+    else:
+        Console().print(_table(details.get("name") or details["display_name"], _readable(details)))
 
 
 @click.command()
@@ -74,7 +92,7 @@ def info(model: str, as_json: bool) -> None:
 def doctor(model: Path | None, as_json: bool) -> None:
     """Check this machine: OS, CPU, memory, GPU, the engines (a real one-token run each), versions."""
     report: dict[str, Any] = {"system": system_report()}
-    report["engines"] = [smoke_test(engine) for engine in ("llama.cpp", "mlx")]
+    report["engines"] = [smoke_test(engine) for engine in smoke_engines()]
     if model is not None:
         report["model"] = {**describe_model(model), "memory": model_memory(model)}
     if as_json:

@@ -9,15 +9,15 @@ import click
 
 from ..engines import ENGINE_CHOICES
 from ..engines.base import KV_CACHE_TYPES
+from ..errors import InsufficientMemoryError
 from ..model import Model, load
+from ..options import GenerationOptions
 from ..reasoning.effort import EFFORTS, effort_table
 from ..reasoning.formats import FORMAT_CHOICES
 from ..reasoning.language import LANGUAGE_CHOICES
-from .models import model_path
+from .models import model_path, with_alternatives
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty", "seed")
 
 
 def _apply(options: list[Decorator]) -> Decorator:
@@ -119,6 +119,15 @@ generation_options = _apply(
     ]
 )
 
+
+def _param_names(decorator: Decorator) -> tuple[str, ...]:
+    """The parameter names a decorator made of click options adds."""
+    probe = decorator(lambda: None)
+    return tuple(param.name for param in probe.__click_params__ if param.name)
+
+
+GENERATION_PARAMS = _param_names(generation_options)
+
 display_options = _apply(
     [
         click.option(
@@ -153,7 +162,10 @@ def load_kwargs(params: dict[str, Any]) -> dict[str, Any]:
 
 def load_model(params: dict[str, Any]) -> Model:
     """Load the model named by ``model_options``; report the engine when verbose."""
-    model = load(model_path(params["model_path"], params["yes"]), **load_kwargs(params))
+    try:
+        model = load(model_path(params["model_path"], params["yes"]), **load_kwargs(params))
+    except InsufficientMemoryError as error:
+        raise with_alternatives(error, None) from None
     if params["verbose"]:
         info = model.info
         click.echo(f"engine: {info.engine} on {info.device} ({model.engine_reason})", err=True)
@@ -163,17 +175,30 @@ def load_model(params: dict[str, Any]) -> Model:
     return model
 
 
-def generation_kwargs(params: dict[str, Any]) -> dict[str, Any]:
-    """The API keyword arguments for the generation options given on the command line."""
-    kwargs: dict[str, Any] = {
-        "max_thinking_tokens": params["max_thinking_tokens"],
-        "min_thinking_tokens": params["min_thinking_tokens"],
-        "max_answer_tokens": params["max_answer_tokens"],
-        "effort": params["effort"],
-        "think": not params["no_think"],
-        "loop_guard": not params["no_loop_guard"],
-        "language": params["language"],
-        "language_in_thinking": params["language_in_thinking"],
-    }
-    kwargs.update({key: params[key] for key in SAMPLING_KEYS if params[key] is not None})
-    return kwargs
+#: CLI flags that negate an option: flag name → (option field, value when the flag is given).
+_NEGATING_FLAGS = {"no_think": "think", "no_loop_guard": "loop_guard"}
+
+
+def generation_changes(params: dict[str, Any], *, given_only: bool = False) -> dict[str, Any]:
+    """The ``GenerationOptions`` fields the ``generation_options`` set, by field name.
+
+    ``given_only``: only what was typed on the command line (or came from the
+    environment), not click's defaults, so that resuming a chat keeps its own options.
+    """
+    ctx = click.get_current_context()
+    changes: dict[str, Any] = {}
+    for name in GENERATION_PARAMS:
+        source = ctx.get_parameter_source(name)
+        if given_only and source in (None, click.core.ParameterSource.DEFAULT):
+            continue
+        value = params[name]
+        if name in _NEGATING_FLAGS:
+            changes[_NEGATING_FLAGS[name]] = not value
+        elif value is not None:
+            changes[name] = value
+    return changes
+
+
+def options_from_params(params: dict[str, Any]) -> GenerationOptions:
+    """The ``GenerationOptions`` the command line asks for."""
+    return GenerationOptions().replace(**generation_changes(params))

@@ -13,7 +13,7 @@ from ..errors import InvalidRequestError
 from ..events import collect
 from ..prompt import check_text
 from .interrupt import cancel_on_interrupt
-from .options import display_options, generation_kwargs, generation_options, load_model, model_options
+from .options import display_options, generation_options, load_model, model_options, options_from_params
 from .render import EventRenderer
 
 
@@ -46,7 +46,7 @@ def run(prompt: str | None, as_json: bool, thinking_display: str, **params: Any)
     """
     text = _read_prompt(prompt)
     model = load_model(params)
-    events = model.stream(text, system=params["system"], **generation_kwargs(params))
+    events = model.stream(text, options_from_params(params))
     with cancel_on_interrupt(model):
         if as_json:
             result = collect(events)

@@ -15,9 +15,9 @@ from pathlib import Path
 from time import perf_counter
 
 from ..engines.gguf_file import read_gguf_header
-from ..engines.llama_cpp import default_threads
 from ..errors import ConversionError
 from ..files import write_text_atomic
+from ..machine import usable_cores
 from ..resources import peak_rss_bytes
 from .checkpoint import Checkpoint, source_name
 from .output import (
@@ -30,25 +30,35 @@ from .output import (
     tracked_conversion,
 )
 from .source import resolve_source
-from .to_gguf import GGUF_QUANTS, quantize_gguf, write_gguf
+from .to_gguf import GGUF_QUANTS, write_gguf
 from .to_hf import HF_DTYPES, write_hf
 from .to_mlx import MLX_RECIPES, write_mlx
 from .verify import VerifyReport, judge, verify
 
 MLX_BITS = (2, 3, 4, 5, 6, 8, 16)
 MLX_GROUP_SIZES = (32, 64, 128)
+#: MLX recipes whose base width is below 4 bits.
+_LOW_RECIPES = ("mixed_2_", "mixed_3_")
 _SLACK = 64 << 20
+
+
+def agreement_level(bits: float, quantized: bool = True) -> str:
+    """How closely a conversion to ``bits`` bits per weight must agree with its source:
+    ``full``, ``quantized`` or ``low`` (below 4 bits per weight), the level ``judge`` applies."""
+    if not quantized:
+        return "full"
+    return "low" if bits < 4 else "quantized"
 
 
 def _report_path(out: Path) -> Path:
     return out / "verify.json" if out.is_dir() else out.with_name(out.name + ".verify.json")
 
 
-def _verified(converted: Path, reference: Path, quantized: bool, progress: Progress) -> VerifyReport:
+def _verified(converted: Path, reference: Path, level: str, progress: Progress) -> VerifyReport:
     progress("verifying", 0, 1)
     report = verify(converted, reference)
     progress("verifying", 1, 1)
-    problem = judge(report, quantized)
+    problem = judge(report, level)
     if problem:
         raise ConversionError(f"verification failed: {problem}; the output was not kept")
     return report
@@ -110,13 +120,16 @@ def convert_to_gguf(
         if spec.llama_ftype is None:
             write_gguf(checkpoint, partial, spec, progress)
         else:
+            from .quantize import quantize_gguf  # needs llama-cpp-python
+
             intermediate = out.with_name(out.name + ".f16.partial")
             try:
                 write_gguf(checkpoint, intermediate, spec, progress)
-                quantize_gguf(intermediate, partial, spec.llama_ftype, threads or default_threads(), progress)
+                quantize_gguf(intermediate, partial, spec.llama_ftype, threads or usable_cores(), progress)
             finally:
                 _keep_or_remove(intermediate, out.with_name(f"{out.stem}-f16.gguf"), keep_intermediate)
-        report = _verified(partial, checkpoint.folder, spec.llama_ftype is not None, progress) if verify else None
+        level = agreement_level(spec.bits_estimate, spec.llama_ftype is not None)
+        report = _verified(partial, checkpoint.folder, level, progress) if verify else None
     return _finish(out, checkpoint.folder, "gguf", quant, params, start, report)
 
 
@@ -156,8 +169,9 @@ def convert_to_mlx(
         write_mlx(checkpoint, partial, bits=bits, group_size=group_size, recipe=recipe, progress=progress)
         return params
 
-    quantized = bits < 16 or recipe is not None
-    return _from_checkpoint(source_path, out, "mlx", label, force, verify, quantized, convert, progress)
+    low_recipe = recipe is not None and recipe.startswith(_LOW_RECIPES)
+    level = agreement_level(3 if low_recipe else bits, bits < 16 or recipe is not None)
+    return _from_checkpoint(source_path, out, "mlx", label, force, verify, level, convert, progress)
 
 
 def _from_checkpoint(
@@ -167,7 +181,7 @@ def _from_checkpoint(
     label: str,
     force: bool,
     verify: bool,
-    quantized: bool,
+    level: str,
     convert: Callable[[Checkpoint, Path], int],
     progress: Progress,
 ) -> ConversionSummary:
@@ -183,7 +197,7 @@ def _from_checkpoint(
                 checkpoint_folder = temporary
             with atomic_output(out, force=force) as partial:
                 params = convert(Checkpoint(checkpoint_folder), partial)
-                report = _verified(partial, checkpoint_folder, quantized, progress) if verify else None
+                report = _verified(partial, checkpoint_folder, level, progress) if verify else None
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
     return _finish(out, source, target, label, params, start, report)
@@ -210,5 +224,5 @@ def convert_to_hf(
     start = perf_counter()
     with tracked_conversion(out), atomic_output(out, force=force) as partial:
         params = write_hf(gguf_path, partial, dtype, progress)
-        report = _verified(partial, gguf_path, False, progress) if verify else None
+        report = _verified(partial, gguf_path, "full", progress) if verify else None
     return _finish(out, gguf_path, "hf", dtype, params, start, report)

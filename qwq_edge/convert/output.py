@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError, QwqEdgeWarning
+from ..machine import models_home
 
 #: ``progress(stage, done, total)``: called as work advances. Stages count bytes,
 #: except those named here.
@@ -78,8 +79,6 @@ def scratch_paths(out: Path) -> list[Path]:
 
 
 def _records() -> Path:
-    from ..store import models_home  # here: the store imports the converters
-
     return models_home() / "conversions-in-progress"
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError
+from ..safetensors_header import read_header
 
 #: safetensors dtype → (numpy storage dtype, bytes per element)
 STORAGE = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2)}
@@ -47,19 +48,6 @@ def float32_to_bf16(values: np.ndarray) -> np.ndarray:
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     rounded = bits + 0x7FFF + ((bits >> 16) & 1)
     return (rounded >> 16).astype(np.uint16)
-
-
-def read_header(path: Path) -> tuple[dict, int]:
-    """The JSON header of a safetensors file and where its data starts."""
-    size = path.stat().st_size
-    try:
-        with path.open("rb") as handle:
-            (header_size,) = struct.unpack("<Q", handle.read(8))
-            if header_size > size - 8:
-                raise ValueError("header runs past the end of the file")
-            return json.loads(handle.read(header_size)), 8 + header_size
-    except (struct.error, ValueError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not a valid safetensors file ({error})") from None
 
 
 class SafetensorsFile:

@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from ..prompt import CHATML_TEMPLATE
-from .checkpoint import Qwen2Config, tensor_shapes
+from ..qwen2 import Qwen2Config, tensor_shapes
 from .safetensors_io import PlannedTensor, SafetensorsWriter
 
 #: Qwen2's pre-tokenizer split pattern (from its tokenizer.json).

@@ -1,27 +1,19 @@
-"""Hugging Face Qwen2 checkpoint → GGUF (F16/BF16, then Q8_0 or Q4_K_M through libllama).
+"""Hugging Face Qwen2 checkpoint → GGUF (F16/BF16, then Q8_0 or a K-quant through libllama).
 
 The F16/BF16 file is written tensor by tensor from the memory-mapped shards with
 ``gguf.GGUFWriter``'s streaming calls (header, metadata, tensor table, then each
 tensor's data), so memory holds one tensor at a time. Quantization then runs
-in-process with ``llama_model_quantize`` from llama-cpp-python; its per-tensor log
-lines drive the progress callback instead of reaching the terminal.
+in-process with libllama (``quantize``, which imports llama-cpp-python).
 """
 
 from __future__ import annotations
 
-import ctypes
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
-import llama_cpp
-import llama_cpp._logger
 import numpy as np
 
-from ..errors import ConversionError
 from .checkpoint import Checkpoint
 from .names import to_gguf
 from .output import Progress
@@ -42,7 +34,11 @@ GGUF_QUANTS = {
     "f16": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, None, 16.0),
     "bf16": GGUFQuant("BF16", gguf.LlamaFileType.MOSTLY_BF16, None, 16.0),
     "q8_0": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q8_0), 8.5),
+    "q6_k": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q6_K), 6.6),
+    "q5_k_m": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q5_K_M), 5.7),
     "q4_k_m": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q4_K_M), 4.9),
+    "q3_k_m": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q3_K_M), 3.9),
+    "q2_k": GGUFQuant("F16", gguf.LlamaFileType.MOSTLY_F16, int(gguf.LlamaFileType.MOSTLY_Q2_K), 3.0),
 }
 
 
@@ -118,34 +114,3 @@ def write_gguf(checkpoint: Checkpoint, path: Path, quant: GGUFQuant, progress: P
         done += data.nbytes
         progress(f"writing {quant.storage}", done, total)
     writer.close()
-
-
-_TENSOR_LINE = re.compile(rb"\[\s*(\d+)/\s*(\d+)\]")
-
-
-@contextmanager
-def _quantize_log(progress: Progress) -> Iterator[None]:
-    """Route libllama's per-tensor log lines into ``progress`` while quantizing."""
-
-    @llama_cpp.llama_log_callback
-    def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        match = _TENSOR_LINE.search(text or b"")
-        if match:
-            progress("quantizing", int(match.group(1)), int(match.group(2)))
-
-    llama_cpp.llama_log_set(on_log, ctypes.c_void_p(0))
-    try:
-        yield
-    finally:
-        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
-
-
-def quantize_gguf(source: Path, target: Path, ftype: int, threads: int, progress: Progress) -> None:
-    """Quantize a GGUF in-process with libllama (``llama_model_quantize``)."""
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.nthread = threads
-    params.ftype = ftype
-    with _quantize_log(progress):
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
-    if status != 0:
-        raise ConversionError(f"libllama could not quantize {source} (status {status})")

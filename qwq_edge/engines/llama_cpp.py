@@ -1,244 +1,111 @@
-"""The llama.cpp engine, through llama-cpp-python.
+"""The llama.cpp adapter's spec: GGUF files, read here without llama.cpp; run by ``llama_cpp_runtime``.
 
-Keeps llama.cpp's fast path: tokens are decoded with ``Llama.eval`` and drawn by
-llama.cpp's own C sampler chain. A mask is applied by writing ``-inf`` into the
-logits buffer just before the chain runs, so no Python callback sits inside the
-sampler and the per-token Python work stays a few microseconds.
+llama-cpp-python is imported only when a model is opened, a baseline is run or
+logits are asked for.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from gguf import LlamaFileType
 
-from ..errors import EngineUnavailableError, ModelFormatError
-from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
+from ..machine import gpu_offload_supported
+from ..shape import ModelShape
+from .base import Engine
 from .gguf_file import read_gguf_header
+from .spec import AutoChoice, EngineOptions, EngineSpec, ModelFacts, RawRunner
 
-try:
-    import llama_cpp
-    from llama_cpp._internals import LlamaSampler
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise EngineUnavailableError(f"llama-cpp-python is not installed ({error})") from None
-
-_SPECIAL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
-_KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
+_MAGIC = b"GGUF"
 
 
-class _UnusedChatFormatter:
-    """Stands in for llama-cpp-python's chat formatter while a model loads: qwq-edge renders
-    prompts itself (with bounds, see ``qwq_edge.template``), and llama-cpp-python would
-    compile the model's template unbounded and fail the whole load on a syntax error."""
-
-    def __init__(self, **_: Any) -> None:
-        pass
-
-    def to_chat_handler(self) -> None:
-        return None
+def _claims(path: Path) -> bool:
+    """A ``.gguf`` file, or any file that starts with the GGUF magic."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".gguf":
+        return True
+    with path.open("rb") as handle:
+        return handle.read(len(_MAGIC)) == _MAGIC
 
 
-@contextmanager
-def _without_chat_formatter() -> Iterator[None]:
-    chat_format = llama_cpp.llama_chat_format
-    original = chat_format.Jinja2ChatFormatter
-    chat_format.Jinja2ChatFormatter = _UnusedChatFormatter
+def _shape(path: Path) -> ModelShape:
+    header = read_gguf_header(path)
+    meta, arch = header.metadata, header.architecture
+    heads = int(meta.get(f"{arch}.attention.head_count", 1))
+    head_dim = int(meta.get(f"{arch}.attention.key_length", int(meta.get(f"{arch}.embedding_length", 0)) // heads))
+    return ModelShape(
+        name=header.name,
+        layers=int(meta.get(f"{arch}.block_count", 0)),
+        kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
+        head_dim=head_dim,
+        weights_bytes=header.file_size,
+        trained_context=header.context_length or 4096,
+    )
+
+
+def _quantization(file_type: object) -> str:
     try:
-        yield
-    finally:
-        chat_format.Jinja2ChatFormatter = original
+        return LlamaFileType(file_type).name.replace("MOSTLY_", "")
+    except ValueError:
+        return "unknown"
 
 
-def _open_llama(path: str | Path, n_ctx: int, threads: int, gpu_layers: int, kv_cache: str) -> llama_cpp.Llama:
-    try:
-        with _without_chat_formatter():
-            return llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=min(512, n_ctx),
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=gpu_layers,
-                # A quantized V cache needs flash attention in llama.cpp.
-                flash_attn=kv_cache != "f16",
-                type_k=_KV_TYPES[kv_cache],
-                type_v=_KV_TYPES[kv_cache],
-                verbose=False,
-            )
-    except (ValueError, RuntimeError) as error:
-        hint = " (with an 8-bit KV cache; try --kv-cache f16)" if kv_cache != "f16" else ""
-        raise ModelFormatError(f"llama.cpp could not load {path}{hint}: {error}") from None
+def _facts(path: Path) -> ModelFacts:
+    header = read_gguf_header(path)
+    template = header.metadata.get("tokenizer.chat_template")
+    return ModelFacts(
+        format="gguf",
+        architecture=header.architecture,
+        parameters=header.parameter_count,
+        quantization=_quantization(header.metadata.get("general.file_type")),
+        chat_template=template if isinstance(template, str) else None,
+        files={path.name: header.file_size},
+    )
 
 
-def gpu_offload_supported() -> bool:
-    """Whether this llama.cpp build can offload layers to a GPU (CUDA, Metal, …)."""
-    return bool(llama_cpp.llama_supports_gpu_offload())
+def _auto() -> AutoChoice:
+    if gpu_offload_supported():
+        return AutoChoice(True, "a GGUF file; this llama.cpp build offloads every layer to the GPU")
+    return AutoChoice(True, "a GGUF file; this llama.cpp build has no GPU offload, so it runs on the CPU")
 
 
-def default_threads() -> int:
-    """All cores this process may use: llama.cpp decodes fastest with one thread per core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS
-        return max(1, os.cpu_count() or 1)
+def _open(path: Path, options: EngineOptions) -> Engine:
+    from .llama_cpp_runtime import LlamaCppEngine
+
+    return LlamaCppEngine(
+        path,
+        context_length=options.context_length,
+        n_threads=options.n_threads,
+        n_gpu_layers=options.n_gpu_layers,
+        kv_cache=options.kv_cache,
+    )
 
 
-class LlamaCppSampler:
-    """One generation's sampler: llama.cpp's C chain plus an optional logit mask."""
+def _raw(engine: Engine) -> RawRunner:
+    from .llama_cpp_baseline import RawLlamaCpp
 
-    def __init__(self, engine: LlamaCppEngine, params: SamplingParams, seed: int) -> None:
-        self._engine = engine
-        self._chain = LlamaSampler()
-        penalized = params.repetition_penalty != 1.0 or params.presence_penalty != 0.0
-        # Greedy without penalties is an argmax over the logits buffer: the same token as
-        # llama.cpp's greedy sampler without building its 150k-entry candidate array.
-        self._argmax = params.greedy and not penalized
-        if penalized and params.penalty_window:
-            self._chain.add_penalties(
-                engine.vocab_size, params.penalty_window, params.repetition_penalty, 0.0, params.presence_penalty
-            )
-        if params.greedy:
-            self._chain.add_greedy()
-        else:
-            if params.top_k > 0:
-                self._chain.add_top_k(params.top_k)
-            self._chain.add_top_p(params.top_p, 1)
-            if params.min_p > 0:
-                self._chain.add_min_p(params.min_p, 1)
-            self._chain.add_temp(params.temperature)
-            self._chain.add_dist(seed & 0xFFFFFFFF)
-        self._masks: dict[Collection[int], np.ndarray] = {}
-
-    def _logits(self) -> np.ndarray:
-        """The last token's logits, as a writable view of llama.cpp's buffer."""
-        pointer = llama_cpp.llama_get_logits_ith(self._engine.llama.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self._engine.vocab_size,))
-
-    def sample(self, banned: Collection[int] = ()) -> int:
-        self._engine.evaluate_pending()
-        if banned:
-            ids = self._masks.get(banned)
-            if ids is None:
-                ids = self._masks.setdefault(banned, np.fromiter(banned, dtype=np.int64))
-            self._logits()[ids] = -np.inf
-        if self._argmax:
-            return int(np.argmax(self._logits()))
-        return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, -1))
-
-    def accept(self, tokens: Sequence[int]) -> None:
-        for token in tokens:
-            self._chain.accept(token)
+    return RawLlamaCpp.like(engine.info.model_path, engine.llama)  # type: ignore[attr-defined]
 
 
-class LlamaCppEngine:
-    """A GGUF model loaded in llama.cpp, with one KV cache."""
+def _logits(path: Path, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    from .llama_cpp_baseline import llama_cpp_logits
 
-    name = "llama.cpp"
+    return llama_cpp_logits(path, sequences)
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        context_length: int | None = None,
-        n_threads: int | None = None,
-        n_gpu_layers: int | None = None,
-        kv_cache: str = "f16",
-    ) -> None:
-        header = read_gguf_header(path)
-        trained = header.context_length or 4096
-        n_ctx = context_length or min(trained, DEFAULT_CONTEXT)
-        gpu_layers = n_gpu_layers if n_gpu_layers is not None else (-1 if gpu_offload_supported() else 0)
-        threads = n_threads or default_threads()
-        self.llama = _open_llama(path, n_ctx, threads, gpu_layers, kv_cache)
-        self.vocab_size = self.llama.n_vocab()
-        self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
-        self._tokens: list[int] = []
-        self._pending: list[int] = []  # fed, not yet evaluated: the tail of ``_tokens``
-        self._pieces: dict[int, bytes] = {}
-        self.n_threads = threads
-        self.special_texts, self.end_of_generation = self._scan_special_tokens()
-        metadata = dict(self.llama.metadata)
-        self.info = EngineInfo(
-            engine=self.name,
-            model_path=str(path),
-            model_name=header.name,
-            architecture=header.architecture,
-            # llama.cpp may round the context up; llama-cpp-python's buffers keep the size asked for.
-            context_length=min(n_ctx, self.llama.n_ctx()),
-            trained_context_length=trained,
-            vocab_size=self.vocab_size,
-            # From the header: llama-cpp-python drops all metadata when one string is not UTF-8.
-            chat_template=header.metadata.get("tokenizer.chat_template"),
-            device=f"gpu ({gpu_layers} layers offloaded)" if gpu_layers else f"cpu ({threads} threads)",
-            metadata=metadata,
-        )
 
-    def _scan_special_tokens(self) -> tuple[frozenset[str], frozenset[int]]:
-        texts, stops = set(), set()
-        for token in range(self.vocab_size):
-            if llama_cpp.llama_vocab_get_attr(self._vocab, token) & _SPECIAL_ATTRS:
-                texts.add(llama_cpp.llama_vocab_get_text(self._vocab, token).decode("utf-8", "replace"))
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                    stops.add(token)
-        stops.add(self.llama.token_eos())
-        return frozenset(texts), frozenset(stops)
-
-    @property
-    def position(self) -> int:
-        return len(self._tokens)
-
-    def tokenize(self, text: str, *, special: bool) -> list[int]:
-        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=special)
-
-    def token_bytes(self, token: int) -> bytes:
-        piece = self._pieces.get(token)
-        if piece is None:
-            size = 64
-            while True:
-                buffer = ctypes.create_string_buffer(size)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, size, 0, False)
-                if n >= 0:
-                    break
-                size = -n
-            piece = self._pieces[token] = buffer.raw[:n]
-        return piece
-
-    def prefill(self, tokens: Sequence[int]) -> int:
-        reused = prefill_reusing(self, self._tokens, tokens)
-        self.evaluate_pending()
-        return reused
-
-    def rewind(self, position: int) -> None:
-        """Drop every cached token from ``position`` on (``Llama.eval`` clears them from the KV cache)."""
-        evaluated = len(self._tokens) - len(self._pending)
-        if position >= evaluated:
-            del self._pending[position - evaluated :]
-        else:
-            self._pending.clear()
-            self.llama.n_tokens = position
-        del self._tokens[position:]
-
-    def feed(self, tokens: Sequence[int]) -> None:
-        """Append tokens; they are evaluated when logits are next needed, so that the caller
-        can hand a sampled token on (stream it) before the forward pass that follows it."""
-        check_room(self.position + len(tokens), self.info.context_length)
-        self._pending.extend(tokens)
-        self._tokens.extend(tokens)
-
-    def evaluate_pending(self) -> None:
-        """Run the tokens fed since the last evaluation through the model."""
-        if self._pending:
-            pending, self._pending = self._pending, []
-            self.llama.eval(pending)
-
-    def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
-        return LlamaCppSampler(self, params, seed)
-
-    def close(self) -> None:
-        self.llama.close()
+SPEC = EngineSpec(
+    name="llama.cpp",
+    format="gguf",
+    describes="a GGUF file",
+    claims=_claims,
+    shape=_shape,
+    facts=_facts,
+    auto=_auto,
+    open=_open,
+    mismatch="llama.cpp runs GGUF files; {path} is {kind} (use --engine {engine})",
+    raw=_raw,
+    logits=_logits,
+)

@@ -17,10 +17,11 @@ sampled token before it is appended, and reports what was appended with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import InvalidRequestError
-from ..events import AnswerDelta, Event, GenerationStats, Intervention, ThinkingDelta
+from ..errors import ContextOverflowError, InvalidRequestError
+from ..events import AnswerDelta, Event, Intervention, ReasoningCounts, ThinkingDelta
 from .formats import ReasoningFormat
 from .loop_guard import LoopDetector
 from .markers import MarkerScanner
@@ -54,11 +55,10 @@ class Force:
 
 @dataclass(frozen=True)
 class Rewind:
-    """Drop every token from ``position`` on, append the tokens of ``keep`` (text that
-    came before the taken-back part and is already shown), then apply ``then``."""
+    """Drop every token from ``position`` on, then apply ``then``: its tokens re-create the
+    text that came before the taken-back part (already shown), then continue."""
 
     position: int
-    keep: str
     then: Force
 
 
@@ -115,12 +115,20 @@ WAIT_TEXT = "\n\nWait,"
 NUDGE_TEXT = "\n\nI keep repeating myself; let me try a different approach.\n\n"
 
 
+def _no_tokenizer(text: str) -> tuple[int, ...]:
+    raise AssertionError("a controller that rewinds needs a tokenize function")  # pragma: no cover
+
+
 @dataclass
 class ReasoningController:
+    """The decisions of one generation. ``tokenize`` turns text the controller re-creates
+    after a rewind into ids (no special tokens); ``counts`` is what it did."""
+
     fmt: ReasoningFormat
     limits: ThinkingLimits
     tokens: ControlTokens
-    stats: GenerationStats = field(default_factory=GenerationStats)
+    tokenize: Callable[[str], tuple[int, ...]] = _no_tokenizer
+    counts: ReasoningCounts = field(default_factory=ReasoningCounts)
 
     def __post_init__(self) -> None:
         thinking = self.fmt.thinks
@@ -128,7 +136,7 @@ class ReasoningController:
         self._scanner = MarkerScanner(self.fmt.close_marker) if thinking else None
         self._pending: Action | None = Force(self.tokens.skip, "skip") if thinking and not self.limits.think else None
         if self._pending is not None:
-            self.stats.thinking_closed_by = "skipped"
+            self.counts.thinking_closed_by = "skipped"
         self._model_stopped = False
         self._started = {THINKING: False, ANSWER: False}
         self._loops = LoopDetector() if self.limits.loop_guard and thinking else None
@@ -138,6 +146,16 @@ class ReasoningController:
         self._raw = ""
         self.thinking_text: list[str] = []
         self.answer_text: list[str] = []
+
+    def check_room(self, prompt_tokens: int, context_length: int) -> None:
+        """Refuse a prompt that leaves no room for the forced close and a short answer,
+        so that the guarantees can hold."""
+        needed = prompt_tokens + (len(self.tokens.close) + ANSWER_RESERVE if self.fmt.thinks else 1)
+        if needed > context_length:
+            raise ContextOverflowError(
+                f"the prompt is {prompt_tokens} tokens and needs {needed} with room to answer, but the context "
+                f"holds {context_length}; shorten it or load the model with a larger context"
+            )
 
     # -- decisions -----------------------------------------------------------------
 
@@ -149,18 +167,18 @@ class ReasoningController:
         if self.phase == THINKING:
             return self._next_thinking_action(room)
         if self._model_stopped:
-            return Finish("budget" if self.stats.thinking_closed_by == "budget" else "stop")
+            return Finish("budget" if self.counts.thinking_closed_by == "budget" else "stop")
         limit = self.limits.max_answer_tokens
-        if room <= 0 or (limit is not None and self.stats.answer_tokens >= limit):
+        if room <= 0 or (limit is not None and self.counts.answer_tokens >= limit):
             return Finish("length")
-        return self._sample(self._answer_first if self.stats.answer_tokens == 0 else self.tokens.language_ban)
+        return self._sample(self._answer_first if self.counts.answer_tokens == 0 else self.tokens.language_ban)
 
     def _next_thinking_action(self, room: int) -> Action:
         if self._model_stopped:
             self._model_stopped = False
             return self._close("eos-close")
         budget = self.limits.max_thinking_tokens
-        if budget is not None and self.stats.thinking_tokens >= budget:
+        if budget is not None and self.counts.thinking_tokens >= budget:
             return self._close("budget")
         if room <= len(self.tokens.close) + ANSWER_RESERVE:
             return self._close("context-close")
@@ -168,24 +186,25 @@ class ReasoningController:
 
     def _sample(self, banned: frozenset[int]) -> Sample:
         if banned and banned is not self.tokens.end_of_generation:
-            self.stats.language_masked_steps += 1
+            self.counts.language_masked_steps += 1
         return Sample(banned)
 
     def _count(self, kind: str) -> None:
-        self.stats.interventions[kind] = self.stats.interventions.get(kind, 0) + 1
+        self.counts.interventions[kind] = self.counts.interventions.get(kind, 0) + 1
 
     def _close(self, kind: str) -> Force:
-        self.stats.thinking_closed_by = kind
+        self.counts.thinking_closed_by = kind
         self._count(kind)
         return Force(self.tokens.close, kind)
 
     def _below_minimum(self) -> bool:
-        return self.phase == THINKING and self.stats.thinking_tokens < self.limits.min_thinking_tokens
+        return self.phase == THINKING and self.counts.thinking_tokens < self.limits.min_thinking_tokens
 
-    def _wait(self) -> Force:
-        self.stats.wait_extensions += 1
+    def _wait(self, keep: tuple[int, ...] = ()) -> Force:
+        """Force "Wait", after ``keep`` (tokens re-creating text already shown, after a rewind)."""
+        self.counts.wait_extensions += 1
         self._count("wait")
-        return Force(self.tokens.wait, "wait")
+        return Force(keep + self.tokens.wait, "wait", WAIT_TEXT if keep else None)
 
     # -- observations --------------------------------------------------------------
 
@@ -211,17 +230,17 @@ class ReasoningController:
     def on_sampled(self, text: str, position: int) -> list[Event]:
         """The model's token at ``position`` was appended; ``text`` is the new text it completed."""
         if self.phase == THINKING:
-            self.stats.thinking_tokens += 1
+            self.counts.thinking_tokens += 1
             self._marks.append((position, len(self._raw)))
         else:
-            self.stats.answer_tokens += 1
+            self.counts.answer_tokens += 1
         return self._route(text)
 
     def on_forced(self, force: Force, text: str) -> list[Event]:
         """The runtime appended ``force.tokens``, whose text is ``text``."""
-        self.stats.forced_tokens += len(force.tokens)
+        self.counts.forced_tokens += len(force.tokens)
         shown = text if force.shown is None else force.shown
-        self.stats.forced_text.append(shown)
+        self.counts.forced_text.append(shown)
         events: list[Event] = [] if force.kind == "skip" else [Intervention(force.kind, shown)]
         if force.kind in ("wait", "loop-nudge") and self._loops is not None:
             self._loops.reset()
@@ -252,8 +271,8 @@ class ReasoningController:
             self._on_loop()
         if after is not None:
             self.phase = ANSWER
-            if self.stats.thinking_closed_by == "none":
-                self.stats.thinking_closed_by = "model"
+            if self.counts.thinking_closed_by == "none":
+                self.counts.thinking_closed_by = "model"
             events += self._answer_events(after)
         return events
 
@@ -265,18 +284,18 @@ class ReasoningController:
         """
         position, token_start = next((m for m in reversed(self._marks) if m[1] <= marker_start), self._marks[0])
         dropped = sum(1 for m in self._marks if m[0] >= position)
-        self.stats.thinking_tokens -= dropped
+        self.counts.thinking_tokens -= dropped
         del self._marks[len(self._marks) - dropped :]
         keep = self._raw[token_start:marker_start]
         self._raw = self._raw[:marker_start]
         self._scanner = MarkerScanner(self.fmt.close_marker)
-        self._pending = Rewind(position, keep, self._wait())
+        self._pending = Rewind(position, self._wait(self.tokenize(keep) if keep else ()))
         return []
 
     def _on_loop(self) -> None:
         """First a nudge away from the loop; the second time, close the thinking (above the minimum)."""
-        self.stats.loop_interventions += 1
-        if self.stats.loop_interventions == 1 or self._below_minimum():
+        self.counts.loop_interventions += 1
+        if self.counts.loop_interventions == 1 or self._below_minimum():
             self._count("loop-nudge")
             self._pending = Force(self.tokens.nudge, "loop-nudge")
         else:
@@ -294,7 +313,7 @@ class ReasoningController:
         if not text:
             return []
         self.thinking_text.append(text)
-        return [ThinkingDelta(text, self.stats.thinking_tokens)]
+        return [ThinkingDelta(text, self.counts.thinking_tokens)]
 
     def _answer_events(self, text: str) -> list[Event]:
         text = self._strip_leading_space(ANSWER, text)

@@ -101,3 +101,8 @@ def detect_language(text: str) -> str:
         return "ja"
     script = max(counts, key=counts.__getitem__, default="latin")
     return {"han": "zh", "hangul": "ko", "cyrillic": "ru"}.get(script, "en")
+
+
+def resolve_language(requested: str, message: str) -> str:
+    """``auto`` becomes the language of ``message``; a code or ``off`` stays as it is."""
+    return detect_language(message) if requested == "auto" else requested

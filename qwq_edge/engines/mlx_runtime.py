@@ -1,0 +1,198 @@
+"""The MLX engine, through mlx-lm (Metal on Apple Silicon; a correct but slow CPU build elsewhere).
+
+Keeps mlx-lm's asynchronous evaluation: ``feed`` builds the forward pass and starts
+it with ``mx.async_eval``, so the generation loop's Python work for the previous
+token overlaps the model's computation; ``sample`` waits only when it needs the
+next token's value. Sampling and penalties are mlx-lm's own (``make_sampler``,
+``make_logits_processors``); a mask is an additive ``-inf`` row. The prompt cache is
+mlx-lm's, trimmed to reuse the common prefix of consecutive requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import EngineUnavailableError, ModelFormatError
+from ..sampling import SamplingParams
+from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
+from .mlx_engine import check_mlx_folder
+
+try:
+    import mlx.core as mx
+    from mlx_lm.generate import maybe_quantize_kv_cache
+    from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
+    from mlx_lm.sample_utils import make_logits_processors, make_sampler
+    from mlx_lm.utils import load as mlx_load
+except ImportError as error:  # pragma: no cover - depends on the install
+    raise EngineUnavailableError(
+        f"the MLX engine needs mlx and mlx-lm (pip install 'qwq-edge[mlx]'): {error}"
+    ) from None
+
+PREFILL_STEP = 512
+END_OF_TURN_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>")
+
+
+def _byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's byte → printable-character table used by byte-level BPE."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = list(printable), 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(char): byte for byte, char in zip(printable, chars, strict=True)}
+
+
+class MlxSampler:
+    """One generation's sampler: mlx-lm's sampler and penalty processors, plus a mask."""
+
+    def __init__(self, engine: MlxEngine, params: SamplingParams, seed: int) -> None:
+        self._engine = engine
+        mx.random.seed(seed)
+        self._sample = make_sampler(temp=params.temperature, top_p=params.top_p, min_p=params.min_p, top_k=params.top_k)
+        self._processors = make_logits_processors(
+            repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
+            repetition_context_size=params.penalty_window,
+            presence_penalty=params.presence_penalty or None,
+            presence_context_size=params.penalty_window,
+        )
+        self._history: list[int] = []
+        self._masks: dict[Collection[int], Any] = {}
+        self._greedy = params.greedy and not self._processors
+
+    def _mask(self, banned: Collection[int]) -> Any:
+        mask = self._masks.get(banned)
+        if mask is None:
+            row = mx.zeros((self._engine.vocab_size,), dtype=mx.float32)
+            row[mx.array(sorted(banned))] = -float("inf")
+            mask = self._masks[banned] = row
+        return mask
+
+    def sample(self, banned: Collection[int] = ()) -> int:
+        if self._greedy and not banned:
+            return int(self._engine.argmax.item())
+        logits = self._engine.logits[None]
+        if self._processors:
+            history = mx.array(self._history or [0])
+            for processor in self._processors:
+                logits = processor(history, logits)
+        if banned:
+            logits = logits + self._mask(banned)
+        token = int(self._sample(logits - mx.logsumexp(logits, keepdims=True)).item())
+        if self._processors:
+            self._history.append(token)
+        return token
+
+    def accept(self, tokens: Sequence[int]) -> None:
+        if self._processors:
+            self._history.extend(tokens)
+
+
+class MlxEngine:
+    """An MLX model folder loaded with mlx-lm, with one prompt cache."""
+
+    name = "mlx"
+
+    def __init__(self, path: str | Path, *, context_length: int | None = None, kv_cache: str = "f16") -> None:
+        path = Path(path)
+        config = check_mlx_folder(path)
+        try:
+            self.model, wrapper = mlx_load(str(path))
+        except (ValueError, FileNotFoundError, KeyError, TypeError, AttributeError) as error:
+            raise ModelFormatError(f"mlx-lm could not load {path}: {error}") from None
+        self._tokenizer = wrapper._tokenizer.backend_tokenizer
+        self.vocab_size = int(config.get("vocab_size") or self._tokenizer.get_vocab_size())
+        self._kv_bits = 8 if kv_cache == "q8_0" else None
+        self.cache = make_prompt_cache(self.model)
+        self._tokens: list[int] = []
+        self.logits: Any = None
+        self.argmax: Any = None
+        self._pieces: dict[int, bytes] = {}
+        self._byte_decoder = _byte_decoder()
+        added = self._tokenizer.get_added_tokens_decoder()
+        self._control = {i for i, token in added.items() if token.special}
+        self.special_texts = frozenset(token.content for token in added.values())
+        self.end_of_generation = self._end_of_generation(wrapper, config, added)
+        trained = int(config.get("max_position_embeddings") or 4096)
+        self.info = EngineInfo(
+            engine=self.name,
+            model_path=str(path),
+            model_name=str(config.get("_name_or_path") or path.name),
+            architecture=str(config.get("model_type", "unknown")),
+            context_length=context_length or min(trained, DEFAULT_CONTEXT),
+            trained_context_length=trained,
+            vocab_size=self.vocab_size,
+            chat_template=getattr(wrapper._tokenizer, "chat_template", None),
+            device="metal (gpu)" if mx.default_device() == mx.gpu else "cpu (MLX's CPU backend)",
+            metadata={key: str(value) for key, value in config.items() if not isinstance(value, dict | list)},
+        )
+
+    @staticmethod
+    def _end_of_generation(wrapper: Any, config: dict[str, Any], added: dict[int, Any]) -> frozenset[int]:
+        ids = set(wrapper.eos_token_ids or ())
+        configured = config.get("eos_token_id")
+        ids.update(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        ids.update(i for i, token in added.items() if token.content in END_OF_TURN_TEXTS)
+        return frozenset(ids)
+
+    @property
+    def position(self) -> int:
+        return len(self._tokens)
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        # Like llama.cpp: without ``special``, control tokens' texts stay plain text.
+        self._tokenizer.encode_special_tokens = not special
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def token_bytes(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            text = self._tokenizer.id_to_token(token) or ""
+            if token in self._control:
+                piece = b""
+            elif all(char in self._byte_decoder for char in text):
+                piece = bytes(self._byte_decoder[char] for char in text)
+            else:  # an added, non-special token such as <think>
+                piece = text.encode("utf-8")
+            self._pieces[token] = piece
+        return piece
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        reused = prefill_reusing(self, self._tokens, tokens)
+        return reused
+
+    def _fill_cache(self, tokens: list[int]) -> None:
+        """Run tokens into the KV cache in steps, evaluating only the cache: the output
+        head (vocabulary × hidden per token) is never computed for them."""
+        for start in range(0, len(tokens), PREFILL_STEP):
+            step = tokens[start : start + PREFILL_STEP]
+            self.model(mx.array(step)[None], cache=self.cache)
+            mx.eval([c.state for c in self.cache])
+            self._tokens.extend(step)
+
+    def rewind(self, position: int) -> None:
+        surplus = self.position - position
+        if surplus > 0:
+            trim_prompt_cache(self.cache, surplus)
+            del self._tokens[position:]
+
+    def feed(self, tokens: Sequence[int]) -> None:
+        check_room(self.position + len(tokens), self.info.context_length)
+        tokens = list(tokens)
+        self._fill_cache(tokens[:-1])  # logits are needed for the last token only
+        self.logits = self.model(mx.array(tokens[-1:])[None], cache=self.cache)[0, -1, :]
+        # The greedy choice is computed in the same asynchronous graph as the logits.
+        self.argmax = mx.argmax(self.logits)
+        maybe_quantize_kv_cache(self.cache, quantized_kv_start=0, kv_group_size=64, kv_bits=self._kv_bits)
+        mx.async_eval(self.logits, self.argmax)
+        self._tokens.append(tokens[-1])
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> MlxSampler:
+        return MlxSampler(self, params, seed)
+
+    def close(self) -> None:
+        self.model = None
+        self.cache = []

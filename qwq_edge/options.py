@@ -1,0 +1,139 @@
+"""``GenerationOptions``: every per-request option, in one place, checked once.
+
+The CLI builds one from its shared click options, the Python API from keyword
+arguments (``model.stream(prompt, options, **overrides)``), a saved chat from its
+JSON, and the server from a request body. Every later layer reads the fields by
+name; nothing re-packs them. ``None`` in a sampling field means "the model's
+default" (from its catalog entry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import InvalidRequestError
+from .reasoning.controller import ThinkingLimits
+from .reasoning.effort import EFFORTS, apply_effort
+from .reasoning.formats import FORMAT_CHOICES
+from .reasoning.language import LANGUAGE_CHOICES
+from .sampling import SamplingParams
+
+#: The fields that override the model's sampling defaults.
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty", "seed")
+
+_INT, _FLOAT, _BOOL, _STR = "a whole number", "a number", "true or false", "a string"
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How one reply is generated.
+
+    ``max_thinking_tokens`` caps the thinking (the runtime then closes it and the
+    model answers); ``min_thinking_tokens`` makes it think at least that long (an
+    early close becomes "Wait"); ``effort`` (low, medium, high, max) sets both from
+    a table, explicit numbers win. ``max_answer_tokens`` caps the answer;
+    ``think=False`` skips the thinking; ``loop_guard`` nudges, then closes, a
+    thinking that loops; ``language`` (``auto``, ``en``, ``zh``, …, ``off``) keeps
+    the answer (and with ``language_in_thinking`` the thinking) in one language.
+    ``reasoning_format`` overrides the model's (``think``, ``qwq-preview``,
+    ``none``); ``system`` replaces the model's default system prompt. The sampling
+    fields override the model's defaults; a fixed ``seed`` makes a reply
+    reproducible on the same engine.
+    """
+
+    max_thinking_tokens: int | None = None
+    min_thinking_tokens: int | None = None
+    max_answer_tokens: int | None = None
+    effort: str | None = None
+    think: bool = True
+    loop_guard: bool = True
+    language: str = "off"
+    language_in_thinking: bool = False
+    reasoning_format: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            _check_type(field.name, getattr(self, field.name))
+        _check_choice("effort", self.effort, (*EFFORTS, None))
+        _check_choice("language", self.language, LANGUAGE_CHOICES)
+        _check_choice("reasoning_format", self.reasoning_format, (*FORMAT_CHOICES, None))
+        self.thinking_limits()  # budget, minimum and answer bound are consistent
+        self.sampling(SamplingParams())  # sampling values are in range
+
+    def replace(self, **changes: Any) -> GenerationOptions:
+        """A copy with ``changes`` (field names) applied and checked."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-able."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> GenerationOptions:
+        """The options a ``to_dict`` (or a request body) holds; unknown keys and wrong types are errors."""
+        if not isinstance(data, dict):
+            raise InvalidRequestError(f"options must be an object of option names to values, not {_kind(data)}")
+        _check_names(data)
+        return cls(**data)
+
+    def sampling(self, defaults: SamplingParams) -> SamplingParams:
+        """``defaults`` (the model's) with this request's sampling fields applied."""
+        return defaults.replace(**{name: getattr(self, name) for name in SAMPLING_FIELDS})
+
+    def thinking_limits(self, model_budgets: dict[str, int] | None = None) -> ThinkingLimits:
+        """Budget, minimum and answer bound after the effort preset (``model_budgets``:
+        a catalog entry's own budgets per effort level)."""
+        budget, minimum = apply_effort(self.effort, self.max_thinking_tokens, self.min_thinking_tokens, model_budgets)
+        return ThinkingLimits(budget, self.max_answer_tokens, self.think, minimum, self.loop_guard)
+
+
+_TYPES: dict[str, str] = {
+    f.name: {"int | None": _INT, "float | None": _FLOAT, "bool": _BOOL}.get(str(f.type), _STR)
+    for f in fields(GenerationOptions)
+}
+_OPTIONAL = {f.name for f in fields(GenerationOptions) if str(f.type).endswith("| None")}
+
+
+def _check_type(name: str, value: Any) -> None:
+    if value is None and name in _OPTIONAL:
+        return
+    expected = _TYPES[name]
+    ok = {
+        _INT: isinstance(value, int) and not isinstance(value, bool),
+        _FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
+        _BOOL: isinstance(value, bool),
+        _STR: isinstance(value, str),
+    }[expected]
+    if not ok:
+        raise InvalidRequestError(f"option {name} must be {expected}, not {_kind(value)}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        named = ", ".join(str(choice) for choice in choices if choice is not None)
+        raise InvalidRequestError(f"unknown {name.replace('_', ' ')} {value!r}; choose one of {named}")
+
+
+def _check_names(names: Any) -> None:
+    known = _TYPES.keys()
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidRequestError(f"unknown option {name!r}{hint}")
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"[:60]

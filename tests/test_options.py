@@ -1,0 +1,180 @@
+"""GenerationOptions: one options object, checked once, saved and restored exactly."""
+
+import json
+import threading
+import time
+
+import pytest
+
+from qwq_edge import Chat, ChatFileError, Done, GenerationOptions, InvalidRequestError
+
+GREEDY_SHORT = {"temperature": 0.0, "reasoning_format": "none", "max_answer_tokens": 3}
+
+#: Every field set to a value other than its default.
+EVERY_OPTION = GenerationOptions(
+    max_thinking_tokens=300,
+    min_thinking_tokens=20,
+    max_answer_tokens=40,
+    effort="high",
+    think=False,
+    loop_guard=False,
+    language="zh",
+    language_in_thinking=True,
+    reasoning_format="qwq-preview",
+    system="Answer in verse.",
+    temperature=0.3,
+    top_p=0.8,
+    top_k=7,
+    min_p=0.05,
+    presence_penalty=1.5,
+    repetition_penalty=1.1,
+    seed=42,
+)
+
+
+def test_every_field_differs_from_its_default_in_the_fixture():
+    default = GenerationOptions().to_dict()
+    assert all(value != default[name] for name, value in EVERY_OPTION.to_dict().items())
+
+
+def test_to_dict_and_from_dict_round_trip_through_json():
+    restored = GenerationOptions.from_dict(json.loads(json.dumps(EVERY_OPTION.to_dict())))
+    assert restored == EVERY_OPTION
+
+
+def test_replace_changes_fields_and_checks_them():
+    options = GenerationOptions().replace(max_thinking_tokens=64, temperature=0)
+    assert options.max_thinking_tokens == 64 and options.temperature == 0
+    with pytest.raises(InvalidRequestError, match="did you mean 'max_thinking_tokens'"):
+        options.replace(max_thinking_token=5)
+    with pytest.raises(InvalidRequestError, match="max_thinking_tokens must be >= 0"):
+        options.replace(max_thinking_tokens=-1)
+    with pytest.raises(InvalidRequestError, match="above max_thinking_tokens"):
+        options.replace(min_thinking_tokens=100)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"max_thinking_tokens": "10"}, "must be a whole number, not str"),
+        ({"max_thinking_tokens": 1.5}, "must be a whole number"),
+        ({"max_thinking_tokens": True}, "must be a whole number, not bool"),
+        ({"think": 1}, "must be true or false"),
+        ({"think": None}, "must be true or false, not null"),
+        ({"temperature": "hot"}, "must be a number"),
+        ({"temperature": -1}, "temperature must be >= 0"),
+        ({"top_p": 0}, "top_p must be in"),
+        ({"language": "klingon"}, "unknown language"),
+        ({"language": 7}, "must be a string"),
+        ({"effort": "extreme"}, "unknown effort"),
+        ({"reasoning_format": "telepathy"}, "unknown reasoning format"),
+        ({"budget": 5}, "unknown option 'budget'"),
+        ({"sampling": {}}, "unknown option 'sampling'"),
+    ],
+)
+def test_from_dict_rejects_bad_values_with_the_librarys_error(data, message):
+    with pytest.raises(InvalidRequestError, match=message):
+        GenerationOptions.from_dict(data)
+
+
+@pytest.mark.parametrize("data", [[1, 2], "text", None, 3])
+def test_from_dict_needs_an_object(data):
+    with pytest.raises(InvalidRequestError, match="options must be an object"):
+        GenerationOptions.from_dict(data)
+
+
+def test_effort_gives_the_limits_and_explicit_numbers_win():
+    assert GenerationOptions(effort="low").thinking_limits().max_thinking_tokens == 512
+    limits = GenerationOptions(effort="high", max_thinking_tokens=100).thinking_limits({"high": 9000})
+    assert limits.max_thinking_tokens == 100 and limits.min_thinking_tokens == 100
+    assert GenerationOptions(effort="medium").thinking_limits({"medium": 3000}).max_thinking_tokens == 3000
+
+
+def test_stream_takes_options_and_overrides_and_names_unknown_ones(model):
+    options = GenerationOptions(**GREEDY_SHORT)
+    assert model.generate("Hi", options).stats.answer_tokens <= 3
+    assert model.generate("Hi", options, max_answer_tokens=1).stats.answer_tokens <= 1
+    with pytest.raises(InvalidRequestError, match="did you mean 'temperature'"):
+        model.stream("Hi", options, temprature=0.5)
+
+
+def test_a_chat_saves_and_restores_every_option(model, tmp_path):
+    path = tmp_path / "chat.json"
+    Chat(model, EVERY_OPTION).save(path)
+    assert Chat.load(model, path).options == EVERY_OPTION
+
+
+def test_session_changes_are_used_but_not_saved(model, tmp_path):
+    path = tmp_path / "chat.json"
+    Chat(model, GenerationOptions(**GREEDY_SHORT)).save(path)
+    resumed = Chat.load(model, path, seed=7, max_answer_tokens=2)
+    assert resumed.effective_options.seed == 7 and resumed.effective_options.max_answer_tokens == 2
+    resumed.send("Hi")
+    resumed.set(max_thinking_tokens=5)  # the conversation's own change is saved
+    resumed.save(path)
+    saved = json.loads(path.read_text())["options"]
+    assert saved["seed"] is None and saved["max_answer_tokens"] == 3 and saved["max_thinking_tokens"] == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ([1, 2], "options must be an object"),
+        ({"budget": 3}, "unknown option 'budget'"),
+        ({"max_answer_tokens": "many"}, "must be a whole number"),
+        ({"sampling": {"temperature": 0.1}}, "unknown option 'sampling'"),
+    ],
+)
+def test_a_chat_file_with_bad_options_is_a_chat_file_error(model, tmp_path, options, message):
+    path = tmp_path / "chat.json"
+    path.write_text(json.dumps({"format": "qwq-edge-chat", "version": 1, "options": options, "messages": []}))
+    with pytest.raises(ChatFileError, match=message):
+        Chat.load(model, path)
+
+
+def test_the_question_joins_the_history_before_the_answer_is_generated(model):
+    chat = Chat(model, GenerationOptions(**GREEDY_SHORT))
+    stream = chat.stream("Name a color.")
+    assert chat.unanswered == "Name a color."
+    stream.close()
+    chat.send("Name a fruit.")  # the unanswered question is replaced, not kept twice
+    assert [m.role for m in chat.history] == ["user", "assistant"]
+    assert chat.history[0].content == "Name a fruit." and chat.unanswered is None
+
+
+def test_an_abandoned_suspended_stream_does_not_block_the_next_request(model):
+    model.turns.stale_after = 0.5
+    try:
+        abandoned = model.stream("Count to 100.", temperature=0.0, reasoning_format="none", max_answer_tokens=200)
+        next(abandoned)  # suspended and still referenced: never iterated again, never closed
+        finished = threading.Event()
+        threading.Thread(target=lambda: (model.generate("Hi", **GREEDY_SHORT), finished.set())).start()
+        assert finished.wait(timeout=60), "the abandoned stream blocked the model"
+        last = list(abandoned)[-1]  # resumed late, it only finishes up
+        assert isinstance(last, Done) and last.result.stats.finish_reason == "cancelled"
+    finally:
+        model.turns.stale_after = 2.0
+
+
+def test_a_request_waits_for_a_stream_that_keeps_going(model):
+    model.turns.stale_after = 0.5
+    try:
+        stream = model.stream("Count to 100.", temperature=0.0, reasoning_format="none", max_answer_tokens=40)
+        next(stream)
+        waiter = threading.Thread(target=lambda: model.generate("Hi", **GREEDY_SHORT))
+        waiter.start()
+        events = []
+        for event in stream:  # slow but steady: 0.1 s between tokens is not abandonment
+            events.append(event)
+            time.sleep(0.1)
+        waiter.join(timeout=60)
+        assert events[-1].result.stats.finish_reason != "cancelled"
+    finally:
+        model.turns.stale_after = 2.0
+
+
+def test_a_collected_stream_gives_its_turn_back_at_once(model):
+    stream = model.stream("Count to 100.", temperature=0.0, reasoning_format="none", max_answer_tokens=200)
+    next(stream)
+    del stream  # garbage: closed by the interpreter, the turn is released
+    assert model.turns.owner is None

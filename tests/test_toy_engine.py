@@ -1,0 +1,167 @@
+"""The generation loop and the reasoning controller through the public API, on the toy engine.
+
+No llama.cpp, no MLX: the toy engine (``toy_engine.py``) is a random tiny numpy
+model whose logits a test can steer, so every behaviour is reached on purpose and
+the whole file runs in about a second.
+"""
+
+import json
+
+import pytest
+from toy_engine import ToyEngine, toy_registered
+
+from qwq_edge import Done, EngineUnavailableError, Intervention, Model, ModelFormatError, load
+from qwq_edge.bench.raw import open_raw
+from qwq_edge.engines.registry import choose_engine, engine_choices
+from qwq_edge.inspection import describe_model
+from qwq_edge.reasoning.formats import QWQ_PREVIEW, THINK
+
+GREEDY = {"temperature": 0.0}
+
+
+@pytest.fixture
+def toy() -> Model:
+    return Model(ToyEngine(), reasoning_format="think")
+
+
+def cache_bytes(model: Model) -> bytes:
+    """The text the engine's cache holds, as bytes (control tokens give none)."""
+    return b"".join(model.engine.token_bytes(t) for t in model.engine._tokens)
+
+
+@pytest.mark.parametrize("budget", [0, 1, 7, 100])
+def test_the_budget_is_held_exactly(toy, budget):
+    result = toy.generate("Hi", max_thinking_tokens=budget, max_answer_tokens=3, **GREEDY)
+    stats = result.stats
+    assert stats.thinking_tokens == budget and stats.thinking_closed_by == "budget"
+    assert stats.forced_text == [THINK.forced_close_text] and stats.interventions == {"budget": 1}
+    assert stats.answer_tokens == 3 and stats.finish_reason == "length"
+    closed = len(toy.engine.tokenize(THINK.forced_close_text, special=True))
+    assert toy.engine.position == stats.prompt_tokens + budget + closed + 3
+
+
+def test_the_forced_close_comes_between_the_thinking_and_the_answer(toy):
+    events = list(toy.stream("Hi", max_thinking_tokens=5, max_answer_tokens=4, **GREEDY))
+    kinds = [type(e).__name__ for e in events]
+    close = kinds.index("Intervention")
+    assert events[close] == Intervention("budget", THINK.forced_close_text)
+    answer = kinds.index("AnswerDelta")
+    assert set(kinds[:close]) == {"ThinkingDelta"} and close < answer
+    assert set(kinds[answer:-1]) == {"AnswerDelta"}  # the wrap-up sentence is thinking, then only answer
+    assert isinstance(events[-1], Done)
+
+
+def test_the_minimum_turns_an_early_close_into_wait(toy):
+    toy.engine.script = {2: toy.engine.id("</think>")}
+    result = toy.generate("Hi", min_thinking_tokens=6, max_thinking_tokens=10, max_answer_tokens=2, **GREEDY)
+    assert result.stats.wait_extensions == 1 and result.stats.interventions == {"wait": 1, "budget": 1}
+    assert result.stats.thinking_tokens == 10 and "Wait," in result.thinking
+    assert toy.engine._tokens.count(toy.engine.id("</think>")) == 1  # only the forced close's
+
+
+def test_a_close_above_the_minimum_is_the_models_own(toy):
+    toy.engine.script = {8: toy.engine.id("</think>")}
+    result = toy.generate("Hi", min_thinking_tokens=6, max_answer_tokens=2, **GREEDY)
+    # The model's own end marker counts as its last thinking token.
+    assert result.stats.thinking_tokens == 9 and result.stats.thinking_closed_by == "model"
+    assert result.stats.interventions == {}
+
+
+def test_end_of_generation_while_thinking_closes_the_thinking(toy):
+    end = toy.engine.id("<|im_end|>")
+    toy.engine.script = {3: end, 7: end}
+    result = toy.generate("Hi", **GREEDY)
+    stats = result.stats
+    assert stats.thinking_tokens == 3 and stats.thinking_closed_by == "eos-close"
+    assert stats.answer_tokens == 3 and stats.finish_reason == "stop" and result.answer
+
+
+def test_the_answer_bound_and_no_thinking(toy):
+    result = toy.generate("Hi", think=False, max_answer_tokens=5, **GREEDY)
+    stats = result.stats
+    assert stats.answer_tokens == 5 and stats.finish_reason == "length"
+    assert result.thinking == "" and stats.thinking_tokens == 0 and stats.thinking_closed_by == "skipped"
+    assert stats.forced_text == [THINK.skip_text] and stats.interventions == {}
+
+
+def test_cancel_stops_at_the_next_token_and_the_model_stays_usable(toy):
+    stream = toy.stream("Hi", **GREEDY)
+    next(stream)
+    toy.cancel()
+    done = list(stream)[-1]
+    assert isinstance(done, Done) and done.result.stats.finish_reason == "cancelled"
+    assert toy.generate("Hi", max_thinking_tokens=2, max_answer_tokens=1, **GREEDY).stats.answer_tokens == 1
+
+
+def test_a_multi_token_close_marker_below_the_minimum_is_rewound(toy):
+    toy.engine.say(3, "**Final Answer**")
+    result = toy.generate(
+        "Hi",
+        reasoning_format="qwq-preview",
+        min_thinking_tokens=40,
+        max_thinking_tokens=45,
+        max_answer_tokens=2,
+        **GREEDY,
+    )
+    assert result.stats.wait_extensions == 1 and result.stats.thinking_tokens == 45
+    assert "**Final Answer**" not in result.thinking and "Wait," in result.thinking
+    # The rewind took the marker out of the cache: only the forced close's copy is there.
+    assert cache_bytes(toy).count(b"**Final Answer**") == 1
+    assert result.stats.forced_text[-1] == QWQ_PREVIEW.forced_close_text
+
+
+def test_the_loop_guard_nudges_a_repeated_sentence_only_when_on(toy):
+    toy.engine.say(0, "the cat sat down. " * 3)
+    guarded = toy.generate("Hi", max_thinking_tokens=80, max_answer_tokens=1, **GREEDY)
+    assert guarded.stats.interventions.get("loop-nudge") == 1
+    unguarded = toy.generate("Hi", max_thinking_tokens=80, max_answer_tokens=1, loop_guard=False, **GREEDY)
+    assert "loop-nudge" not in unguarded.stats.interventions
+
+
+def test_the_language_mask_keeps_the_answer_in_english(toy):
+    chinese = {toy.engine.id("你"), toy.engine.id("好")}
+    toy.engine.bias[list(chinese)] = 40.0  # the model would rather answer in Chinese
+    free = toy.generate("Hi", think=False, max_answer_tokens=6, **GREEDY)
+    assert free.answer and set(free.answer) <= {"你", "好"}
+    guarded = toy.generate("Hi", think=False, max_answer_tokens=6, language="en", **GREEDY)
+    answer_tokens = toy.engine._tokens[-6:]
+    assert not set(answer_tokens) & toy.controllers.language_ban("en") and not chinese & set(answer_tokens)
+    assert guarded.stats.language_masked_steps == guarded.stats.answer_tokens == 6
+
+
+def test_seeds_are_reproducible_and_greedy_reuses_the_prompt(toy):
+    def run(seed):
+        result = toy.generate("Hi", max_thinking_tokens=12, max_answer_tokens=6, temperature=1.0, seed=seed)
+        return result.thinking, result.answer, result.stats
+
+    first, again, other = run(11), run(11), run(12)
+    assert first[:2] == again[:2] and first[:2] != other[:2] and first[2].seed == 11
+    assert again[2].cached_prompt_tokens == again[2].prompt_tokens - 1  # the prompt stayed in the cache
+
+
+def test_an_engine_is_one_spec_in_the_registry(tmp_path):
+    path = tmp_path / "tiny.toy"
+    path.write_text(json.dumps({"seed": 1, "dim": 8, "context_length": 256}))
+    with toy_registered():
+        assert "toy" in engine_choices()
+        assert choose_engine(path) == ("toy", "a toy model file (numpy, for tests)")
+        with pytest.raises(EngineUnavailableError, match="GGUF"):
+            choose_engine(path, "llama.cpp")
+        assert describe_model(path)["format"] == "toy" and describe_model(path)["engine"] == "toy"
+        with load(path) as model:
+            assert model.info.engine == "toy" and model.memory_plan.context == 256
+            result = model.generate(
+                "Hi", reasoning_format="think", max_thinking_tokens=4, max_answer_tokens=2, **GREEDY
+            )
+            assert result.stats.thinking_tokens == 4 and result.stats.answer_tokens == 2
+            with pytest.raises(EngineUnavailableError, match="no raw baseline"):
+                open_raw(model.engine)
+    assert "toy" not in engine_choices()
+    with pytest.raises(ModelFormatError, match="is not a GGUF file"):
+        load(path)
+
+
+def test_the_first_answer_token_is_never_the_end(toy):
+    toy.engine.script = {0: toy.engine.id("<|im_end|>")}
+    result = toy.generate("Hi", think=False, max_answer_tokens=2, **GREEDY)
+    assert result.stats.answer_tokens == 2 and result.stats.finish_reason == "length"
