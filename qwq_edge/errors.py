@@ -49,3 +49,11 @@ class ConversionError(QwqEdgeError):
 
 class InsufficientMemoryError(QwqEdgeError):
     """The model (with the requested context and KV cache) does not fit in memory."""
+
+
+class QwqEdgeWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI shows it as one line."""
+
+
+class TemplateFallbackWarning(QwqEdgeWarning):
+    """The model's chat template cannot be used, so ChatML is used instead."""

@@ -25,6 +25,7 @@ from .errors import QwqEdgeError
 from .families import family_for
 from .machine import apple_silicon, available_memory, gpu_offload_supported, metal_available, total_memory
 from .planner import fitting_plan, largest_context, memory_budget, model_shape, plan_for
+from .prompt import describe_template
 from .reasoning.formats import detect_format
 from .shape import KV_ELEMENT_BYTES
 
@@ -53,6 +54,7 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         "kv_heads": shape.kv_heads,
         "head_dim": shape.head_dim,
         "reasoning_format": detect_format(facts.chat_template, shape.name).name,
+        "prompt_template": describe_template(facts.chat_template),
         "family": family.key,
         "sampling_defaults": {k: v for k, v in asdict(family.sampling).items() if k != "seed"},
         "files": facts.files,

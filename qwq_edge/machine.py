@@ -72,3 +72,12 @@ def wired_limit_mb() -> int:
         return int(out.stdout.strip() or 0)
     except (OSError, ValueError, subprocess.SubprocessError):
         return 0
+
+
+def models_home() -> Path:
+    """Where qwq-edge keeps its models and records: ``QWQ_EDGE_HOME``, else the user's data folder."""
+    if "QWQ_EDGE_HOME" in os.environ:
+        return Path(os.environ["QWQ_EDGE_HOME"])
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "qwq-edge"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qwq-edge"

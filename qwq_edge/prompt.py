@@ -11,16 +11,14 @@ or end the thinking from the prompt.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from functools import cached_property, lru_cache
+from functools import cached_property
 
-from jinja2 import Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from .errors import InvalidRequestError
+from .errors import InvalidRequestError, TemplateFallbackWarning
 from .reasoning.formats import ReasoningFormat
+from .template import TemplateProblem, render_template
 
 ROLES = ("system", "user", "assistant")
 
@@ -52,27 +50,60 @@ def as_messages(items: Iterable[Message | dict]) -> list[Message]:
             raise InvalidRequestError(f"unknown message role {message.role!r}; use one of {', '.join(ROLES)}")
         if not isinstance(message.content, str):
             raise InvalidRequestError("message content must be text")
+        check_text(message.content)
         messages.append(message)
     if not messages or messages[-1].role != "user" or not messages[-1].content.strip():
         raise InvalidRequestError("the prompt is empty: the last message must be non-empty user text")
     return messages
 
 
-def _raise_exception(message: str) -> None:
-    raise TemplateError(message)
+def check_text(text: str) -> None:
+    """Refuse text that is not valid Unicode: a lone surrogate (how Python keeps a byte
+    of a command-line argument that is not UTF-8) cannot be tokenized."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidRequestError(
+            f"the text is not valid UTF-8 (an undecodable byte at character {error.start + 1})"
+        ) from None
 
 
-@lru_cache(maxsize=16)
-def _compile(template: str) -> Template:
-    """A chat template compiled once (compiling takes milliseconds; every request renders one)."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
+def _slotted(roles: Sequence[str]) -> list[dict[str, str]]:
+    return [{"role": role, "content": _SLOT.format(i)} for i, role in enumerate(roles)]
 
 
-def _render(template: str, messages: list[dict[str, str]], special: dict[str, str]) -> str:
-    return _compile(template).render(messages=messages, add_generation_prompt=True, **special)
+def _render_slotted(template: str, roles: Sequence[str], special: dict[str, str]) -> str:
+    """The template rendered with a placeholder per message; a ``TemplateProblem`` if it fails or
+    does not show each message exactly once."""
+    rendered = render_template(template, messages=_slotted(roles), add_generation_prompt=True, **special)
+    for i in range(len(roles)):
+        count = rendered.count(_SLOT.format(i))
+        if count != 1:
+            raise TemplateProblem(f"it leaves out message {i + 1}" if not count else f"it repeats message {i + 1}")
+    return rendered
+
+
+def template_problem(template: str | None, special: dict[str, str] | None = None) -> str | None:
+    """Why a chat template cannot be used (tried on one user message), or ``None``."""
+    if not template:
+        return None
+    try:
+        _render_slotted(template, ("user",), special or {"bos_token": "", "eos_token": "<|im_end|>"})
+    except TemplateProblem as problem:
+        return str(problem)
+    return None
+
+
+def fallback_notice(problem: str) -> str:
+    return f"the model's chat template cannot be used ({problem}); using ChatML instead"
+
+
+def describe_template(template: str | None) -> str:
+    """What prompts a model gets: its own template, or ChatML and why."""
+    if not template:
+        return "ChatML (the model has no chat template)"
+    problem = template_problem(template)
+    return f"ChatML fallback: the model's template cannot be used ({problem})" if problem else "the model's own"
 
 
 @dataclass(frozen=True)
@@ -94,9 +125,13 @@ class PromptBuilder:
     ) -> None:
         self._tokenize = tokenize
         self._special_texts = sorted((t for t in special_texts if t), key=len, reverse=True)
-        self.chat_template = chat_template or CHATML_TEMPLATE
-        self.template_source = "model" if chat_template else "chatml-fallback"
         self._special = {"bos_token": bos_token, "eos_token": eos_token}
+        #: Why the model's template is not used (``None`` when it is, or when there is none).
+        self.template_problem = template_problem(chat_template, self._special)
+        self.chat_template = chat_template if chat_template and not self.template_problem else CHATML_TEMPLATE
+        self.template_source = "model" if self.chat_template is chat_template else "chatml-fallback"
+        if self.template_problem:
+            warnings.warn(fallback_notice(self.template_problem), TemplateFallbackWarning, stacklevel=2)
 
     @cached_property
     def _special_pattern(self) -> re.Pattern[str] | None:
@@ -106,14 +141,17 @@ class PromptBuilder:
 
     def render_parts(self, messages: Sequence[Message]) -> list[PromptPart]:
         """The rendered prompt as trusted template text and untrusted message text."""
-        slotted = [{"role": m.role, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
+        for message in messages:
+            check_text(message.content)
+        roles = [m.role for m in messages]
         try:
-            rendered = _render(self.chat_template, slotted, self._special)
-        except TemplateError:
-            rendered = ""
-        if not all(rendered.count(_SLOT.format(i)) == 1 for i in range(len(messages))):
-            self.template_source = "chatml-fallback"
-            rendered = _render(CHATML_TEMPLATE, slotted, self._special)
+            rendered = _render_slotted(self.chat_template, roles, self._special)
+        except TemplateProblem as problem:
+            if self.chat_template == CHATML_TEMPLATE:
+                raise
+            notice = f"the model's chat template cannot render this conversation ({problem}); using ChatML for it"
+            warnings.warn(notice, TemplateFallbackWarning, stacklevel=2)
+            rendered = _render_slotted(CHATML_TEMPLATE, roles, self._special)
         parts = []
         for i, piece in enumerate(re.split("\x00qwq-edge-message-(\\d+)\x00", rendered)):
             if i % 2:

@@ -6,12 +6,14 @@ folder's parameters from its config, since quantized weights hide the count).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .errors import CheckpointError
+from .model_config import REQUIRED, config_number
 
 SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2"}
 
@@ -44,31 +46,49 @@ class Qwen2Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str) -> Qwen2Config:
-        architectures = data.get("architectures") or [data.get("model_type", "unknown")]
-        if architectures[0] not in SUPPORTED_ARCHITECTURES:
-            supported = ", ".join(SUPPORTED_ARCHITECTURES)
-            raise CheckpointError(
-                f"{source}: architecture {architectures[0]} is not supported; supported: {supported} "
-                "(QwQ-32B, QwQ-32B-Preview, DeepSeek-R1-Distill-Qwen, Qwen2.5)"
-            )
-        try:
-            return cls(
-                vocab_size=int(data["vocab_size"]),
-                hidden_size=int(data["hidden_size"]),
-                intermediate_size=int(data["intermediate_size"]),
-                num_hidden_layers=int(data["num_hidden_layers"]),
-                num_attention_heads=int(data["num_attention_heads"]),
-                num_key_value_heads=int(data.get("num_key_value_heads", data["num_attention_heads"])),
-                rms_norm_eps=float(data.get("rms_norm_eps", 1e-6)),
-                rope_theta=float(data.get("rope_theta", 10000.0)),
-                max_position_embeddings=int(data.get("max_position_embeddings", 32768)),
-                tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
-                torch_dtype=str(data.get("torch_dtype") or data.get("dtype") or "bfloat16"),
-                rope_scaling=data.get("rope_scaling"),
-                raw=data,
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{source}: config.json lacks a usable {error}") from None
+        _check_architecture(data, source)
+
+        def number(key: str, default: Any = REQUIRED, kind: type = int) -> Any:
+            return config_number(data, key, source, default=default, kind=kind, error=CheckpointError)
+
+        heads = number("num_attention_heads")
+        return cls(
+            vocab_size=number("vocab_size"),
+            hidden_size=number("hidden_size"),
+            intermediate_size=number("intermediate_size"),
+            num_hidden_layers=number("num_hidden_layers"),
+            num_attention_heads=heads,
+            num_key_value_heads=number("num_key_value_heads", heads),
+            rms_norm_eps=number("rms_norm_eps", 1e-6, float),
+            rope_theta=number("rope_theta", 10000.0, float),
+            max_position_embeddings=number("max_position_embeddings", 32768),
+            tie_word_embeddings=bool(data.get("tie_word_embeddings", False)),
+            torch_dtype=str(data.get("torch_dtype") or data.get("dtype") or "bfloat16"),
+            rope_scaling=data.get("rope_scaling") if isinstance(data.get("rope_scaling"), dict) else None,
+            raw=data,
+        )
+
+
+def _check_architecture(data: dict[str, Any], source: str) -> None:
+    """Accept a Qwen2 checkpoint, named by ``architectures`` or, without it, by ``model_type``."""
+    supported = (
+        f"supported: {', '.join(SUPPORTED_ARCHITECTURES)} (QwQ-32B, QwQ-32B-Preview, DeepSeek-R1-Distill-Qwen, Qwen2.5)"
+    )
+    architectures = data.get("architectures")
+    if architectures is None:
+        model_type = data.get("model_type")
+        if model_type in SUPPORTED_ARCHITECTURES.values():
+            return
+        named = (
+            f"model_type {json.dumps(model_type)}" if model_type is not None else "neither architectures nor model_type"
+        )
+        raise CheckpointError(f"{source}: config.json names {named}; {supported}")
+    if not isinstance(architectures, list) or not architectures or not isinstance(architectures[0], str):
+        raise CheckpointError(
+            f'{source}: config.json\'s architectures must be a list of names, like ["Qwen2ForCausalLM"]'
+        )
+    if architectures[0] not in SUPPORTED_ARCHITECTURES:
+        raise CheckpointError(f"{source}: architecture {architectures[0]} is not supported; {supported}")
 
 
 def tensor_names(config: Qwen2Config) -> list[str]:

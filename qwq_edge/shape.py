@@ -30,8 +30,8 @@ def shape_from_config(name: str, config: dict, weights_bytes: int) -> ModelShape
     return ModelShape(
         name=name,
         layers=int(config["num_hidden_layers"]),
-        kv_heads=int(config.get("num_key_value_heads", heads)),
+        kv_heads=int(config.get("num_key_value_heads") or heads),
         head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
         weights_bytes=weights_bytes,
-        trained_context=int(config.get("max_position_embeddings", 4096)),
+        trained_context=int(config.get("max_position_embeddings") or 4096),
     )

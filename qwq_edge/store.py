@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from .engines.registry import preferred_spec
 from .errors import ModelNotFoundError, QwqEdgeError
 from .files import write_text_atomic
 from .hub import download, looks_like_repo_id
+from .machine import models_home
 from .planner import MemoryPlan, memory_budget, plan_memory
 
 #: What a hub repo id given as ``--model`` downloads: a Q4_K_M GGUF if the repo has one, else the folder.
@@ -39,15 +39,6 @@ class Pulled:
     repo: str
     path: str
     size_bytes: int
-
-
-def models_home() -> Path:
-    """``QWQ_EDGE_HOME``, else the user's data folder."""
-    if "QWQ_EDGE_HOME" in os.environ:
-        return Path(os.environ["QWQ_EDGE_HOME"])
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "qwq-edge"
-    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "qwq-edge"
 
 
 def _manifest(name: str, quant: str) -> Path:
@@ -126,24 +117,46 @@ def _pulled(spec: str) -> list[Pulled]:
     return [p for p in installed() if p.name == name and (quant is None or p.quant == quant)]
 
 
-def _remove_files(path: Path) -> None:
-    """Remove a pulled model's files: converted outputs outright, hub downloads from the cache."""
+def _hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links and ``..`` resolved) is strictly inside ``folder``."""
+    resolved, root = path.resolve(), folder.resolve()
+    return resolved != root and resolved.is_relative_to(root)
+
+
+def _remove_files(item: Pulled, manifest: Path) -> None:
+    """Remove a pulled model's files: converted outputs outright, hub downloads from the cache.
+    Only inside those two folders: a record pointing elsewhere is refused, and nothing is deleted."""
+    path = Path(item.path)
     converted = models_home() / "converted"
-    if converted in path.parents:
+    if _inside(path, converted) and not path.is_symlink():
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         path.with_name(path.name + ".verify.json").unlink(missing_ok=True)
-    else:
+    elif _inside(path, _hub_cache()):
         _remove_cached(path)
+    else:
+        raise QwqEdgeError(
+            f"the record {manifest} points to {path}, outside qwq-edge's folders ({converted} and the "
+            f"Hugging Face cache {_hub_cache()}); nothing was deleted: check it, then delete the record"
+        )
 
 
 def _remove_cached(path: Path) -> None:
     """Remove files from huggingface-hub's cache: each snapshot link, and the blob it points to
-    when that blob is in the cache's ``blobs`` folder (nothing outside the cache is touched)."""
+    when that blob is in the cache (nothing outside the cache is touched)."""
+    cache = _hub_cache()
     files = [p for p in path.rglob("*") if p.is_file() or p.is_symlink()] if path.is_dir() else [path]
     for file in files:
+        if not _inside(file.parent, cache):
+            continue
         target = Path(os.path.normpath(file.parent / os.readlink(file))) if file.is_symlink() else None
         file.unlink(missing_ok=True)
-        if target is not None and target.parent.name == "blobs":
+        if target is not None and target.parent.name == "blobs" and _inside(target, cache):
             target.unlink(missing_ok=True)
 
 
@@ -153,8 +166,9 @@ def remove(spec: str) -> list[Pulled]:
     if not pulled:
         raise ModelNotFoundError(f"{spec} is not pulled; `qwq-edge list` shows what is")
     for item in pulled:
-        _remove_files(Path(item.path))
-        _manifest(item.name, item.quant).unlink(missing_ok=True)
+        manifest = _manifest(item.name, item.quant)
+        _remove_files(item, manifest)
+        manifest.unlink(missing_ok=True)
     return pulled
 
 

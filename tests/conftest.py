@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -36,6 +37,40 @@ def cli_command() -> list[str]:
     """The real ``qwq-edge`` executable (or the module, when the script is not on PATH)."""
     script = shutil.which("qwq-edge")
     return [script] if script else [sys.executable, "-m", "qwq_edge"]
+
+
+#: Bytes reserved in ``placeholder_gguf`` for the chat template and for ``general.name``.
+TEMPLATE_SLOT, NAME_SLOT = 4096, 64
+
+
+@pytest.fixture(scope="session")
+def placeholder_gguf(tmp_path_factory) -> Path:
+    """A tiny random Qwen2 GGUF whose chat template and name are placeholders of fixed size,
+    so that a test can write any bytes there (see ``gguf_with``) without rewriting the file."""
+    from qwq_edge.convert import convert_to_gguf
+    from qwq_edge.convert.synthetic import make_checkpoint
+
+    folder = make_checkpoint(tmp_path_factory.mktemp("placeholder") / "tiny")
+    for name, key, slot in (
+        ("config.json", "_name_or_path", "N" * NAME_SLOT),
+        ("tokenizer_config.json", "chat_template", "T" * TEMPLATE_SLOT),
+    ):
+        data = json.loads((folder / name).read_text())
+        data[key] = slot
+        (folder / name).write_text(json.dumps(data))
+    out = folder.parent / "tiny.gguf"
+    convert_to_gguf(folder, out, quant="f16", verify=False)
+    return out
+
+
+def gguf_with(placeholder: Path, out: Path, template: bytes, name: bytes = b"tiny") -> Path:
+    """A copy of ``placeholder_gguf`` with ``template`` and ``name`` (space-padded) in place."""
+    data = placeholder.read_bytes()
+    for slot, value in ((b"T" * TEMPLATE_SLOT, template), (b"N" * NAME_SLOT, name)):
+        assert len(value) <= len(slot) and data.count(slot) == 1
+        data = data.replace(slot, value.ljust(len(slot), b" "))
+    out.write_bytes(data)
+    return out
 
 
 @pytest.fixture

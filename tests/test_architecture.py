@@ -6,7 +6,8 @@ Layers, bottom first; a module may import its own layer and the layers below
 | layer | modules | what they are |
 |---|---|---|
 | 0 bottom | errors, machine, hub, files, safetensors_header, shape, qwen2, | facts and types |
-| | sampling, events, detokenize, resources, answers, turns | everyone shares |
+| | model_config, template, sampling, events, detokenize, resources, | everyone shares |
+| | answers, turns | |
 | 1 core | reasoning/ · engines/ (neither imports the other) | controller · adapters, registry |
 | 2 models | prompt, catalog, families, planner, options | templates, catalog, memory, options |
 | 3 convert | convert/ (engine libraries only inside functions) | the converters |
@@ -34,6 +35,8 @@ LAYERS = {
         "safetensors_header",
         "shape",
         "qwen2",
+        "model_config",
+        "template",
         "sampling",
         "events",
         "detokenize",

@@ -4,6 +4,7 @@ import pytest
 
 from qwq_edge import InvalidRequestError, Message
 from qwq_edge.detokenize import IncrementalDetokenizer
+from qwq_edge.errors import TemplateFallbackWarning
 from qwq_edge.families import family_for
 from qwq_edge.prompt import CHATML_TEMPLATE, PromptBuilder
 from qwq_edge.reasoning.formats import NONE, QWQ_PREVIEW, THINK
@@ -56,7 +57,8 @@ def test_a_template_that_already_opens_the_thinking_is_not_given_a_second_open(m
 
 
 def test_a_template_that_drops_messages_falls_back_to_chatml(model):
-    builder = PromptBuilder(model.engine.tokenize, model.engine.special_texts, "{{ 'nothing' }}")
+    with pytest.warns(TemplateFallbackWarning, match="it leaves out message 1"):
+        builder = PromptBuilder(model.engine.tokenize, model.engine.special_texts, "{{ 'nothing' }}")
     tokens = builder.build([Message("user", "Hi")], NONE)
     assert builder.template_source == "chatml-fallback"
     assert model.engine.llama.detokenize(tokens, special=True).decode().endswith("<|im_start|>assistant\n")

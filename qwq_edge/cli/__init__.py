@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from typing import Any
 
 import click
 
 from .. import __version__
-from ..errors import QwqEdgeError
+from ..errors import QwqEdgeError, QwqEdgeWarning
 from .bench import bench
 from .chat import chat
 from .convert import convert, verify_command
@@ -45,8 +47,20 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """qwq-edge's own warnings as one line each; others as Python shows them."""
+    if issubclass(category, QwqEdgeWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, *args, **kwargs)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(args: list[str] | None = None) -> None:
     """Console entry point: every failure is one line on stderr and a non-zero exit."""
+    warnings.showwarning = _show_warning
     try:
         code = cli.main(args=args, prog_name="qwq-edge", standalone_mode=False)
     except QwqEdgeError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..evaluate import SAMPLE_DATA, load_problems, plot_summary, run_eval, summarize, write_summary
+from ..evaluate import SAMPLE_DATA, BudgetSummary, load_problems, plot_summary, run_eval, summarize, write_summary
 from .interrupt import cancel_on_interrupt
 from .options import generation_options, load_model, model_options, options_from_params
 
@@ -50,24 +51,39 @@ def evaluate(
     options = options_from_params(params)
     console = Console(stderr=True)
     total = len(problems) * len(budgets) * samples
-    with cancel_on_interrupt(model):
-        for count, row in enumerate(run_eval(model, problems, budgets, results, options, samples=samples), start=1):
+    with cancel_on_interrupt(model) as interrupt:
+        rows = run_eval(model, problems, budgets, results, options, samples=samples, stop=lambda: interrupt.requested)
+        for count, row in enumerate(rows, start=1):
             mark = "✓" if row["correct"] else "✗"
             console.print(
                 f"[{count}] budget {row['budget']:>5}  {row['id']:<16} {mark} {row['predicted']}", markup=False
             )
-    summary = summarize(results, budgets)
-    write_summary(summary, out_dir / "summary.json", model.info.model_name)
-    plot_summary(summary, out_dir / "accuracy_vs_thinking.png", model.info.model_name)
+    if interrupt.requested:
+        click.echo(f"interrupted: the finished runs are kept in {results}; run the same command to go on", err=True)
+        sys.exit(130)
+    _report(
+        model.info.model_name,
+        summarize(results, budgets),
+        out_dir,
+        f"{len(problems)} problems × {samples} samples ({total} runs)",
+        as_json,
+    )
+
+
+def _report(model_name: str, summary: list[BudgetSummary], out_dir: Path, title: str, as_json: bool) -> None:
+    """Write the summary and the plot; print the table (or JSON)."""
+    write_summary(summary, out_dir / "summary.json", model_name)
+    plot_summary(summary, out_dir / "accuracy_vs_thinking.png", model_name)
     if as_json:
-        click.echo(json.dumps({"model": model.info.model_name, "budgets": [s.__dict__ for s in summary]}))
+        click.echo(json.dumps({"model": model_name, "budgets": [s.__dict__ for s in summary]}))
         return
-    table = Table(title=f"{model.info.model_name}: {len(problems)} problems × {samples} samples ({total} runs)")
+    table = Table(title=f"{model_name}: {title}")
     for column in ("budget", "accuracy", "mean thinking tokens", "mean time per problem"):
         table.add_column(column, justify="right")
     for s in summary:
         table.add_row(str(s.budget), f"{s.accuracy:.1%}", f"{s.mean_thinking_tokens:.0f}", f"{s.mean_seconds:.1f} s")
     Console().print(table)
-    console.print(
-        f"results: {results}; summary: {out_dir / 'summary.json'}; plot: {out_dir / 'accuracy_vs_thinking.png'}"
+    Console(stderr=True).print(
+        f"results: {out_dir / 'results.jsonl'}; summary: {out_dir / 'summary.json'}; "
+        f"plot: {out_dir / 'accuracy_vs_thinking.png'}"
     )

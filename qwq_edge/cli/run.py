@@ -9,7 +9,9 @@ from typing import Any
 import click
 from rich.console import Console
 
+from ..errors import InvalidRequestError
 from ..events import collect
+from ..prompt import check_text
 from .interrupt import cancel_on_interrupt
 from .options import display_options, generation_options, load_model, model_options, options_from_params
 from .render import EventRenderer
@@ -17,9 +19,17 @@ from .render import EventRenderer
 
 def _read_prompt(prompt: str | None) -> str:
     if prompt is None and not sys.stdin.isatty():
-        prompt = sys.stdin.read()
+        data = sys.stdin.buffer.read()
+        try:
+            prompt = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            byte = f"0x{data[error.start]:02x}"
+            raise InvalidRequestError(
+                f"the prompt on standard input is not valid UTF-8 (byte {byte} at offset {error.start})"
+            ) from None
     if not prompt or not prompt.strip():
         raise click.UsageError("the prompt is empty: give it as an argument or on standard input")
+    check_text(prompt)
     return prompt
 
 

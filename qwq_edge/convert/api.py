@@ -27,27 +27,24 @@ from .output import (
     ensure_disk_space,
     no_progress,
     path_size,
+    tracked_conversion,
 )
 from .source import resolve_source
 from .to_gguf import GGUF_QUANTS, write_gguf
 from .to_hf import HF_DTYPES, write_hf
 from .to_mlx import MLX_RECIPES, write_mlx
-from .verify import VerifyReport, verify
+from .verify import VerifyReport, judge, verify
 
 MLX_BITS = (2, 3, 4, 5, 6, 8, 16)
 MLX_GROUP_SIZES = (32, 64, 128)
-#: Least top-1 agreement with the source for a conversion to count as verified: a
-#: wrong tensor layout gives about 1/vocab (a different model 0 on the test checkpoints);
-#: quantization noise on random test weights gives ~0.75 at 4 bits, 0.57 for Q3_K_M and
-#: 0.23 for Q2_K ("low": below 4 bits per weight).
-MIN_AGREEMENT = {"full": 0.9, "quantized": 0.5, "low": 0.15}
 #: MLX recipes whose base width is below 4 bits.
 _LOW_RECIPES = ("mixed_2_", "mixed_3_")
 _SLACK = 64 << 20
 
 
 def agreement_level(bits: float, quantized: bool = True) -> str:
-    """Which ``MIN_AGREEMENT`` a conversion to ``bits`` bits per weight must reach."""
+    """How closely a conversion to ``bits`` bits per weight must agree with its source:
+    ``full``, ``quantized`` or ``low`` (below 4 bits per weight), the level ``judge`` applies."""
     if not quantized:
         return "full"
     return "low" if bits < 4 else "quantized"
@@ -61,12 +58,9 @@ def _verified(converted: Path, reference: Path, level: str, progress: Progress) 
     progress("verifying", 0, 1)
     report = verify(converted, reference)
     progress("verifying", 1, 1)
-    needed = MIN_AGREEMENT[level]
-    if report.top1_agreement < needed:
-        raise ConversionError(
-            f"verification failed: top-1 agreement with the source is {report.top1_agreement:.1%} "
-            f"(needs {needed:.0%}), mean KL {report.mean_kl:.4f}; the output was not kept"
-        )
+    problem = judge(report, level)
+    if problem:
+        raise ConversionError(f"verification failed: {problem}; the output was not kept")
     return report
 
 
@@ -122,7 +116,7 @@ def convert_to_gguf(
     intermediate_bytes = params * 2 if spec.llama_ftype is not None else 0
     ensure_disk_space(out.parent, int(params * spec.bits_estimate / 8 + intermediate_bytes) + _SLACK)
     start = perf_counter()
-    with atomic_output(out, force=force) as partial:
+    with tracked_conversion(out), atomic_output(out, force=force) as partial:
         if spec.llama_ftype is None:
             write_gguf(checkpoint, partial, spec, progress)
         else:
@@ -195,16 +189,17 @@ def _from_checkpoint(
     start = perf_counter()
     temporary = out.with_name(f".{out.name}.source.partial")
     checkpoint_folder = source
-    try:
-        if source.is_file():
+    with tracked_conversion(out):
+        try:
+            if source.is_file():
+                shutil.rmtree(temporary, ignore_errors=True)
+                write_hf(source, temporary, "float16", progress)
+                checkpoint_folder = temporary
+            with atomic_output(out, force=force) as partial:
+                params = convert(Checkpoint(checkpoint_folder), partial)
+                report = _verified(partial, checkpoint_folder, level, progress) if verify else None
+        finally:
             shutil.rmtree(temporary, ignore_errors=True)
-            write_hf(source, temporary, "float16", progress)
-            checkpoint_folder = temporary
-        with atomic_output(out, force=force) as partial:
-            params = convert(Checkpoint(checkpoint_folder), partial)
-            report = _verified(partial, checkpoint_folder, level, progress) if verify else None
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return _finish(out, source, target, label, params, start, report)
 
 
@@ -227,7 +222,7 @@ def convert_to_hf(
     out = Path(out) if out else Path.cwd() / f"{source_name(gguf_path)}-hf"
     ensure_disk_space(out.parent, header.file_size * 8 + _SLACK)
     start = perf_counter()
-    with atomic_output(out, force=force) as partial:
+    with tracked_conversion(out), atomic_output(out, force=force) as partial:
         params = write_hf(gguf_path, partial, dtype, progress)
         report = _verified(partial, gguf_path, "full", progress) if verify else None
     return _finish(out, gguf_path, "hf", dtype, params, start, report)

@@ -6,13 +6,13 @@ converter asks for them, so nothing here grows with the model's size.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import CheckpointError
+from ..model_config import read_json_object
 from ..qwen2 import Qwen2Config, tensor_names
 from .safetensors_io import SafetensorsFile
 
@@ -35,10 +35,7 @@ def source_name(path: Path) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"cannot read {path}: {error}") from None
+    return read_json_object(path, CheckpointError)
 
 
 class Checkpoint:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConversionError
+from ..errors import ConversionError, QwqEdgeWarning
+from ..machine import models_home
 
 #: ``progress(stage, done, total)``: called as work advances. Stages count bytes,
 #: except those named here.
@@ -64,6 +67,70 @@ def atomic_output(out: Path, *, force: bool) -> Iterator[Path]:
         raise
     _remove(out)
     os.replace(partial, out)
+
+
+def scratch_paths(out: Path) -> list[Path]:
+    """Every file or folder a conversion to ``out`` writes before it is done."""
+    return [
+        out.with_name(out.name + ".partial"),
+        out.with_name(out.name + ".f16.partial"),
+        out.with_name(f".{out.name}.source.partial"),
+    ]
+
+
+def _records() -> Path:
+    return models_home() / "conversions-in-progress"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def sweep_leftovers() -> list[tuple[Path, int]]:
+    """Remove what conversions killed before they could clean up left behind (each running
+    conversion keeps a record of its scratch paths); return what was removed and its size."""
+    removed = []
+    for record in sorted(_records().glob("*.json")) if _records().is_dir() else []:
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+            pid, paths = int(data["pid"]), [Path(p) for p in data["paths"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+            continue
+        if _alive(pid):
+            continue
+        for path in paths:
+            if path.exists() and path.name.endswith(".partial"):
+                removed.append((path, path_size(path)))
+                _remove(path)
+        record.unlink(missing_ok=True)
+    return removed
+
+
+@contextmanager
+def tracked_conversion(out: Path) -> Iterator[None]:
+    """Clean up after earlier killed conversions (saying so), then record this one's scratch
+    paths until it ends, so that a kill now is cleaned up at the next start."""
+    for path, size in sweep_leftovers():
+        message = f"removed {path} ({size / 1e9:.2f} GB), left by a conversion that was killed"
+        warnings.warn(message, QwqEdgeWarning, stacklevel=3)
+    record = _records() / f"{os.getpid()}-{abs(hash(str(out.resolve())))}.json"
+    data = {"pid": os.getpid(), "output": str(out.resolve()), "paths": [str(p.resolve()) for p in scratch_paths(out)]}
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(data), encoding="utf-8")
+    except OSError:
+        pass  # the record only helps a later cleanup; the conversion does not need it
+    try:
+        yield
+    finally:
+        record.unlink(missing_ok=True)
 
 
 @dataclass

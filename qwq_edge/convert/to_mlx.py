@@ -91,7 +91,12 @@ def write_mlx(
         progress("quantizing MLX" if quantize else "converting", done, total)
     shards.flush()
     _write_config(checkpoint, folder, quantize, bits, group_size, per_layer)
-    index = {"metadata": {}, "weight_map": shards.weight_map}
+    _write_index_and_tokenizer(checkpoint, folder, shards.weight_map)
+
+
+def _write_index_and_tokenizer(checkpoint: Checkpoint, folder: Path, weight_map: dict[str, str]) -> None:
+    """The shard index, and the tokenizer files copied from the checkpoint."""
+    index = {"metadata": {}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     for file_name in TOKENIZER_FILES:
         if (checkpoint.folder / file_name).is_file():

@@ -46,15 +46,22 @@ def _shape(path: Path) -> ModelShape:
     )
 
 
+def _quantization(file_type: object) -> str:
+    try:
+        return LlamaFileType(file_type).name.replace("MOSTLY_", "")
+    except ValueError:
+        return "unknown"
+
+
 def _facts(path: Path) -> ModelFacts:
     header = read_gguf_header(path)
-    file_type = int(header.metadata.get("general.file_type", -1))
+    template = header.metadata.get("tokenizer.chat_template")
     return ModelFacts(
         format="gguf",
         architecture=header.architecture,
         parameters=header.parameter_count,
-        quantization=LlamaFileType(file_type).name.replace("MOSTLY_", "") if file_type >= 0 else "unknown",
-        chat_template=header.metadata.get("tokenizer.chat_template"),
+        quantization=_quantization(header.metadata.get("general.file_type")),
+        chat_template=template if isinstance(template, str) else None,
         files={path.name: header.file_size},
     )
 

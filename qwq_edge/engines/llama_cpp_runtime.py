@@ -9,8 +9,10 @@ sampler and the per-token Python work stays a few microseconds.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,21 +32,45 @@ _SPECIAL_ATTRS = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR
 _KV_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0}
 
 
+class _UnusedChatFormatter:
+    """Stands in for llama-cpp-python's chat formatter while a model loads: qwq-edge renders
+    prompts itself (with bounds, see ``qwq_edge.template``), and llama-cpp-python would
+    compile the model's template unbounded and fail the whole load on a syntax error."""
+
+    def __init__(self, **_: Any) -> None:
+        pass
+
+    def to_chat_handler(self) -> None:
+        return None
+
+
+@contextmanager
+def _without_chat_formatter() -> Iterator[None]:
+    chat_format = llama_cpp.llama_chat_format
+    original = chat_format.Jinja2ChatFormatter
+    chat_format.Jinja2ChatFormatter = _UnusedChatFormatter
+    try:
+        yield
+    finally:
+        chat_format.Jinja2ChatFormatter = original
+
+
 def _load_llama(path: str | Path, n_ctx: int, threads: int, gpu_layers: int, kv_cache: str) -> llama_cpp.Llama:
     try:
-        return llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=min(512, n_ctx),
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_gpu_layers=gpu_layers,
-            # A quantized V cache needs flash attention in llama.cpp.
-            flash_attn=kv_cache != "f16",
-            type_k=_KV_TYPES[kv_cache],
-            type_v=_KV_TYPES[kv_cache],
-            verbose=False,
-        )
+        with _without_chat_formatter():
+            return llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=min(512, n_ctx),
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu_layers,
+                # A quantized V cache needs flash attention in llama.cpp.
+                flash_attn=kv_cache != "f16",
+                type_k=_KV_TYPES[kv_cache],
+                type_v=_KV_TYPES[kv_cache],
+                verbose=False,
+            )
     except (ValueError, RuntimeError) as error:
         hint = " (with an 8-bit KV cache; try --kv-cache f16)" if kv_cache != "f16" else ""
         raise ModelFormatError(f"llama.cpp could not load {path}{hint}: {error}") from None
@@ -134,7 +160,8 @@ class LlamaCppEngine:
             context_length=min(n_ctx, self.llama.n_ctx()),
             trained_context_length=trained,
             vocab_size=self.vocab_size,
-            chat_template=metadata.get("tokenizer.chat_template"),
+            # From the header: llama-cpp-python drops all metadata when one string is not UTF-8.
+            chat_template=header.metadata.get("tokenizer.chat_template"),
             device=f"gpu ({gpu_layers} layers offloaded)" if gpu_layers else f"cpu ({threads} threads)",
             metadata=metadata,
         )

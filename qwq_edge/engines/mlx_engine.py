@@ -6,7 +6,6 @@ logits are asked for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import numpy as np
 
 from ..errors import ModelFormatError
 from ..machine import apple_silicon, metal_available
+from ..model_config import read_json_object, read_model_config
 from ..qwen2 import Qwen2Config
 from ..safetensors_header import read_header
 from ..shape import ModelShape, shape_from_config
@@ -24,16 +24,11 @@ from .spec import AutoChoice, EngineOptions, EngineSpec, ModelFacts, RawRunner
 
 def check_mlx_folder(path: Path) -> dict[str, Any]:
     """Check an MLX model folder before mlx-lm reads it; return its config."""
-    config_path = path / "config.json"
-    if not config_path.is_file():
-        raise ModelFormatError(f"{path} is not a model folder (no config.json)")
-    try:
-        config = json.loads(config_path.read_text())
-    except ValueError as error:
-        raise ModelFormatError(f"{config_path} is not valid JSON ({error})") from None
+    config = read_model_config(path)
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        weight_map = read_json_object(index).get("weight_map")
+        shards = {str(s) for s in weight_map.values()} if isinstance(weight_map, dict) else set()
         missing = sorted(s for s in shards if not (path / s).is_file())
         if missing:
             raise ModelFormatError(f"{path} is missing {len(missing)} weight shard(s), e.g. {missing[0]}")
@@ -47,15 +42,8 @@ def check_mlx_folder(path: Path) -> dict[str, Any]:
     return config
 
 
-def _config(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as error:
-        raise ModelFormatError(f"{path} has no readable config.json ({error})") from None
-
-
 def _shape(path: Path) -> ModelShape:
-    config = _config(path)
+    config = read_model_config(path)
     weights = sum(p.stat().st_size for p in path.glob("*.safetensors"))
     return shape_from_config(str(config.get("_name_or_path") or path.name), config, weights)
 
@@ -64,13 +52,16 @@ def _quantization(config: dict[str, Any]) -> str:
     block = config.get("quantization")
     if not block:
         return str(config.get("torch_dtype", "unquantized"))
-    widths = {entry["bits"] for entry in block.values() if isinstance(entry, dict)} | {block["bits"]}
-    return f"{'/'.join(map(str, sorted(widths)))}-bit, group {block['group_size']}"
+    if not isinstance(block, dict) or "bits" not in block:
+        return "unknown (config.json's quantization block has no bits)"
+    widths = {entry.get("bits") for entry in block.values() if isinstance(entry, dict)} | {block["bits"]}
+    return f"{'/'.join(sorted(map(str, widths)))}-bit, group {block.get('group_size', '?')}"
 
 
 def _facts(path: Path) -> ModelFacts:
-    config = _config(path)
+    config = read_model_config(path)
     tokenizer_config = path / "tokenizer_config.json"
+    template = read_json_object(tokenizer_config).get("chat_template") if tokenizer_config.is_file() else None
     # Quantized weights hide the parameter count; the config gives it.
     qwen2 = Qwen2Config.from_dict({"architectures": ["Qwen2ForCausalLM"], **config}, str(path))
     return ModelFacts(
@@ -78,9 +69,7 @@ def _facts(path: Path) -> ModelFacts:
         architecture=config.get("model_type"),
         parameters=qwen2.parameter_count,
         quantization=_quantization(config),
-        chat_template=json.loads(tokenizer_config.read_text()).get("chat_template")
-        if tokenizer_config.is_file()
-        else None,
+        chat_template=template if isinstance(template, str) else None,
         files={p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()},
     )
 

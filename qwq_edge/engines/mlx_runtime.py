@@ -101,7 +101,7 @@ class MlxEngine:
         config = check_mlx_folder(path)
         try:
             self.model, wrapper = mlx_load(str(path))
-        except (ValueError, FileNotFoundError, KeyError) as error:
+        except (ValueError, FileNotFoundError, KeyError, TypeError, AttributeError) as error:
             raise ModelFormatError(f"mlx-lm could not load {path}: {error}") from None
         self._tokenizer = wrapper._tokenizer.backend_tokenizer
         self.vocab_size = int(config.get("vocab_size") or self._tokenizer.get_vocab_size())
@@ -116,7 +116,7 @@ class MlxEngine:
         self._control = {i for i, token in added.items() if token.special}
         self.special_texts = frozenset(token.content for token in added.values())
         self.end_of_generation = self._end_of_generation(wrapper, config, added)
-        trained = int(config.get("max_position_embeddings", 4096))
+        trained = int(config.get("max_position_embeddings") or 4096)
         self.info = EngineInfo(
             engine=self.name,
             model_path=str(path),
