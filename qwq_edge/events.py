@@ -38,7 +38,8 @@ class Intervention:
     ``kind`` is one of ``budget`` (thinking reached its budget and was closed),
     ``eos-close`` (the model tried to stop while thinking; the runtime closed the
     thinking so that an answer follows), ``context-close`` (the context was about to
-    run out during thinking). ``text`` is what the runtime forced into the output.
+    run out during thinking), ``max-tokens`` (``max_tokens`` was about to run out
+    during thinking). ``text`` is what the runtime forced into the output.
     """
 
     kind: str
