@@ -40,8 +40,8 @@ class RequestLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            stats = state.get("stats")
-            logger.info(log_line(scope["method"], scope["path"], status or 500, stats, perf_counter() - began))
+            line = log_line(scope["method"], scope["path"], status or 500, state.get("stats"), perf_counter() - began)
+            logger.info(line + (" (client disconnected)" if state.get("disconnected") else ""))
 
 
 def log_line(method: str, path: str, status: int, stats: GenerationStats | None, seconds: float) -> str:

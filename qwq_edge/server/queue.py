@@ -13,7 +13,8 @@ import asyncio
 import math
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing
 
 from ..events import Event
 from .errors import QueueFullError, ShuttingDownError
@@ -66,15 +67,16 @@ class Runner:
         self._admitted += 1
         return Slot(self)
 
-    async def events(self, slot: Slot, start: Callable[[], Iterator[Event]]) -> AsyncIterator[Event]:
+    async def events(self, slot: Slot, start: Callable[[], Iterator[Event]]) -> AsyncGenerator[Event, None]:
         """Wait for the model, run ``start()``'s events in a thread and yield them here."""
         try:
             await self._take_turn()
             try:
                 loop = asyncio.get_running_loop()
                 began = loop.time()
-                async for event in self._run(start):
-                    yield event
+                async with aclosing(self._run(start)) as events:
+                    async for event in events:
+                        yield event
                 self._seconds = 0.8 * self._seconds + 0.2 * (loop.time() - began)
             finally:
                 self._hand_over()
@@ -114,7 +116,7 @@ class Runner:
                 return
         self._running = False
 
-    async def _run(self, start: Callable[[], Iterator[Event]]) -> AsyncIterator[Event]:
+    async def _run(self, start: Callable[[], Iterator[Event]]) -> AsyncGenerator[Event, None]:
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[object] = asyncio.Queue()
         abandon = threading.Event()

@@ -11,7 +11,8 @@ import asyncio
 import hmac
 import json
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -98,6 +99,7 @@ class Service:
             return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
         result = await _until_disconnect(_result(run), request)
         if result is None:
+            request.state.disconnected = True
             return Response(status_code=499)  # the client is gone: nobody reads this
         request.state.stats = result.stats
         return JSONResponse(RESPONSES[reply.kind](result, reply))
@@ -115,19 +117,22 @@ def _data(chunk: dict[str, Any]) -> str:
     return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
 
-async def _sse(run: AsyncIterator[Event], request: Request, reply: Reply, include_usage: bool) -> AsyncIterator[str]:
+async def _sse(
+    run: AsyncGenerator[Event, None], request: Request, reply: Reply, include_usage: bool
+) -> AsyncIterator[str]:
     to_chunk = CHUNKS[reply.kind]
     result = None
     try:
         if reply.kind == "chat":
             yield _data(chat_first_chunk(reply))
-        async for event in run:
-            if isinstance(event, Done):
-                result = event.result
-                request.state.stats = result.stats
-            chunk = to_chunk(event, reply)
-            if chunk is not None:
-                yield _data(chunk)
+        async with aclosing(run):
+            async for event in run:
+                if isinstance(event, Done):
+                    result = event.result
+                    request.state.stats = result.stats
+                chunk = to_chunk(event, reply)
+                if chunk is not None:
+                    yield _data(chunk)
         if include_usage and result is not None:
             yield _data(usage_chunk(result, reply))
         yield "data: [DONE]\n\n"
@@ -135,12 +140,16 @@ async def _sse(run: AsyncIterator[Event], request: Request, reply: Reply, includ
         yield _data(error.body())
     except QwqEdgeError as error:
         yield _data(error_body(str(error), "server_error"))
+    except (asyncio.CancelledError, GeneratorExit):
+        request.state.disconnected = True
+        raise
 
 
-async def _result(run: AsyncIterator[Event]) -> GenerationResult:
-    async for event in run:
-        if isinstance(event, Done):
-            return event.result
+async def _result(run: AsyncGenerator[Event, None]) -> GenerationResult:
+    async with aclosing(run):
+        async for event in run:
+            if isinstance(event, Done):
+                return event.result
     raise APIError(500, "the generation ended without a result", kind="server_error")  # pragma: no cover
 
 
