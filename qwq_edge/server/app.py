@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,12 +24,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ContextOverflowError, InvalidRequestError, QwqEdgeError
+from ..events import Event
 from ..model import Model
 from ..options import GenerationOptions
 from .errors import APIError, error_body
 from .logs import RequestLog
 from .mapping import Reply, completion_prompt, messages_from_request, options_from_request
-from .schemas import ChatCompletionRequest, CompletionRequest, parse
+from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields, parse
 from .service import Service, read_json
 
 STATIC = Path(__file__).parent / "static"
@@ -89,32 +92,54 @@ def _service(request: Request) -> Service:
 # -- endpoints ------------------------------------------------------------------------
 
 
-async def chat_completions(request: Request) -> Response:
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between the two generation endpoints."""
+
+    name: str  # "chat" or "completion"
+    schema: type[GenerationFields]
+    prompt: Callable[[Any], Any]  # body → messages or raw prompt
+    start: Callable[[Model, Any, GenerationOptions], Iterator[Event]]
+    tokens: Callable[[Model, Any, GenerationOptions], list[int]]
+
+
+CHAT = _Kind(
+    "chat",
+    ChatCompletionRequest,
+    messages_from_request,
+    lambda model, messages, options: model.stream(messages, options),
+    lambda model, messages, options: model.prompt_tokens(messages, options),
+)
+COMPLETION = _Kind(
+    "completion",
+    CompletionRequest,
+    completion_prompt,
+    lambda model, prompt, options: model.complete(prompt, options),
+    lambda model, prompt, options: model.raw_prompt_tokens(prompt),
+)
+
+
+async def _generate(request: Request, kind: _Kind) -> Response:
+    """Key, body, model name, options; the prompt built (a 400 if it cannot fit); then the queue."""
     service = _service(request)
     service.check_key(request)
-    body = parse(ChatCompletionRequest, await read_json(request))
+    body = parse(kind.schema, await read_json(request))
     service.check_model(body.model)
     options = options_from_request(body, service.defaults)
-    messages = messages_from_request(body)
-    events = await asyncio.to_thread(service.model.stream, messages, options)
-    reply = Reply(service.model_id, "chat")
+    prompt = kind.prompt(body)
+    events = await asyncio.to_thread(kind.start, service.model, prompt, options)
+    reply = Reply(service.model_id, kind.name)
     if body.return_token_ids:
-        reply.prompt_token_ids = await asyncio.to_thread(service.model.prompt_tokens, messages, options)
+        reply.prompt_token_ids = await asyncio.to_thread(kind.tokens, service.model, prompt, options)
     return await service.respond(request, body, events, reply)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _generate(request, CHAT)
 
 
 async def completions(request: Request) -> Response:
-    service = _service(request)
-    service.check_key(request)
-    body = parse(CompletionRequest, await read_json(request))
-    service.check_model(body.model)
-    options = options_from_request(body, service.defaults)
-    prompt = completion_prompt(body)
-    events = await asyncio.to_thread(service.model.complete, prompt, options)
-    reply = Reply(service.model_id, "completion")
-    if body.return_token_ids:
-        reply.prompt_token_ids = await asyncio.to_thread(service.model.raw_prompt_tokens, prompt)
-    return await service.respond(request, body, events, reply)
+    return await _generate(request, COMPLETION)
 
 
 def _model_card(request: Request) -> dict[str, object]:
