@@ -78,7 +78,7 @@ def over_http(client: Any, i: int, tokens: int) -> dict[str, float]:
         messages=[{"role": "user", "content": question(i)}],
         stream=True,
         stream_options={"include_usage": True},
-        extra_body={"max_answer_tokens": tokens},
+        extra_body={"max_answer_tokens": tokens, "reasoning_format": "none"},  # as in process
     )
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:

@@ -44,3 +44,12 @@ def test_roofline_and_multiturn_quick_modes(tmp_path):
     assert all(t["cached_prompt_tokens"] == 0 for t in turns["full"])
     assert (tmp_path / "roofline_quick.md").is_file() and (tmp_path / "multiturn_quick.md").is_file()
     assert (tmp_path / "multiturn_quick.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_serve_load_quick_mode(tmp_path):
+    from benchmarks import serve_load
+
+    data = serve_load.main(["--quick", "--out", str(tmp_path)])
+    assert data["load"]["requests"] == 4 and data["load"]["completion_tokens_per_s"] > 0
+    assert data["in_process"]["decode_tokens_per_s_median"] > 0 and data["overhead"]["decode_ratio"] > 0
+    assert "clients ×" in (tmp_path / "serve_load_quick.md").read_text()

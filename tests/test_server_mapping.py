@@ -268,3 +268,16 @@ def test_binding_beyond_loopback_without_a_key_warns():
     assert bind_warning("127.0.0.1", None) is None and bind_warning("localhost", None) is None
     assert bind_warning("::1", None) is None and bind_warning("0.0.0.0", "key") is None
     assert "without an API key" in bind_warning("0.0.0.0", None)
+
+
+def test_serve_takes_the_server_options_and_every_generation_option_of_run():
+    from click.testing import CliRunner
+
+    from qwq_edge.cli import cli
+
+    helptext = CliRunner().invoke(cli, ["serve", "--help"]).output
+    run_help = CliRunner().invoke(cli, ["run", "--help"]).output
+    for option in ("--host", "--port", "--api-key", "--max-queue", "--cors-origin", "--model-id"):
+        assert option in helptext
+    for option in ("--budget", "--min-thinking-tokens", "--effort", "--language", "--max-tokens", "--ctx", "--engine"):
+        assert option in helptext and option in run_help

@@ -51,6 +51,9 @@ def last(driver, selector: str):
 
 
 def ask(driver, text: str, budget: str) -> None:
+    settings = driver.find_element(By.ID, "settings")
+    if not settings.get_attribute("open"):
+        settings.find_element(By.TAG_NAME, "summary").click()
     budget_field = driver.find_element(By.ID, "budget")
     budget_field.clear()
     budget_field.send_keys(budget)
