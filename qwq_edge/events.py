@@ -38,9 +38,10 @@ class Intervention:
     ``kind`` is one of ``budget`` (thinking reached its budget and was closed),
     ``eos-close`` (the model tried to stop while thinking; the runtime closed the
     thinking so that an answer follows), ``context-close`` (the context was about to
-    run out during thinking), ``wait``, ``loop-nudge``, ``loop-close``. ``text`` is what
-    the runtime forced into the output; ``detail`` says more where there is more to say
-    (for ``budget``: where the cut fell and how many tokens it took back).
+    run out during thinking), ``max-tokens`` (``max_tokens`` was about to run out during
+    thinking), ``wait``, ``loop-nudge``, ``loop-close``. ``text`` is what the runtime forced
+    into the output; ``detail`` says more where there is more to say (for ``budget``: where
+    the cut fell and how many tokens it took back).
     """
 
     kind: str

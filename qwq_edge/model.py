@@ -9,7 +9,7 @@ the model stays usable.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from .planner import MemoryPlan, memory_budget, model_shape, plan_memory
 from .prompt import Message, PromptBuilder, as_messages
 from .reasoning.controller import ReasoningController
 from .reasoning.factory import ControllerFactory
-from .reasoning.formats import ReasoningFormat, resolve_format
+from .reasoning.formats import NONE, ReasoningFormat, resolve_format
 from .reasoning.language import detect_language, resolve_language
 from .sampling import SamplingParams
 from .turns import Turns
@@ -82,22 +82,56 @@ class Model:
         ``turns.stale_after`` seconds).
         """
         options = (options or GenerationOptions()).replace(**overrides)
-        fmt = (
-            self.reasoning_format
-            if options.reasoning_format in (None, "auto")
-            else resolve_format(options.reasoning_format, self.info.chat_template, self.info.model_name)
-        )
+        fmt = self._format(options)
         messages = self.prompt_messages(prompt, options.system)
         tokens = self.prompts.build(messages, fmt)
-        language = resolve_language(options.language, messages[-1].content)
         user_text = "\n".join(message.content for message in messages if message.role == "user")
+        return self._start(tokens, fmt, options, user_text, messages[-1].content)
+
+    def prompt_tokens(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> list[int]:
+        """The token ids ``stream`` would evaluate for ``prompt`` (template, system prompt
+        and opened thinking included): what the model is shown, to check or count."""
+        options = (options or GenerationOptions()).replace(**overrides)
+        return self.prompts.build(self.prompt_messages(prompt, options.system), self._format(options))
+
+    def complete(
+        self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **overrides: Any
+    ) -> Iterator[Event]:
+        """Continue a raw prompt: no chat template, no system prompt, no thinking opened
+        (the reasoning format is ``none`` unless ``options`` names one).
+
+        A string is plain text: any control token's text in it stays text. A list of
+        token ids is evaluated as it is, which is how a caller asks for control tokens.
+        """
+        options = (options or GenerationOptions()).replace(**overrides)
+        tokens = self.raw_prompt_tokens(prompt)
+        text = prompt if isinstance(prompt, str) else ""
+        return self._start(tokens, self._format(options, default=NONE), options, text, text)
+
+    def raw_prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
+        """The token ids ``complete`` evaluates for ``prompt``."""
+        tokens = self.prompts.tokenize_untrusted(prompt) if isinstance(prompt, str) else list(prompt)
+        if not tokens or not all(isinstance(t, int) and 0 <= t < self.info.vocab_size for t in tokens):
+            raise InvalidRequestError("the prompt must be non-empty text or a list of valid token ids")
+        return tokens
+
+    def _format(self, options: GenerationOptions, default: ReasoningFormat | None = None) -> ReasoningFormat:
+        if options.reasoning_format in (None, "auto"):
+            return default or self.reasoning_format
+        return resolve_format(options.reasoning_format, self.info.chat_template, self.info.model_name)
+
+    def _start(
+        self, tokens: list[int], fmt: ReasoningFormat, options: GenerationOptions, user_text: str, last: str
+    ) -> Iterator[Event]:
+        """Build the controller for one request (``user_text``: the user's words, which the
+        language guard allows; ``last``: the message whose language the runtime's texts follow)."""
         controller = self.controllers.new(
             fmt,
             options.thinking_limits(self.family.effort),
-            language,
+            resolve_language(options.language, last),
             options.language_in_thinking,
             user_text,
-            detect_language(messages[-1].content),  # the runtime's texts follow the user without a guard too
+            detect_language(last),  # the runtime's texts follow the user without a guard too
         )
         controller.check_room(len(tokens), self.info.context_length)
         sampling = options.sampling(self.sampling)

@@ -32,8 +32,10 @@ class GenerationOptions:
     """How one reply is generated.
 
     ``max_thinking_tokens`` caps the thinking (the runtime then closes it and the
-    model answers); ``min_thinking_tokens`` makes it think at least that long (an
-    early close becomes "Wait"); ``effort`` (low, medium, high, max) sets both from
+    model answers); ``max_tokens`` caps thinking and answer together, as OpenAI's
+    ``max_completion_tokens`` does (the thinking is closed in time for a short
+    answer); ``min_thinking_tokens`` makes it think at least that long (an early
+    close becomes "Wait"); ``effort`` (low, medium, high, max) sets both from
     a table, explicit numbers win. ``max_answer_tokens`` caps the answer;
     ``think=False`` skips the thinking; ``loop_guard`` nudges a thinking that loops
     (masking the loop's n-grams for a stretch), then closes it if it loops again;
@@ -49,6 +51,7 @@ class GenerationOptions:
     max_thinking_tokens: int | None = None
     min_thinking_tokens: int | None = None
     max_answer_tokens: int | None = None
+    max_tokens: int | None = None
     effort: str | None = None
     think: bool = True
     loop_guard: bool = True
@@ -98,7 +101,7 @@ class GenerationOptions:
         """Budget, minimum and answer bound after the effort preset (``model_budgets``:
         a catalog entry's own budgets per effort level)."""
         budget, minimum = apply_effort(self.effort, self.max_thinking_tokens, self.min_thinking_tokens, model_budgets)
-        return ThinkingLimits(budget, self.max_answer_tokens, self.think, minimum, self.loop_guard)
+        return ThinkingLimits(budget, self.max_answer_tokens, self.think, minimum, self.loop_guard, self.max_tokens)
 
 
 _TYPES: dict[str, str] = {

@@ -12,7 +12,7 @@ Layers, bottom first; a module may import its own layer and the layers below
 | 2 models | prompt, catalog, families, planner, options | templates, catalog, memory, options |
 | 3 convert | convert/ (engine libraries only inside functions) | the converters |
 | 4 runtime | generate, model, chat | the loop and the Python API |
-| 5 services | store, inspection, evaluate, bench/, testdata, fits | pull, info, eval, bench |
+| 5 services | store, inspection, evaluate, bench/, testdata, fits, server/ | pull, info, eval, bench |
 | 6 front | cli/, the ``qwq_edge`` package itself, __main__ | CLI and public names |
 
 Further rules: ``reasoning/`` imports nothing from ``engines/`` (and the reverse);
@@ -43,12 +43,13 @@ LAYERS = {
         "resources",
         "answers",
         "turns",
+        "stops",
     ),
     1: ("reasoning", "engines"),
     2: ("prompt", "catalog", "families", "planner", "options"),
     3: ("convert",),
     4: ("generate", "model", "chat"),
-    5: ("store", "inspection", "evaluate", "bench", "testdata", "fits"),
+    5: ("store", "inspection", "evaluate", "bench", "testdata", "fits", "server"),
     6: ("cli", "__main__", ""),
 }
 LAYER_OF = {top: layer for layer, tops in LAYERS.items() for top in tops}

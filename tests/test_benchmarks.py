@@ -54,3 +54,12 @@ def test_loop_breaker_and_budget_eval_quick_modes(tmp_path):
     (table,) = tables.values()
     assert [row["budget"] for row in table] == [0, 8] and table[1]["cuts"]
     assert "where the cuts fell" in budget_eval.markdown("finish", table)
+
+
+def test_serve_load_quick_mode(tmp_path):
+    from benchmarks import serve_load
+
+    data = serve_load.main(["--quick", "--out", str(tmp_path)])
+    assert data["load"]["requests"] == 4 and data["load"]["completion_tokens_per_s"] > 0
+    assert data["in_process"]["decode_tokens_per_s"] > 0 and data["overhead"]["decode_ratio"] > 0
+    assert "clients ×" in (tmp_path / "serve_load_quick.md").read_text()

@@ -214,3 +214,29 @@ def test_effort_presets_and_explicit_numbers():
 def test_a_model_s_own_effort_budgets_replace_the_presets():
     assert apply_effort("low", None, None, {"low": 256}) == (256, 0)
     assert apply_effort("high", None, None, {"low": 256}) == (8192, 256)
+
+
+def test_max_tokens_closes_the_thinking_in_time_for_a_short_answer():
+    c = controller(max_tokens=3 + 16 + 2)
+    for _ in range(2):
+        assert c.next_action(ROOM) == Sample()
+        c.on_sampled("step ", 101)
+    assert c.next_action(ROOM) == Force((1, 2, 3), "max-tokens")
+    c.on_forced(Force((1, 2, 3), "max-tokens"), THINK.forced_close_text)
+    assert c.counts.thinking_closed_by == "max-tokens"
+    for _ in range(16):
+        assert isinstance(c.next_action(ROOM), Sample)
+        c.on_sampled("a", 105)
+    assert c.next_action(ROOM) == Finish("length")
+    assert c.counts.thinking_tokens + c.counts.forced_tokens + c.counts.answer_tokens == 3 + 16 + 2
+
+
+def test_a_max_tokens_too_small_for_the_close_ends_in_the_thinking():
+    c = controller(max_tokens=2)
+    for _ in range(2):
+        assert c.next_action(ROOM) == Sample()
+        c.on_sampled("step ", 101)
+    assert c.next_action(ROOM) == Finish("length")
+    n = controller(fmt=NONE, max_tokens=1)
+    n.on_sampled("a", 104)
+    assert n.next_action(ROOM) == Finish("length")

@@ -15,6 +15,7 @@ EVERY_OPTION = GenerationOptions(
     max_thinking_tokens=300,
     min_thinking_tokens=20,
     max_answer_tokens=40,
+    max_tokens=500,
     effort="high",
     think=False,
     loop_guard=False,

@@ -18,6 +18,7 @@ from .evaluate import evaluate
 from .inspect import doctor, info
 from .models import list_command, pull_command, rm_command
 from .run import run
+from .serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +30,7 @@ def cli() -> None:
 for command in (
     chat,
     run,
+    serve,
     bench,
     convert,
     verify_command,

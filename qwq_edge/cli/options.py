@@ -107,6 +107,11 @@ generation_options = _apply(
         ),
         click.option("--language-in-thinking", is_flag=True, help="Apply --language to the thinking too."),
         click.option("--max-answer-tokens", type=click.IntRange(min=0), help="Upper bound on answer tokens."),
+        click.option(
+            "--max-tokens",
+            type=click.IntRange(min=1),
+            help="Upper bound on thinking plus answer tokens (the thinking is closed in time for a short answer).",
+        ),
         click.option("--no-think", is_flag=True, help="Answer without thinking."),
         click.option("--system", help="System prompt (default: the model's own)."),
         click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding."),

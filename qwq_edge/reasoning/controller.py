@@ -82,16 +82,18 @@ Action = Sample | Force | Rewind | Finish
 
 @dataclass(frozen=True)
 class ThinkingLimits:
-    """What the user asked for: budget, minimum, answer bound, thinking on or off, loop guard."""
+    """What the user asked for: budget, minimum, answer bound, thinking on or off, loop guard,
+    and a bound on every generated token (``max_tokens``: thinking, forced text and answer)."""
 
     max_thinking_tokens: int | None = None
     max_answer_tokens: int | None = None
     think: bool = True
     min_thinking_tokens: int = 0
     loop_guard: bool = True
+    max_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_thinking_tokens", "max_answer_tokens", "min_thinking_tokens"):
+        for name in ("max_thinking_tokens", "max_answer_tokens", "min_thinking_tokens", "max_tokens"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InvalidRequestError(f"{name} must be >= 0, got {value}")
@@ -180,25 +182,38 @@ class ReasoningController:
         if self._pending is not None:
             action, self._pending = self._pending, None
             return action
+        left = self._tokens_left()
         if self.phase == THINKING:
-            return self._next_thinking_action(room)
+            return self._next_thinking_action(room, left)
         if self._model_stopped:
             return Finish("budget" if self.counts.thinking_closed_by == "budget" else "stop")
         limit = self.limits.max_answer_tokens
-        if room <= 0 or (limit is not None and self.counts.answer_tokens >= limit):
+        if room <= 0 or left <= 0 or (limit is not None and self.counts.answer_tokens >= limit):
             return Finish("length")
         first = self.tokens.end_of_generation if self.counts.answer_tokens == 0 else _NONE
         return Sample(self._join(first, self._language_ban()))
 
-    def _next_thinking_action(self, room: int) -> Action:
+    def _tokens_left(self) -> int:
+        """How many more tokens ``max_tokens`` allows (a large number when it is not set)."""
+        if self.limits.max_tokens is None:
+            return 1 << 62
+        counts = self.counts
+        return self.limits.max_tokens - counts.thinking_tokens - counts.answer_tokens - counts.forced_tokens
+
+    def _next_thinking_action(self, room: int, left: int) -> Action:
         if self._model_stopped:
             self._model_stopped = False
             return self._close("eos-close")
         budget = self.limits.max_thinking_tokens
         if budget is not None and self.counts.thinking_tokens >= budget:
             return self._budget_close()
-        if room <= len(self.tokens.close) + ANSWER_RESERVE:
+        closing = len(self.tokens.close) + ANSWER_RESERVE
+        if room <= closing:
             return self._close("context-close")
+        if left <= 0:
+            return Finish("length")  # too small a bound to close the thinking and answer
+        if len(self.tokens.close) < left <= closing:
+            return self._close("max-tokens")
         language = self._language_ban() if self.tokens.language_in_thinking else _NONE
         steer = _NONE
         if self._steer is not None and self._steer.left and self._block is not None:

@@ -1,0 +1,219 @@
+"""The ASGI app: OpenAI's endpoints, ``/health``, and the web chat page at ``/``.
+
+``create_app(model)`` is the whole server for embedding in another program (run
+it with any ASGI server); ``qwq-edge serve`` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..errors import ContextOverflowError, InvalidRequestError, QwqEdgeError
+from ..events import Event
+from ..model import Model
+from ..options import GenerationOptions
+from .errors import APIError, error_body
+from .logs import RequestLog
+from .mapping import Reply, completion_prompt, messages_from_request, options_from_request
+from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields, parse
+from .service import Service, read_json
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def default_model_id(model: Model) -> str:
+    """The name ``/v1/models`` lists when none is given: the model file's or folder's name."""
+    path = Path(model.info.model_path)
+    return path.stem if path.suffix == ".gguf" else path.name
+
+
+def create_app(
+    model: Model,
+    *,
+    defaults: GenerationOptions | None = None,
+    model_id: str | None = None,
+    api_key: str | None = None,
+    max_queue: int = 8,
+    cors_origins: Sequence[str] = (),
+) -> Starlette:
+    """The server for ``model``. ``defaults``: the options a request's fields change;
+    ``api_key``: required on ``/v1/*`` when set; ``max_queue``: requests that may wait
+    while one runs (more get 429); ``cors_origins``: web origins allowed to call it."""
+    service = Service(model, model_id or default_model_id(model), defaults or GenerationOptions(), api_key, max_queue)
+    middleware = [Middleware(RequestLog)]
+    if cors_origins:
+        allowed = {"allow_methods": ["GET", "POST", "OPTIONS"], "allow_headers": ["Authorization", "Content-Type"]}
+        middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), **allowed))
+    app = Starlette(
+        routes=ROUTES,
+        middleware=middleware,
+        exception_handlers={
+            APIError: _http_error,
+            HTTPException: _http_error,
+            QwqEdgeError: _library_error,
+            Exception: _internal_error,
+        },
+        lifespan=_lifespan,
+        max_body_size=MAX_BODY_BYTES,
+    )
+    app.state.service = service
+    app.state.started = int(time.time())
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    service.loop = asyncio.get_running_loop()
+    yield
+    service.runner.shutdown()
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+# -- endpoints ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between the two generation endpoints."""
+
+    name: str  # "chat" or "completion"
+    schema: type[GenerationFields]
+    prompt: Callable[[Any], Any]  # body → messages or raw prompt
+    start: Callable[[Model, Any, GenerationOptions], Iterator[Event]]
+    tokens: Callable[[Model, Any, GenerationOptions], list[int]]
+
+
+CHAT = _Kind(
+    "chat",
+    ChatCompletionRequest,
+    messages_from_request,
+    lambda model, messages, options: model.stream(messages, options),
+    lambda model, messages, options: model.prompt_tokens(messages, options),
+)
+COMPLETION = _Kind(
+    "completion",
+    CompletionRequest,
+    completion_prompt,
+    lambda model, prompt, options: model.complete(prompt, options),
+    lambda model, prompt, options: model.raw_prompt_tokens(prompt),
+)
+
+
+async def _generate(request: Request, kind: _Kind) -> Response:
+    """Key, body, model name, options; the prompt built (a 400 if it cannot fit); then the queue."""
+    service = _service(request)
+    service.check_key(request)
+    body = parse(kind.schema, await read_json(request))
+    service.check_model(body.model)
+    options = options_from_request(body, service.defaults)
+    prompt = kind.prompt(body)
+    events = await asyncio.to_thread(kind.start, service.model, prompt, options)
+    reply = Reply(service.model_id, kind.name)
+    if body.return_token_ids:
+        reply.prompt_token_ids = await asyncio.to_thread(kind.tokens, service.model, prompt, options)
+    return await service.respond(request, body, events, reply)
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _generate(request, CHAT)
+
+
+async def completions(request: Request) -> Response:
+    return await _generate(request, COMPLETION)
+
+
+def _model_card(request: Request) -> dict[str, object]:
+    service = _service(request)
+    info = service.model.info
+    details = {
+        "engine": info.engine,
+        "context_length": info.context_length,
+        "format": service.model.reasoning_format.name,
+    }
+    return {
+        "id": service.model_id,
+        "object": "model",
+        "created": request.app.state.started,
+        "owned_by": "qwq-edge",
+        "qwq_edge": details,
+    }
+
+
+async def list_models(request: Request) -> Response:
+    _service(request).check_key(request)
+    return JSONResponse({"object": "list", "data": [_model_card(request)]})
+
+
+async def get_model(request: Request) -> Response:
+    service = _service(request)
+    service.check_key(request)
+    name = request.path_params["name"]
+    service.check_model(name)
+    return JSONResponse(_model_card(request))
+
+
+async def health(request: Request) -> Response:
+    service = _service(request)
+    runner = service.runner
+    body = {"status": "ok", "model": service.model_id, "busy": runner.busy, "waiting": runner.waiting}
+    return JSONResponse(body)
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC / "index.html")
+
+
+ROUTES = [
+    Route("/", index),
+    Route("/health", health),
+    Route("/v1/models", list_models),
+    Route("/v1/models/{name:path}", get_model),
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Mount("/static", StaticFiles(directory=STATIC), name="static"),
+]
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    if isinstance(error, APIError):
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    assert isinstance(error, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(error.status_code)
+    return JSONResponse(
+        error_body(str(error.detail), "invalid_request_error", None, code), status_code=error.status_code
+    )
+
+
+async def _library_error(request: Request, error: Exception) -> Response:
+    if isinstance(error, InvalidRequestError):
+        code = "context_length_exceeded" if isinstance(error, ContextOverflowError) else "invalid_value"
+        return JSONResponse(error_body(str(error), "invalid_request_error", None, code), status_code=400)
+    return JSONResponse(error_body(str(error), "server_error"), status_code=500)
+
+
+async def _internal_error(request: Request, error: Exception) -> Response:
+    message = f"internal error: {type(error).__name__}"
+    return JSONResponse(error_body(message, "server_error", None, "internal_error"), status_code=500)

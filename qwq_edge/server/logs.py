@@ -1,0 +1,58 @@
+"""One log line per request: method, path, status, prompt/thinking/answer tokens, seconds.
+
+An ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which buffers
+streams): it sees the status as it is sent and writes the line when the response
+is over, streamed or not. Handlers leave the generation's stats in
+``request.state.stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+from time import perf_counter
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..events import GenerationStats
+
+logger = logging.getLogger("qwq_edge.server")
+
+
+class RequestLog:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = perf_counter()
+        status = 0
+        state: dict[str, Any] = scope.setdefault("state", {})
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            line = log_line(scope["method"], scope["path"], status or 500, state.get("stats"), perf_counter() - began)
+            logger.info(line + (" (client disconnected)" if state.get("disconnected") else ""))
+
+
+def log_line(method: str, path: str, status: int, stats: GenerationStats | None, seconds: float) -> str:
+    """``POST /v1/chat/completions 200 prompt=31 thinking=64 answer=12 stop 1.92s``."""
+    parts = [method, path, str(status)]
+    if stats is not None:
+        parts += [
+            f"prompt={stats.prompt_tokens}",
+            f"thinking={stats.thinking_tokens}",
+            f"answer={stats.answer_tokens}",
+            stats.finish_reason,
+        ]
+    parts.append(f"{seconds:.2f}s")
+    return " ".join(parts)

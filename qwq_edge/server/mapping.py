@@ -1,0 +1,222 @@
+"""Requests to ``GenerationOptions`` and messages; events and results to OpenAI's JSON.
+
+The server holds no generation logic: ``options_from_request`` is the one place a
+request body becomes options, and ``chat_chunk`` / ``completion_chunk`` the one
+place an event becomes a streamed chunk.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
+from ..options import GenerationOptions
+from .errors import bad_request
+from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, GenerationFields
+
+#: Request fields that are ``GenerationOptions`` fields of the same name.
+SAME_NAME = (
+    "max_thinking_tokens",
+    "min_thinking_tokens",
+    "max_answer_tokens",
+    "language",
+    "language_in_thinking",
+    "loop_guard",
+    "think",
+    "reasoning_format",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "repetition_penalty",
+    "seed",
+)
+
+#: OpenAI's finish reasons for qwq-edge's (its own stays in the ``qwq_edge`` field).
+FINISH_REASONS = {"stop": "stop", "budget": "stop", "length": "length", "cancelled": "stop"}
+
+_THINKING_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
+
+
+def options_from_request(request: GenerationFields, defaults: GenerationOptions) -> GenerationOptions:
+    """The options for one request: the server's ``defaults`` with the request's fields.
+
+    ``max_completion_tokens`` (else ``max_tokens``) bounds thinking plus answer;
+    ``reasoning_effort`` picks an effort preset and, unless the request also gives
+    numbers, replaces the server's default budget and minimum;
+    ``chat_template_kwargs.enable_thinking`` is ``think`` (an explicit ``think`` wins).
+    """
+    changes: dict[str, Any] = {name: getattr(request, name) for name in SAME_NAME}
+    changes["max_tokens"] = getattr(request, "max_completion_tokens", None) or request.max_tokens
+    if request.reasoning_effort is not None:
+        changes["effort"] = request.reasoning_effort
+        for name in ("max_thinking_tokens", "min_thinking_tokens"):
+            if name not in request.model_fields_set:
+                changes[name] = _CLEARED
+    template_kwargs = getattr(request, "chat_template_kwargs", None)
+    if request.think is None and template_kwargs is not None:
+        changes["think"] = template_kwargs.enable_thinking
+    given = {name: (None if value is _CLEARED else value) for name, value in changes.items() if value is not None}
+    return defaults.replace(**given)
+
+
+_CLEARED = object()  # "set this option back to None", as opposed to "not given"
+
+
+def stop_strings(request: GenerationFields) -> list[str]:
+    stop = request.stop
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def messages_from_request(request: ChatCompletionRequest) -> list[dict[str, str]]:
+    """The messages as ``{"role", "content"}``: text parts joined, ``developer`` as
+    ``system``, and an earlier answer's ``<think>…</think>`` dropped (thinking is not
+    carried into later turns)."""
+    messages = []
+    for index, message in enumerate(request.messages):
+        content = _text(message, index)
+        if message.role == "assistant":
+            content = _THINKING_BLOCK.sub("", content, count=1)
+        messages.append({"role": "system" if message.role == "developer" else message.role, "content": content})
+    return messages
+
+
+def _text(message: ChatMessage, index: int) -> str:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    if any(part.type != "text" or part.text is None for part in message.content):
+        raise bad_request("only text content parts are supported", param=f"messages.{index}.content")
+    return "".join(part.text or "" for part in message.content)
+
+
+def completion_prompt(request: CompletionRequest) -> str | list[int]:
+    """The raw prompt: text, or token ids (a list of one text is that text)."""
+    prompt = request.prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        if len(prompt) != 1:
+            raise bad_request("only one prompt per request is supported", param="prompt")
+        return prompt[0]
+    return prompt
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """What every chunk and response of one request shares."""
+
+    model: str
+    kind: str  # "chat" or "completion"
+    id: str = field(default="")
+    created: int = field(default_factory=lambda: int(time.time()))
+    prompt_token_ids: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        self.id = self.id or f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+
+    def envelope(self, chunk: bool) -> dict[str, Any]:
+        suffix = ".chunk" if chunk and self.kind == "chat" else ""
+        obj = ("chat.completion" if self.kind == "chat" else "text_completion") + suffix
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+
+def usage(stats: GenerationStats) -> dict[str, Any]:
+    """OpenAI's usage: every generated token counts, the thinking as reasoning tokens."""
+    completion = stats.generated_tokens
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": stats.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens},
+        "completion_tokens_details": {"reasoning_tokens": stats.thinking_tokens},
+    }
+
+
+def extension(stats: GenerationStats) -> dict[str, Any]:
+    """qwq-edge's own account of how the generation ended (the ``qwq_edge`` field)."""
+    return {
+        "finish_reason": stats.finish_reason,
+        "thinking_closed_by": stats.thinking_closed_by,
+        "thinking_tokens": stats.thinking_tokens,
+        "answer_tokens": stats.answer_tokens,
+        "forced_tokens": stats.forced_tokens,
+        "interventions": stats.interventions,
+    }
+
+
+def _choice_end(stats: GenerationStats) -> dict[str, Any]:
+    return {"finish_reason": FINISH_REASONS.get(stats.finish_reason, "stop"), "qwq_edge": extension(stats)}
+
+
+def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
+    """The streamed chunk for one event (``None``: nothing to send)."""
+    if isinstance(event, ThinkingDelta):
+        if not event.text:
+            return None
+        delta, extra = (
+            {"reasoning_content": event.text, "reasoning": event.text},
+            {"thinking_tokens": event.thinking_tokens},
+        )
+    elif isinstance(event, AnswerDelta):
+        if not event.text:
+            return None
+        delta, extra = {"content": event.text}, None
+    elif isinstance(event, Intervention):
+        delta, extra = {}, {"intervention": {"kind": event.kind, "text": event.text}}
+    else:
+        end = _choice_end(event.result.stats)
+        return {**reply.envelope(True), "choices": [{"index": 0, "delta": {}, "logprobs": None, **end}]}
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+    if extra:
+        choice["qwq_edge"] = extra
+    return {**reply.envelope(True), "choices": [choice]}
+
+
+def chat_first_chunk(reply: Reply) -> dict[str, Any]:
+    """The chunk that opens a streamed chat reply (the role, as OpenAI sends it)."""
+    delta = {"role": "assistant", "content": ""}
+    chunk = {**reply.envelope(True), "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+    if reply.prompt_token_ids is not None:
+        chunk["prompt_token_ids"] = reply.prompt_token_ids
+    return chunk
+
+
+def completion_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
+    """The streamed chunk for one event of a raw completion (thinking and answer are one text)."""
+    if isinstance(event, Done):
+        choice = {"index": 0, "text": "", "logprobs": None, **_choice_end(event.result.stats)}
+    elif isinstance(event, (ThinkingDelta, AnswerDelta)) and event.text:
+        choice = {"index": 0, "text": event.text, "logprobs": None, "finish_reason": None}
+    else:
+        return None
+    return {**reply.envelope(True), "choices": [choice]}
+
+
+def usage_chunk(result: GenerationResult, reply: Reply) -> dict[str, Any]:
+    """The last chunk when ``stream_options.include_usage`` is set: no choices, the usage."""
+    return {**reply.envelope(True), "choices": [], "usage": usage(result.stats)}
+
+
+def chat_response(result: GenerationResult, reply: Reply) -> dict[str, Any]:
+    """A whole chat reply: the answer in ``content``, the thinking in ``reasoning_content`` and ``reasoning``."""
+    thinking = result.thinking or None
+    message = {"role": "assistant", "content": result.answer, "reasoning_content": thinking, "reasoning": thinking}
+    choice = {"index": 0, "message": message, "logprobs": None, **_choice_end(result.stats)}
+    return _with_ids({**reply.envelope(False), "choices": [choice], "usage": usage(result.stats)}, reply)
+
+
+def completion_response(result: GenerationResult, reply: Reply) -> dict[str, Any]:
+    choice = {"index": 0, "text": result.thinking + result.answer, "logprobs": None, **_choice_end(result.stats)}
+    return _with_ids({**reply.envelope(False), "choices": [choice], "usage": usage(result.stats)}, reply)
+
+
+def _with_ids(body: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    if reply.prompt_token_ids is not None:
+        body["prompt_token_ids"] = reply.prompt_token_ids
+    return body

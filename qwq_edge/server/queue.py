@@ -1,0 +1,170 @@
+"""One generation at a time, the others waiting in a bounded first-come queue.
+
+The engine is blocking, so a generation runs in a thread of its own and hands its
+events to the event loop through an ``asyncio.Queue``; the loop stays free to
+stream, accept and refuse. A consumer that goes away (a client disconnect, a
+stop button) stops its generation at the next token and gives the model to the
+next request as soon as the thread has let go of it (one token's time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing
+
+from ..events import Event
+from .errors import QueueFullError, ShuttingDownError
+
+_END = object()
+
+
+class Slot:
+    """An admitted request's place: waiting, then running, then released (once)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._runner._admitted -= 1
+
+
+class Runner:
+    """Admits up to ``max_queue`` waiting requests besides the running one, and runs
+    their generations one at a time; ``cancel`` stops the running generation."""
+
+    def __init__(self, max_queue: int, cancel: Callable[[], None]) -> None:
+        self.max_queue = max_queue
+        self._cancel = cancel
+        self._admitted = 0
+        self._running = False
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._stops: set[Callable[[BaseException], None]] = set()
+        self._closing = False
+        self._seconds = 5.0  # a running average of how long a generation takes, for Retry-After
+
+    @property
+    def busy(self) -> bool:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return max(0, self._admitted - (1 if self._running else 0))
+
+    def admit(self) -> Slot:
+        """A place in the queue, or ``QueueFullError`` (429) when ``max_queue`` are waiting."""
+        if self._closing:
+            raise ShuttingDownError()
+        if self._admitted >= self.max_queue + 1:
+            # a place frees up when the running generation ends: about one generation's time
+            raise QueueFullError(self.waiting, min(max(1, math.ceil(self._seconds)), 60))
+        self._admitted += 1
+        return Slot(self)
+
+    async def events(self, slot: Slot, start: Callable[[], Iterator[Event]]) -> AsyncGenerator[Event, None]:
+        """Wait for the model, run ``start()``'s events in a thread and yield them here."""
+        try:
+            await self._take_turn()
+            try:
+                loop = asyncio.get_running_loop()
+                began = loop.time()
+                async with aclosing(self._run(start)) as events:
+                    async for event in events:
+                        yield event
+                self._seconds = 0.8 * self._seconds + 0.2 * (loop.time() - began)
+            finally:
+                self._hand_over()
+        finally:
+            slot.release()
+
+    def shutdown(self) -> None:
+        """Every waiting and running request ends with ``ShuttingDownError``."""
+        self._closing = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ShuttingDownError())
+        for stop in list(self._stops):
+            stop(ShuttingDownError())
+
+    async def _take_turn(self) -> None:
+        if not self._running and not self._waiters:
+            self._running = True
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._hand_over()  # the turn came as this waiter was cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def _hand_over(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # still running: the turn passes straight on
+                return
+        self._running = False
+
+    async def _run(self, start: Callable[[], Iterator[Event]]) -> AsyncGenerator[Event, None]:
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[object] = asyncio.Queue()
+        abandon = threading.Event()
+        finished = asyncio.Event()
+
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(items.put_nowait, item)
+
+        def produce() -> None:
+            try:
+                _produce(start, put, abandon)
+            finally:
+                loop.call_soon_threadsafe(finished.set)
+
+        def stop(error: BaseException | None = None) -> None:
+            abandon.set()
+            self._cancel()
+            if error is not None:
+                items.put_nowait(error)
+
+        self._stops.add(stop)
+        threading.Thread(target=produce, name="qwq-edge-generation", daemon=True).start()
+        try:
+            while (item := await items.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            self._stops.discard(stop)
+            if not finished.is_set():
+                stop()
+                await asyncio.shield(finished.wait())
+
+
+def _produce(start: Callable[[], Iterator[Event]], put: Callable[[object], None], abandon: threading.Event) -> None:
+    """The generation thread: every event to ``put``, then ``_END``; an error is put as it is."""
+    try:
+        events = start()
+        try:
+            for event in events:
+                put(event)
+                if abandon.is_set():
+                    break
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+    except Exception as error:
+        put(error)
+    finally:
+        put(_END)

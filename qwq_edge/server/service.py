@@ -1,0 +1,176 @@
+"""What a generation request goes through: key, body, model name, options, queue, reply.
+
+``Service`` holds the model and the server's settings; the endpoints in ``app``
+call it. Streams are Server-Sent Events ending with ``data: [DONE]``; an error
+after the stream has begun (the server shutting down) is an ``error`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ..errors import QwqEdgeError
+from ..events import Done, Event, GenerationResult
+from ..model import Model
+from ..options import GenerationOptions
+from ..stops import stop_at
+from .errors import APIError, bad_request, error_body
+from .mapping import (
+    Reply,
+    chat_chunk,
+    chat_first_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    stop_strings,
+    usage_chunk,
+)
+from .queue import Runner
+from .schemas import GenerationFields
+
+T = TypeVar("T")
+
+#: Per kind of reply: event → chunk, and result → whole response.
+CHUNKS: dict[str, Callable[[Event, Reply], dict[str, Any] | None]] = {
+    "chat": chat_chunk,
+    "completion": completion_chunk,
+}
+RESPONSES: dict[str, Callable[[GenerationResult, Reply], dict[str, Any]]] = {
+    "chat": chat_response,
+    "completion": completion_response,
+}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class Service:
+    """The served model and the server's settings."""
+
+    model: Model
+    model_id: str
+    defaults: GenerationOptions = field(default_factory=GenerationOptions)
+    api_key: str | None = None
+    max_queue: int = 8
+    runner: Runner = field(init=False)
+    loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.runner = Runner(self.max_queue, self.model.cancel)
+
+    def check_key(self, request: Request) -> None:
+        """401 unless the request carries the key (when one is set); compared in constant time."""
+        if self.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+            raise APIError(401, "a valid API key is required (Authorization: Bearer KEY)", code="invalid_api_key")
+
+    def check_model(self, name: str | None) -> None:
+        if name and name != self.model_id:
+            message = f"the model {name!r} does not exist; this server serves {self.model_id!r}"
+            raise APIError(404, message, param="model", code="model_not_found")
+
+    def begin_shutdown(self) -> None:
+        """End every waiting and running request (safe from a signal handler or another thread)."""
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.runner.shutdown)
+
+    async def respond(
+        self, request: Request, body: GenerationFields, events: Iterator[Event], reply: Reply
+    ) -> Response:
+        """Queue the generation and answer: a stream of chunks, or one JSON response."""
+        slot = self.runner.admit()
+        run = self.runner.events(slot, lambda: stop_at(events, stop_strings(body), self.model.cancel))
+        weakref.finalize(run, slot.release)  # a stream whose body never starts still gives its place back
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            chunks = _sse(run, request, reply, include_usage)
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+        result = await _until_disconnect(_result(run), request)
+        if result is None:
+            request.state.disconnected = True
+            return Response(status_code=499)  # the client is gone: nobody reads this
+        request.state.stats = result.stats
+        return JSONResponse(RESPONSES[reply.kind](result, reply))
+
+
+async def read_json(request: Request) -> Any:
+    """The decoded body, or a 400 when it is not JSON."""
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise bad_request("the request body is not valid JSON", code="invalid_json") from None
+
+
+def _data(chunk: dict[str, Any]) -> str:
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+async def _sse(
+    run: AsyncGenerator[Event, None], request: Request, reply: Reply, include_usage: bool
+) -> AsyncIterator[str]:
+    to_chunk = CHUNKS[reply.kind]
+    result = None
+    try:
+        if reply.kind == "chat":
+            yield _data(chat_first_chunk(reply))
+        async with aclosing(run):
+            async for event in run:
+                if isinstance(event, Done):
+                    result = event.result
+                    request.state.stats = result.stats
+                chunk = to_chunk(event, reply)
+                if chunk is not None:
+                    yield _data(chunk)
+        if include_usage and result is not None:
+            yield _data(usage_chunk(result, reply))
+        yield "data: [DONE]\n\n"
+    except APIError as error:
+        yield _data(error.body())
+    except QwqEdgeError as error:
+        yield _data(error_body(str(error), "server_error"))
+    except (asyncio.CancelledError, GeneratorExit):
+        request.state.disconnected = True
+        raise
+
+
+async def _result(run: AsyncGenerator[Event, None]) -> GenerationResult:
+    async with aclosing(run):
+        async for event in run:
+            if isinstance(event, Done):
+                return event.result
+    raise APIError(500, "the generation ended without a result", kind="server_error")  # pragma: no cover
+
+
+async def _until_disconnect(work: Awaitable[T], request: Request) -> T | None:
+    """``work``'s result, or ``None`` (and ``work`` cancelled) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watch.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

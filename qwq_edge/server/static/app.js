@@ -1,0 +1,228 @@
+// qwq-edge web chat: streams from /v1/chat/completions; no build step, no external code.
+"use strict";
+
+const CHAT_KEY = "qwq-edge.chat";
+const SETTINGS_KEY = "qwq-edge.settings";
+const $ = (id) => document.getElementById(id);
+
+let history = load(CHAT_KEY, []);
+let running = null; // the AbortController of the reply being written
+
+function load(key, fallback) {
+  try {
+    return JSON.parse(localStorage.getItem(key)) ?? fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+function save() {
+  localStorage.setItem(CHAT_KEY, JSON.stringify(history));
+}
+
+// -- settings -------------------------------------------------------------------
+
+const SETTINGS = ["budget", "effort", "language", "api-key"];
+
+function restoreSettings() {
+  const saved = load(SETTINGS_KEY, {});
+  for (const id of SETTINGS) {
+    $(id).value = saved[id] ?? "";
+    $(id).addEventListener("change", storeSettings);
+  }
+}
+
+function storeSettings() {
+  const values = Object.fromEntries(SETTINGS.map((id) => [id, $(id).value]));
+  localStorage.setItem(SETTINGS_KEY, JSON.stringify(values));
+}
+
+function headers() {
+  const result = { "Content-Type": "application/json" };
+  const key = $("api-key").value.trim();
+  if (key) result.Authorization = `Bearer ${key}`;
+  return result;
+}
+
+function controls() {
+  const body = {};
+  const budget = $("budget").value.trim();
+  if (budget !== "") body.max_thinking_tokens = Number(budget);
+  if ($("effort").value) body.reasoning_effort = $("effort").value;
+  if ($("language").value) body.language = $("language").value;
+  return body;
+}
+
+// -- rendering -----------------------------------------------------------------
+
+function userTurn(text) {
+  const turn = document.createElement("article");
+  turn.className = "turn user";
+  turn.textContent = text;
+  $("conversation").append(turn);
+  return turn;
+}
+
+function assistantTurn(message) {
+  const turn = $("assistant-turn").content.firstElementChild.cloneNode(true);
+  $("conversation").append(turn);
+  const view = {
+    turn,
+    panel: turn.querySelector(".thinking"),
+    thinking: turn.querySelector(".thinking-text"),
+    count: turn.querySelector(".thinking-count"),
+    answer: turn.querySelector(".answer"),
+  };
+  if (message) {
+    showThinking(view, message.thinking || "", message.thinking_tokens || 0);
+    view.answer.textContent = message.content;
+    finishThinking(view);
+    if (message.stopped) turn.classList.add("stopped");
+  }
+  return view;
+}
+
+function showThinking(view, text, tokens) {
+  if (!text) return;
+  view.panel.classList.add("used");
+  view.thinking.textContent += text;
+  view.count.textContent = String(tokens);
+}
+
+function finishThinking(view) {
+  view.panel.open = false;
+  view.panel.querySelector("summary").firstChild.textContent = "Thought for ";
+}
+
+function renderHistory() {
+  $("conversation").replaceChildren();
+  for (const message of history) {
+    if (message.role === "user") userTurn(message.content);
+    else assistantTurn(message);
+  }
+}
+
+function setRunning(controller) {
+  running = controller;
+  $("send").disabled = controller !== null;
+  $("stop").disabled = controller === null;
+}
+
+// -- streaming -----------------------------------------------------------------
+
+async function* serverEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
+      if (data === "[DONE]") return;
+      if (data) yield JSON.parse(data);
+    }
+  }
+}
+
+function apply(chunk, view, reply) {
+  if (chunk.error) throw new Error(chunk.error.message);
+  const choice = chunk.choices && chunk.choices[0];
+  if (!choice) return;
+  const delta = choice.delta || {};
+  const extra = choice.qwq_edge || {};
+  if (delta.reasoning_content) {
+    reply.thinking += delta.reasoning_content;
+    reply.thinking_tokens = extra.thinking_tokens ?? reply.thinking_tokens;
+    showThinking(view, delta.reasoning_content, reply.thinking_tokens);
+  }
+  if (delta.content) {
+    if (!reply.content) finishThinking(view);
+    reply.content += delta.content;
+    view.answer.textContent = reply.content;
+  }
+  if (choice.finish_reason) {
+    reply.thinking_tokens = extra.thinking_tokens ?? reply.thinking_tokens;
+    view.count.textContent = String(reply.thinking_tokens);
+    $("status").textContent = `finished: ${extra.finish_reason || choice.finish_reason}`;
+  }
+}
+
+async function ask(text) {
+  history.push({ role: "user", content: text });
+  save();
+  userTurn(text);
+  const view = assistantTurn(null);
+  const reply = { role: "assistant", content: "", thinking: "", thinking_tokens: 0 };
+  const controller = new AbortController();
+  setRunning(controller);
+  $("status").textContent = "writing…";
+  const messages = history.map(({ role, content }) => ({ role, content }));
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers(),
+      body: JSON.stringify({ messages, stream: true, ...controls() }),
+      signal: controller.signal,
+    });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    }
+    for await (const chunk of serverEvents(response)) apply(chunk, view, reply);
+  } catch (error) {
+    if (error.name === "AbortError") {
+      reply.stopped = true;
+      view.turn.classList.add("stopped");
+      $("status").textContent = "stopped";
+    } else {
+      view.answer.classList.add("error");
+      $("status").textContent = `error: ${error.message}`;
+    }
+  } finally {
+    finishThinking(view);
+    history.push(reply);
+    save();
+    setRunning(null);
+  }
+}
+
+// -- wiring --------------------------------------------------------------------
+
+function submit(event) {
+  event.preventDefault();
+  const text = $("prompt").value.trim();
+  if (!text || running) return;
+  $("prompt").value = "";
+  ask(text);
+}
+
+async function showModel() {
+  try {
+    const health = await (await fetch("/health")).json();
+    $("model-name").textContent = health.model;
+  } catch {
+    $("model-name").textContent = "(server unreachable)";
+  }
+}
+
+$("composer").addEventListener("submit", submit);
+$("prompt").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) submit(event);
+});
+$("stop").addEventListener("click", () => running && running.abort());
+$("new-chat").addEventListener("click", () => {
+  if (running) running.abort();
+  history = [];
+  save();
+  renderHistory();
+  $("status").textContent = "";
+});
+
+restoreSettings();
+renderHistory();
+showModel();

@@ -1,0 +1,94 @@
+"""The web chat page in a real headless Chromium (Debian's ``chromium`` and ``chromedriver``,
+driven by Selenium) against a real ``qwq-edge serve``: ask, watch thinking and answer stream,
+press stop, reload and find the conversation kept."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from conftest import LONG_THINKING_PROMPT
+from serving import http, running_server
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (.ci/run installs them)"
+)
+
+
+@pytest.fixture(scope="module")
+def server(cli_command, gguf_path):
+    with running_server(cli_command, gguf_path, "--max-tokens", "400") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        driver.get(server.url)
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver, condition, timeout: float = 60):
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
+
+
+def last(driver, selector: str):
+    return driver.find_elements(By.CSS_SELECTOR, selector)[-1]
+
+
+def ask(driver, text: str, budget: str) -> None:
+    settings = driver.find_element(By.ID, "settings")
+    if not settings.get_attribute("open"):
+        settings.find_element(By.TAG_NAME, "summary").click()
+    budget_field = driver.find_element(By.ID, "budget")
+    budget_field.clear()
+    budget_field.send_keys(budget)
+    driver.find_element(By.ID, "prompt").send_keys(text)
+    driver.find_element(By.ID, "send").click()
+
+
+def test_thinking_then_the_answer_stream_into_the_page(page):
+    wait(page, lambda d: d.find_element(By.ID, "model-name").text.startswith("qwen2.5"))
+    ask(page, "What is 2+3?", "8")
+    wait(page, lambda d: last(d, ".thinking-text").get_attribute("textContent"))
+    wait(page, lambda d: last(d, ".answer").text)
+    wait(page, lambda d: d.find_element(By.ID, "status").text.startswith("finished"))
+    assert 0 < int(last(page, ".thinking-count").get_attribute("textContent")) <= 8
+    assert page.find_element(By.ID, "send").is_enabled() and not page.find_element(By.ID, "stop").is_enabled()
+
+
+def test_stop_cancels_the_generation_on_the_server(page, server):
+    ask(page, LONG_THINKING_PROMPT, "")
+    wait(page, lambda d: int(last(d, ".thinking-count").get_attribute("textContent") or 0) >= 5)
+    assert http("GET", f"{server.url}/health").body["busy"]
+    page.find_element(By.ID, "stop").click()
+    wait(page, lambda d: d.find_element(By.ID, "status").text == "stopped", timeout=5)
+    began = time.monotonic()
+    while http("GET", f"{server.url}/health").body["busy"]:
+        assert time.monotonic() - began < 3, "the server kept generating after stop"
+        time.sleep(0.05)
+    assert "(client disconnected)" in server.log
+
+
+def test_the_conversation_is_kept_in_local_storage(page):
+    turns = len(page.find_elements(By.CSS_SELECTOR, ".turn"))
+    page.refresh()
+    wait(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".turn")) == turns, timeout=10)
+    stopped = last(page, ".turn.assistant")
+    assert "stopped" in stopped.get_attribute("class")
+    page.find_element(By.ID, "new-chat").click()
+    assert page.find_elements(By.CSS_SELECTOR, ".turn") == []
