@@ -37,8 +37,13 @@ class EngineInfo:
 class TokenSampler(Protocol):
     """Draws tokens for one generation; holds its own RNG and penalty history."""
 
-    def sample(self, banned: Collection[int] = ()) -> int:
-        """Choose the next token from the logits of the last fed token."""
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+        """Choose the token at cache position ``at`` from the logits of the token before it.
+
+        ``at=None`` is the next position (after the last fed token). After ``feed_all``,
+        ``at`` may be any position that pass computed logits for, so that drafted tokens
+        are verified one by one, each with its own mask.
+        """
         ...
 
     def accept(self, tokens: Sequence[int]) -> None:
@@ -77,6 +82,15 @@ class Engine(Protocol):
 
     def feed(self, tokens: Sequence[int]) -> None:
         """Append tokens to the cache and compute the logits after the last one."""
+        ...
+
+    def feed_all(self, tokens: Sequence[int]) -> None:
+        """Append tokens in one forward pass that keeps the logits after each of them.
+
+        The sampler may then choose the token at any position from ``position`` before
+        the call + 1 to ``position`` after it (speculative decoding verifies drafted
+        tokens this way); ``rewind`` to one of those positions keeps its logits current.
+        """
         ...
 
     def new_sampler(self, params: SamplingParams, seed: int) -> TokenSampler:
