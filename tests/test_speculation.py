@@ -12,9 +12,10 @@ import pytest
 from toy_engine import ToyEngine
 
 from qwq_edge import Done, Model
+from qwq_edge.engines.base import CPU_PASS_COSTS
 from qwq_edge.speculation.ngram import NgramIndex
 from qwq_edge.speculation.proposers import NgramProposer
-from qwq_edge.speculation.tuner import CPU_PASS_COSTS, DraftTuner, expected_yield
+from qwq_edge.speculation.tuner import DraftTuner, expected_yield
 
 GREEDY = {"temperature": 0.0}
 TIMINGS = ("seed", "time_to_first_token", "prefill_seconds", "decode_seconds", "thinking_seconds", "total_seconds")

@@ -70,7 +70,7 @@ def workload_prompt(name: str) -> str:
     """The user message of a workload other than ``plain``."""
     if name == "edit":
         return (
-            "Rewrite this Python file, renaming the attribute `items` to `stock` everywhere. "
+            "Rewrite this Python file, renaming the variable `lines` in `report` to `rows`. "
             f"Reply with the whole file only, in one code block.\n\n```python\n{EDIT_SOURCE}```"
         )
     return {"reasoning": REASONING, "story": STORY, "sort": sort_prompt()}[name]

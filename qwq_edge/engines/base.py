@@ -107,6 +107,14 @@ class Engine(Protocol):
 #: 32B model's KV cache (256 KiB/token at fp16) stays at 2 GiB.
 DEFAULT_CONTEXT = 8192
 
+#: What a forward pass over n tokens (logits for each) costs ÷ a one-token pass, as
+#: ``(n, cost)`` points: the speculation tuner weighs drafted tokens against it. An engine
+#: sets ``pass_costs`` to one of these. Measured with llama.cpp on 2 CPU cores and the
+#: 0.5B model (one-token decode reads the weights once; more tokens add compute):
+CPU_PASS_COSTS = ((1, 1.0), (2, 2.0), (4, 2.55), (8, 4.4), (16, 6.0), (32, 9.5), (48, 13.2), (64, 19.0))
+#: A bandwidth-bound engine (a GPU, Apple silicon): extra tokens cost little (not measured here).
+GPU_PASS_COSTS = ((1, 1.0), (2, 1.08), (8, 1.4), (32, 2.6), (64, 4.2))
+
 #: KV-cache element types both engines offer: fp16, or 8-bit (llama.cpp's q8_0 with
 #: flash attention; MLX's 8-bit quantized cache), each about half of fp16.
 KV_CACHE_TYPES = ("f16", "q8_0")

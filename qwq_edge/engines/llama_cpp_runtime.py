@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..machine import gpu_offload_supported, usable_cores
 from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
+from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .gguf_file import read_gguf_header
 
 try:
@@ -162,6 +162,7 @@ class LlamaCppEngine:
         self._rows = _Rows()
         self._pieces: dict[int, bytes] = {}
         self.n_threads = threads
+        self.pass_costs = GPU_PASS_COSTS if gpu_layers else CPU_PASS_COSTS
         self.special_texts, self.end_of_generation = self._scan_special_tokens()
         metadata = dict(self.llama.metadata)
         self.info = EngineInfo(

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
+from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .mlx_engine import check_mlx_folder
 
 try:
@@ -122,6 +122,7 @@ class MlxEngine:
         self.special_texts = frozenset(token.content for token in added.values())
         self.end_of_generation = self._end_of_generation(wrapper, config, added)
         trained = int(config.get("max_position_embeddings", 4096))
+        self.pass_costs = GPU_PASS_COSTS if mx.default_device() == mx.gpu else CPU_PASS_COSTS
         self.info = EngineInfo(
             engine=self.name,
             model_path=str(path),

@@ -70,8 +70,8 @@ class NgramProposer:
 
     @staticmethod
     def prior(kind: int) -> float:
-        """A one-token match is right a third of the time, a long one most of the time."""
-        return kind / (kind + 2.0)
+        """A one-token match is a coin flip; a long one is right most of the time."""
+        return kind / (kind + 1.0)
 
     def propose(self, k: int) -> list[int]:
         return self._drafts[:k]

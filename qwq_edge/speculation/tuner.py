@@ -20,11 +20,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-#: Cost of a pass over n tokens (logits for each) ÷ a one-token pass, llama.cpp on
-#: 2 CPU cores with the 0.5B model (benchmarks/speculation.py). Engines may give their own.
-CPU_PASS_COSTS = ((1, 1.0), (2, 2.0), (4, 2.55), (8, 4.4), (16, 6.0), (32, 9.5), (48, 13.2), (64, 19.0))
-#: A bandwidth-bound engine (a GPU, Apple silicon): extra tokens cost little.
-GPU_PASS_COSTS = ((1, 1.0), (2, 1.08), (8, 1.4), (32, 2.6), (64, 4.2))
+from ..engines.base import CPU_PASS_COSTS
+
 MAX_DRAFT = 64
 #: Speculate only when the expected gain is at least this much (a margin for the Python work).
 MIN_GAIN = 1.05

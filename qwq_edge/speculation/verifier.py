@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..engines.base import Engine, TokenSampler
+from ..engines.base import CPU_PASS_COSTS, Engine, TokenSampler
 from ..events import SpeculationCounts
 from .proposers import Proposer
-from .tuner import CPU_PASS_COSTS, DraftTuner
+from .tuner import DraftTuner
 
 
 class Speculation:

@@ -1,0 +1,129 @@
+"""Speculation on the real engines: the same tokens with and without it, every control on.
+
+llama.cpp on the 0.5B GGUF (n-gram lookup, and the model drafting for itself), MLX on
+a tiny converted model (both kinds). A multi-token pass may round differently from a
+one-token pass; a divergence is allowed only where the top two logits are within 1e-3
+(a near-tie), and the divergences are counted.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from qwq_edge import InvalidRequestError, load
+from qwq_edge.bench.workloads import workload_prompt
+from qwq_edge.convert import convert_to_gguf, convert_to_mlx
+from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
+from qwq_edge.engines import open_engine
+from qwq_edge.reasoning.formats import THINK
+from qwq_edge.speculation.proposers import DraftModelProposer
+from qwq_edge.testdata import fixture_model_path
+
+#: Every control on: a budget, a minimum, the loop guard, the language guard in the thinking.
+CONTROLS = {
+    "reasoning_format": "think",
+    "temperature": 0.0,
+    "max_thinking_tokens": 100,
+    "min_thinking_tokens": 40,
+    "max_answer_tokens": 20,
+    "loop_guard": True,
+    "language": "en",
+    "language_in_thinking": True,
+}
+NEAR_TIE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def qwen():
+    model = load(fixture_model_path(), engine="llama.cpp", context_length=2048)
+    yield model
+    model.close()
+
+
+def generated(model, prompt: str, **options) -> tuple[list[int], object]:
+    """The tokens after the prompt, and the stats."""
+    model.engine.rewind(0)
+    stats = model.generate(prompt, **options).stats
+    return list(model.engine._tokens[stats.prompt_tokens :]), stats
+
+
+def top2_gap(model, tokens: list[int]) -> float:
+    """The gap between the two largest logits for the token after ``tokens``, one-token passes."""
+    engine = model.engine
+    engine.rewind(0)
+    engine.prefill(tokens[:-1])
+    engine.feed(tokens[-1:])
+    logits = np.sort(np.array(engine.new_sampler(model.sampling, 0)._logits(engine.logits_index(None))))
+    return float(logits[-1] - logits[-2])
+
+
+def divergence(model, prompt: str, plain: list[int], spec: list[int]) -> int:
+    """0 if the runs agree; 1 if they part at a near-tie (anything else fails)."""
+    if plain == spec:
+        return 0
+    at = next(i for i, (a, b) in enumerate(zip(plain, spec, strict=False)) if a != b)
+    prompt_tokens = model.prompts.build(model.prompt_messages(prompt), THINK)
+    gap = top2_gap(model, prompt_tokens + plain[:at])
+    assert gap < NEAR_TIE, f"token {at} differs and is no near-tie (top-2 gap {gap})"
+    return 1
+
+
+@pytest.mark.parametrize("workload", ["edit", "reasoning"])
+def test_llama_cpp_ngram_gives_the_controller_the_same_tokens(qwen, workload):
+    prompt = workload_prompt(workload)
+    plain, plain_stats = generated(qwen, prompt, draft="off", **CONTROLS)
+    spec, stats = generated(qwen, prompt, draft="ngram", **CONTROLS)
+    diverged = divergence(qwen, prompt, plain, spec)
+    print(f"{workload}: {stats.draft_accepted}/{stats.draft_proposed} drafts, {diverged} divergence(s)")
+    assert diverged == 0 or workload == "reasoning"  # the edit prompt must agree token for token
+    if not diverged:
+        assert stats.thinking_tokens == plain_stats.thinking_tokens == 100  # the budget, exactly
+        assert stats.interventions == plain_stats.interventions
+    if workload == "edit":
+        assert stats.draft_accepted > 30 and stats.tokens_per_pass > 1.5
+
+
+def test_llama_cpp_draft_model_gives_the_same_tokens(qwen):
+    draft, _ = open_engine(fixture_model_path(), "llama.cpp", context_length=2048)
+    try:
+        prompt = workload_prompt("edit")
+        plain, _ = generated(qwen, prompt, draft="off", **CONTROLS)
+        qwen.drafts.proposer = lambda name, history: DraftModelProposer(draft, history, 0.0, 16)
+        spec, stats = generated(qwen, prompt, draft="itself", **CONTROLS)
+    finally:
+        del qwen.drafts.proposer
+        draft.close()
+    assert divergence(qwen, prompt, plain, spec) == 0
+    assert stats.draft == qwen.info.model_name and stats.draft_accepted > 20
+
+
+def test_a_draft_model_with_another_tokenizer_is_refused(qwen, tmp_path):
+    spec = SyntheticSpec(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1)
+    source = make_checkpoint(tmp_path / "tiny", replace(spec, torch_dtype="float32"))
+    convert_to_gguf(source, tmp_path / "tiny.gguf", quant="f32", verify=False)
+    with pytest.raises(InvalidRequestError, match="another tokenizer than"):
+        qwen.generate("Hi", draft=str(tmp_path / "tiny.gguf"), max_answer_tokens=2)
+    with pytest.raises(InvalidRequestError, match="does not exist"):
+        qwen.generate("Hi", draft=str(tmp_path / "missing.gguf"), max_answer_tokens=2)
+
+
+def test_mlx_gives_the_same_greedy_tokens_with_both_kinds_of_draft(tmp_path):
+    spec = SyntheticSpec(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1)
+    source = make_checkpoint(tmp_path / "tiny", replace(spec, torch_dtype="float32"))
+    folder = tmp_path / "tiny-mlx"
+    convert_to_mlx(source, folder, bits=16, verify=False)
+    model = load(folder, engine="mlx", context_length=1024)
+    try:
+        prompt = "Let me think step by step. " * 6
+        options = {**CONTROLS, "language": "off", "min_thinking_tokens": 0}
+        plain, _ = generated(model, prompt, draft="off", **options)
+        ngram, ngram_stats = generated(model, prompt, draft="ngram", **options)
+        generated(model, "Hi", draft=str(folder), max_answer_tokens=2)  # loads it, checks the tokenizer
+        engine, _ = model.drafts._loaded[str(folder)]
+        model.drafts._loaded[str(folder)] = engine, 0.0  # drafting for itself: make drafting look free
+        drafted, draft_stats = generated(model, prompt, draft=str(folder), **options)
+    finally:
+        model.close()
+    assert ngram == plain and drafted == plain
+    assert ngram_stats.draft == "ngram" and draft_stats.draft_proposed > 0
