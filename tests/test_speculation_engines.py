@@ -6,11 +6,14 @@ one-token pass; a divergence is allowed only where the top two logits are within
 (a near-tie), and the divergences are counted.
 """
 
+import json
+import subprocess
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from benchmarks import speculation
 from qwq_edge import InvalidRequestError, load
 from qwq_edge.bench.workloads import workload_prompt
 from qwq_edge.convert import convert_to_gguf, convert_to_mlx
@@ -48,12 +51,15 @@ def generated(model, prompt: str, **options) -> tuple[list[int], object]:
     return list(model.engine._tokens[stats.prompt_tokens :]), stats
 
 
-def top2_gap(model, tokens: list[int]) -> float:
-    """The gap between the two largest logits for the token after ``tokens``, one-token passes."""
+def top2_gap(model, prompt_tokens: list[int], generated: list[int]) -> float:
+    """The gap between the two largest logits after ``generated``, computed as the run without
+    speculation computed them: the prompt in one pass, then one token per pass."""
     engine = model.engine
     engine.rewind(0)
-    engine.prefill(tokens[:-1])
-    engine.feed(tokens[-1:])
+    engine.prefill(prompt_tokens)
+    for token in generated:
+        engine.feed((token,))
+        engine.evaluate_pending()
     logits = np.sort(np.array(engine.new_sampler(model.sampling, 0)._logits(engine.logits_index(None))))
     return float(logits[-1] - logits[-2])
 
@@ -64,7 +70,8 @@ def divergence(model, prompt: str, plain: list[int], spec: list[int]) -> int:
         return 0
     at = next(i for i, (a, b) in enumerate(zip(plain, spec, strict=False)) if a != b)
     prompt_tokens = model.prompts.build(model.prompt_messages(prompt), THINK)
-    gap = top2_gap(model, prompt_tokens + plain[:at])
+    gap = top2_gap(model, prompt_tokens, plain[:at])
+    print(f"divergence at generated token {at}: top-2 gap {gap:.5f}")
     assert gap < NEAR_TIE, f"token {at} differs and is no near-tie (top-2 gap {gap})"
     return 1
 
@@ -127,3 +134,22 @@ def test_mlx_gives_the_same_greedy_tokens_with_both_kinds_of_draft(tmp_path):
         model.close()
     assert ngram == plain and drafted == plain
     assert ngram_stats.draft == "ngram" and draft_stats.draft_proposed > 0
+
+
+def test_run_with_draft_ngram_reports_the_drafts_in_json(cli_command, gguf_path):
+    proc = subprocess.run(
+        [*cli_command, "run", "-m", str(gguf_path), "--temperature", "0", "--ctx", "2048", "--json",
+         "--reasoning-format", "none", "--max-answer-tokens", "60", "--draft", "ngram", workload_prompt("edit")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["draft"] == "ngram" and data["draft_proposed"] >= data["draft_accepted"] > 0
+    assert data["tokens_per_pass"] > 1 and 0 < data["draft_acceptance_rate"] <= 1
+
+
+def test_the_speculation_benchmark_quick_mode(tmp_path):
+    data = speculation.main(["--quick", "--workloads", "edit", "--out", str(tmp_path)])
+    edit = data["workloads"]["edit"]
+    assert edit["identical_with_and_without_speculation"] and edit["decode_tokens_per_s"]["raw"] > 0
+    assert "llama-server" in (tmp_path / "speculation_quick.md").read_text()
