@@ -1,9 +1,9 @@
 """Speculation on the real engines: the same tokens with and without it, every control on.
 
 llama.cpp on the 0.5B GGUF (n-gram lookup, and the model drafting for itself), MLX on
-a tiny converted model (both kinds). A multi-token pass may round differently from a
-one-token pass; a divergence is allowed only where the top two logits are within 1e-3
-(a near-tie), and the divergences are counted.
+a tiny converted model (both kinds, token for token). llama.cpp's multi-token pass
+rounds differently from its one-token pass; a divergence is allowed only at a near-tie
+of the run without speculation (see ``NEAR_TIE``), and each is printed and counted.
 """
 
 import json
@@ -34,7 +34,11 @@ CONTROLS = {
     "language": "en",
     "language_in_thinking": True,
 }
-NEAR_TIE = 1e-3
+#: llama.cpp's multi-token pass on the CPU rounds far more than 1e-3 away from its one-token
+#: pass with this Q4_K_M model: the same position's logits differ by up to 0.48
+#: (benchmarks/results/speculation_rounding.json), so a divergence counts as a near-tie when
+#: the one-token pass's top two logits are closer than that.
+NEAR_TIE = 0.5
 
 
 @pytest.fixture(scope="module")
