@@ -88,11 +88,8 @@ def generate_step(
     cancelled: Callable[[], bool] = lambda: False,
     proposer: Proposer | None = None,
 ) -> Iterator[Event]:
-    """Run one generation; the last event is ``Done`` with the result.
-
-    With a ``proposer`` (holding the prompt tokens), drafted tokens are verified several
-    per forward pass (``speculation``); the controller sees the same tokens either way.
-    """
+    """Run one generation; the last event is ``Done`` with the result. A ``proposer`` drafts
+    tokens to verify several per pass (``speculation``); the controller sees the same tokens."""
     clock = _Clock(perf_counter())
     cached = engine.prefill(prompt_tokens)
     clock.prefill_seconds = perf_counter() - clock.start

@@ -78,9 +78,7 @@ def bench(
         workload=workload,
     )
     path = model_path(params["model_path"], params["yes"])
-    if draft != "off":
-        draft = draft_path(draft, params["yes"], path.name)
-        settings = replace(settings, options=settings.options.replace(draft=draft))
+    settings = _with_draft(settings, draft, params["yes"], path)
     console = Console(stderr=True)
     with console.status("loading the model") as status:
         report = run_bench(path, settings, progress=status.update, **load_kwargs(params))
@@ -96,6 +94,13 @@ def bench(
         click.echo(json.dumps(data))
     else:
         _print_report(Console(), report)
+
+
+def _with_draft(settings: BenchSettings, draft: str, yes: bool, path: Path) -> BenchSettings:
+    """``settings`` with ``--draft`` resolved to a local path (``auto``: the catalog's for this model)."""
+    if draft == "off":
+        return settings
+    return replace(settings, options=settings.options.replace(draft=draft_path(draft, yes, path.name)))
 
 
 def _print_report(console: Console, report: BenchReport) -> None:
