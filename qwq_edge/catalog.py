@@ -96,6 +96,8 @@ class CatalogEntry:
     default: bool = False
     rope_scaling: str | None = None
     family_file: str = field(default="", compare=False)
+    #: A catalog model (same tokenizer, much smaller) that drafts for this one (``--draft auto``).
+    draft: str | None = None
 
     def source(self, format: str, quant: str | None = None) -> Source:
         """The download for ``format`` (and ``quant``, else the first listed).
@@ -173,6 +175,7 @@ def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
         default=bool(data.get("default", False)),
         rope_scaling=data.get("rope_scaling"),
         family_file=family_file,
+        draft=data.get("draft"),
     )
 
 

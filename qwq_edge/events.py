@@ -71,6 +71,18 @@ class ReasoningCounts:
 
 
 @dataclass
+class SpeculationCounts:
+    """What speculative decoding did: ``draft`` is what proposed (``off``, ``ngram`` or a
+    draft model's name); ``draft_proposed`` and ``draft_accepted`` count drafted tokens;
+    ``decode_passes`` counts the forward passes after the prompt."""
+
+    draft: str = "off"
+    draft_proposed: int = 0
+    draft_accepted: int = 0
+    decode_passes: int = 0
+
+
+@dataclass
 class GenerationStats(ReasoningCounts):
     """Counts and timings of one generation (all times in seconds): the controller's
     counts, and what the generation loop measured."""
@@ -84,6 +96,10 @@ class GenerationStats(ReasoningCounts):
     decode_seconds: float = 0.0
     thinking_seconds: float = 0.0
     total_seconds: float = 0.0
+    draft: str = "off"
+    draft_proposed: int = 0
+    draft_accepted: int = 0
+    decode_passes: int = 0
 
     @property
     def generated_tokens(self) -> int:
@@ -101,9 +117,21 @@ class GenerationStats(ReasoningCounts):
         decoded = self.thinking_tokens + self.answer_tokens - 1
         return decoded / self.decode_seconds if self.decode_seconds > 0 and decoded > 0 else 0.0
 
+    @property
+    def draft_acceptance_rate(self) -> float:
+        """Accepted ÷ proposed drafted tokens."""
+        return self.draft_accepted / self.draft_proposed if self.draft_proposed else 0.0
+
+    @property
+    def tokens_per_pass(self) -> float:
+        """Generated tokens per forward pass after the prompt (above 1 when drafts were accepted)."""
+        return self.generated_tokens / self.decode_passes if self.decode_passes else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["generated_tokens"] = self.generated_tokens
+        data["draft_acceptance_rate"] = round(self.draft_acceptance_rate, 4)
+        data["tokens_per_pass"] = round(self.tokens_per_pass, 3)
         data["prefill_tokens_per_s"] = round(self.prefill_tokens_per_s, 2)
         data["decode_tokens_per_s"] = round(self.decode_tokens_per_s, 2)
         return data

@@ -18,6 +18,8 @@ from .engines.base import Engine, TokenSampler
 from .events import Done, Event, GenerationResult, GenerationStats
 from .reasoning.controller import ANSWER, Finish, Force, ReasoningController, Rewind, Sample
 from .sampling import SamplingParams
+from .speculation.proposers import Proposer
+from .speculation.verifier import Speculation
 
 
 @dataclass
@@ -51,27 +53,29 @@ class _Clock:
 class _Steps:
     """Carries out the controller's actions on the engine, with one sampler and detokenizer."""
 
-    def __init__(self, engine: Engine, controller: ReasoningController, sampler: TokenSampler) -> None:
-        self.engine = engine
+    def __init__(self, speculation: Speculation, controller: ReasoningController, sampler: TokenSampler) -> None:
+        self.engine = speculation.engine
+        self.speculation = speculation
         self.controller = controller
         self.sampler = sampler
-        self.detokenizer = IncrementalDetokenizer(engine.token_bytes)
+        self.detokenizer = IncrementalDetokenizer(self.engine.token_bytes)
 
     def apply(self, action: Sample | Force | Rewind) -> list[Event] | None:
         """Do ``action``; the events it gives, or ``None`` when the controller vetoed a sampled token."""
         if isinstance(action, Rewind):
-            self.engine.rewind(action.position)
+            self.speculation.rewind(action.position)
             self.detokenizer = IncrementalDetokenizer(self.engine.token_bytes)  # its pending bytes were dropped
             action = action.then
         if isinstance(action, Force):
-            self.engine.feed(action.tokens)
+            self.speculation.force(action.tokens)
             self.sampler.accept(action.tokens)
             return self.controller.on_forced(action, self.detokenizer.add(action.tokens))
-        token = self.sampler.sample(action.banned)
+        position = self.speculation.position
+        token = self.speculation.sample(self.sampler, action.banned)
         if not self.controller.review(token):
+            self.speculation.drop()
             return None
-        position = self.engine.position
-        self.engine.feed((token,))
+        self.speculation.commit(token)
         text = self.detokenizer.add((token,))
         return self.controller.on_sampled(text, position, token, self.detokenizer.whole)
 
@@ -83,15 +87,17 @@ def generate_step(
     sampling: SamplingParams,
     seed: int,
     cancelled: Callable[[], bool] = lambda: False,
+    proposer: Proposer | None = None,
 ) -> Iterator[Event]:
-    """Run one generation; the last event is ``Done`` with the result."""
+    """Run one generation; the last event is ``Done`` with the result. A ``proposer`` drafts
+    tokens to verify several per pass (``speculation``); the controller sees the same tokens."""
     clock = _Clock(perf_counter())
     cached = engine.prefill(prompt_tokens)
     clock.prefill_seconds = perf_counter() - clock.start
-    steps = _Steps(engine, controller, engine.new_sampler(sampling, seed))
+    steps = _Steps(Speculation(engine, proposer), controller, engine.new_sampler(sampling, seed))
     finish_reason = "cancelled"
     while not cancelled():
-        action = controller.next_action(engine.info.context_length - engine.position)
+        action = controller.next_action(engine.info.context_length - steps.speculation.position)
         if isinstance(action, Finish):
             finish_reason = action.reason
             break
@@ -101,9 +107,11 @@ def generate_step(
             continue
         clock.token(was_thinking and controller.phase == ANSWER)
         yield from events
+    steps.speculation.drop()  # the cache holds what the controller saw, for the next request
     yield from controller.finish(steps.detokenizer.flush())
     stats = GenerationStats(
         **vars(controller.counts),
+        **vars(steps.speculation.counts),
         prompt_tokens=len(prompt_tokens),
         cached_prompt_tokens=cached,
         finish_reason=finish_reason,

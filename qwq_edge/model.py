@@ -27,6 +27,7 @@ from .reasoning.factory import ControllerFactory
 from .reasoning.formats import NONE, ReasoningFormat, resolve_format
 from .reasoning.language import detect_language, resolve_language
 from .sampling import SamplingParams
+from .speculation.proposers import DraftModels, Proposer
 from .turns import Turns
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Model:
         )
         self.turns = Turns()
         self.memory_plan: MemoryPlan | None = None
+        self.drafts = DraftModels(engine)
 
     # -- requests --------------------------------------------------------------------
 
@@ -136,16 +138,22 @@ class Model:
         controller.check_room(len(tokens), self.info.context_length)
         sampling = options.sampling(self.sampling)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-        return self._run(tokens, controller, sampling, seed)
+        proposer = self.drafts.proposer(options.draft, tokens)
+        return self._run(tokens, controller, sampling, seed, proposer)
 
     def _run(
-        self, tokens: list[int], controller: ReasoningController, sampling: SamplingParams, seed: int
+        self,
+        tokens: list[int],
+        controller: ReasoningController,
+        sampling: SamplingParams,
+        seed: int,
+        proposer: Proposer | None = None,
     ) -> Iterator[Event]:
         """Own the model for the generation, one step at a time; ``Done`` comes after the
         turn is given back, so a caller that stops at ``Done`` leaves the model free."""
         turn = self.turns.claim()
         try:
-            steps = generate_step(self.engine, tokens, controller, sampling, seed, turn.cancel.is_set)
+            steps = generate_step(self.engine, tokens, controller, sampling, seed, turn.cancel.is_set, proposer)
             while True:
                 with self.turns.step(turn):
                     event = next(steps)
@@ -175,6 +183,7 @@ class Model:
     # -- lifetime --------------------------------------------------------------------
 
     def close(self) -> None:
+        self.drafts.close()
         self.engine.close()
 
     def __enter__(self) -> Model:

@@ -45,7 +45,9 @@ class GenerationOptions:
     ``reasoning_format`` overrides the model's (``think``, ``qwq-preview``,
     ``none``); ``system`` replaces the model's default system prompt. The sampling
     fields override the model's defaults; a fixed ``seed`` makes a reply
-    reproducible on the same engine.
+    reproducible on the same engine. ``draft`` speculates: ``ngram`` drafts tokens from
+    the text itself, a model path drafts with that small model (same tokenizer), ``off``
+    does not; the tokens are the same either way, only faster.
     """
 
     max_thinking_tokens: int | None = None
@@ -66,6 +68,7 @@ class GenerationOptions:
     presence_penalty: float | None = None
     repetition_penalty: float | None = None
     seed: int | None = None
+    draft: str = "off"
 
     def __post_init__(self) -> None:
         for field in fields(self):

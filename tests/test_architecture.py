@@ -11,7 +11,7 @@ Layers, bottom first; a module may import its own layer and the layers below
 | 1 core | reasoning/ · engines/ (neither imports the other) | controller · adapters, registry |
 | 2 models | prompt, catalog, families, planner, options | templates, catalog, memory, options |
 | 3 convert | convert/ (engine libraries only inside functions) | the converters |
-| 4 runtime | generate, model, chat | the loop and the Python API |
+| 4 runtime | generate, model, chat, speculation/ | the loop and the Python API |
 | 5 services | store, inspection, evaluate, bench/, testdata, fits, server/ | pull, info, eval, bench |
 | 6 front | cli/, the ``qwq_edge`` package itself, __main__ | CLI and public names |
 
@@ -48,7 +48,7 @@ LAYERS = {
     1: ("reasoning", "engines"),
     2: ("prompt", "catalog", "families", "planner", "options"),
     3: ("convert",),
-    4: ("generate", "model", "chat"),
+    4: ("generate", "model", "chat", "speculation"),
     5: ("store", "inspection", "evaluate", "bench", "testdata", "fits", "server"),
     6: ("cli", "__main__", ""),
 }

@@ -30,6 +30,7 @@ EVERY_OPTION = GenerationOptions(
     presence_penalty=1.5,
     repetition_penalty=1.1,
     seed=42,
+    draft="ngram",
 )
 
 

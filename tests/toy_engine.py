@@ -84,8 +84,8 @@ class ToySampler:
         self._rng = np.random.default_rng(seed)
         self.draws = 0
 
-    def sample(self, banned: Collection[int] = ()) -> int:
-        logits = self._engine.logits()
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+        logits = self._engine.logits(at)
         scripted = self._engine.script.get(self.draws)
         self.draws += 1
         if scripted is not None:
@@ -106,6 +106,9 @@ class ToySampler:
 class ToyEngine:
     """The toy model, with one cache of hidden states."""
 
+    #: Its passes cost the same for any number of tokens, so speculation always drafts.
+    pass_costs = ((1, 1.0), (2, 1.0))
+
     def __init__(self, *, seed: int = 0, dim: int = 16, context_length: int = 512, path: str = "toy") -> None:
         self.vocab = ToyVocab()
         size = len(self.vocab)
@@ -118,6 +121,8 @@ class ToyEngine:
         self.script: dict[int, int] = {}
         self._tokens: list[int] = []
         self._states: list[np.ndarray] = []
+        #: Forward passes run (``feed`` and ``feed_all`` calls), for the speculation tests.
+        self.passes = 0
         self.end_of_generation = frozenset({self.vocab.ids["<|im_end|>"], self.vocab.ids["<|endoftext|>"]})
         self.special_texts = frozenset(SPECIALS)
         self.info = EngineInfo(
@@ -159,14 +164,22 @@ class ToyEngine:
 
     def feed(self, tokens: Sequence[int]) -> None:
         check_room(self.position + len(tokens), self.info.context_length)
+        self.passes += 1
         for token in tokens:
             previous = self._states[-1] if self._states else np.zeros(self._mix.shape[0])
             self._states.append(np.tanh(previous @ self._mix + self._embed[token]))
             self._tokens.append(token)
 
-    def logits(self) -> np.ndarray:
-        """The next token's logits (a new array the caller may change)."""
-        return self._states[-1] @ self._out + self.bias
+    def feed_all(self, tokens: Sequence[int]) -> None:
+        """The toy keeps every state, so every position's logits are at hand anyway."""
+        self.passes += 1
+        self.feed(tokens)
+        self.passes -= 1
+
+    def logits(self, at: int | None = None) -> np.ndarray:
+        """The logits choosing the token at position ``at`` (default: the next one), as a new
+        array the caller may change."""
+        return self._states[(self.position if at is None else at) - 1] @ self._out + self.bias
 
     def new_sampler(self, params: SamplingParams, seed: int) -> ToySampler:
         return ToySampler(self, params, seed)

@@ -19,13 +19,17 @@ from ..errors import InvalidRequestError
 from ..inspection import system_report
 from ..model import Model, load
 from ..options import GenerationOptions
-from ..reasoning.formats import THINK
+from ..prompt import Message
+from ..reasoning.formats import THINK, ReasoningFormat
 from ..resources import peak_rss_bytes, rss_bytes
 from ..sampling import SamplingParams
 from .measure import RunTiming, bench_prompt, time_qwq, time_raw
 from .raw import RawRunner, open_raw
+from .workloads import workload_prompt
 
 RAW, OFF, ON = "raw", "qwq-edge, controls off", "qwq-edge, controls on"
+#: With ``--draft``: qwq-edge without speculation (controls off), for the speed-up it brings.
+NO_DRAFT = "qwq-edge, no draft"
 WARMUP_TOKENS = 4
 
 
@@ -38,6 +42,8 @@ class BenchSettings:
     #: Sampling fields left at None take the model's own defaults.
     options: GenerationOptions = field(default_factory=GenerationOptions)
     seed: int = 0
+    #: ``plain`` (filler and a counting task, ``prompt_tokens`` long) or a prompt of ``workloads``.
+    workload: str = "plain"
 
 
 @dataclass
@@ -63,7 +69,7 @@ class BenchReport:
 
     def ratios(self) -> dict[str, float]:
         """Median over repetitions of the per-repetition decode and prefill ratios."""
-        pairs = [(ON, RAW), (OFF, RAW), (ON, OFF)]
+        pairs = [(ON, RAW), (OFF, RAW), (ON, OFF), (NO_DRAFT, RAW), (OFF, NO_DRAFT)]
         ratios = {}
         for a, b in pairs:
             if a in self.runs and b in self.runs:
@@ -120,13 +126,16 @@ def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: C
     _check_context(model.info.context_length, settings)
     # A model that does not think is measured in the think format, so that the budget applies.
     fmt = model.reasoning_format if model.reasoning_format.thinks else THINK
-    text, prompt_tokens = bench_prompt(model, fmt, settings.prompt_tokens)
+    text, prompt_tokens = workload_tokens(model, fmt, settings)
     options = settings.options.replace(seed=settings.seed, reasoning_format=fmt.name)
     params = options.sampling(model.sampling)
     variants: dict[str, Callable[[int], RunTiming]] = {
         OFF: lambda n: time_qwq(model, text, n, options, controls=False),
         ON: lambda n: time_qwq(model, text, n, options, controls=True),
     }
+    if options.draft != "off":
+        plain = options.replace(draft="off")
+        variants[NO_DRAFT] = lambda n: time_qwq(model, text, n, plain, controls=False)
     for variant in variants.values():
         variant(WARMUP_TOKENS)
     report = _new_report(model, fmt.name, settings, params, len(prompt_tokens), qwq_load)
@@ -145,6 +154,14 @@ def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: C
             raw.close()
     report.memory["peak_rss_bytes"] = peak_rss_bytes()
     return report
+
+
+def workload_tokens(model: Model, fmt: ReasoningFormat, settings: BenchSettings) -> tuple[str, list[int]]:
+    """The user message of the workload and the whole prompt's tokens."""
+    if settings.workload == "plain":
+        return bench_prompt(model, fmt, settings.prompt_tokens)
+    text = workload_prompt(settings.workload)
+    return text, model.prompts.build(model.prompt_messages([Message("user", text)]), fmt)
 
 
 def _check_context(context_length: int, settings: BenchSettings) -> None:

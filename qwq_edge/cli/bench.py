@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ from rich.table import Table
 
 from ..bench import BenchReport, BenchSettings, run_bench
 from ..bench.suite import RAW
+from ..bench.workloads import WORKLOADS
 from ..files import write_text_atomic
 from ..options import GenerationOptions
 from .models import model_path
-from .options import load_kwargs, model_options
+from .options import draft_path, load_kwargs, model_options
 
 
 @click.command()
@@ -32,6 +34,21 @@ from .options import load_kwargs, model_options
 @click.option("--repetitions", type=click.IntRange(min=1), default=3, show_default=True, help="Runs per variant.")
 @click.option("--greedy", is_flag=True, help="Greedy decoding instead of the model's sampling defaults.")
 @click.option("--no-raw", is_flag=True, help="Skip the raw engine (peak memory is then qwq-edge's alone).")
+@click.option(
+    "--draft",
+    default="off",
+    show_default=True,
+    metavar="ngram|auto|MODEL|off",
+    help="Speculative decoding in the qwq-edge runs (a run without it is added for comparison).",
+)
+@click.option(
+    "--workload",
+    type=click.Choice(WORKLOADS),
+    default="plain",
+    show_default=True,
+    help="plain: filler and counting; edit: rewrite a file with one change; reasoning: a math word problem; "
+    "story; sort: random numbers (nothing to copy).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report (every repetition) as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the JSON report here.")
 def bench(
@@ -40,6 +57,8 @@ def bench(
     repetitions: int,
     greedy: bool,
     no_raw: bool,
+    draft: str,
+    workload: str,
     as_json: bool,
     out: Path | None,
     **params: Any,
@@ -56,8 +75,10 @@ def bench(
         repetitions=repetitions,
         raw=not no_raw,
         options=GenerationOptions(temperature=0.0 if greedy else None),
+        workload=workload,
     )
     path = model_path(params["model_path"], params["yes"])
+    settings = _with_draft(settings, draft, params["yes"], path)
     console = Console(stderr=True)
     with console.status("loading the model") as status:
         report = run_bench(path, settings, progress=status.update, **load_kwargs(params))
@@ -73,6 +94,13 @@ def bench(
         click.echo(json.dumps(data))
     else:
         _print_report(Console(), report)
+
+
+def _with_draft(settings: BenchSettings, draft: str, yes: bool, path: Path) -> BenchSettings:
+    """``settings`` with ``--draft`` resolved to a local path (``auto``: the catalog's for this model)."""
+    if draft == "off":
+        return settings
+    return replace(settings, options=settings.options.replace(draft=draft_path(draft, yes, path.name)))
 
 
 def _print_report(console: Console, report: BenchReport) -> None:

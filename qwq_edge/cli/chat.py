@@ -213,7 +213,7 @@ def chat(thinking_display: str, resume: Path | None, **params: Any) -> None:
     if resume is not None and resume.exists():
         session = Chat.load(model, resume, **generation_changes(params, given_only=True))
     else:
-        session = Chat(model, options_from_params(params))
+        session = Chat(model, options_from_params(params, model))
     think_mode = {"show": "on", "hide": "hide", "summary": "summary"}[thinking_display]
     if not session.effective_options.think:
         think_mode = "off"

@@ -48,7 +48,7 @@ def evaluate(
     model = load_model(params)
     out_dir = out_dir or Path.cwd() / f"eval-{Path(model.info.model_path).stem}"
     results = out_dir / "results.jsonl"
-    options = options_from_params(params)
+    options = options_from_params(params, model)
     console = Console(stderr=True)
     total = len(problems) * len(budgets) * samples
     with cancel_on_interrupt(model) as interrupt:

@@ -46,7 +46,7 @@ def run(prompt: str | None, as_json: bool, thinking_display: str, **params: Any)
     """
     text = _read_prompt(prompt)
     model = load_model(params)
-    events = model.stream(text, options_from_params(params))
+    events = model.stream(text, options_from_params(params, model))
     with cancel_on_interrupt(model):
         if as_json:
             result = collect(events)

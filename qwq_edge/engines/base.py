@@ -37,8 +37,13 @@ class EngineInfo:
 class TokenSampler(Protocol):
     """Draws tokens for one generation; holds its own RNG and penalty history."""
 
-    def sample(self, banned: Collection[int] = ()) -> int:
-        """Choose the next token from the logits of the last fed token."""
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+        """Choose the token at cache position ``at`` from the logits of the token before it.
+
+        ``at=None`` is the next position (after the last fed token). After ``feed_all``,
+        ``at`` may be any position that pass computed logits for, so that drafted tokens
+        are verified one by one, each with its own mask.
+        """
         ...
 
     def accept(self, tokens: Sequence[int]) -> None:
@@ -79,6 +84,15 @@ class Engine(Protocol):
         """Append tokens to the cache and compute the logits after the last one."""
         ...
 
+    def feed_all(self, tokens: Sequence[int]) -> None:
+        """Append tokens in one forward pass that keeps the logits after each of them.
+
+        The sampler may then choose the token at any position from ``position`` before
+        the call + 1 to ``position`` after it (speculative decoding verifies drafted
+        tokens this way); ``rewind`` to one of those positions keeps its logits current.
+        """
+        ...
+
     def new_sampler(self, params: SamplingParams, seed: int) -> TokenSampler:
         """A sampler for one generation."""
         ...
@@ -92,6 +106,14 @@ class Engine(Protocol):
 #: the memory planner instead): long enough for real thinking, small enough that a
 #: 32B model's KV cache (256 KiB/token at fp16) stays at 2 GiB.
 DEFAULT_CONTEXT = 8192
+
+#: What a forward pass over n tokens (logits for each) costs ÷ a one-token pass, as
+#: ``(n, cost)`` points: the speculation tuner weighs drafted tokens against it. An engine
+#: sets ``pass_costs`` to one of these. Measured with llama.cpp on 2 CPU cores and the
+#: 0.5B model (one-token decode reads the weights once; more tokens add compute):
+CPU_PASS_COSTS = ((1, 1.0), (2, 2.0), (4, 2.55), (8, 4.4), (16, 6.0), (32, 9.5), (48, 13.2), (64, 19.0))
+#: A bandwidth-bound engine (a GPU, Apple silicon): extra tokens cost little (not measured here).
+GPU_PASS_COSTS = ((1, 1.0), (2, 1.08), (8, 1.4), (32, 2.6), (64, 4.2))
 
 #: KV-cache element types both engines offer: fp16, or 8-bit (llama.cpp's q8_0 with
 #: flash attention; MLX's 8-bit quantized cache), each about half of fp16.

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..machine import gpu_offload_supported, usable_cores
 from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
+from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .gguf_file import read_gguf_header
 
 try:
@@ -76,6 +76,43 @@ def _load_llama(path: str | Path, n_ctx: int, threads: int, gpu_layers: int, kv_
         raise ModelFormatError(f"llama.cpp could not load {path}{hint}: {error}") from None
 
 
+_NONE = 1 << 62  # no multi-row pass asked for
+
+
+class _Rows:
+    """A ``llama_batch`` whose every token gets logits: the multi-token pass of ``feed_all``."""
+
+    capacity = 512
+
+    def __init__(self) -> None:
+        self._batch: Any = None
+        #: Position of the first token of the last multi-row pass (None: the last pass kept one row).
+        self.first: int | None = None
+        #: Position from which the pending tokens need logits (``_NONE``: only the last one).
+        self.wanted_from = _NONE
+
+    def decode(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int) -> None:
+        """Evaluate ``tokens`` at positions from ``start`` on, keeping the logits of every
+        position from ``wanted_from`` on."""
+        if self._batch is None:
+            self._batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
+        batch, wanted = self._batch, self.wanted_from
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, start + i >= wanted
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llama.ctx), 0, start, -1)
+        if llama_cpp.llama_decode(llama.ctx, batch) != 0:
+            raise RuntimeError(f"llama_decode failed on a pass of {len(tokens)} tokens")
+        llama.n_tokens = start + len(tokens)
+        self.first, self.wanted_from = start, _NONE
+
+    def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+
+
 class LlamaCppSampler:
     """One generation's sampler: llama.cpp's C chain plus an optional logit mask."""
 
@@ -102,21 +139,21 @@ class LlamaCppSampler:
             self._chain.add_dist(seed & 0xFFFFFFFF)
         self._masks: dict[Collection[int], np.ndarray] = {}
 
-    def _logits(self) -> np.ndarray:
-        """The last token's logits, as a writable view of llama.cpp's buffer."""
-        pointer = llama_cpp.llama_get_logits_ith(self._engine.llama.ctx, -1)
+    def _logits(self, index: int) -> np.ndarray:
+        """One row of logits (``index`` in the last batch), as a writable view of llama.cpp's buffer."""
+        pointer = llama_cpp.llama_get_logits_ith(self._engine.llama.ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self._engine.vocab_size,))
 
-    def sample(self, banned: Collection[int] = ()) -> int:
-        self._engine.evaluate_pending()
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+        index = self._engine.logits_index(at)
         if banned:
             ids = self._masks.get(banned)
             if ids is None:
                 ids = self._masks.setdefault(banned, np.fromiter(banned, dtype=np.int64))
-            self._logits()[ids] = -np.inf
+            self._logits(index)[ids] = -np.inf
         if self._argmax:
-            return int(np.argmax(self._logits()))
-        return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, -1))
+            return int(np.argmax(self._logits(index)))
+        return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, index))
 
     def accept(self, tokens: Sequence[int]) -> None:
         for token in tokens:
@@ -147,8 +184,10 @@ class LlamaCppEngine:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         self._tokens: list[int] = []
         self._pending: list[int] = []  # fed, not yet evaluated: the tail of ``_tokens``
+        self._rows = _Rows()
         self._pieces: dict[int, bytes] = {}
         self.n_threads = threads
+        self.pass_costs = GPU_PASS_COSTS if gpu_layers else CPU_PASS_COSTS
         self.special_texts, self.end_of_generation = self._scan_special_tokens()
         metadata = dict(self.llama.metadata)
         self.info = EngineInfo(
@@ -202,7 +241,8 @@ class LlamaCppEngine:
         return reused
 
     def rewind(self, position: int) -> None:
-        """Drop every cached token from ``position`` on (``Llama.eval`` clears them from the KV cache)."""
+        """Drop every cached token from ``position`` on (the next evaluation clears them from the
+        KV cache); a position inside the last ``feed_all`` pass keeps that pass's logits."""
         evaluated = len(self._tokens) - len(self._pending)
         if position >= evaluated:
             del self._pending[position - evaluated :]
@@ -210,6 +250,8 @@ class LlamaCppEngine:
             self._pending.clear()
             self.llama.n_tokens = position
         del self._tokens[position:]
+        if self._rows.wanted_from >= position:
+            self._rows.wanted_from = _NONE
 
     def feed(self, tokens: Sequence[int]) -> None:
         """Append tokens; they are evaluated when logits are next needed, so that the caller
@@ -218,14 +260,39 @@ class LlamaCppEngine:
         self._pending.extend(tokens)
         self._tokens.extend(tokens)
 
+    def feed_all(self, tokens: Sequence[int]) -> None:
+        """Like ``feed``, but the pass keeps the logits after each of ``tokens``."""
+        self._rows.wanted_from = min(self._rows.wanted_from, self.position)
+        self.feed(tokens)
+
     def evaluate_pending(self) -> None:
         """Run the tokens fed since the last evaluation through the model."""
-        if self._pending:
-            pending, self._pending = self._pending, []
-            self.llama.eval(pending)
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        start = len(self._tokens) - len(pending)
+        if self._rows.wanted_from >= len(self._tokens):
+            self.llama.eval(pending)  # logits for the last token only
+            self._rows.first = None
+            return
+        head = max(0, len(pending) - _Rows.capacity)
+        if head:
+            self.llama.eval(pending[:head])
+        self._rows.decode(self.llama, pending[head:], start + head)
+
+    def logits_index(self, at: int | None) -> int:
+        """Where in llama.cpp's logits the row choosing the token at position ``at`` is
+        (``None``: the next position)."""
+        self.evaluate_pending()
+        if self._rows.first is None:
+            if at is not None and at != self.position:
+                raise ValueError(f"no logits for position {at}: the last pass kept only the last token's")
+            return -1
+        return (self.position if at is None else at) - 1 - self._rows.first
 
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
         return LlamaCppSampler(self, params, seed)
 
     def close(self) -> None:
+        self._rows.close()
         self.llama.close()

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..sampling import SamplingParams
-from .base import DEFAULT_CONTEXT, EngineInfo, check_room, prefill_reusing
+from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .mlx_engine import check_mlx_folder
 
 try:
@@ -71,10 +71,11 @@ class MlxSampler:
             mask = self._masks[banned] = row
         return mask
 
-    def sample(self, banned: Collection[int] = ()) -> int:
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+        row = self._engine.row(at)
         if self._greedy and not banned:
-            return int(self._engine.argmax.item())
-        logits = self._engine.logits[None]
+            return self._engine.greedy(row)
+        logits = self._engine.logits[row][None]
         if self._processors:
             history = mx.array(self._history or [0])
             for processor in self._processors:
@@ -108,8 +109,12 @@ class MlxEngine:
         self._kv_bits = 8 if kv_cache == "q8_0" else None
         self.cache = make_prompt_cache(self.model)
         self._tokens: list[int] = []
+        #: The last pass's logits, one row per token that kept them; row 0 chooses the
+        #: token at position ``_rows_from + 1``.
         self.logits: Any = None
-        self.argmax: Any = None
+        self._argmax: Any = None
+        self._argmax_list: list[int] | None = None
+        self._rows_from = 0
         self._pieces: dict[int, bytes] = {}
         self._byte_decoder = _byte_decoder()
         added = self._tokenizer.get_added_tokens_decoder()
@@ -117,6 +122,7 @@ class MlxEngine:
         self.special_texts = frozenset(token.content for token in added.values())
         self.end_of_generation = self._end_of_generation(wrapper, config, added)
         trained = int(config.get("max_position_embeddings") or 4096)
+        self.pass_costs = GPU_PASS_COSTS if mx.default_device() == mx.gpu else CPU_PASS_COSTS
         self.info = EngineInfo(
             engine=self.name,
             model_path=str(path),
@@ -180,15 +186,33 @@ class MlxEngine:
             del self._tokens[position:]
 
     def feed(self, tokens: Sequence[int]) -> None:
+        self._forward(list(tokens), 1)  # logits are needed for the last token only
+
+    def feed_all(self, tokens: Sequence[int]) -> None:
+        self._forward(list(tokens), len(tokens))
+
+    def _forward(self, tokens: list[int], rows: int) -> None:
+        """Run ``tokens`` through the model, keeping the logits of the last ``rows``; the
+        pass is started asynchronously, so the caller's Python work overlaps it."""
         check_room(self.position + len(tokens), self.info.context_length)
-        tokens = list(tokens)
-        self._fill_cache(tokens[:-1])  # logits are needed for the last token only
-        self.logits = self.model(mx.array(tokens[-1:])[None], cache=self.cache)[0, -1, :]
-        # The greedy choice is computed in the same asynchronous graph as the logits.
-        self.argmax = mx.argmax(self.logits)
+        self._fill_cache(tokens[:-rows])
+        self.logits = self.model(mx.array(tokens[-rows:])[None], cache=self.cache)[0]
+        # The greedy choices are computed in the same asynchronous graph as the logits.
+        self._argmax, self._argmax_list = mx.argmax(self.logits, axis=-1), None
         maybe_quantize_kv_cache(self.cache, quantized_kv_start=0, kv_group_size=64, kv_bits=self._kv_bits)
-        mx.async_eval(self.logits, self.argmax)
-        self._tokens.append(tokens[-1])
+        mx.async_eval(self.logits, self._argmax)
+        self._rows_from = self.position
+        self._tokens.extend(tokens[-rows:])
+
+    def row(self, at: int | None) -> int:
+        """The row of ``logits`` that chooses the token at position ``at`` (None: the next one)."""
+        return (self.position if at is None else at) - 1 - self._rows_from
+
+    def greedy(self, row: int) -> int:
+        """The argmax of one row, read back once per pass."""
+        if self._argmax_list is None:
+            self._argmax_list = self._argmax.tolist()
+        return self._argmax_list[row]
 
     def new_sampler(self, params: SamplingParams, seed: int) -> MlxSampler:
         return MlxSampler(self, params, seed)

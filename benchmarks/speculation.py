@@ -1,0 +1,137 @@
+"""Speculative decoding (n-gram prompt lookup) against raw llama-cpp-python, greedy, on four prompts.
+
+In one process, on the same GGUF and thread count, per workload and repetition: plain
+llama-cpp-python streaming, qwq-edge without speculation and qwq-edge with
+``draft="ngram"``, each from an empty KV cache, the same prompt tokens, greedy. The
+texts are compared (speculation must not change a token), and decode tokens/s is
+measured from the first to the last token, as in ``overhead_llama_cpp.py``.
+
+    python benchmarks/speculation.py            # full run, writes benchmarks/results/
+    python benchmarks/speculation.py --quick    # seconds; what the test suite runs
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from qwq_edge import load
+from qwq_edge.bench.measure import timing
+from qwq_edge.bench.raw import open_raw
+from qwq_edge.bench.workloads import workload_prompt
+from qwq_edge.machine import usable_cores
+from qwq_edge.model import Model
+from qwq_edge.prompt import Message
+from qwq_edge.reasoning.formats import resolve_format
+from qwq_edge.sampling import SamplingParams
+from qwq_edge.testdata import fixture_model_path
+
+try:
+    from benchmarks.common import decode_parser, machine, median, quick, save
+except ImportError:  # run as a script from the repository root
+    from common import decode_parser, machine, median, quick, save
+
+#: Workload → reasoning format: the 0.5B model answers directly, except in the think format.
+WORKLOADS = {"edit": "none", "story": "none", "sort": "none", "reasoning": "think"}
+#: llama.cpp's own server on this machine, from issue 13 (ngram-simple, greedy, 300 tokens).
+LLAMA_SERVER = {"edit": "2.81× (279/279 drafts accepted)", "story": "1.57× (157/183)"}
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def run_raw(raw: Any, tokens: list[int], n: int) -> tuple[str, float]:
+    """Raw llama-cpp-python: its text and decode tokens/s."""
+    start, marks, text = perf_counter(), [], []
+    for count, chunk in enumerate(raw.stream(tokens, n, GREEDY, 0), start=1):
+        text.append(chunk["choices"][0]["text"])
+        marks.append((count, perf_counter()))
+    return "".join(text), timing(len(tokens), start, marks).decode_tokens_per_s
+
+
+def run_qwq(model: Model, text: str, fmt: str, n: int, draft: str) -> tuple[str, dict[str, Any]]:
+    """qwq-edge from an empty cache: its text (thinking and answer) and its stats."""
+    model.engine.rewind(0)
+    limits = {"max_thinking_tokens": n, "max_answer_tokens": 1} if fmt == "think" else {"max_answer_tokens": n}
+    result = model.generate(text, reasoning_format=fmt, temperature=0.0, draft=draft, loop_guard=False, **limits)
+    return result.thinking + result.answer, result.stats.to_dict()
+
+
+def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict[str, Any]:
+    """Every repetition of the three runs on one workload, and their medians."""
+    fmt = WORKLOADS[name]
+    text = workload_prompt(name)
+    messages = model.prompt_messages([Message("user", text)])
+    tokens = model.prompts.build(messages, resolve_format(fmt, model.info.chat_template, model.info.model_name))
+    runs: dict[str, list] = {"raw": [], "off": [], "ngram": []}
+    texts: dict[str, str] = {}
+    for _ in range(repetitions):
+        raw_text, raw_speed = run_raw(raw, tokens, n)
+        runs["raw"].append(raw_speed)
+        texts["raw"] = raw_text
+        for draft in ("off", "ngram"):
+            texts[draft], stats = run_qwq(model, text, fmt, n, draft)
+            runs[draft].append(stats)
+    speed = {draft: median([s["decode_tokens_per_s"] for s in runs[draft]]) for draft in ("off", "ngram")}
+    last = runs["ngram"][-1]
+    return {
+        "prompt_tokens": len(tokens),
+        "reasoning_format": fmt,
+        "runs": runs,
+        "decode_tokens_per_s": {"raw": median(runs["raw"]), **speed},
+        "ngram_vs_raw": speed["ngram"] / median(runs["raw"]),
+        "off_vs_raw": speed["off"] / median(runs["raw"]),
+        "identical_with_and_without_speculation": texts["ngram"] == texts["off"],
+        "qwq_edge_text_equals_raw": fmt == "none" and texts["off"] == texts["raw"][: len(texts["off"])],
+        "generated_tokens": last["generated_tokens"],
+        "drafts": {key: last[key] for key in ("draft_proposed", "draft_accepted", "draft_acceptance_rate")},
+        "tokens_per_pass": last["tokens_per_pass"],
+    }
+
+
+def table(results: dict[str, dict[str, Any]], footer: str) -> str:
+    lines = [
+        "| workload | raw llama-cpp-python tok/s | qwq-edge, no draft | qwq-edge, `--draft ngram` | ngram ÷ raw "
+        "| drafts accepted | tokens per pass | same tokens | llama-server ngram-simple ÷ its own decode |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        speed, drafts = r["decode_tokens_per_s"], r["drafts"]
+        lines.append(
+            f"| {name} | {speed['raw']:.1f} | {speed['off']:.1f} | {speed['ngram']:.1f} | **{r['ngram_vs_raw']:.2f}×** "
+            f"| {drafts['draft_accepted']}/{drafts['draft_proposed']} | {r['tokens_per_pass']:.2f} "
+            f"| {'yes' if r['identical_with_and_without_speculation'] else 'NO'} | {LLAMA_SERVER.get(name, '-')} |"
+        )
+    return "\n".join(lines) + "\n\n" + footer + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = decode_parser(__doc__.splitlines()[0], tokens=300, repetitions=2)
+    parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
+    parser.add_argument("--threads", type=int, default=usable_cores())
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
+    args = quick(parser.parse_args(argv))
+    path = args.model or fixture_model_path()
+    model = load(path, engine="llama.cpp", context_length=4096, n_threads=args.threads)
+    raw = open_raw(model.engine)
+    try:
+        results = {name: measure(model, raw, name, args.tokens, args.repetitions) for name in args.workloads.split(",")}
+    finally:
+        raw.close()
+        model.close()
+    footer = (
+        f"{path.name}, llama.cpp on the CPU, {args.threads} threads, greedy, {args.tokens} tokens per run, median of "
+        f"{args.repetitions} repetitions (decode tokens/s from the first to the last token). The llama-server column "
+        "is quoted from issue 13 (llama.cpp's server built from the llama.cpp that llama-cpp-python 0.3.36 vendors, "
+        "measured on this machine with other prompts of the same kinds); it was not rebuilt here. Mac figures are "
+        "not measured here."
+    )
+    data = {"benchmark": "speculation", "machine": machine(), "settings": vars(args) | {"out": str(args.out)}}
+    data["workloads"] = results
+    text = table(results, footer)
+    save("speculation_quick" if args.quick else "speculation", data, text, args.out)
+    print(text)
+    return data
+
+
+if __name__ == "__main__":
+    main()
