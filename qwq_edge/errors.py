@@ -49,3 +49,8 @@ class ConversionError(QwqEdgeError):
 
 class InsufficientMemoryError(QwqEdgeError):
     """The model (with the requested context and KV cache) does not fit in memory."""
+
+
+class DistributedError(QwqEdgeError):
+    """A distributed run cannot start (not under ``mlx.launch``, a model that cannot be
+    split over this many ranks, ranks that disagree) or lost one of its ranks."""

@@ -6,7 +6,7 @@ Layers, bottom first; a module may import its own layer and the layers below
 | layer | modules | what they are |
 |---|---|---|
 | 0 bottom | errors, machine, hub, files, safetensors_header, shape, qwen2, | facts and types |
-| | sampling, events, detokenize, resources, answers, turns | everyone shares |
+| | sampling, events, detokenize, resources, answers, turns, distributed | everyone shares |
 | 1 core | reasoning/ · engines/ (neither imports the other) | controller · adapters, registry |
 | 2 models | prompt, catalog, families, planner, options | templates, catalog, memory, options |
 | 3 convert | convert/ (engine libraries only inside functions) | the converters |
@@ -40,6 +40,7 @@ LAYERS = {
         "resources",
         "answers",
         "turns",
+        "distributed",
     ),
     1: ("reasoning", "engines"),
     2: ("prompt", "catalog", "families", "planner", "options"),
