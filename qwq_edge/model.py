@@ -180,11 +180,9 @@ def load(
 ) -> Model:
     """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
 
-    ``distributed``: in a process ``mlx.launch`` started, split an MLX model over the
-    group's ranks (tensor parallelism; the planner plans one rank's share). On rank 0
-    the model generates as usual; on the other ranks call ``follow()`` (see
-    ``Model.rank``). A rank that does not answer within ``rank_timeout`` seconds, or
-    dies, ends the process with one line on stderr and exit status 1.
+    ``distributed``: under ``mlx.launch``, split an MLX model over the ranks (planned per
+    rank); rank 0 generates, the others call ``follow()``. A rank silent for
+    ``rank_timeout`` seconds, or dead, ends the process with one line and status 1.
 
     Before loading, the memory planner checks that the weights, the KV cache and an
     overhead fit this machine; ``context_length=None`` and ``kv_cache=None`` let it

@@ -64,10 +64,7 @@ def bench(
     if report is None:  # a rank other than 0 of a distributed run: rank 0 reports
         return
     if params["verbose"]:
-        model = report.model
-        console.print(f"engine: {model['engine']} on {model['device']} ({model['engine_reason']})")
-        if model["memory_plan"]:
-            console.print(f"memory: {model['memory_plan']}")
+        _print_engine(console, report.model)
     data = report.to_dict()
     if out is not None:
         write_text_atomic(out, json.dumps(data, indent=2) + "\n")
@@ -75,6 +72,12 @@ def bench(
         click.echo(json.dumps(data))
     else:
         _print_report(Console(), report)
+
+
+def _print_engine(console: Console, model: dict[str, Any]) -> None:
+    console.print(f"engine: {model['engine']} on {model['device']} ({model['engine_reason']})")
+    if model["memory_plan"]:
+        console.print(f"memory: {model['memory_plan']}")
 
 
 def _print_report(console: Console, report: BenchReport) -> None:

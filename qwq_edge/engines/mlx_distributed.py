@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import atexit
 import signal
-from collections.abc import Collection, Sequence
-from contextlib import suppress
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -112,10 +112,14 @@ class LeaderEngine(_GroupEngine):
         self._stopped = False
         atexit.register(self._stop)
 
-    def _share(self, op: Op, what: str) -> None:
+    @contextmanager
+    def _shared(self, op: Op, what: str) -> Iterator[None]:
+        """Share ``op``, then do it here in the block; all under the watchdog, since any
+        evaluation may wait on the other ranks."""
         with self.watchdog.guard(what):
             self._settle()
             self.channel.send(op)
+            yield
 
     def prefill(self, tokens: Sequence[int]) -> int:
         return prefill_reusing(self, self.shard.cached_tokens, tokens)
@@ -125,28 +129,28 @@ class LeaderEngine(_GroupEngine):
         check_room(self.position + len(tokens), self.info.context_length)
         for start in range(0, len(tokens), PREFILL_STEP):
             chunk = tuple(tokens[start : start + PREFILL_STEP])
-            self._share(Op(FEED, tokens=chunk), "feed")
-            self.meter.start(len(chunk))
-            self.shard.feed(chunk)
+            with self._shared(Op(FEED, tokens=chunk), "feed"):
+                self.meter.start(len(chunk))
+                self.shard.feed(chunk)
 
     def rewind(self, position: int) -> None:
-        self._share(Op(REWIND, position), "rewind")
-        self.shard.rewind(position)
+        with self._shared(Op(REWIND, position), "rewind"):
+            self.shard.rewind(position)
 
     def new_sampler(self, params: SamplingParams, seed: int) -> _LeaderSampler:
         return _LeaderSampler(self, self.shard.new_sampler(params, seed))
 
     def reports(self) -> list[dict[str, Any]]:
         """Every rank's memory and decode speed (rank order)."""
-        self._share(Op(REPORT), "report")
-        with self.watchdog.guard("report"):
+        with self._shared(Op(REPORT), "report"):
             return self._report()
 
     def _stop(self) -> None:
         """Release the other ranks (at ``close`` or at exit, whichever comes first)."""
         if not self._stopped:
             self._stopped = True
-            self._share(Op(STOP), "stop")
+            with self._shared(Op(STOP), "stop"):
+                pass
 
     def close(self) -> None:
         self._stop()
