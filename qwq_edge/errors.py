@@ -57,3 +57,8 @@ class QwqEdgeWarning(UserWarning):
 
 class TemplateFallbackWarning(QwqEdgeWarning):
     """The model's chat template cannot be used, so ChatML is used instead."""
+
+
+class DistributedError(QwqEdgeError):
+    """A distributed run cannot start (not under ``mlx.launch``, a model that cannot be
+    split over this many ranks, ranks that disagree) or lost one of its ranks."""

@@ -6,6 +6,7 @@ generated one that the engine smoke tests run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
@@ -20,8 +21,9 @@ from typing import Any
 from .catalog import CatalogEntry, Source
 from .convert import ConversionSummary, convert_to_gguf, convert_to_mlx
 from .convert.synthetic import make_checkpoint
-from .engines.registry import choose_engine, spec_for_path, spec_named, specs
-from .errors import QwqEdgeError
+from .distributed import launched
+from .engines.registry import choose_engine, gather_over_group, spec_for_path, spec_named, specs
+from .errors import DistributedError, QwqEdgeError
 from .families import family_for
 from .machine import apple_silicon, available_memory, gpu_offload_supported, metal_available, total_memory
 from .planner import fitting_plan, largest_context, memory_budget, model_shape, plan_for
@@ -158,3 +160,42 @@ def smoke_test(engine: str) -> dict[str, Any]:
         return {"engine": engine, "ok": False, "detail": f"{type(error).__name__}: {error}"}
     detail = f"decoded {result.stats.answer_tokens} token in {perf_counter() - start:.1f} s"
     return {"engine": engine, "ok": True, "detail": detail}
+
+
+def model_fingerprint(path: str | Path) -> dict[str, Any]:
+    """A model's files by name: size and a hash of their first and last MiB (quick, and
+    enough to tell a different, truncated or half-copied file)."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    found = {}
+    for file in files:
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            digest.update(handle.read(2**20))
+            handle.seek(max(0, file.stat().st_size - 2**20))
+            digest.update(handle.read())
+        found[file.name] = f"{file.stat().st_size}:{digest.hexdigest()[:16]}"
+    return found
+
+
+def distributed_report(model: Path | None) -> tuple[int, list[dict[str, Any]]]:
+    """Under ``mlx.launch``: this rank, and every rank's host, versions and model files."""
+    if not launched():
+        raise DistributedError("doctor --distributed runs under mlx.launch: qwq-edge launch -n 2 -- doctor")
+    mine = {
+        "host": platform.node(),
+        "versions": {package: _version(package) for package in ("mlx", "mlx-lm", "qwq-edge")},
+        "model": model_fingerprint(model) if model is not None else None,
+    }
+    return gather_over_group(mine)
+
+
+def rank_differences(ranks: list[dict[str, Any]]) -> list[str]:
+    """What each rank has that rank 0 has not (versions, model files), in words."""
+    problems = []
+    for rank, facts in enumerate(ranks[1:], start=1):
+        for key in ("versions", "model"):
+            if facts[key] != ranks[0][key]:
+                what = "model files" if key == "model" else "versions"
+                problems.append(f"rank {rank} ({facts['host']}) has other {what} than rank 0: {facts[key]}")
+    return problems

@@ -13,9 +13,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .distributed import launched
 from .engines import open_engine
 from .engines.base import KV_CACHE_TYPES, Engine, EngineInfo
-from .errors import InvalidRequestError
+from .engines.registry import join_group, rank_shape
+from .errors import DistributedError, InvalidRequestError
 from .events import Done, Event, GenerationResult, collect
 from .families import family_for
 from .generate import generate_step
@@ -27,6 +29,7 @@ from .reasoning.factory import ControllerFactory
 from .reasoning.formats import NONE, ReasoningFormat, resolve_format
 from .reasoning.language import detect_language, resolve_language
 from .sampling import SamplingParams
+from .shape import ModelShape
 from .speculation.proposers import DraftModels, Proposer
 from .turns import Turns
 
@@ -180,6 +183,25 @@ class Model:
 
         return Chat(self, options, **overrides)
 
+    # -- distributed runs --------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a distributed run; 0 (the one that generates) otherwise."""
+        return int(getattr(self.engine, "rank", 0))
+
+    def follow(self) -> None:
+        """On a rank other than 0: run rank 0's operations on this rank's share until it stops."""
+        follow = getattr(self.engine, "follow", None)
+        if follow is None:
+            raise DistributedError("only a rank other than 0 of a distributed run follows")
+        follow()
+
+    def rank_reports(self) -> list[dict[str, Any]] | None:
+        """In a distributed run, every rank's memory and decode speed (None otherwise)."""
+        reports = getattr(self.engine, "reports", None)
+        return reports() if reports is not None else None
+
     # -- lifetime --------------------------------------------------------------------
 
     def close(self) -> None:
@@ -202,8 +224,14 @@ def load(
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
     reasoning_format: str | ReasoningFormat = "auto",
+    distributed: bool = False,
+    rank_timeout: float = 60.0,
 ) -> Model:
     """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
+
+    ``distributed``: under ``mlx.launch``, split an MLX model over the ranks (planned per
+    rank); rank 0 generates, the others call ``follow()``. A rank silent for
+    ``rank_timeout`` seconds, or dead, ends the process with one line and status 1.
 
     Before loading, the memory planner checks that the weights, the KV cache and an
     overhead fit this machine; ``context_length=None`` and ``kv_cache=None`` let it
@@ -214,7 +242,7 @@ def load(
         raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")
     if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
         raise InvalidRequestError(f"unknown KV cache type {kv_cache!r}; choose one of {', '.join(KV_CACHE_TYPES)}")
-    plan = plan_memory(model_shape(path), memory_budget(), context_length, kv_cache)
+    plan = plan_memory(_shape(path, distributed), memory_budget(), context_length, kv_cache)
     loaded, reason = open_engine(
         path,
         engine,
@@ -222,7 +250,20 @@ def load(
         kv_cache=plan.kv_cache,
         n_threads=n_threads,
         n_gpu_layers=n_gpu_layers,
+        distributed=distributed,
+        rank_timeout=rank_timeout,
     )
     model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
     model.memory_plan = plan
     return model
+
+
+def _shape(path: str | Path, distributed: bool) -> ModelShape:
+    """What one process must hold: the whole model, or its rank's share."""
+    if not distributed:
+        return model_shape(path)
+    if not launched():
+        raise DistributedError(
+            "--distributed runs under mlx.launch, one process per rank: start it with qwq-edge launch (see --help)"
+        )
+    return rank_shape(path, join_group()[1])

@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from .engines.registry import spec_for_path
 from .errors import InsufficientMemoryError, InvalidRequestError
@@ -180,3 +181,26 @@ def model_shape(path: str | Path) -> ModelShape:
     """Read a model's shape from its files without loading it (each engine knows its own files)."""
     path = Path(path)
     return spec_for_path(path).shape(path)
+
+
+def rank_plan(rank_share: ModelShape, ranks: int, machine_bytes: int | None = None) -> dict[str, Any]:
+    """Whether ``ranks`` machines hold a model split over them, and with what context.
+
+    ``rank_share`` is one rank's share (``engines.registry.rank_shape``);
+    ``machine_bytes`` each machine's memory, of which a Mac lets the GPU use about 75%
+    (None: this machine's budget).
+    """
+    budget = memory_budget() if machine_bytes is None else int(machine_bytes * APPLE_GPU_FRACTION)
+    report: dict[str, Any] = {
+        "ranks": ranks,
+        "budget_per_rank_bytes": budget,
+        "weights_per_rank_bytes": rank_share.weights_bytes,
+        "kv_bytes_per_token_per_rank": {kv: rank_share.kv_bytes_per_token(kv) for kv in KV_ELEMENT_BYTES},
+        "largest_context": {kv: largest_context(rank_share, kv, budget) for kv in KV_ELEMENT_BYTES},
+    }
+    try:
+        plan = plan_memory(rank_share, budget)
+    except InsufficientMemoryError as error:
+        return {**report, "fits": False, "plan": None, "verdict": str(error)}
+    verdict = f"fits with {plan.context} tokens of {plan.kv_cache} KV cache; per rank {plan.describe()}"
+    return {**report, "fits": True, "plan": plan.to_dict(), "verdict": verdict}

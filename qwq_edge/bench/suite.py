@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -54,6 +54,8 @@ class BenchReport:
     load_seconds: dict[str, float]
     memory: dict[str, int]
     runs: dict[str, list[RunTiming]] = field(default_factory=dict)
+    #: In a distributed run: each rank's memory and its own decode speed (rank order).
+    ranks: list[dict[str, Any]] | None = None
 
     def medians(self) -> dict[str, dict[str, float]]:
         """Per variant: median time to first token, prefill and decode speed."""
@@ -109,13 +111,21 @@ def run_bench(
     *,
     progress: Callable[[str], None] = lambda message: None,
     **load_options: Any,
-) -> BenchReport:
+) -> BenchReport | None:
     """Load the model (timed), then measure the raw engine and qwq-edge, taking turns.
 
-    ``load_options`` go to ``qwq_edge.load`` (engine, context_length, n_threads, …).
+    ``load_options`` go to ``qwq_edge.load`` (engine, context_length, n_threads, …). With
+    ``distributed=True`` there is no raw baseline (mlx-lm's loop runs one process), the
+    report has every rank's memory and decode speed, and on the ranks other than 0 this
+    follows rank 0 and returns None.
     """
     settings = settings or BenchSettings()
+    if load_options.get("distributed"):
+        settings = replace(settings, raw=False)
     model, qwq_load = _timed(lambda: load(path, **load_options))
+    if model.rank != 0:
+        model.follow()
+        return None
     try:
         return _measure(model, qwq_load, settings, progress)
     finally:
@@ -153,6 +163,7 @@ def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: C
         if raw is not None:
             raw.close()
     report.memory["peak_rss_bytes"] = peak_rss_bytes()
+    report.ranks = model.rank_reports()
     return report
 
 

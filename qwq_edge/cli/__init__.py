@@ -16,6 +16,7 @@ from .chat import chat
 from .convert import convert, verify_command
 from .evaluate import evaluate
 from .inspect import doctor, info
+from .launch import launch
 from .models import list_command, pull_command, rm_command
 from .run import run
 from .serve import serve
@@ -40,6 +41,7 @@ for command in (
     pull_command,
     list_command,
     rm_command,
+    launch,
 ):
     cli.add_command(command)
 

@@ -82,11 +82,10 @@ def bench(
     console = Console(stderr=True)
     with console.status("loading the model") as status:
         report = run_bench(path, settings, progress=status.update, **load_kwargs(params))
+    if report is None:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
     if params["verbose"]:
-        model = report.model
-        console.print(f"engine: {model['engine']} on {model['device']} ({model['engine_reason']})")
-        if model["memory_plan"]:
-            console.print(f"memory: {model['memory_plan']}")
+        _print_engine(console, report.model)
     data = report.to_dict()
     if out is not None:
         write_text_atomic(out, json.dumps(data, indent=2) + "\n")
@@ -101,6 +100,12 @@ def _with_draft(settings: BenchSettings, draft: str, yes: bool, path: Path) -> B
     if draft == "off":
         return settings
     return replace(settings, options=settings.options.replace(draft=draft_path(draft, yes, path.name)))
+
+
+def _print_engine(console: Console, model: dict[str, Any]) -> None:
+    console.print(f"engine: {model['engine']} on {model['device']} ({model['engine_reason']})")
+    if model["memory_plan"]:
+        console.print(f"memory: {model['memory_plan']}")
 
 
 def _print_report(console: Console, report: BenchReport) -> None:
@@ -137,6 +142,24 @@ def _print_report(console: Console, report: BenchReport) -> None:
     if "raw_engine_added_rss_bytes" in memory:
         line += f", {decimal(memory['raw_engine_added_rss_bytes'])} more for the raw engine"
     console.print(f"{line}; peak {decimal(memory['peak_rss_bytes'])}")
+    if report.ranks:
+        _print_ranks(console, report.ranks)
     ratios = report.ratios()
     if ratios:
         console.print("median per-run ratios: " + "; ".join(f"{name} {value:.3f}" for name, value in ratios.items()))
+
+
+def _print_ranks(console: Console, ranks: list[dict[str, Any]]) -> None:
+    """Each rank's memory and its own decode speed (tokens fed one at a time ÷ its seconds until their logits)."""
+    table = Table(title="ranks", title_justify="left")
+    for column in ("rank", "host", "MLX peak memory", "peak RSS", "decode tok/s"):
+        table.add_column(column, justify="left" if column == "host" else "right")
+    for rank in ranks:
+        table.add_row(
+            str(rank["rank"]),
+            rank["host"],
+            decimal(rank["mlx_peak_memory_bytes"]),
+            decimal(rank["peak_rss_bytes"]),
+            f"{rank['decode_tokens_per_s']:.1f}",
+        )
+    console.print(table)

@@ -12,9 +12,21 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from ..catalog import find, split_name
-from ..inspection import catalog_memory, describe_model, model_memory, smoke_engines, smoke_test, system_report
-from ..planner import GB, MIN_FIT_CONTEXT
+from ..engines.registry import rank_shape
+from ..inspection import (
+    catalog_memory,
+    describe_model,
+    distributed_report,
+    model_memory,
+    rank_differences,
+    smoke_engines,
+    smoke_test,
+    system_report,
+)
+from ..planner import GB, MIN_FIT_CONTEXT, rank_plan
 from ..store import ModelNotPulledError, choose_source, resolve_model
+
+GiB = 2**30
 
 
 def _table(title: str, rows: dict[str, Any]) -> Table:
@@ -73,11 +85,49 @@ def _readable(details: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def _local_path(model: str) -> Path:
+    path = Path(model)
+    return path if path.exists() else resolve_model(model)
+
+
+def _show_ranks(model: str, ranks: int, memory: float | None, as_json: bool) -> None:
+    """Whether ``ranks`` machines of ``memory`` GB each hold MODEL split over them."""
+    report = rank_plan(rank_shape(_local_path(model), ranks), ranks, None if memory is None else int(memory * GiB))
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        _print_ranks(model, ranks, memory, report)
+    if not report["fits"]:
+        raise SystemExit(1)
+
+
+def _print_ranks(model: str, ranks: int, memory: float | None, report: dict[str, Any]) -> None:
+    rows = {
+        "usable memory per rank": decimal(report["budget_per_rank_bytes"]),
+        "weights per rank": decimal(report["weights_per_rank_bytes"]),
+    }
+    for kv, per_token in report["kv_bytes_per_token_per_rank"].items():
+        fitting = report["largest_context"][kv]
+        rows[f"KV cache {kv} per rank"] = f"{per_token / 1024:.1f} KiB per token; fits {fitting} tokens"
+    rows["verdict"] = report["verdict"]
+    where = f"{memory:g} GB" if memory is not None else "this machine's memory"
+    Console().print(_table(f"{model} over {ranks} machines of {where}", rows))
+
+
 @click.command()
 @click.argument("model")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def info(model: str, as_json: bool) -> None:
+@click.option("--ranks", type=click.IntRange(min=1), help="Plan the model split over N machines (MLX folders).")
+@click.option(
+    "--memory",
+    type=click.FloatRange(min=1),
+    help="With --ranks: each machine's memory in GB (Apple's GB, 2^30 bytes); default: this machine's.",
+)
+def info(model: str, as_json: bool, ranks: int | None, memory: float | None) -> None:
     """Describe MODEL (a GGUF file, an MLX folder or a catalog name) without loading it."""
+    if ranks is not None:
+        _show_ranks(model, ranks, memory, as_json)
+        return
     details = _catalog_details(model) if not Path(model).exists() else None
     details = details or describe_model(Path(model))
     if as_json:
@@ -89,8 +139,16 @@ def info(model: str, as_json: bool) -> None:
 @click.command()
 @click.option("--model", "-m", type=click.Path(path_type=Path), help="Also plan memory for this model.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def doctor(model: Path | None, as_json: bool) -> None:
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Under mlx.launch: check that every rank has the same MLX and qwq-edge versions and model files.",
+)
+def doctor(model: Path | None, as_json: bool, distributed: bool) -> None:
     """Check this machine: OS, CPU, memory, GPU, the engines (a real one-token run each), versions."""
+    if distributed:
+        _doctor_ranks(model, as_json)
+        return
     report: dict[str, Any] = {"system": system_report()}
     report["engines"] = [smoke_test(engine) for engine in smoke_engines()]
     if model is not None:
@@ -124,3 +182,31 @@ def _print_doctor(console: Console, report: dict[str, Any]) -> None:
                 f"{per_token / 1024:.1f} KiB per token; fits {memory['largest_context'][kv]} tokens"
             )
         console.print(_table(model["name"], rows))
+
+
+def _doctor_ranks(model: Path | None, as_json: bool) -> None:
+    """Rank 0 shows every rank's versions and model files; the other ranks say nothing."""
+    rank, ranks = distributed_report(model)
+    if rank != 0:
+        return
+    problems = rank_differences(ranks)
+    if as_json:
+        click.echo(json.dumps({"ranks": ranks, "problems": problems}))
+    else:
+        table = Table(title=f"{len(ranks)} ranks", title_justify="left", title_style="bold")
+        for column in ("rank", "host", "mlx", "mlx-lm", "qwq-edge", "model files"):
+            table.add_column(column)
+        for index, facts in enumerate(ranks):
+            versions = facts["versions"]
+            files = (
+                "-"
+                if facts["model"] is None
+                else ("same as rank 0" if facts["model"] == ranks[0]["model"] else "DIFFERENT")
+            )
+            table.add_row(str(index), facts["host"], *(str(versions[p]) for p in ("mlx", "mlx-lm", "qwq-edge")), files)
+        console = Console()
+        console.print(table)
+        for problem in problems:
+            console.print(f"problem: {problem}", style="red", markup=False, highlight=False)
+    if problems:
+        raise SystemExit(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,18 @@ model_options = _apply(
             help="How the model marks its thinking: read from the model, or forced.",
         ),
         click.option("--verbose", "-v", is_flag=True, help="Show the engine chosen and why."),
+        click.option(
+            "--distributed",
+            is_flag=True,
+            help="Split an MLX model over the machines of an mlx.launch run (start it with qwq-edge launch).",
+        ),
+        click.option(
+            "--rank-timeout",
+            type=click.FloatRange(min=1),
+            default=60.0,
+            show_default=True,
+            help="With --distributed: seconds to wait for the other ranks before stopping the run.",
+        ),
     ]
 )
 
@@ -171,15 +184,24 @@ def load_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         "n_threads": params["n_threads"],
         "n_gpu_layers": params["n_gpu_layers"],
         "reasoning_format": params["reasoning_format"],
+        "distributed": params["distributed"],
+        "rank_timeout": params["rank_timeout"],
     }
 
 
 def load_model(params: dict[str, Any]) -> Model:
-    """Load the model named by ``model_options``; report the engine when verbose."""
+    """Load the model named by ``model_options``; report the engine when verbose.
+
+    With ``--distributed``, a rank other than 0 follows rank 0 here and exits when it stops,
+    so a command's own code runs on rank 0 only.
+    """
     try:
         model = load(model_path(params["model_path"], params["yes"]), **load_kwargs(params))
     except InsufficientMemoryError as error:
         raise with_alternatives(error, None) from None
+    if model.rank != 0:
+        model.follow()
+        sys.exit(0)
     if params["verbose"]:
         info = model.info
         click.echo(f"engine: {info.engine} on {info.device} ({model.engine_reason})", err=True)

@@ -7,12 +7,13 @@ logits are asked for.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ModelFormatError
+from ..errors import DistributedError, ModelFormatError
 from ..machine import apple_silicon, metal_available
 from ..model_config import read_json_object, read_model_config
 from ..qwen2 import Qwen2Config
@@ -84,7 +85,36 @@ def _auto() -> AutoChoice:
     )
 
 
+def check_split(config: dict[str, Any], ranks: int, name: str) -> None:
+    """mlx-lm's tensor parallelism gives each rank whole attention heads: refuse a split that cannot."""
+    heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads", heads))
+    if heads % ranks or kv_heads % ranks:
+        fitting = [n for n in range(2, kv_heads + 1) if kv_heads % n == 0 and heads % n == 0]
+        raise DistributedError(
+            f"{name} cannot be split over {ranks} ranks: each rank needs whole attention heads, and "
+            f"{ranks} does not divide its {heads} attention heads and {kv_heads} KV heads "
+            f"(it splits over {', '.join(map(str, fitting)) or 'no number of'} ranks)"
+        )
+
+
+def _rank_shape(path: Path, ranks: int) -> ModelShape:
+    """One rank's part: attention and MLP weights and the KV cache ÷ ranks; mlx-lm keeps the
+    embeddings and the output head whole on every rank."""
+    config, shape = read_model_config(path), _shape(path)
+    check_split(config, ranks, shape.name)
+    qwen2 = Qwen2Config.from_dict({"architectures": ["Qwen2ForCausalLM"], **config}, str(path))
+    whole = qwen2.vocab_size * qwen2.hidden_size * (1 if qwen2.tie_word_embeddings else 2)
+    replicated = int(shape.weights_bytes * whole / qwen2.parameter_count)
+    per_rank = replicated + (shape.weights_bytes - replicated) // ranks
+    return replace(shape, kv_heads=shape.kv_heads // ranks, weights_bytes=per_rank)
+
+
 def _open(path: Path, options: EngineOptions) -> Engine:
+    if options.distributed:
+        from .mlx_distributed import open_distributed
+
+        return open_distributed(path, options)
     from .mlx_runtime import MlxEngine
 
     return MlxEngine(path, context_length=options.context_length, kv_cache=options.kv_cache)
@@ -116,4 +146,5 @@ SPEC = EngineSpec(
     preference=1,
     raw=_raw,
     logits=_logits,
+    shard=_rank_shape,
 )

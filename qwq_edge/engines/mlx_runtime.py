@@ -101,7 +101,7 @@ class MlxEngine:
         path = Path(path)
         config = check_mlx_folder(path)
         try:
-            self.model, wrapper = mlx_load(str(path))
+            self.model, wrapper = self._load(path)
         except (ValueError, FileNotFoundError, KeyError, TypeError, AttributeError) as error:
             raise ModelFormatError(f"mlx-lm could not load {path}: {error}") from None
         self._tokenizer = wrapper._tokenizer.backend_tokenizer
@@ -135,6 +135,10 @@ class MlxEngine:
             device="metal (gpu)" if mx.default_device() == mx.gpu else "cpu (MLX's CPU backend)",
             metadata={key: str(value) for key, value in config.items() if not isinstance(value, dict | list)},
         )
+
+    def _load(self, path: Path) -> tuple[Any, Any]:
+        """The model and tokenizer wrapper (a subclass loads them otherwise: sharded)."""
+        return mlx_load(str(path))
 
     @staticmethod
     def _end_of_generation(wrapper: Any, config: dict[str, Any], added: dict[int, Any]) -> frozenset[int]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from ..errors import EngineUnavailableError, ModelFormatError, ModelNotFoundError
+from ..errors import DistributedError, EngineUnavailableError, ModelFormatError, ModelNotFoundError
+from ..shape import ModelShape
 from .base import Engine
 from .llama_cpp import SPEC as LLAMA_CPP
 from .mlx_engine import SPEC as MLX
@@ -96,15 +98,45 @@ def open_engine(
     kv_cache: str = "f16",
     n_threads: int | None = None,
     n_gpu_layers: int | None = None,
+    distributed: bool = False,
+    rank_timeout: float = 60.0,
 ) -> tuple[Engine, str]:
     """Load ``path`` with the chosen engine; return it and why it was chosen.
 
-    ``n_threads`` and ``n_gpu_layers`` apply to llama.cpp only.
+    ``n_threads`` and ``n_gpu_layers`` apply to llama.cpp only; ``distributed`` splits
+    the model over the ranks ``mlx.launch`` started (engines with a ``shard``).
     """
     name, reason = choose_engine(Path(path), engine)
-    options = EngineOptions(context_length, kv_cache, n_threads, n_gpu_layers)
-    return _SPECS[name].open(Path(path), options), reason
+    spec = _SPECS[name]
+    if distributed and spec.shard is None:
+        raise DistributedError(f"--distributed runs MLX folders only; {path} runs on {name}")
+    options = EngineOptions(context_length, kv_cache, n_threads, n_gpu_layers, distributed, rank_timeout)
+    return spec.open(Path(path), options), reason
+
+
+def rank_shape(path: str | Path, ranks: int) -> ModelShape:
+    """One rank's share of ``path`` split over ``ranks`` (tensor parallelism), for the planner."""
+    spec = spec_for_path(Path(path))
+    if spec.shard is None:
+        raise DistributedError(f"only MLX folders run distributed; {path} is {spec.describes}")
+    return spec.shard(Path(path), ranks)
+
+
+def join_group() -> tuple[int, int]:
+    """This process's rank and the group's size, in the group ``mlx.launch`` started (imports MLX)."""
+    from .mlx_group import init_group
+
+    group = init_group()
+    return group.rank(), group.size()
 
 
 for _builtin in (LLAMA_CPP, MLX):
     register(_builtin)
+
+
+def gather_over_group(value: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    """This rank, and every rank's ``value`` (JSON-able) in rank order (imports MLX)."""
+    from .mlx_group import Channel, init_group
+
+    group = init_group()
+    return group.rank(), Channel(group).gather(value)

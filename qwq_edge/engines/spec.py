@@ -32,6 +32,10 @@ class EngineOptions:
     kv_cache: str = "f16"
     n_threads: int | None = None
     n_gpu_layers: int | None = None
+    #: Split the model tensor-parallel over the ranks ``mlx.launch`` started (engines with ``shard``).
+    distributed: bool = False
+    #: Seconds a distributed operation may wait for the other ranks before the run stops.
+    rank_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,6 @@ class EngineSpec:
     raw: Callable[[Engine], RawRunner] | None = None
     #: ``verify``'s logits: one array (tokens × vocabulary) per token sequence (None: not offered).
     logits: Callable[[Path, Sequence[Sequence[int]]], list[np.ndarray]] | None = None
+    #: One rank's shape when the model is split tensor-parallel over N ranks, for the
+    #: planner (None: this engine does not run distributed); raises if N does not divide it.
+    shard: Callable[[Path, int], ModelShape] | None = None
