@@ -150,7 +150,7 @@ def test_a_hub_repo_id_as_model_from_the_cache(cli_command, tmp_path, offline):
         "--budget", "2", "--json", "hi", env=offline,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["thinking_tokens"] == 2
+    assert json.loads(proc.stdout)["thinking_tokens"] <= 2  # the budget's cut may take back tokens
 
 
 USER_CATALOG = """

@@ -93,9 +93,9 @@ class _LeaderSampler:
         self._leader = leader
         self._sampler = sampler
 
-    def sample(self, banned: Collection[int] = ()) -> int:
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
         with self._leader.watchdog.guard("sampling"):
-            token = self._sampler.sample(banned)
+            token = self._sampler.sample(banned, at)
         self._leader.meter.stop()
         return token
 
@@ -132,6 +132,10 @@ class LeaderEngine(_GroupEngine):
             with self._shared(Op(FEED, tokens=chunk), "feed"):
                 self.meter.start(len(chunk))
                 self.shard.feed(chunk)
+
+    def feed_all(self, tokens: Sequence[int]) -> None:
+        """Speculation's multi-position pass is not shared with the other ranks yet."""
+        raise DistributedError("speculative decoding (--draft) does not run with --distributed yet; use --draft off")
 
     def rewind(self, position: int) -> None:
         with self._shared(Op(REWIND, position), "rewind"):
