@@ -230,13 +230,11 @@ def load(
     """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
 
     ``distributed``: under ``mlx.launch``, split an MLX model over the ranks (planned per
-    rank); rank 0 generates, the others call ``follow()``. A rank silent for
+    rank); rank 0 generates, the others call ``follow()``; a rank silent for
     ``rank_timeout`` seconds, or dead, ends the process with one line and status 1.
-
-    Before loading, the memory planner checks that the weights, the KV cache and an
-    overhead fit this machine; ``context_length=None`` and ``kv_cache=None`` let it
-    choose the longest context that fits (fp16 KV cache first, then 8-bit). A request
-    that cannot fit raises ``InsufficientMemoryError`` naming what would.
+    The memory planner first checks that weights, KV cache and overhead fit this machine;
+    ``context_length=None`` and ``kv_cache=None`` let it choose the longest context that
+    fits (fp16 KV first, then 8-bit); what cannot fit raises ``InsufficientMemoryError``.
     """
     if context_length is not None and context_length < 16:
         raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")

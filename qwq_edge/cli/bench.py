@@ -86,6 +86,11 @@ def bench(
         return
     if params["verbose"]:
         _print_engine(console, report.model)
+    _emit(report, as_json, out)
+
+
+def _emit(report: BenchReport, as_json: bool, out: Path | None) -> None:
+    """The report as JSON (to ``out`` and/or standard output), or as tables."""
     data = report.to_dict()
     if out is not None:
         write_text_atomic(out, json.dumps(data, indent=2) + "\n")
