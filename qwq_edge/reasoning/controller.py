@@ -106,7 +106,6 @@ class ThinkingLimits:
 
 #: What the runtime writes into the thinking in English (``texts`` has every language).
 WAIT_TEXT = texts_for("en").wait
-NUDGE_TEXT = texts_for("en").nudge
 
 
 @dataclass(frozen=True)
