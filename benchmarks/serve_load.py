@@ -4,7 +4,8 @@
    token and decode tokens/s are measured by the caller, from the call to each event.
 2. One HTTP client: the same requests, streamed through a real ``qwq-edge serve``
    (uvicorn, a separate process), read by a minimal SSE reader and measured the same
-   way (the official client's own parsing would take CPU from the engine on 2 cores).
+   way (the official client's own parsing would take CPU from the engine on 2 cores);
+   in turn with 1., request by request, so that other load on the machine weighs on both.
    Targets: decode tokens/s ≥ 0.97 × in process, added time to first token ≤ 20 ms.
 3. Load: C clients × R requests at once (8 × 10, the official OpenAI client); the server
    runs one generation at a time and queues the rest, so time to first token includes
@@ -59,19 +60,28 @@ def timing(began: float, first: float | None, last: float, tokens: int) -> dict[
     return {"time_to_first_token": first - began, "decode_seconds": last - first, "tokens": tokens}
 
 
-def in_process(model_path: Path, count: int, tokens: int) -> list[dict[str, float]]:
-    rows = []
-    with load(model_path, context_length=CONTEXT) as model:
-        model.generate(question(-1), reasoning_format="none", max_answer_tokens=4, temperature=0.0)  # warm up
-        for i in range(count):
-            began, first, last = time.perf_counter(), None, 0.0
-            stream = model.stream(question(i), reasoning_format="none", max_answer_tokens=tokens, temperature=0.0)
-            for event in stream:
-                if isinstance(event, AnswerDelta):
-                    last = time.perf_counter()
-                    first = first or last
-            rows.append(timing(began, first, last, event.result.stats.answer_tokens))
-    return rows
+def in_process(model: Any, i: int, tokens: int) -> dict[str, float]:
+    began, first, last = time.perf_counter(), None, 0.0
+    stream = model.stream(question(i), reasoning_format="none", max_answer_tokens=tokens, temperature=0.0)
+    for event in stream:
+        if isinstance(event, AnswerDelta):
+            last = time.perf_counter()
+            first = first or last
+    return timing(began, first, last, event.result.stats.answer_tokens)
+
+
+Rows = list[dict[str, float]]
+
+
+def side_by_side(model: Any, url: str, count: int, tokens: int) -> tuple[Rows, Rows]:
+    """The same requests in process and through HTTP, alternately, so that whatever else the
+    machine does at the time weighs on both alike."""
+    inproc: Rows = []
+    http_rows: Rows = []
+    for i in range(count):
+        inproc.append(in_process(model, i, tokens))
+        http_rows.append(over_raw_http(url, i, tokens))
+    return inproc, http_rows
 
 
 def over_http(client: Any, i: int, tokens: int) -> dict[str, float]:
@@ -193,12 +203,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import openai
 
     model_path = args.model or fixture_model_path()
-    inproc = summary(in_process(model_path, args.single, args.tokens))
     command = [sys.executable, "-m", "qwq_edge"]
-    with running_server(command, model_path, "--max-queue", str(args.clients * args.requests)) as server:
+    with (
+        load(model_path, context_length=CONTEXT) as model,
+        running_server(command, model_path, "--max-queue", str(args.clients * args.requests)) as server,
+    ):
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=600)
-        over_http(client, -1, 4)  # warm up
-        single = summary([over_raw_http(server.url, i, args.tokens) for i in range(args.single)])
+        in_process(model, -1, 4)  # warm up both
+        over_http(client, -1, 4)
+        inproc_rows, single_rows = side_by_side(model, server.url, args.single, args.tokens)
+        inproc, single = summary(inproc_rows), summary(single_rows)
         rows, seconds = under_load(client, args.clients, args.requests, args.tokens)
     loaded = {**summary(rows), "seconds": seconds, "completion_tokens_per_s": sum(r["tokens"] for r in rows) / seconds}
     overhead = {

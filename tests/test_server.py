@@ -3,8 +3,10 @@ OpenAI client (and httpx where a client would not send what is tested)."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import socket
 import threading
 import time
 
@@ -189,6 +191,26 @@ def test_waiting_requests_are_all_answered_and_one_too_many_gets_429(client, ser
     for thread in waiting:
         thread.join(timeout=60)
     assert len(answers) == 2 and all(answers)
+
+
+def test_a_streamed_request_that_leaves_while_waiting_gives_its_place_back(client, server):
+    stream = _long_stream(client)
+    next(iter(stream))  # the long one runs
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "stream": True}).encode()
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((host, int(port))) as waiting:
+        waiting.sendall(head.encode() + body)
+        while http("GET", f"{server.url}/health").body["waiting"] < 1:
+            time.sleep(0.02)
+    began = time.monotonic()
+    while http("GET", f"{server.url}/health").body["waiting"] > 0:
+        assert time.monotonic() - began < 5, "the place of a client that left is still taken"
+        time.sleep(0.02)
+    assert http("GET", f"{server.url}/health").body["busy"]  # the running one was not disturbed
+    stream.close()
+    _wait_until_idle(server)
 
 
 def test_one_log_line_per_request(client, server):

@@ -94,8 +94,12 @@ class Service:
         run = self.runner.events(slot, lambda: stop_at(events, stop_strings(body), self.model.cancel))
         weakref.finalize(run, slot.release)  # a stream whose body never starts still gives its place back
         if body.stream:
+            started = await _until_disconnect(_started(run), request)
+            if started is None:
+                request.state.disconnected = True
+                return Response(status_code=499)  # gone while waiting or prefilling
             include_usage = body.stream_options is not None and body.stream_options.include_usage
-            chunks = _sse(run, request, reply, include_usage)
+            chunks = _sse(started, request, reply, include_usage)
             return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
         result = await _until_disconnect(_result(run), request)
         if result is None:
@@ -143,6 +147,26 @@ async def _sse(
     except (asyncio.CancelledError, GeneratorExit):
         request.state.disconnected = True
         raise
+
+
+async def _started(run: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    """``run`` once its first event is there: the stream's headers, first chunks and first
+    token then leave together, so the client does not wake (and take a core from the
+    engine's threads) while the prompt is prefilled, and an error before the first token
+    is still an HTTP status."""
+    try:
+        first = await anext(run)
+    except BaseException:
+        await run.aclose()
+        raise
+
+    async def chained() -> AsyncGenerator[Event, None]:
+        async with aclosing(run):
+            yield first
+            async for event in run:
+                yield event
+
+    return chained()
 
 
 async def _result(run: AsyncGenerator[Event, None]) -> GenerationResult:
