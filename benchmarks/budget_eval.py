@@ -22,6 +22,7 @@ from typing import Any
 from qwq_edge import Model, load
 from qwq_edge.evaluate import SAMPLE_DATA, load_problems, run_eval
 from qwq_edge.options import GenerationOptions
+from qwq_edge.reasoning.controller import Action, Force, ReasoningController
 from qwq_edge.reasoning.factory import ControllerFactory
 from qwq_edge.reasoning.texts import RuntimeTexts, texts_for
 from qwq_edge.testdata import fixture_model_path
@@ -40,22 +41,61 @@ VARIANTS = {
     "give the final result.",
     "solve": texts_for("en").wrap_up,
 }
+#: Variants that also force a soft warning once, at the first sentence or line end after
+#: 90% of the budget (the issue's optional rule, measured here before it is built).
+WARNINGS = {"solve-warn": ("solve", "\n\nI should wrap up soon.\n\n")}
+SENTENCE_ENDS = (".", "!", "?", ":", "\n")
 
 
-def _with_wrap_up(model: Model, wrap_up: str) -> None:
-    """Make ``model``'s controllers force ``wrap_up`` at the budget (English texts otherwise)."""
+class _WarnedController(ReasoningController):
+    """The runtime's controller plus the soft warning (this benchmark's variant only)."""
+
+    warning: tuple[int, ...] = ()
+    warned = False
+
+    def _next_thinking_action(self, room: int, left: int) -> Action:
+        if self._time_to_warn():
+            self.warned = True
+            return Force(self.warning, "soft-warning")
+        return super()._next_thinking_action(room, left)
+
+    def _time_to_warn(self) -> bool:
+        budget, block = self.limits.max_thinking_tokens, self._block
+        if not budget or self.warned or block is None or not budget > self.counts.thinking_tokens >= 0.9 * budget:
+            return False
+        return block.raw.rstrip(" ").endswith(SENTENCE_ENDS)
+
+
+class _WarningFactory(ControllerFactory):
+    def __init__(self, warning: tuple[int, ...], *args: Any) -> None:
+        super().__init__(*args)
+        self._warning = warning
+
+    def new(self, *args: Any, **kwargs: Any) -> ReasoningController:
+        plain = super().new(*args, **kwargs)
+        controller = _WarnedController(plain.fmt, plain.limits, plain.tokens, plain.tokenize)
+        controller.warning = self._warning
+        return controller
+
+
+def _with_variant(model: Model, name: str) -> None:
+    """Make ``model``'s controllers force the variant's wrap-up at the budget (and its soft
+    warning, if it has one; English texts otherwise)."""
+    wrap_up, warning = (VARIANTS[WARNINGS[name][0]], WARNINGS[name][1]) if name in WARNINGS else (VARIANTS[name], "")
 
     def texts(language: str) -> RuntimeTexts:
         return replace(texts_for(language), wrap_up=wrap_up)
 
     engine = model.engine
-    model.controllers = ControllerFactory(
+    args = (
         lambda text, special: engine.tokenize(text, special=special),
         engine.token_bytes,
         model.info.vocab_size,
         engine.end_of_generation,
         texts,
     )
+    warned = tuple(engine.tokenize(warning, special=False))
+    model.controllers = _WarningFactory(warned, *args) if warning else ControllerFactory(*args)
 
 
 def _cut(row: dict[str, Any]) -> str:
@@ -111,7 +151,7 @@ def run_variants(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
     tables = {}
     with load(args.model or fixture_model_path(), context_length=2048) as model:
         for name in args.variants:
-            _with_wrap_up(model, VARIANTS[name])
+            _with_variant(model, name)
             folder = args.out / name
             for _ in run_eval(model, problems, args.budgets, folder / "results.jsonl", options, samples=args.samples):
                 pass
@@ -121,7 +161,7 @@ def run_variants(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", type=lambda v: v.split(","), default=list(VARIANTS))
+    parser.add_argument("--variants", type=lambda v: v.split(","), default=[*VARIANTS, *WARNINGS])
     parser.add_argument("--budgets", type=lambda v: [int(b) for b in v.split(",")], default=[0, 32, 64, 128, 256])
     parser.add_argument("--limit", type=int, default=10)
     parser.add_argument("--samples", type=int, default=2)

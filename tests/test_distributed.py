@@ -2,7 +2,7 @@
 
 Each ``qwq-edge launch`` starts two real ranks with ``mlx.launch``, so the checks are
 grouped per launch: a ``run`` whose thinking is bounded and rewound, a two-turn chat,
-``bench``, ``doctor``, and a rank killed mid-generation. The tiny model is float32
+``bench``, ``doctor``, ``serve`` over HTTP, and a rank killed or stopped mid-generation. The tiny model is float32
 (greedy argmaxes do not flip on the different summation order of the split layers),
 and its output head is edited so that it closes the thinking early: with a minimum
 that close is taken back (a rewind on every rank).
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,9 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
+import openai
 import pytest
+from serving import running_server
 
 from qwq_edge import load
 from qwq_edge.convert import convert_to_mlx
@@ -139,19 +142,26 @@ def test_bench_reports_every_rank_and_doctor_checks_them(cli_command, tiny, mark
 LONG = ["--temperature", "0", "--min-thinking-tokens", "3000", "--max-thinking-tokens", "4000"]
 
 
-def _kill_rank_one_when_thinking(process: subprocess.Popen, env: dict[str, str]) -> tuple[bytes, float]:
-    """Wait for rank 0's first thinking text, then kill rank 1; return that text and when."""
+def _hurt_rank_one_when_thinking(process: subprocess.Popen, env: dict[str, str], how: int) -> tuple[bytes, float]:
+    """Wait for rank 0's first thinking text, then send ``how`` to rank 1; return that text and when."""
     first = os.read(process.stderr.fileno(), 4096)
     ranks = {int(e["MLX_RANK"]): pid for pid, e in processes_marked(env).items() if "MLX_RANK" in e}
-    os.kill(ranks[1], 9)
+    os.kill(ranks[1], how)
     return first, time.monotonic()
 
 
-def test_a_rank_killed_mid_generation_stops_the_run_with_one_line(cli_command, tiny, marked_env):
-    with load(tiny, engine="mlx", context_length=4096) as single:  # it thinks long: the kill comes mid-way
+@pytest.mark.parametrize(
+    ("how", "extra"),
+    [(signal.SIGKILL, []), (signal.SIGSTOP, ["--rank-timeout", "5"])],
+    ids=["killed", "stopped"],
+)
+def test_a_rank_killed_or_hung_mid_generation_stops_the_run_with_one_line(cli_command, tiny, marked_env, how, extra):
+    """A stopped rank never answers and ignores SIGTERM: rank 0's watchdog ends the run, and
+    the launcher kills what is left after its grace time."""
+    with load(tiny, engine="mlx", context_length=4096) as single:  # it thinks long: the signal comes mid-way
         stats = single.generate("Count", temperature=0.0, min_thinking_tokens=250, max_thinking_tokens=300).stats
     assert stats.thinking_closed_by == "budget"
-    args = ["run", "-m", str(tiny), "--engine", "mlx", "--ctx", "4096", *LONG, "Count"]
+    args = ["run", "-m", str(tiny), "--engine", "mlx", "--ctx", "4096", *LONG, *extra, "Count"]
     process = subprocess.Popen(
         [*cli_command, "launch", "-n", "2", "--", *args],
         stdin=subprocess.PIPE,
@@ -159,14 +169,37 @@ def test_a_rank_killed_mid_generation_stops_the_run_with_one_line(cli_command, t
         stderr=subprocess.PIPE,
         env=marked_env,
     )
-    first, killed_at = _kill_rank_one_when_thinking(process, marked_env)
+    first, hurt_at = _hurt_rank_one_when_thinking(process, marked_env, how)
     _, rest = process.communicate(timeout=30)
-    assert time.monotonic() - killed_at < 30
+    assert time.monotonic() - hurt_at < 30
     stderr = (first + rest).decode(errors="replace")
     errors = [line for line in stderr.splitlines() if "error:" in line]
     assert process.returncode != 0 and len(errors) == 1, stderr
     assert "distributed run failed" in errors[0] or "did not answer" in errors[0]
     time.sleep(1)
+    assert processes_marked(marked_env) == {}
+
+
+BOUNDS = {"max_thinking_tokens": 40, "min_thinking_tokens": 12}
+
+
+def test_serve_answers_as_one_process_does_and_stops_every_rank(cli_command, tiny, marked_env, monkeypatch):
+    with load(tiny, engine="mlx", context_length=512) as single:
+        expected = single.generate("Hello there", temperature=0.0, **BOUNDS, max_answer_tokens=12)
+    assert expected.stats.wait_extensions >= 1  # a rewind on every rank
+    monkeypatch.setenv("QWQ_EDGE_TEST_MARK", marked_env["QWQ_EDGE_TEST_MARK"])
+    launched = [*cli_command, "launch", "-n", "2", "--"]
+    with running_server(launched, tiny, "--engine", "mlx", "--ctx", "512", "--max-answer-tokens", "12") as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=60)
+        for _ in range(2):  # the second reuses the cached prompt on both ranks
+            reply = client.chat.completions.create(
+                model="", messages=[{"role": "user", "content": "Hello there"}], extra_body=BOUNDS
+            )
+            message = reply.choices[0].message
+            assert (message.reasoning_content or "", message.content) == (expected.thinking, expected.answer)
+        assert len([e for e in processes_marked(marked_env).values() if "MLX_RANK" in e]) == 2
+    assert server.process.returncode == 0, server.log
+    time.sleep(0.5)
     assert processes_marked(marked_env) == {}
 
 

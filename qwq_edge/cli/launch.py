@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 import click
@@ -34,11 +38,25 @@ def _feed_input(pipe: IO[bytes]) -> None:
             return
 
 
+#: Seconds the ranks get to stop after one failed or after Ctrl-C / SIGTERM, before what is
+#: left is killed (a hung or stopped rank would keep ``mlx.launch`` waiting for ever).
+GRACE_SECONDS = 10.0
+
+
 def run_launch(command: list[str], log: LaunchLog) -> int:
-    """Run ``mlx.launch``; the exit status says whether every rank finished well."""
+    """Run ``mlx.launch``; the exit status says whether every rank finished well.
+
+    Without a terminal, ``mlx.launch`` and the local ranks get a session of their own,
+    so that a stop (SIGINT or SIGTERM to this process) reaches every rank as Ctrl-C in a
+    terminal does, and what is left after the grace time can be killed together."""
     interactive = sys.stdin.isatty()
     try:
-        process = subprocess.Popen(command, stdin=None if interactive else subprocess.PIPE, stderr=subprocess.PIPE)
+        process = subprocess.Popen(
+            command,
+            stdin=None if interactive else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=None if interactive else _own_session,
+        )
     except OSError as error:
         raise click.ClickException(f"cannot start {command[0]}: {error.strerror or error}") from None
     assert process.stderr is not None
@@ -46,12 +64,61 @@ def run_launch(command: list[str], log: LaunchLog) -> int:
         threading.Thread(target=_feed_input, args=(process.stdin,), daemon=True).start()
     relay = threading.Thread(target=_relay, args=(process.stderr, log), daemon=True)
     relay.start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        status = process.wait()
-    except KeyboardInterrupt:  # mlx.launch got the Ctrl-C too; let it stop the ranks
-        status = process.wait()
-    relay.join()
+        status = _wait(process, log, own_group=not interactive)
+    except KeyboardInterrupt:
+        status = _stop(process, own_group=not interactive)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    relay.join(GRACE_SECONDS)
     return status or log.exit_code
+
+
+def _own_session() -> None:
+    """In ``mlx.launch``'s process, before it starts: a session of its own, and SIGINT ignored,
+    so that a stop does not end it with a traceback before its ranks; the ranks inherit the
+    ignore: rank 0's commands handle SIGINT themselves, the others follow rank 0's stop."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait(process: subprocess.Popen, log: LaunchLog, own_group: bool) -> int:
+    """``mlx.launch``'s status; once a rank has failed, the others get the grace time."""
+    failed_at: float | None = None
+    while (status := process.poll()) is None:
+        if log.failed and failed_at is None:
+            failed_at = time.monotonic()
+        if failed_at is not None and time.monotonic() - failed_at > GRACE_SECONDS:
+            _kill(process, own_group)
+            return log.exit_code or 1
+        time.sleep(0.1)
+    return status
+
+
+def _stop(process: subprocess.Popen, own_group: bool) -> int:
+    """Pass a stop on to every rank (in a terminal, Ctrl-C reached them already), then wait."""
+    if own_group:
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.wait(GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        _kill(process, own_group)
+        return 130
+
+
+def _kill(process: subprocess.Popen, own_group: bool) -> None:
+    """Kill ``mlx.launch`` (and, in its own session, every local rank, stopped ones too)."""
+    with contextlib.suppress(ProcessLookupError):
+        if own_group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+    process.wait()
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
