@@ -78,8 +78,9 @@ def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict
         "reasoning_format": fmt,
         "runs": runs,
         "decode_tokens_per_s": {"raw": median(runs["raw"]), **speed},
-        "ngram_vs_raw": speed["ngram"] / median(runs["raw"]),
-        "off_vs_raw": speed["off"] / median(runs["raw"]),
+        # Per repetition, each against the raw run just before it: the machine's load drifts.
+        "ngram_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["ngram"], runs["raw"], strict=True)]),
+        "off_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["off"], runs["raw"], strict=True)]),
         "identical_with_and_without_speculation": texts["ngram"] == texts["off"],
         "qwq_edge_text_equals_raw": fmt == "none" and texts["off"] == texts["raw"][: len(texts["off"])],
         "generated_tokens": last["generated_tokens"],
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> dict:
         model.close()
     footer = (
         f"{path.name}, llama.cpp on the CPU, {args.threads} threads, greedy, {args.tokens} tokens per run, median of "
-        f"{args.repetitions} repetitions (decode tokens/s from the first to the last token). The llama-server column "
+        f"{args.repetitions} repetitions (decode tokens/s from the first to the last token; ngram ÷ raw: the median of "
+        "each repetition's ratio, the three runs taking turns). The llama-server column "
         "is quoted from issue 13 (llama.cpp's server built from the llama.cpp that llama-cpp-python 0.3.36 vendors, "
         "measured on this machine with other prompts of the same kinds); it was not rebuilt here. Mac figures are "
         "not measured here."

@@ -13,7 +13,7 @@ sampler makes the same draws in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..engines.base import CPU_PASS_COSTS, Engine, TokenSampler
 from ..events import SpeculationCounts
@@ -24,9 +24,13 @@ from .tuner import DraftTuner
 class Speculation:
     """The engine as the loop sees it: the committed tokens, with drafts ahead of them."""
 
-    def __init__(self, engine: Engine, proposer: Proposer | None = None) -> None:
+    def __init__(
+        self, engine: Engine, proposer: Proposer | None = None, horizon: Callable[[], int] = lambda: 1 << 62
+    ) -> None:
         self.engine = engine
         self.proposer = proposer
+        #: How many tokens the controller may still sample, the one being committed included.
+        self._horizon = horizon
         costs = getattr(engine, "pass_costs", CPU_PASS_COSTS)
         self.tuner = DraftTuner(costs, proposer.draft_cost if proposer else 0.0)
         if proposer is not None:
@@ -96,7 +100,7 @@ class Speculation:
         if self.proposer is None:
             return []
         kind, available = self.proposer.available()
-        room = self.engine.info.context_length - self.engine.position - 1
+        room = min(self.engine.info.context_length - self.engine.position, self._horizon()) - 1
         k = self.tuner.best(kind, min(available, room)) if available else 0
         if k <= 0:
             return []
