@@ -102,7 +102,7 @@ def test_llama_cpp_draft_model_gives_the_same_tokens(qwen):
     try:
         prompt = workload_prompt("edit")
         plain, _ = generated(qwen, prompt, draft="off", **CONTROLS)
-        qwen.drafts.proposer = lambda name, history: DraftModelProposer(draft, history, 0.0, 16)
+        qwen.drafts.proposer = lambda name, history, **_: DraftModelProposer(draft, history, 0.0, 16)
         spec, stats = generated(qwen, prompt, draft="itself", **CONTROLS)
     finally:
         del qwen.drafts.proposer

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ..engines.base import CPU_PASS_COSTS, Engine, TokenSampler
 from ..events import SpeculationCounts
 from .proposers import Proposer
@@ -37,6 +39,8 @@ class Speculation:
             self.tuner.prior = proposer.prior
         self.counts = SpeculationCounts(draft=proposer.name if proposer else "off")
         self._drafts: list[int] = []
+        #: The draft's distribution of each drafted token (None: deterministic drafts).
+        self._distributions: Sequence[np.ndarray] | None = None
         self._verified = 0
         self._kind = 0
 
@@ -46,8 +50,15 @@ class Speculation:
         return self.engine.position - len(self._drafts) + self._verified
 
     def sample(self, sampler: TokenSampler, banned: frozenset[int]) -> int:
-        """The target's token for the next position, from that position's logits."""
-        return sampler.sample(banned, self.position if self._drafts else None)
+        """The target's token for the next position, from that position's logits: a drawn
+        draft passes the rejection rule or is replaced by a draw from the residual."""
+        at = self.position if self._drafts else None
+        if self._distributions is not None and self._verified < len(self._drafts):
+            p = sampler.probabilities(banned, at)
+            if p is not None:
+                i = self._verified
+                return rejection_step(p, self._distributions[i], self._drafts[i], sampler.rng)
+        return sampler.sample(banned, at)
 
     def commit(self, token: int) -> None:
         """Keep a sampled token the controller let through: a draft is already in the cache;
@@ -105,5 +116,18 @@ class Speculation:
         if k <= 0:
             return []
         self._drafts, self._kind = self.proposer.propose(k), kind
+        self._distributions = self.proposer.distributions()
         self.counts.draft_proposed += len(self._drafts)
         return self._drafts
+
+
+def rejection_step(p: np.ndarray, q: np.ndarray, draft: int, rng: np.random.Generator) -> int:
+    """Speculative sampling's rule: keep ``draft`` (drawn from ``q``) with probability
+    min(1, p/q), else draw from max(0, p - q) renormalized; the result is distributed as ``p``."""
+    if rng.random() * q[draft] < p[draft]:
+        return draft
+    residual = np.maximum(p - q, 0.0)
+    total = residual.sum()
+    if total <= 0.0:  # p == q up to rounding: a rejection has probability 0, fall back to p
+        residual, total = p, p.sum()
+    return int(rng.choice(len(p), p=residual / total))
