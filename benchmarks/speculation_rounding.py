@@ -109,6 +109,18 @@ def chunked_passes(raw: RawContext, prompt: list[int], tokens: list[int], chunk:
     return rows
 
 
+def after_rewinds(raw: RawContext, prompt: list[int], tokens: list[int], chunk: int = 8) -> float:
+    """``chunked_passes`` again, but after each pass a pass of ``chunk`` wrong tokens (rejected
+    drafts) is decoded and removed with ``llama_memory_seq_rm``: the largest difference of any row."""
+    expected = chunked_passes(raw, prompt, tokens, chunk)
+    raw.decode(prompt[:-1], 0, every_row=False)
+    sequence, rows = [prompt[-1], *tokens[:-1]], []
+    for start in range(0, len(sequence), chunk):
+        rows += raw.decode(sequence[start : start + chunk], len(prompt) - 1 + start, every_row=True)
+        raw.decode([tokens[0]] * chunk, len(prompt) - 1 + start + chunk, every_row=True)  # removed by the next pass
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(rows, expected, strict=True))
+
+
 def top2_gap(row: np.ndarray) -> float:
     first, second = np.sort(row)[-2:][::-1]
     return float(first - second)
@@ -135,6 +147,7 @@ def measure_setting(path: str, setting: tuple[bool, bool, int]) -> dict[str, Any
             tokens, reference = one_token_passes(raw, prompt)
             results[name] = {
                 "prompt_tokens": len(prompt),
+                "max_abs_logit_diff_after_rewinds": after_rewinds(raw, prompt, tokens),
                 "smallest_top2_gap": min(top2_gap(row) for row in reference),
                 **{f"pass_of_{c}": compare(reference, chunked_passes(raw, prompt, tokens, c)) for c in CHUNKS},
             }
@@ -181,7 +194,16 @@ def table(results: dict[str, Any]) -> str:
                     f"| {x['bit_identical_rows']}/{POSITIONS} | {x['top_token_flips']}{f' ({gaps})' if gaps else ''} |"
                 )
     same = ", ".join(f"{name} {diff:g}" for name, diff in results["qwq_edge_vs_raw_same_pass"].items())
-    return "\n".join(lines) + f"\n\nqwq-edge's feed_all rows vs the raw pass of the same shape, max |Δlogit|: {same}.\n"
+    rewound = "; ".join(
+        f"{setting}: " + ", ".join(f"{name} {r['max_abs_logit_diff_after_rewinds']:g}" for name, r in workloads.items())
+        for setting, workloads in results["settings"].items()
+    )
+    return (
+        "\n".join(lines)
+        + f"\n\nqwq-edge's feed_all rows vs the raw pass of the same shape, max |Δlogit|: {same}.\n"
+        + "\nPasses of 8 with 8 rejected tokens decoded and removed (llama_memory_seq_rm) after each, vs "
+        + f"the same passes without, max |Δlogit|: {rewound}.\n"
+    )
 
 
 def main() -> dict:
