@@ -16,6 +16,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+import numpy as np
+
 from qwq_edge import load
 from qwq_edge.bench.measure import timing
 from qwq_edge.bench.raw import open_raw
@@ -49,11 +51,28 @@ def run_raw(raw: Any, tokens: list[int], n: int) -> tuple[str, float]:
 
 
 def run_qwq(model: Model, text: str, fmt: str, n: int, draft: str) -> tuple[str, dict[str, Any]]:
-    """qwq-edge from an empty cache: its text (thinking and answer) and its stats."""
+    """qwq-edge from an empty cache: its text (thinking and answer) and its stats (with the generated tokens)."""
     model.engine.rewind(0)
     limits = {"max_thinking_tokens": n, "max_answer_tokens": 1} if fmt == "think" else {"max_answer_tokens": n}
     result = model.generate(text, reasoning_format=fmt, temperature=0.0, draft=draft, loop_guard=False, **limits)
-    return result.thinking + result.answer, result.stats.to_dict()
+    stats = result.stats.to_dict()
+    return result.thinking + result.answer, stats | {"tokens": list(model.engine._tokens[stats["prompt_tokens"] :])}
+
+
+def divergence(model: Model, prompt: list[int], plain: list[int], drafted: list[int]) -> dict[str, Any] | None:
+    """Where the run with drafts first chose another token, and the top-2 logit gap there in the
+    run without (replayed as it ran: the prompt in one pass, then one token per pass)."""
+    at = next((i for i, (a, b) in enumerate(zip(plain, drafted, strict=False)) if a != b), None)
+    if at is None:
+        return None
+    engine = model.engine
+    engine.rewind(0)
+    engine.prefill(prompt)
+    for token in plain[:at]:
+        engine.feed((token,))
+        engine.evaluate_pending()
+    row = np.sort(np.array(engine.new_sampler(GREEDY, 0)._logits(engine.logits_index(None))))
+    return {"at_generated_token": at, "top2_gap_without_drafts": float(row[-1] - row[-2])}
 
 
 def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict[str, Any]:
@@ -64,12 +83,14 @@ def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict
     tokens = model.prompts.build(messages, resolve_format(fmt, model.info.chat_template, model.info.model_name))
     runs: dict[str, list] = {"raw": [], "off": [], "ngram": []}
     texts: dict[str, str] = {}
+    generated: dict[str, list[int]] = {}
     for _ in range(repetitions):
         raw_text, raw_speed = run_raw(raw, tokens, n)
         runs["raw"].append(raw_speed)
         texts["raw"] = raw_text
         for draft in ("off", "ngram"):
             texts[draft], stats = run_qwq(model, text, fmt, n, draft)
+            generated[draft] = stats.pop("tokens")
             runs[draft].append(stats)
     speed = {draft: median([s["decode_tokens_per_s"] for s in runs[draft]]) for draft in ("off", "ngram")}
     last = runs["ngram"][-1]
@@ -78,14 +99,23 @@ def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict
         "reasoning_format": fmt,
         "runs": runs,
         "decode_tokens_per_s": {"raw": median(runs["raw"]), **speed},
-        "ngram_vs_raw": speed["ngram"] / median(runs["raw"]),
-        "off_vs_raw": speed["off"] / median(runs["raw"]),
+        # Per repetition, each against the raw run just before it: the machine's load drifts.
+        "ngram_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["ngram"], runs["raw"], strict=True)]),
+        "off_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["off"], runs["raw"], strict=True)]),
         "identical_with_and_without_speculation": texts["ngram"] == texts["off"],
+        "first_divergence": divergence(model, tokens, generated["off"], generated["ngram"]),
         "qwq_edge_text_equals_raw": fmt == "none" and texts["off"] == texts["raw"][: len(texts["off"])],
         "generated_tokens": last["generated_tokens"],
         "drafts": {key: last[key] for key in ("draft_proposed", "draft_accepted", "draft_acceptance_rate")},
         "tokens_per_pass": last["tokens_per_pass"],
     }
+
+
+def same_tokens(result: dict[str, Any]) -> str:
+    where = result["first_divergence"]
+    if where is None:
+        return "yes"
+    return f"no: from token {where['at_generated_token']} (top-2 gap {where['top2_gap_without_drafts']:.3f})"
 
 
 def table(results: dict[str, dict[str, Any]], footer: str) -> str:
@@ -99,7 +129,7 @@ def table(results: dict[str, dict[str, Any]], footer: str) -> str:
         lines.append(
             f"| {name} | {speed['raw']:.1f} | {speed['off']:.1f} | {speed['ngram']:.1f} | **{r['ngram_vs_raw']:.2f}×** "
             f"| {drafts['draft_accepted']}/{drafts['draft_proposed']} | {r['tokens_per_pass']:.2f} "
-            f"| {'yes' if r['identical_with_and_without_speculation'] else 'NO'} | {LLAMA_SERVER.get(name, '-')} |"
+            f"| {same_tokens(r)} | {LLAMA_SERVER.get(name, '-')} |"
         )
     return "\n".join(lines) + "\n\n" + footer + "\n"
 
@@ -120,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
         model.close()
     footer = (
         f"{path.name}, llama.cpp on the CPU, {args.threads} threads, greedy, {args.tokens} tokens per run, median of "
-        f"{args.repetitions} repetitions (decode tokens/s from the first to the last token). The llama-server column "
+        f"{args.repetitions} repetitions (decode tokens/s from the first to the last token; ngram ÷ raw: the median of "
+        "each repetition's ratio, the three runs taking turns). The llama-server column "
         "is quoted from issue 13 (llama.cpp's server built from the llama.cpp that llama-cpp-python 0.3.36 vendors, "
         "measured on this machine with other prompts of the same kinds); it was not rebuilt here. Mac figures are "
         "not measured here."

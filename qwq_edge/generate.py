@@ -94,7 +94,7 @@ def generate_step(
     clock = _Clock(perf_counter())
     cached = engine.prefill(prompt_tokens)
     clock.prefill_seconds = perf_counter() - clock.start
-    steps = _Steps(Speculation(engine, proposer), controller, engine.new_sampler(sampling, seed))
+    steps = _Steps(Speculation(engine, proposer, controller.horizon), controller, engine.new_sampler(sampling, seed))
     finish_reason = "cancelled"
     while not cancelled():
         action = controller.next_action(engine.info.context_length - steps.speculation.position)

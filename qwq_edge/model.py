@@ -141,7 +141,7 @@ class Model:
         controller.check_room(len(tokens), self.info.context_length)
         sampling = options.sampling(self.sampling)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-        proposer = self.drafts.proposer(options.draft, tokens)
+        proposer = self.drafts.proposer(options.draft, tokens, sampling=sampling, seed=seed)
         return self._run(tokens, controller, sampling, seed, proposer)
 
     def _run(

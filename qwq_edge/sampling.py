@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .errors import InvalidRequestError
 
 
@@ -48,3 +50,28 @@ class SamplingParams:
         """A copy with the given fields changed; ``None`` values are ignored."""
         changes = {key: value for key, value in overrides.items() if value is not None}
         return dataclasses.replace(self, **changes)
+
+
+def chain_probabilities(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+    """The distribution a non-greedy ``params`` draws from, in llama.cpp's chain order
+    (top-k, top-p, min-p, then temperature), as float64 probabilities over the vocabulary.
+
+    Speculation's rejection rule weighs a sampled draft by this, so it must be the very
+    distribution the sampler would draw from (``-inf`` logits, a mask, stay at 0)."""
+    kept = np.argpartition(logits, -params.top_k)[-params.top_k :] if 0 < params.top_k < len(logits) else None
+    kept = np.arange(len(logits)) if kept is None else kept
+    kept = kept[np.argsort(logits[kept])[::-1]]
+    values = logits[kept].astype(np.float64)
+    kept, values = kept[np.isfinite(values)], values[np.isfinite(values)]
+    if params.top_p < 1.0:
+        weights = np.exp(values - values[0])
+        cumulative = np.cumsum(weights / weights.sum())
+        end = int(np.searchsorted(cumulative, params.top_p)) + 1
+        kept, values = kept[:end], values[:end]
+    if params.min_p > 0:
+        keep = values >= values[0] + np.log(params.min_p)
+        kept, values = kept[keep], values[keep]
+    weights = np.exp((values - values[0]) / params.temperature)
+    probabilities = np.zeros(len(logits))
+    probabilities[kept] = weights / weights.sum()
+    return probabilities

@@ -112,6 +112,27 @@ def test_raw_completions_text_token_ids_and_stop_strings(client):
     assert streamed
 
 
+def test_a_request_asks_for_ngram_drafts_and_never_names_a_file(client):
+    text = "Repeat this line exactly: the quick brown fox jumps over the lazy dog, the quick brown fox"
+    reply = ask(client, text, draft="ngram", temperature=0)
+    stats = extension(reply.choices[0])
+    assert stats["draft"] == "ngram" and 0 < stats["draft_accepted"] <= stats["draft_proposed"]
+    assert stats["tokens_per_pass"] > 1
+    assert "draft" not in extension(ask(client, temperature=0).choices[0])  # the server's default: off
+    for draft in ("/etc/hostname", "model"):  # a path; the draft model this server was not given
+        with pytest.raises(openai.BadRequestError) as refused:
+            ask(client, draft=draft)
+        assert refused.value.body["param"] == "draft"
+
+
+def test_serve_draft_is_every_request_s_default_and_model_names_it(cli_command, gguf_path):
+    with running_server(cli_command, gguf_path, "--draft", str(gguf_path)) as served:
+        client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="none", max_retries=0, timeout=120)
+        drafted = extension(ask(client, temperature=0).choices[0])
+        assert drafted["draft"] == extension(ask(client, draft="model").choices[0])["draft"] != "ngram"
+        assert extension(ask(client, draft="ngram").choices[0])["draft"] == "ngram"
+
+
 def test_models_and_health(client, server):
     models = client.models.list().data
     assert len(models) == 1 and models[0].id == "qwen2.5-coder-0.5b-instruct-q4_k_m"

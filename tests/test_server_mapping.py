@@ -71,6 +71,8 @@ def chat(**fields) -> ChatCompletionRequest:
         ({"chat_template_kwargs": {"enable_thinking": False}, "think": True}, {"think": True}),
         ({"reasoning_format": "none"}, {"reasoning_format": "none"}),
         ({"frequency_penalty": 0.5, "user": "me", "stop": "x"}, {}),
+        ({"draft": "ngram"}, {"draft": "ngram"}),
+        ({"draft": "off"}, {"draft": "off"}),
     ],
 )
 def test_each_request_field_becomes_its_option(fields, expected):
@@ -84,6 +86,20 @@ def test_request_fields_change_the_server_defaults_and_effort_replaces_their_num
     assert (high.effort, high.max_thinking_tokens, high.min_thinking_tokens) == ("high", None, None)
     mixed = options_from_request(chat(reasoning_effort="high", max_thinking_tokens=100), defaults)
     assert (mixed.max_thinking_tokens, mixed.min_thinking_tokens) == (100, None)
+
+
+def test_a_request_names_the_server_s_draft_model_never_a_path():
+    served = GenerationOptions(draft="/models/draft.gguf")
+    assert options_from_request(chat(draft="model"), served).draft == "/models/draft.gguf"
+    assert options_from_request(chat(draft="off"), served).draft == "off"
+    assert options_from_request(chat(), served).draft == "/models/draft.gguf"
+    for draft, defaults, message in (
+        ("/etc/passwd", served, "draft must be one of ngram, off, model"),
+        ("model", GenerationOptions(draft="ngram"), "no draft model"),
+    ):
+        with pytest.raises(APIError, match=message) as error:
+            options_from_request(chat(draft=draft), defaults)
+        assert error.value.status == 400 and error.value.body()["error"]["param"] == "draft"
 
 
 def test_a_completion_request_maps_the_same_way():

@@ -6,16 +6,20 @@ lookup (``ngram``), an oracle that drafts the rest of the run without speculatio
 draft), and an adversary whose drafts are the tokens the controller bans.
 """
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pytest
 from toy_engine import ToyEngine
 
 from qwq_edge import Done, Model
 from qwq_edge.engines.base import CPU_PASS_COSTS
+from qwq_edge.sampling import SamplingParams
 from qwq_edge.speculation.ngram import NgramIndex
-from qwq_edge.speculation.proposers import NgramProposer
+from qwq_edge.speculation.proposers import DraftModelProposer, NgramProposer, draft_seed
 from qwq_edge.speculation.tuner import DraftTuner, expected_yield
+from qwq_edge.speculation.verifier import rejection_step
 
 GREEDY = {"temperature": 0.0}
 TIMINGS = ("seed", "time_to_first_token", "prefill_seconds", "decode_seconds", "thinking_seconds", "total_seconds")
@@ -48,6 +52,10 @@ class Oracle:
     def propose(self, k: int) -> list[int]:
         n = len(self.history)
         return (self.expected[n:] + [ord("q")] * 3)[:k]
+
+    @staticmethod
+    def distributions() -> None:
+        return None
 
 
 class Adversary(Oracle):
@@ -108,7 +116,7 @@ def run(scenario: Callable[[Model], dict], proposer=None) -> tuple[list, list[in
     toy = Model(ToyEngine(), reasoning_format="think")
     options = {**GREEDY, **scenario(toy)}
     if proposer is not None:
-        toy.drafts.proposer = lambda draft, history: proposer(history)
+        toy.drafts.proposer = lambda draft, history, **_: proposer(history)
     events = list(toy.stream("Hi", **options))
     stats = events[-1].result.stats
     counts = {name: getattr(stats, name) for name in SPECULATION}
@@ -156,7 +164,7 @@ def test_a_banned_draft_is_rejected_even_where_the_model_prefers_it():
 def test_a_cancel_in_the_middle_of_a_draft_leaves_only_seen_tokens_in_the_cache():
     _, tokens, _ = run(budget)
     toy = Model(ToyEngine(), reasoning_format="think")
-    toy.drafts.proposer = lambda draft, history: Oracle(tokens, history)
+    toy.drafts.proposer = lambda draft, history, **_: Oracle(tokens, history)
     stream = toy.stream("Hi", max_thinking_tokens=7, **GREEDY)
     for _ in range(3):
         next(stream)
@@ -171,7 +179,7 @@ def test_a_cancel_in_the_middle_of_a_draft_leaves_only_seen_tokens_in_the_cache(
 def test_stats_report_drafts_acceptance_and_tokens_per_pass():
     _, tokens, _ = run(budget)
     toy = Model(ToyEngine(), reasoning_format="think")
-    toy.drafts.proposer = lambda draft, history: Oracle(tokens, history)
+    toy.drafts.proposer = lambda draft, history, **_: Oracle(tokens, history)
     stats = toy.generate("Hi", **GREEDY, **budget(toy)).stats
     data = stats.to_dict()
     assert data["draft"] == "oracle" and data["draft_proposed"] >= data["draft_accepted"] > 0
@@ -213,3 +221,61 @@ def test_the_tuner_drafts_long_when_drafts_pass_and_switches_off_when_they_do_no
     probes = sum(tuner.best(8, 64) > 0 for _ in range(1000))
     assert 0 < probes <= 1000 // 128  # a short probe now and then, rarer and rarer
     assert expected_yield(1.0, 4) == 5 and expected_yield(0.5, 1) == 1.5
+
+
+#: Two sampled tokens (top-4 each: 16 outcomes, 15 degrees of freedom): chi-square's 0.1% critical value.
+CHI2_CRITICAL_DF15 = 37.70
+
+
+def sampled_pairs(draft_seed_of, runs: int) -> tuple[Counter, int, int, list[int]]:
+    """The last two tokens of ``runs`` seeded generations drafted by a perturbed copy of the
+    toy model, drawing with the target's settings from the seed ``draft_seed_of(seed)``."""
+    toy = Model(ToyEngine(), reasoning_format="think")
+    draft = ToyEngine()
+    draft._out = draft._out + np.random.default_rng(1).normal(0.0, 0.5, draft._out.shape)
+    toy.drafts.proposer = lambda name, history, sampling, seed, **_: DraftModelProposer(
+        draft, history, 0.0, 4, sampling, draft_seed_of(seed)
+    )
+    pairs, proposed, accepted = Counter(), 0, 0
+    for seed in range(runs):
+        stats = toy.generate("Hi", seed=seed, draft="toy", **SAMPLED_PAIR).stats
+        pairs[tuple(toy.engine._tokens[-2:])] += 1
+        proposed, accepted = proposed + stats.draft_proposed, accepted + stats.draft_accepted
+    return pairs, proposed, accepted, toy.engine._tokens[:-2]
+
+
+SAMPLED_PAIR = {"think": False, "max_answer_tokens": 2, "temperature": 1.0, "top_k": 4}
+
+
+def chi_square(pairs: Counter, prefix: list[int]) -> float:
+    """Against the target's exact distribution of the two tokens after ``prefix``."""
+    runs, engine = sum(pairs.values()), ToyEngine()
+    sampler = engine.new_sampler(SamplingParams(temperature=1.0, top_k=4), 0)
+    engine.prefill(prefix)
+    first, total = sampler.probabilities(engine.end_of_generation), 0.0
+    for a in np.flatnonzero(first):
+        engine.rewind(len(prefix))
+        engine.feed([int(a)])
+        second = sampler.probabilities()
+        for b in np.flatnonzero(second):
+            expected = runs * first[a] * second[b]
+            total += (pairs[(int(a), int(b))] - expected) ** 2 / expected
+    return total
+
+
+def test_a_sampled_draft_keeps_the_targets_distribution():
+    pairs, proposed, accepted, prefix = sampled_pairs(draft_seed, 2000)
+    assert 0 < accepted < proposed  # drafts both kept and replaced by the residual's draw
+    assert chi_square(pairs, prefix) < CHI2_CRITICAL_DF15
+    # The test's power: drafts drawn from the target's own RNG stream are correlated with its
+    # acceptance draws, and the bias shows.
+    pairs, *_ = sampled_pairs(lambda seed: seed, 2000)
+    assert chi_square(pairs, prefix) > 5 * CHI2_CRITICAL_DF15
+
+
+def test_the_rejection_rule_on_its_own():
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.1, 0.1, 0.8])
+    rng = np.random.default_rng(0)
+    draws = [rejection_step(p, q, int(rng.choice(3, p=q)), rng) for _ in range(20000)]
+    assert abs(np.mean(np.array(draws) == 0) - 0.5) < 0.02 and 2 not in draws
+    assert rejection_step(p, p, 1, rng) == 1  # a draft from the target's own distribution always passes

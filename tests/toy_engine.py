@@ -81,10 +81,11 @@ class ToySampler:
     def __init__(self, engine: ToyEngine, params: SamplingParams, seed: int) -> None:
         self._engine = engine
         self._params = params
-        self._rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)
         self.draws = 0
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+    def _logits(self, banned: Collection[int], at: int | None) -> np.ndarray:
+        """The logits of one draw: the script's boost, then the mask."""
         logits = self._engine.logits(at)
         scripted = self._engine.script.get(self.draws)
         self.draws += 1
@@ -92,12 +93,22 @@ class ToySampler:
             logits[scripted] += SCRIPT_BOOST
         if banned:
             logits[list(banned)] = -np.inf
-        if self._params.greedy:
-            return int(np.argmax(logits))
+        return logits
+
+    def _distribution(self, logits: np.ndarray) -> np.ndarray:
         if self._params.top_k:
             logits[np.argsort(logits)[: -self._params.top_k]] = -np.inf
         weights = np.exp((logits - logits.max()) / self._params.temperature)
-        return int(self._rng.choice(len(logits), p=weights / weights.sum()))
+        return weights / weights.sum()
+
+    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> np.ndarray | None:
+        return None if self._params.greedy else self._distribution(self._logits(banned, at))
+
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+        logits = self._logits(banned, at)
+        if self._params.greedy:
+            return int(np.argmax(logits))
+        return int(self.rng.choice(len(logits), p=self._distribution(logits)))
 
     def accept(self, tokens: Sequence[int]) -> None:
         """Forced tokens need no record: the toy sampler has no penalties."""

@@ -64,8 +64,8 @@ def serve(
         from ..server.app import create_app
     except ImportError:
         raise click.ClickException(NEEDS_EXTRA) from None
-    defaults = options_from_params(params)
     model = load_model(params)
+    defaults = options_from_params(params, model)  # after the load: --draft auto names the model's draft
     app = create_app(
         model, defaults=defaults, model_id=model_id, api_key=api_key, max_queue=max_queue, cors_origins=cors_origins
     )

@@ -14,6 +14,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from ..errors import ContextOverflowError
 from ..sampling import SamplingParams
 
@@ -37,6 +39,9 @@ class EngineInfo:
 class TokenSampler(Protocol):
     """Draws tokens for one generation; holds its own RNG and penalty history."""
 
+    #: The RNG of ``probabilities``' users (speculation's rejection rule); None without them.
+    rng: np.random.Generator | None
+
     def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
         """Choose the token at cache position ``at`` from the logits of the token before it.
 
@@ -48,6 +53,11 @@ class TokenSampler(Protocol):
 
     def accept(self, tokens: Sequence[int]) -> None:
         """Record tokens the runtime forced, so penalties see them."""
+        ...
+
+    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> np.ndarray | None:
+        """The distribution ``sample`` would draw the token at ``at`` from (mask applied), or
+        None where there is none to give (greedy, penalties, an engine that does not say)."""
         ...
 
 

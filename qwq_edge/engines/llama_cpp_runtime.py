@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..machine import gpu_offload_supported, usable_cores
-from ..sampling import SamplingParams
+from ..sampling import SamplingParams, chain_probabilities
 from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .gguf_file import read_gguf_header
 
@@ -123,6 +123,9 @@ class LlamaCppSampler:
         # Greedy without penalties is an argmax over the logits buffer: the same token as
         # llama.cpp's greedy sampler without building its 150k-entry candidate array.
         self._argmax = params.greedy and not penalized
+        #: Sampled without penalties: the chain's distribution is a function of the logits alone.
+        self._params = params if not params.greedy and not penalized else None
+        self.rng = np.random.default_rng(seed)
         if penalized and params.penalty_window:
             self._chain.add_penalties(
                 engine.vocab_size, params.penalty_window, params.repetition_penalty, 0.0, params.presence_penalty
@@ -144,13 +147,23 @@ class LlamaCppSampler:
         pointer = llama_cpp.llama_get_logits_ith(self._engine.llama.ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self._engine.vocab_size,))
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+    def _masked(self, banned: Collection[int], at: int | None) -> int:
+        """The index of the logits row for ``at``, with ``banned`` written to ``-inf``."""
         index = self._engine.logits_index(at)
         if banned:
             ids = self._masks.get(banned)
             if ids is None:
                 ids = self._masks.setdefault(banned, np.fromiter(banned, dtype=np.int64))
             self._logits(index)[ids] = -np.inf
+        return index
+
+    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> np.ndarray | None:
+        if self._params is None:
+            return None
+        return chain_probabilities(self._logits(self._masked(banned, at)), self._params)
+
+    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+        index = self._masked(banned, at)
         if self._argmax:
             return int(np.argmax(self._logits(index)))
         return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, index))

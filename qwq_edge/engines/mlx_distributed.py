@@ -89,6 +89,8 @@ class _GroupEngine:
 class _LeaderSampler:
     """Rank 0's sampler: waiting for the logits waits on the other ranks, so it is watched."""
 
+    rng = None
+
     def __init__(self, leader: LeaderEngine, sampler: MlxSampler) -> None:
         self._leader = leader
         self._sampler = sampler
@@ -101,6 +103,9 @@ class _LeaderSampler:
 
     def accept(self, tokens: Sequence[int]) -> None:
         self._sampler.accept(tokens)
+
+    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> None:
+        return self._sampler.probabilities(banned, at)
 
 
 class LeaderEngine(_GroupEngine):

@@ -49,6 +49,8 @@ def _byte_decoder() -> dict[str, int]:
 class MlxSampler:
     """One generation's sampler: mlx-lm's sampler and penalty processors, plus a mask."""
 
+    rng = None
+
     def __init__(self, engine: MlxEngine, params: SamplingParams, seed: int) -> None:
         self._engine = engine
         mx.random.seed(seed)
@@ -90,6 +92,10 @@ class MlxSampler:
     def accept(self, tokens: Sequence[int]) -> None:
         if self._processors:
             self._history.extend(tokens)
+
+    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> None:
+        """mlx-lm's sampler does not give its distribution: a sampled draft is verified by equality."""
+        return None
 
 
 class MlxEngine:

@@ -192,6 +192,16 @@ class ReasoningController:
         first = self.tokens.end_of_generation if self.counts.answer_tokens == 0 else _NONE
         return Sample(self._join(first, self._language_ban()))
 
+    def horizon(self) -> int:
+        """At most how many tokens the model may still be sampled for in this phase: tokens
+        drafted past it would be dropped, so speculation drafts no further."""
+        thinking = self.phase == THINKING
+        limit = self.limits.max_thinking_tokens if thinking else self.limits.max_answer_tokens
+        left = self._tokens_left()
+        if limit is None:
+            return left
+        return min(left, limit - (self.counts.thinking_tokens if thinking else self.counts.answer_tokens))
+
     def _tokens_left(self) -> int:
         """How many more tokens ``max_tokens`` allows (a large number when it is not set)."""
         if self.limits.max_tokens is None:

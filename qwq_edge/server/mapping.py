@@ -49,7 +49,8 @@ def options_from_request(request: GenerationFields, defaults: GenerationOptions)
     ``max_completion_tokens`` (else ``max_tokens``) bounds thinking plus answer;
     ``reasoning_effort`` picks an effort preset and, unless the request also gives
     numbers, replaces the server's default budget and minimum;
-    ``chat_template_kwargs.enable_thinking`` is ``think`` (an explicit ``think`` wins).
+    ``chat_template_kwargs.enable_thinking`` is ``think`` (an explicit ``think`` wins);
+    ``draft`` is ``ngram``, ``off`` or ``model`` (the server's ``--draft`` model).
     """
     changes: dict[str, Any] = {name: getattr(request, name) for name in SAME_NAME}
     changes["max_tokens"] = getattr(request, "max_completion_tokens", None) or request.max_tokens
@@ -61,8 +62,24 @@ def options_from_request(request: GenerationFields, defaults: GenerationOptions)
     template_kwargs = getattr(request, "chat_template_kwargs", None)
     if request.think is None and template_kwargs is not None:
         changes["think"] = template_kwargs.enable_thinking
+    changes["draft"] = _draft(request.draft, defaults.draft)
     given = {name: (None if value is _CLEARED else value) for name, value in changes.items() if value is not None}
     return defaults.replace(**given)
+
+
+#: What a request's ``draft`` may name: a path is never taken from a request, since the
+#: server would open any file a client names; ``model`` is the one ``serve --draft`` gave.
+REQUEST_DRAFTS = ("ngram", "off", "model")
+
+
+def _draft(requested: str | None, default: str) -> str | None:
+    if requested is None or requested in ("ngram", "off"):
+        return requested
+    if requested != "model":
+        raise bad_request(f"draft must be one of {', '.join(REQUEST_DRAFTS)}; got {requested!r}", "draft")
+    if default in ("ngram", "off"):
+        raise bad_request("this server has no draft model (start it with serve --draft MODEL)", "draft")
+    return default
 
 
 _CLEARED = object()  # "set this option back to None", as opposed to "not given"
@@ -147,7 +164,14 @@ def extension(stats: GenerationStats) -> dict[str, Any]:
         "answer_tokens": stats.answer_tokens,
         "forced_tokens": stats.forced_tokens,
         "interventions": stats.interventions,
+        **(_speculation(stats) if stats.draft != "off" else {}),
     }
+
+
+def _speculation(stats: GenerationStats) -> dict[str, Any]:
+    data = stats.to_dict()
+    names = ("draft", "draft_proposed", "draft_accepted", "draft_acceptance_rate", "tokens_per_pass")
+    return {name: data[name] for name in names}
 
 
 def _choice_end(stats: GenerationStats) -> dict[str, Any]:

@@ -67,6 +67,7 @@ class GenerationFields(_Body):
     top_k: int | None = None
     min_p: float | None = None
     repetition_penalty: float | None = None
+    draft: str | None = None
     return_token_ids: bool = False
 
 

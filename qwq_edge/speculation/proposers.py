@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from ..engines import open_engine
 from ..engines.base import Engine
 from ..errors import InvalidRequestError
@@ -45,6 +47,11 @@ class Proposer(Protocol):
         """Up to ``k`` drafted tokens to follow the history."""
         ...
 
+    def distributions(self) -> Sequence[np.ndarray] | None:
+        """The distribution each token of the last proposal was drawn from (None: chosen, not
+        drawn; such drafts are verified by sampling the target and comparing)."""
+        ...
+
 
 class NgramProposer:
     """Drafts copied from the longest earlier occurrence of the history's suffix; the kind
@@ -76,23 +83,40 @@ class NgramProposer:
     def propose(self, k: int) -> list[int]:
         return self._drafts[:k]
 
+    @staticmethod
+    def distributions() -> None:
+        return None
+
 
 class DraftModelProposer:
-    """A second, small model with the same tokenizer, run greedily on the same engine.
+    """A second, small model with the same tokenizer, on the same engine.
 
-    Its greedy choice is a deterministic proposal, so verifying it by sampling the
-    target and accepting while the two agree keeps the target's own distribution.
+    Greedy (or where its sampler cannot give its distribution), it proposes its top
+    token: a deterministic proposal, verified by sampling the target and comparing.
+    Sampling, it draws each draft from its own distribution ``q`` with the target's
+    settings, and the verifier applies the rejection rule against the target's ``p``.
     """
 
     kind = 0
 
-    def __init__(self, draft: Engine, history: Sequence[int], draft_cost: float, max_draft: int) -> None:
+    def __init__(
+        self,
+        draft: Engine,
+        history: Sequence[int],
+        draft_cost: float,
+        max_draft: int,
+        sampling: SamplingParams | None = None,
+        seed: int = 0,
+    ) -> None:
         self.name = draft.info.model_name
         self.draft_cost = draft_cost
         self._draft = draft
         self._sampler = draft.new_sampler(SamplingParams(temperature=0.0), 0)
+        #: The sampler drafts are drawn with (None: greedy drafts).
+        self._drawn = draft.new_sampler(sampling, seed) if sampling is not None and not sampling.greedy else None
         self._history = list(history)
         self._max = max_draft
+        self._distributions: list[np.ndarray] | None = None
 
     def extend(self, tokens: Sequence[int]) -> None:
         self._history.extend(tokens)
@@ -111,11 +135,28 @@ class DraftModelProposer:
     def propose(self, k: int) -> list[int]:
         self._draft.prefill(self._history)  # keeps the prefix it already holds
         drafts: list[int] = []
+        self._distributions = [] if self._drawn is not None else None
         while True:
-            drafts.append(self._sampler.sample())
+            drafts.append(self._next())
             if len(drafts) == k:
                 return drafts
             self._draft.feed(drafts[-1:])
+
+    def _next(self) -> int:
+        q = self._drawn.probabilities() if self._drawn is not None else None
+        if q is None:
+            self._drawn = self._distributions = None  # the engine's sampler does not say: greedy drafts
+            return self._sampler.sample()
+        self._distributions.append(q)
+        return int(self._drawn.rng.choice(len(q), p=q))
+
+    def distributions(self) -> Sequence[np.ndarray] | None:
+        return self._distributions
+
+
+def draft_seed(seed: int) -> int:
+    """The draft's seed: another stream than the target's, whose uniforms decide acceptance."""
+    return (seed * 0x9E3779B1 + 0x7F4A7C15) & 0xFFFFFFFF
 
 
 def check_same_vocabulary(target: Engine, draft: Engine) -> None:
@@ -140,14 +181,22 @@ class DraftModels:
         self._target = target
         self._loaded: dict[str, tuple[Engine, float]] = {}
 
-    def proposer(self, draft: str, history: Sequence[int], max_draft: int = MAX_DRAFT) -> Proposer | None:
-        """The proposer ``draft`` names (``off``: none; ``ngram``: lookup; else a model path)."""
+    def proposer(
+        self,
+        draft: str,
+        history: Sequence[int],
+        max_draft: int = MAX_DRAFT,
+        sampling: SamplingParams | None = None,
+        seed: int = 0,
+    ) -> Proposer | None:
+        """The proposer ``draft`` names (``off``: none; ``ngram``: lookup; else a model path, drafting
+        with the target's ``sampling``, from its own RNG)."""
         if draft == "off":
             return None
         if draft == "ngram":
             return NgramProposer(history, max_draft)
         engine, cost = self._load(draft)
-        return DraftModelProposer(engine, history, cost, max_draft)
+        return DraftModelProposer(engine, history, cost, max_draft, sampling, draft_seed(seed))
 
     def _load(self, path: str) -> tuple[Engine, float]:
         if path not in self._loaded:

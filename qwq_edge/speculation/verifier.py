@@ -13,7 +13,9 @@ sampler makes the same draws in the same order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from ..engines.base import CPU_PASS_COSTS, Engine, TokenSampler
 from ..events import SpeculationCounts
@@ -24,15 +26,21 @@ from .tuner import DraftTuner
 class Speculation:
     """The engine as the loop sees it: the committed tokens, with drafts ahead of them."""
 
-    def __init__(self, engine: Engine, proposer: Proposer | None = None) -> None:
+    def __init__(
+        self, engine: Engine, proposer: Proposer | None = None, horizon: Callable[[], int] = lambda: 1 << 62
+    ) -> None:
         self.engine = engine
         self.proposer = proposer
+        #: How many tokens the controller may still sample, the one being committed included.
+        self._horizon = horizon
         costs = getattr(engine, "pass_costs", CPU_PASS_COSTS)
         self.tuner = DraftTuner(costs, proposer.draft_cost if proposer else 0.0)
         if proposer is not None:
             self.tuner.prior = proposer.prior
         self.counts = SpeculationCounts(draft=proposer.name if proposer else "off")
         self._drafts: list[int] = []
+        #: The draft's distribution of each drafted token (None: deterministic drafts).
+        self._distributions: Sequence[np.ndarray] | None = None
         self._verified = 0
         self._kind = 0
 
@@ -42,8 +50,15 @@ class Speculation:
         return self.engine.position - len(self._drafts) + self._verified
 
     def sample(self, sampler: TokenSampler, banned: frozenset[int]) -> int:
-        """The target's token for the next position, from that position's logits."""
-        return sampler.sample(banned, self.position if self._drafts else None)
+        """The target's token for the next position, from that position's logits: a drawn
+        draft passes the rejection rule or is replaced by a draw from the residual."""
+        at = self.position if self._drafts else None
+        if self._distributions is not None and self._verified < len(self._drafts):
+            p = sampler.probabilities(banned, at)
+            if p is not None:
+                i = self._verified
+                return rejection_step(p, self._distributions[i], self._drafts[i], sampler.rng)
+        return sampler.sample(banned, at)
 
     def commit(self, token: int) -> None:
         """Keep a sampled token the controller let through: a draft is already in the cache;
@@ -96,10 +111,23 @@ class Speculation:
         if self.proposer is None:
             return []
         kind, available = self.proposer.available()
-        room = self.engine.info.context_length - self.engine.position - 1
+        room = min(self.engine.info.context_length - self.engine.position, self._horizon()) - 1
         k = self.tuner.best(kind, min(available, room)) if available else 0
         if k <= 0:
             return []
         self._drafts, self._kind = self.proposer.propose(k), kind
+        self._distributions = self.proposer.distributions()
         self.counts.draft_proposed += len(self._drafts)
         return self._drafts
+
+
+def rejection_step(p: np.ndarray, q: np.ndarray, draft: int, rng: np.random.Generator) -> int:
+    """Speculative sampling's rule: keep ``draft`` (drawn from ``q``) with probability
+    min(1, p/q), else draw from max(0, p - q) renormalized; the result is distributed as ``p``."""
+    if rng.random() * q[draft] < p[draft]:
+        return draft
+    residual = np.maximum(p - q, 0.0)
+    total = residual.sum()
+    if total <= 0.0:  # p == q up to rounding: a rejection has probability 0, fall back to p
+        residual, total = p, p.sum()
+    return int(rng.choice(len(p), p=residual / total))
