@@ -23,6 +23,7 @@ import re
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class ToySampler:
         self._rng = np.random.default_rng(seed)
         self.draws = 0
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+    def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
         logits = self._engine.logits(at)
         scripted = self._engine.script.get(self.draws)
         self.draws += 1
@@ -92,6 +93,8 @@ class ToySampler:
             logits[scripted] += SCRIPT_BOOST
         if banned:
             logits[list(banned)] = -np.inf
+        if banned_mask is not None:
+            logits[banned_mask] = -np.inf
         if self._params.greedy:
             return int(np.argmax(logits))
         if self._params.top_k:

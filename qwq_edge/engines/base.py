@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import ContextOverflowError
 from ..sampling import SamplingParams
@@ -37,8 +37,11 @@ class EngineInfo:
 class TokenSampler(Protocol):
     """Draws tokens for one generation; holds its own RNG and penalty history."""
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+    def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
         """Choose the token at cache position ``at`` from the logits of the token before it.
+
+        ``banned`` ids are masked out, and so is every id where ``banned_mask`` (a numpy
+        boolean row over the vocabulary, a grammar's) is true.
 
         ``at=None`` is the next position (after the last fed token). After ``feed_all``,
         ``at`` may be any position that pass computed logits for, so that drafted tokens

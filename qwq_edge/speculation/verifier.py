@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from ..engines.base import CPU_PASS_COSTS, Engine, TokenSampler
 from ..events import SpeculationCounts
+from ..reasoning.controller import Sample
 from .proposers import Proposer
 from .tuner import DraftTuner
 
@@ -41,9 +42,9 @@ class Speculation:
         """Tokens the controller has seen (the cache also holds the unverified drafts)."""
         return self.engine.position - len(self._drafts) + self._verified
 
-    def sample(self, sampler: TokenSampler, banned: frozenset[int]) -> int:
-        """The target's token for the next position, from that position's logits."""
-        return sampler.sample(banned, self.position if self._drafts else None)
+    def sample(self, sampler: TokenSampler, action: Sample) -> int:
+        """The target's token for the next position, from that position's logits, with ``action``'s masks."""
+        return sampler.sample(action.banned, self.position if self._drafts else None, action.banned_mask)
 
     def commit(self, token: int) -> None:
         """Keep a sampled token the controller let through: a draft is already in the cache;
