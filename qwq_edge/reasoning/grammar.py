@@ -12,6 +12,7 @@ logits), the tokens taken, and whether the grammar has ended.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from ..errors import InvalidRequestError
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
+_POSITION = re.compile(r"^at \d+\(\d+\): ")  # where in the generated grammar: nothing the user wrote
 
 
 def response_schema(response_format: dict[str, Any] | None) -> tuple[dict[str, Any] | None, bool]:
@@ -65,7 +67,7 @@ def answer_grammar(schema: dict[str, Any] | None, strict: bool, functions: list[
     problem = LLMatcher.validate_grammar(grammar)
     if problem:
         what = "the JSON schema" if schema is not None else "a tool's parameters"
-        raise InvalidRequestError(f"{what} cannot be used: {problem.splitlines()[0]}")
+        raise InvalidRequestError(f"{what} cannot be used: {_POSITION.sub('', problem.splitlines()[0])}")
     return grammar
 
 
