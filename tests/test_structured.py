@@ -7,6 +7,7 @@ import jsonschema
 import pytest
 
 from qwq_edge import Message
+from qwq_edge.prompt import CHATML_TEMPLATE, PromptBuilder
 from qwq_edge.reasoning.formats import NONE
 
 FAST = {"temperature": 0.0, "think": False, "max_answer_tokens": 60}
@@ -123,6 +124,14 @@ def test_tools_and_calls_in_the_prompt_cannot_forge_special_tokens(model):
     assert "# Tools" in text and "get_weather" in text and "<tool_response>" in text
     specials = {tok for t in model.engine.special_texts for tok in model.engine.tokenize(t, special=True)}
     assert {t: tokens.count(t) for t in specials} == {t: plain.count(t) for t in specials}  # the template's only
+
+
+def test_a_template_without_a_tools_section_gets_chatml_with_qwens(model):
+    builder = PromptBuilder(model.engine.tokenize, model.engine.special_texts, CHATML_TEMPLATE)
+    tokens = builder.build([Message("system", "Be brief."), Message("user", "Weather?")], NONE, [WEATHER])
+    text = model.engine.llama.detokenize(tokens, special=True).decode()
+    assert text.startswith("<|im_start|>system\nBe brief.\n\n# Tools\n") and '"name": "get_weather"' in text
+    assert text.endswith("<|im_start|>user\nWeather?<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_the_cli_answers_json_and_refuses_a_bad_schema_in_one_line(cli_command, gguf_path, tmp_path):

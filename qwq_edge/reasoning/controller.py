@@ -355,7 +355,8 @@ class ReasoningController:
         if marker_at is None:
             return self._release_safe() if sampled else self._release_all()
         events = self._thinking_events(self._block.release(marker_at))
-        after = self._block.raw[marker_at + len(self._block.marker) :]
+        # With a grammar, the answer starts at its first masked token: text that shared the marker's token goes.
+        after = self._block.raw[marker_at + len(self._block.marker) :] if self.grammar is None else ""
         self.phase = ANSWER
         self._spans = SpanScanner()
         if self.counts.thinking_closed_by == "none":
