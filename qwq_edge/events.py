@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .tool_calls import ToolCall, split_tool_calls
+
 # Why a generation ended (``GenerationStats.finish_reason``):
 # ``stop``: the model ended its answer; ``budget``: it did, after the runtime cut its
 # thinking at the budget; ``length``: ``max_answer_tokens`` or the context ran out;
@@ -144,6 +146,10 @@ class GenerationResult:
     thinking: str
     answer: str
     stats: GenerationStats
+
+    def tool_calls(self) -> tuple[str, list[ToolCall]]:
+        """The answer's text outside its ``<tool_call>`` blocks, and the calls they hold."""
+        return split_tool_calls(self.answer)
 
     def to_dict(self) -> dict[str, Any]:
         stats = self.stats.to_dict()

@@ -71,7 +71,7 @@ class _Steps:
             self.sampler.accept(action.tokens)
             return self.controller.on_forced(action, self.detokenizer.add(action.tokens))
         position = self.speculation.position
-        token = self.speculation.sample(self.sampler, action.banned)
+        token = self.speculation.sample(self.sampler, action)
         if not self.controller.review(token):
             self.speculation.drop()
             return None

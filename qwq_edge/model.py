@@ -36,7 +36,7 @@ from .turns import Turns
 if TYPE_CHECKING:
     from .chat import Chat
 
-Prompt = str | Iterable[Message | dict[str, str]]
+Prompt = str | Iterable[Message | dict[str, Any]]
 
 
 class Model:
@@ -89,7 +89,7 @@ class Model:
         options = (options or GenerationOptions()).replace(**overrides)
         fmt = self._format(options)
         messages = self.prompt_messages(prompt, options.system)
-        tokens = self.prompts.build(messages, fmt)
+        tokens = self.prompts.build(messages, fmt, options.offered_tools())
         user_text = "\n".join(message.content for message in messages if message.role == "user")
         return self._start(tokens, fmt, options, user_text, messages[-1].content)
 
@@ -97,7 +97,8 @@ class Model:
         """The token ids ``stream`` would evaluate for ``prompt`` (template, system prompt
         and opened thinking included): what the model is shown, to check or count."""
         options = (options or GenerationOptions()).replace(**overrides)
-        return self.prompts.build(self.prompt_messages(prompt, options.system), self._format(options))
+        messages = self.prompt_messages(prompt, options.system)
+        return self.prompts.build(messages, self._format(options), options.offered_tools())
 
     def complete(
         self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **overrides: Any
@@ -137,6 +138,7 @@ class Model:
             options.language_in_thinking,
             user_text,
             detect_language(last),  # the runtime's texts follow the user without a guard too
+            options.answer_grammar(),
         )
         controller.check_room(len(tokens), self.info.context_length)
         sampling = options.sampling(self.sampling)

@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 from .errors import InvalidRequestError
 from .reasoning.controller import ThinkingLimits
 from .reasoning.effort import EFFORTS, apply_effort
 from .reasoning.formats import FORMAT_CHOICES
+from .reasoning.grammar import answer_grammar, response_schema
 from .reasoning.language import LANGUAGE_CHOICES
 from .sampling import SamplingParams
+from .tool_calls import check_tools, forced_functions, offered_tools
 
 #: The fields that override the model's sampling defaults.
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty", "seed")
 
 _INT, _FLOAT, _BOOL, _STR = "a whole number", "a number", "true or false", "a string"
+_OBJECT, _LIST, _STR_OR_OBJECT = "a JSON object", "a list", "a string or a JSON object"
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,12 @@ class GenerationOptions:
     reproducible on the same engine. ``draft`` speculates: ``ngram`` drafts tokens from
     the text itself, a model path drafts with that small model (same tokenizer), ``off``
     does not; the tokens are the same either way, only faster.
+    ``response_format`` is OpenAI's (``{"type": "json_object"}``, or ``json_schema`` with a
+    ``schema`` and ``strict``): the answer (never the thinking) is held to it by a grammar,
+    and ends where the grammar ends. ``tools`` (OpenAI's function tools) are offered to the
+    model through its chat template; ``tool_choice`` is ``auto``, ``none`` (not offered),
+    ``required`` or ``{"type": "function", "function": {"name": …}}`` (the answer is then a
+    call whose arguments match that function's parameters).
     """
 
     max_thinking_tokens: int | None = None
@@ -69,6 +80,9 @@ class GenerationOptions:
     repetition_penalty: float | None = None
     seed: int | None = None
     draft: str = "off"
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -78,6 +92,8 @@ class GenerationOptions:
         _check_choice("reasoning_format", self.reasoning_format, (*FORMAT_CHOICES, None))
         self.thinking_limits()  # budget, minimum and answer bound are consistent
         self.sampling(SamplingParams())  # sampling values are in range
+        check_tools(self.tools, self.tool_choice)
+        self.answer_grammar()  # the schema and the tools' parameters compile
 
     def replace(self, **changes: Any) -> GenerationOptions:
         """A copy with ``changes`` (field names) applied and checked."""
@@ -100,6 +116,15 @@ class GenerationOptions:
         """``defaults`` (the model's) with this request's sampling fields applied."""
         return defaults.replace(**{name: getattr(self, name) for name in SAMPLING_FIELDS})
 
+    def answer_grammar(self) -> str | None:
+        """The llguidance grammar the answer follows, or ``None`` when it is free text."""
+        forced = forced_functions(self.tools, self.tool_choice)
+        return _grammar(json.dumps([self.response_format, forced]))  # key order is property order
+
+    def offered_tools(self) -> list[dict[str, Any]]:
+        """The tools the prompt offers the model."""
+        return offered_tools(self.tools, self.tool_choice)
+
     def thinking_limits(self, model_budgets: dict[str, int] | None = None) -> ThinkingLimits:
         """Budget, minimum and answer bound after the effort preset (``model_budgets``:
         a catalog entry's own budgets per effort level)."""
@@ -107,10 +132,22 @@ class GenerationOptions:
         return ThinkingLimits(budget, self.max_answer_tokens, self.think, minimum, self.loop_guard, self.max_tokens)
 
 
-_TYPES: dict[str, str] = {
-    f.name: {"int | None": _INT, "float | None": _FLOAT, "bool": _BOOL}.get(str(f.type), _STR)
-    for f in fields(GenerationOptions)
+@lru_cache(maxsize=64)
+def _grammar(key: str) -> str | None:
+    """``answer_grammar`` for one JSON-encoded (response format, forced functions): compiled once."""
+    response_format, functions = json.loads(key)
+    return answer_grammar(*response_schema(response_format), functions)
+
+
+_KINDS = {
+    "int | None": _INT,
+    "float | None": _FLOAT,
+    "bool": _BOOL,
+    "dict[str, Any] | None": _OBJECT,
+    "list[dict[str, Any]] | None": _LIST,
+    "str | dict[str, Any] | None": _STR_OR_OBJECT,
 }
+_TYPES: dict[str, str] = {f.name: _KINDS.get(str(f.type), _STR) for f in fields(GenerationOptions)}
 _OPTIONAL = {f.name for f in fields(GenerationOptions) if str(f.type).endswith("| None")}
 
 
@@ -123,6 +160,9 @@ def _check_type(name: str, value: Any) -> None:
         _FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
         _BOOL: isinstance(value, bool),
         _STR: isinstance(value, str),
+        _OBJECT: isinstance(value, dict),
+        _LIST: isinstance(value, list),
+        _STR_OR_OBJECT: isinstance(value, str | dict),
     }[expected]
     if not ok:
         raise InvalidRequestError(f"option {name} must be {expected}, not {_kind(value)}")

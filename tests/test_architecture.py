@@ -7,7 +7,7 @@ Layers, bottom first; a module may import its own layer and the layers below
 |---|---|---|
 | 0 bottom | errors, machine, hub, files, safetensors_header, shape, qwen2, | facts and types |
 | | model_config, template, sampling, events, detokenize, resources, | everyone shares |
-| | answers, turns, stops, distributed | |
+| | answers, turns, stops, distributed, tool_calls | |
 | 1 core | reasoning/ · engines/ (neither imports the other) | controller · adapters, registry |
 | 2 models | prompt, catalog, families, planner, options | templates, catalog, memory, options |
 | 3 convert | convert/ (engine libraries only inside functions) | the converters |
@@ -45,6 +45,7 @@ LAYERS = {
         "turns",
         "stops",
         "distributed",
+        "tool_calls",
     ),
     1: ("reasoning", "engines"),
     2: ("prompt", "catalog", "families", "planner", "options"),

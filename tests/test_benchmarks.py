@@ -63,3 +63,12 @@ def test_serve_load_quick_mode(tmp_path):
     assert data["load"]["requests"] == 4 and data["load"]["completion_tokens_per_s"] > 0
     assert data["in_process"]["decode_tokens_per_s"] > 0 and data["overhead"]["decode_ratio"] > 0
     assert "clients ×" in (tmp_path / "serve_load_quick.md").read_text()
+
+
+def test_structured_quick_mode(tmp_path):
+    from benchmarks import structured
+
+    data = structured.main(["--quick", "--out", str(tmp_path)])
+    assert data["engines"][0]["engine"].startswith("llguidance") and data["engines"][0]["median_us"] > 0
+    assert all(rate > 0 for rate in data["decode"]["median_tokens_per_s"].values())
+    assert "schema ÷ free" in (tmp_path / "structured_quick.md").read_text()

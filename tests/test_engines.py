@@ -1,9 +1,11 @@
 """Both engines through the same code: parity on a tiny float32 model, and every control on each engine."""
 
+import json
 import threading
 from dataclasses import replace
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -274,3 +276,26 @@ def test_budget_cut_and_guarded_language_texts_on_each_engine(tiny):
     assert [e.kind for e in forced] == ["budget"] and forced[0].detail.startswith("closed at")
     assert texts_for("zh").wrap_up in result.thinking
     assert len(tiny.engine._tokens) == stats.prompt_tokens + stats.generated_tokens, "the rewind left no stale tokens"
+
+
+def test_a_schema_holds_random_weights_on_each_engine(tiny):
+    """The grammar's mask on each engine's logits: even a random model answers valid JSON (the
+    thinking before it stays free), sampled or greedy."""
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}},
+        "required": ["ok", "color"],
+        "additionalProperties": False,
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    for sampling in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 5}):
+        result = tiny.generate(
+            PROMPT,
+            reasoning_format="think",
+            max_thinking_tokens=6,
+            max_answer_tokens=40,
+            response_format=response_format,
+            **sampling,
+        )
+        assert result.stats.thinking_tokens <= 6 and result.stats.finish_reason in ("stop", "budget")
+        jsonschema.validate(json.loads(result.answer), schema)

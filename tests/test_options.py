@@ -31,6 +31,9 @@ EVERY_OPTION = GenerationOptions(
     repetition_penalty=1.1,
     seed=42,
     draft="ngram",
+    response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "integer"}}},
+    tools=[{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}],
+    tool_choice={"type": "function", "function": {"name": "now"}},
 )
 
 
@@ -72,6 +75,13 @@ def test_replace_changes_fields_and_checks_them():
         ({"reasoning_format": "telepathy"}, "unknown reasoning format"),
         ({"budget": 5}, "unknown option 'budget'"),
         ({"sampling": {}}, "unknown option 'sampling'"),
+        ({"response_format": "json"}, "must be a JSON object"),
+        ({"response_format": {"type": "xml"}}, "type must be one of text, json_object, json_schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "strin"}}}}, "Invalid type"),
+        ({"tools": [{"type": "function"}]}, r"tools\[0\] must be"),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "letters, digits"),
+        ({"tool_choice": "required"}, "no tools are given"),
+        ({"tool_choice": {"type": "function", "function": {"name": "x"}}}, "not one of the tools"),
     ],
 )
 def test_from_dict_rejects_bad_values_with_the_librarys_error(data, message):

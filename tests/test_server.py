@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 
+import jsonschema
 import openai
 import pytest
 from conftest import LONG_THINKING_PROMPT
@@ -131,6 +132,80 @@ def test_serve_draft_is_every_request_s_default_and_model_names_it(cli_command, 
         drafted = extension(ask(client, temperature=0).choices[0])
         assert drafted["draft"] == extension(ask(client, draft="model").choices[0])["draft"] != "ngram"
         assert extension(ask(client, draft="ngram").choices[0])["draft"] == "ngram"
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city now.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+SHORT = {"max_thinking_tokens": 0, "max_answer_tokens": 40}
+
+
+def test_response_format_holds_the_answer_and_leaves_the_thinking_free(client):
+    schema = {"type": "object", "properties": {"sum": {"type": "integer"}}, "required": ["sum"]}
+    reply = client.chat.completions.create(
+        model="",
+        messages=[{"role": "user", "content": "What is 2+3? Answer in JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "sum", "schema": schema, "strict": True}},
+        extra_body={"max_thinking_tokens": 8, "max_answer_tokens": 20},
+    )
+    message = reply.choices[0].message
+    assert message.reasoning_content and reply.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(message.content), schema)
+
+
+def test_a_tool_call_round_trip(client):
+    messages = [{"role": "user", "content": "What's the weather in Paris?"}]
+    first = client.chat.completions.create(
+        model="", messages=messages, tools=[WEATHER], tool_choice=NAMED, extra_body=SHORT
+    )
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and not choice.message.content
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and call.id
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER["function"]["parameters"])
+    messages += [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"celsius": 22, "sky": "clear"})},
+    ]
+    schema = {"type": "object", "properties": {"celsius": {"type": "integer"}}, "required": ["celsius"]}
+    final = client.chat.completions.create(  # tools still offered: the answer may be JSON or another call
+        model="",
+        messages=messages,
+        tools=[WEATHER],
+        response_format={"type": "json_schema", "json_schema": {"name": "report", "schema": schema}},
+        extra_body=SHORT,
+    )
+    assert final.choices[0].finish_reason == "stop" and not final.choices[0].message.tool_calls
+    assert json.loads(final.choices[0].message.content)["celsius"] == 22  # the tool's result reached the model
+
+
+def test_a_streamed_tool_call_arrives_as_deltas(client):
+    chunks = list(
+        client.chat.completions.create(
+            model="",
+            messages=[{"role": "user", "content": "Weather in Oslo?"}],
+            tools=[WEATHER],
+            tool_choice="required",
+            stream=True,
+            extra_body=SHORT,
+        )
+    )
+    calls = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
+    assert len(calls) == 1 and calls[0].index == 0 and calls[0].function.name == "get_weather"
+    assert json.loads(calls[0].function.arguments)["city"]
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
 
 
 def test_models_and_health(client, server):

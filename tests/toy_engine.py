@@ -23,6 +23,7 @@ import re
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +85,8 @@ class ToySampler:
         self.rng = np.random.default_rng(seed)
         self.draws = 0
 
-    def _logits(self, banned: Collection[int], at: int | None) -> np.ndarray:
-        """The logits of one draw: the script's boost, then the mask."""
+    def _logits(self, banned: Collection[int], at: int | None, banned_mask: Any = None) -> np.ndarray:
+        """The logits of one draw: the script's boost, then the masks."""
         logits = self._engine.logits(at)
         scripted = self._engine.script.get(self.draws)
         self.draws += 1
@@ -93,6 +94,8 @@ class ToySampler:
             logits[scripted] += SCRIPT_BOOST
         if banned:
             logits[list(banned)] = -np.inf
+        if banned_mask is not None:
+            logits[banned_mask] = -np.inf
         return logits
 
     def _distribution(self, logits: np.ndarray) -> np.ndarray:
@@ -101,11 +104,13 @@ class ToySampler:
         weights = np.exp((logits - logits.max()) / self._params.temperature)
         return weights / weights.sum()
 
-    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> np.ndarray | None:
-        return None if self._params.greedy else self._distribution(self._logits(banned, at))
+    def probabilities(
+        self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None
+    ) -> np.ndarray | None:
+        return None if self._params.greedy else self._distribution(self._logits(banned, at, banned_mask))
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
-        logits = self._logits(banned, at)
+    def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
+        logits = self._logits(banned, at, banned_mask)
         if self._params.greedy:
             return int(np.argmax(logits))
         return int(self.rng.choice(len(logits), p=self._distribution(logits)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -129,6 +130,12 @@ generation_options = _apply(
             help="Upper bound on thinking plus answer tokens (the thinking is closed in time for a short answer).",
         ),
         click.option("--no-think", is_flag=True, help="Answer without thinking."),
+        click.option("--json-object", is_flag=True, help="Answer with one JSON object (the thinking stays free)."),
+        click.option(
+            "--json-schema",
+            metavar="FILE",
+            help="Answer with JSON that matches the JSON schema in FILE (the thinking stays free).",
+        ),
         click.option("--system", help="System prompt (default: the model's own)."),
         click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding."),
         click.option("--top-p", type=click.FloatRange(0, 1, min_open=True)),
@@ -230,9 +237,30 @@ def generation_changes(params: dict[str, Any], *, given_only: bool = False) -> d
         value = params[name]
         if name in _NEGATING_FLAGS:
             changes[_NEGATING_FLAGS[name]] = not value
+        elif name in ("json_object", "json_schema"):
+            if value and "response_format" in changes:
+                raise InvalidRequestError("give --json-object or --json-schema, not both")
+            if value:
+                changes["response_format"] = _response_format(value)
         elif value is not None:
             changes[name] = value
     return changes
+
+
+def _response_format(schema_file: str | bool) -> dict[str, Any]:
+    """``response_format`` for ``--json-object`` (``True``) or ``--json-schema FILE``."""
+    if schema_file is True:
+        return {"type": "json_object"}
+    path = Path(str(schema_file))
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidRequestError(f"cannot read the JSON schema {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise InvalidRequestError(f"{path} is not JSON: {error}") from None
+    if not isinstance(schema, dict):
+        raise InvalidRequestError(f"{path} must hold a JSON schema object")
+    return {"type": "json_schema", "json_schema": {"name": path.stem, "schema": schema, "strict": True}}
 
 
 def options_from_params(params: dict[str, Any], model: Model | None = None) -> GenerationOptions:

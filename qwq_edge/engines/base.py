@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,8 +42,11 @@ class TokenSampler(Protocol):
     #: The RNG of ``probabilities``' users (speculation's rejection rule); None without them.
     rng: np.random.Generator | None
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+    def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
         """Choose the token at cache position ``at`` from the logits of the token before it.
+
+        ``banned`` ids are masked out, and so is every id where ``banned_mask`` (a numpy
+        boolean row over the vocabulary, a grammar's) is true.
 
         ``at=None`` is the next position (after the last fed token). After ``feed_all``,
         ``at`` may be any position that pass computed logits for, so that drafted tokens
@@ -55,8 +58,10 @@ class TokenSampler(Protocol):
         """Record tokens the runtime forced, so penalties see them."""
         ...
 
-    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> np.ndarray | None:
-        """The distribution ``sample`` would draw the token at ``at`` from (mask applied), or
+    def probabilities(
+        self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None
+    ) -> np.ndarray | None:
+        """The distribution ``sample`` would draw the token at ``at`` from (masks applied), or
         None where there is none to give (greedy, penalties, an engine that does not say)."""
         ...
 

@@ -147,23 +147,27 @@ class LlamaCppSampler:
         pointer = llama_cpp.llama_get_logits_ith(self._engine.llama.ctx, index)
         return np.ctypeslib.as_array(pointer, shape=(self._engine.vocab_size,))
 
-    def _masked(self, banned: Collection[int], at: int | None) -> int:
-        """The index of the logits row for ``at``, with ``banned`` written to ``-inf``."""
+    def _masked(self, banned: Collection[int], at: int | None, banned_mask: Any = None) -> int:
+        """The index of the logits row for ``at``, with ``banned`` and ``banned_mask`` written to ``-inf``."""
         index = self._engine.logits_index(at)
         if banned:
             ids = self._masks.get(banned)
             if ids is None:
                 ids = self._masks.setdefault(banned, np.fromiter(banned, dtype=np.int64))
             self._logits(index)[ids] = -np.inf
+        if banned_mask is not None:
+            np.copyto(self._logits(index), -np.inf, where=banned_mask)
         return index
 
-    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> np.ndarray | None:
+    def probabilities(
+        self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None
+    ) -> np.ndarray | None:
         if self._params is None:
             return None
-        return chain_probabilities(self._logits(self._masked(banned, at)), self._params)
+        return chain_probabilities(self._logits(self._masked(banned, at, banned_mask)), self._params)
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
-        index = self._masked(banned, at)
+    def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
+        index = self._masked(banned, at, banned_mask)
         if self._argmax:
             return int(np.argmax(self._logits(index)))
         return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, index))

@@ -95,17 +95,17 @@ class _LeaderSampler:
         self._leader = leader
         self._sampler = sampler
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+    def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
         with self._leader.watchdog.guard("sampling"):
-            token = self._sampler.sample(banned, at)
+            token = self._sampler.sample(banned, at, banned_mask)
         self._leader.meter.stop()
         return token
 
     def accept(self, tokens: Sequence[int]) -> None:
         self._sampler.accept(tokens)
 
-    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> None:
-        return self._sampler.probabilities(banned, at)
+    def probabilities(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> None:
+        return self._sampler.probabilities(banned, at, banned_mask)
 
 
 class LeaderEngine(_GroupEngine):

@@ -73,9 +73,9 @@ class MlxSampler:
             mask = self._masks[banned] = row
         return mask
 
-    def sample(self, banned: Collection[int] = (), at: int | None = None) -> int:
+    def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
         row = self._engine.row(at)
-        if self._greedy and not banned:
+        if self._greedy and not banned and banned_mask is None:
             return self._engine.greedy(row)
         logits = self._engine.logits[row][None]
         if self._processors:
@@ -84,6 +84,8 @@ class MlxSampler:
                 logits = processor(history, logits)
         if banned:
             logits = logits + self._mask(banned)
+        if banned_mask is not None:  # computed on the CPU while the pass ran; joins the graph lazily
+            logits = mx.where(mx.array(banned_mask), -float("inf"), logits)
         token = int(self._sample(logits - mx.logsumexp(logits, keepdims=True)).item())
         if self._processors:
             self._history.append(token)
@@ -93,7 +95,7 @@ class MlxSampler:
         if self._processors:
             self._history.extend(tokens)
 
-    def probabilities(self, banned: Collection[int] = (), at: int | None = None) -> None:
+    def probabilities(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> None:
         """mlx-lm's sampler does not give its distribution: a sampled draft is verified by equality."""
         return None
 

@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..errors import ContextOverflowError, InvalidRequestError
 from ..events import AnswerDelta, Event, Intervention, ReasoningCounts, ThinkingDelta
 from .block import ThinkingBlock
 from .formats import ReasoningFormat
+from .grammar import AnswerGrammar
 from .loop_guard import LoopDetector
 from .loop_steer import LoopSteer, starts_sentence
 from .markers import MarkerScanner
@@ -41,9 +44,11 @@ ANSWER_RESERVE = 16
 
 @dataclass(frozen=True)
 class Sample:
-    """Let the model choose the next token, with ``banned`` ids masked out."""
+    """Let the model choose the next token, with ``banned`` ids masked out, and, when a grammar
+    constrains the answer, every id where ``banned_mask`` (a boolean row over the vocabulary) is true."""
 
     banned: frozenset[int] = frozenset()
+    banned_mask: np.ndarray | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -145,12 +150,14 @@ class ReasoningController:
     tokens: ControlTokens
     tokenize: Callable[[str], tuple[int, ...]] = _no_tokenizer
     counts: ReasoningCounts = field(default_factory=ReasoningCounts)
+    grammar: AnswerGrammar | None = None
 
     def __post_init__(self) -> None:
         thinking = self.fmt.thinks
         self.phase = THINKING if thinking else ANSWER
         self._block = self._new_block() if thinking else None
-        self._opener = MarkerScanner(self.fmt.open_marker) if thinking and self.fmt.open_marker else None
+        reopens = thinking and self.fmt.open_marker and self.grammar is None  # a grammar's text is never thinking
+        self._opener = MarkerScanner(self.fmt.open_marker) if reopens else None
         self._pending: Action | None = Force(self.tokens.skip, "skip") if thinking and not self.limits.think else None
         if self._pending is not None:
             self.counts.thinking_closed_by = "skipped"
@@ -184,13 +191,14 @@ class ReasoningController:
         left = self._tokens_left()
         if self.phase == THINKING:
             return self._next_thinking_action(room, left)
-        if self._model_stopped:
+        if self._model_stopped or (self.grammar is not None and self.grammar.ended):
             return Finish("budget" if self.counts.thinking_closed_by == "budget" else "stop")
         limit = self.limits.max_answer_tokens
         if room <= 0 or left <= 0 or (limit is not None and self.counts.answer_tokens >= limit):
             return Finish("length")
         first = self.tokens.end_of_generation if self.counts.answer_tokens == 0 else _NONE
-        return Sample(self._join(first, self._language_ban()))
+        banned = self._join(first, self._language_ban())
+        return Sample(banned, self.grammar.banned_mask()) if self.grammar is not None else Sample(banned)
 
     def horizon(self) -> int:
         """At most how many tokens the model may still be sampled for in this phase: tokens
@@ -306,6 +314,8 @@ class ReasoningController:
                 self._steer.sampled()
         else:
             self.counts.answer_tokens += 1
+            if self.grammar is not None and token is not None:
+                self.grammar.take(token)
         self._whole = whole
         return self._route(text)
 
@@ -355,7 +365,8 @@ class ReasoningController:
         if marker_at is None:
             return self._release_safe() if sampled else self._release_all()
         events = self._thinking_events(self._block.release(marker_at))
-        after = self._block.raw[marker_at + len(self._block.marker) :]
+        # With a grammar, the answer starts at its first masked token: text that shared the marker's token goes.
+        after = self._block.raw[marker_at + len(self._block.marker) :] if self.grammar is None else ""
         self.phase = ANSWER
         self._spans = SpanScanner()
         if self.counts.thinking_closed_by == "none":

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from .controller import ControlTokens, ReasoningController, ThinkingLimits
 from .formats import ReasoningFormat
+from .grammar import GrammarVocabulary
 from .language import LanguageBans, language_bans, user_terms
 from .texts import RuntimeTexts, texts_for
 
@@ -41,6 +42,9 @@ class ControllerFactory:
         self._texts = texts
         self._control_tokens: dict[tuple[str, str], ControlTokens] = {}
         self._language_bans: dict[str, LanguageBans] = {}
+        self.grammars = GrammarVocabulary(
+            token_bytes, lambda text: tokenize(text, False), vocab_size, end_of_generation
+        )
 
     def new(
         self,
@@ -50,18 +54,21 @@ class ControllerFactory:
         language_in_thinking: bool = False,
         user_text: str = "",
         texts_language: str | None = None,
+        grammar: str | None = None,
     ) -> ReasoningController:
         """A controller for one request. ``language`` is a code from ``LANGUAGE_SCRIPTS``
         or ``off`` (``resolve_language`` turns ``auto`` into a code); ``user_text``, the
         user's messages, whose words the language guard lets through; ``texts_language``,
-        the language of the runtime's forced texts when no guard sets it."""
+        the language of the runtime's forced texts when no guard sets it; ``grammar``, an
+        llguidance grammar the answer follows (``reasoning.grammar``)."""
         tokens = self.control_tokens(fmt, language if language != "off" else texts_language or "en")
         if language != "off":
             bans = self.language_bans(language).allowing(self._term_tokens(user_text))
             tokens = replace(
                 tokens, language_ban=bans.prose, code_ban=bans.code, language_in_thinking=language_in_thinking
             )
-        return ReasoningController(fmt, limits, tokens, self._plain_tokens)
+        matcher = self.grammars.matcher(grammar) if grammar is not None else None
+        return ReasoningController(fmt, limits, tokens, self._plain_tokens, grammar=matcher)
 
     def control_tokens(self, fmt: ReasoningFormat, language: str = "en") -> ControlTokens:
         """The format's forced texts, in ``language``, as token ids (computed once per format and language)."""

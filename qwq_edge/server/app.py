@@ -27,6 +27,7 @@ from ..errors import ContextOverflowError, InvalidRequestError, QwqEdgeError
 from ..events import Event
 from ..model import Model
 from ..options import GenerationOptions
+from ..tool_calls import ToolCallScanner
 from .errors import APIError, error_body
 from .logs import RequestLog
 from .mapping import Reply, completion_prompt, messages_from_request, options_from_request
@@ -128,7 +129,7 @@ async def _generate(request: Request, kind: _Kind) -> Response:
     options = options_from_request(body, service.defaults)
     prompt = kind.prompt(body)
     events = await asyncio.to_thread(kind.start, service.model, prompt, options)
-    reply = Reply(service.model_id, kind.name)
+    reply = Reply(service.model_id, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
     if body.return_token_ids:
         reply.prompt_token_ids = await asyncio.to_thread(kind.tokens, service.model, prompt, options)
     return await service.respond(request, body, events, reply)

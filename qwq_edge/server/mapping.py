@@ -15,6 +15,7 @@ from typing import Any
 
 from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
 from ..options import GenerationOptions
+from ..tool_calls import ToolCall, ToolCallScanner
 from .errors import bad_request
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, GenerationFields
 
@@ -54,6 +55,8 @@ def options_from_request(request: GenerationFields, defaults: GenerationOptions)
     """
     changes: dict[str, Any] = {name: getattr(request, name) for name in SAME_NAME}
     changes["max_tokens"] = getattr(request, "max_completion_tokens", None) or request.max_tokens
+    for name in ("response_format", "tools", "tool_choice"):  # chat only
+        changes[name] = getattr(request, name, None)
     if request.reasoning_effort is not None:
         changes["effort"] = request.reasoning_effort
         for name in ("max_thinking_tokens", "min_thinking_tokens"):
@@ -90,16 +93,19 @@ def stop_strings(request: GenerationFields) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop or [])
 
 
-def messages_from_request(request: ChatCompletionRequest) -> list[dict[str, str]]:
-    """The messages as ``{"role", "content"}``: text parts joined, ``developer`` as
-    ``system``, and an earlier answer's ``<think>…</think>`` dropped (thinking is not
-    carried into later turns)."""
+def messages_from_request(request: ChatCompletionRequest) -> list[dict[str, Any]]:
+    """The messages as ``{"role", "content"}`` (and an assistant's ``tool_calls``): text parts
+    joined, ``developer`` as ``system``, and an earlier answer's ``<think>…</think>`` dropped
+    (thinking is not carried into later turns)."""
     messages = []
     for index, message in enumerate(request.messages):
         content = _text(message, index)
         if message.role == "assistant":
             content = _THINKING_BLOCK.sub("", content, count=1)
-        messages.append({"role": "system" if message.role == "developer" else message.role, "content": content})
+        item: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role, "content": content}
+        if message.tool_calls:
+            item["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        messages.append(item)
     return messages
 
 
@@ -133,6 +139,9 @@ class Reply:
     id: str = field(default="")
     created: int = field(default_factory=lambda: int(time.time()))
     prompt_token_ids: list[int] | None = None
+    #: Set when tools are offered: the answer's ``<tool_call>`` blocks become ``tool_calls``.
+    tool_calls: ToolCallScanner | None = None
+    calls_sent: int = 0
 
     def __post_init__(self) -> None:
         self.id = self.id or f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
@@ -174,8 +183,25 @@ def _speculation(stats: GenerationStats) -> dict[str, Any]:
     return {name: data[name] for name in names}
 
 
-def _choice_end(stats: GenerationStats) -> dict[str, Any]:
-    return {"finish_reason": FINISH_REASONS.get(stats.finish_reason, "stop"), "qwq_edge": extension(stats)}
+def _choice_end(stats: GenerationStats, called: bool = False) -> dict[str, Any]:
+    """How a choice ended; ``called``: the answer is tool calls (OpenAI's ``tool_calls`` reason)."""
+    reason = FINISH_REASONS.get(stats.finish_reason, "stop")
+    return {"finish_reason": "tool_calls" if called and reason == "stop" else reason, "qwq_edge": extension(stats)}
+
+
+def _answer_delta(text: str, reply: Reply) -> dict[str, Any]:
+    """The delta for answer text: with tools offered, finished ``<tool_call>`` blocks become
+    ``tool_calls`` (each whole, with its index) and a block still open is held back."""
+    if reply.tool_calls is None:
+        return {"content": text} if text else {}
+    delta: dict[str, Any] = {}
+    for item in reply.tool_calls.feed(text):
+        if isinstance(item, ToolCall):
+            delta.setdefault("tool_calls", []).append({"index": reply.calls_sent, **item.to_openai()})
+            reply.calls_sent += 1
+        else:
+            delta["content"] = delta.get("content", "") + item
+    return delta
 
 
 def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
@@ -188,14 +214,16 @@ def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
             {"thinking_tokens": event.thinking_tokens},
         )
     elif isinstance(event, AnswerDelta):
-        if not event.text:
+        delta, extra = _answer_delta(event.text, reply), None
+        if not delta:
             return None
-        delta, extra = {"content": event.text}, None
     elif isinstance(event, Intervention):
         delta, extra = {}, {"intervention": {"kind": event.kind, "text": event.text}}
     else:
-        end = _choice_end(event.result.stats)
-        return {**reply.envelope(True), "choices": [{"index": 0, "delta": {}, "logprobs": None, **end}]}
+        held = reply.tool_calls.flush() if reply.tool_calls is not None else ""
+        end = _choice_end(event.result.stats, reply.calls_sent > 0)
+        delta = {"content": held} if held else {}
+        return {**reply.envelope(True), "choices": [{"index": 0, "delta": delta, "logprobs": None, **end}]}
     choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
     if extra:
         choice["qwq_edge"] = extra
@@ -230,8 +258,12 @@ def usage_chunk(result: GenerationResult, reply: Reply) -> dict[str, Any]:
 def chat_response(result: GenerationResult, reply: Reply) -> dict[str, Any]:
     """A whole chat reply: the answer in ``content``, the thinking in ``reasoning_content`` and ``reasoning``."""
     thinking = result.thinking or None
-    message = {"role": "assistant", "content": result.answer, "reasoning_content": thinking, "reasoning": thinking}
-    choice = {"index": 0, "message": message, "logprobs": None, **_choice_end(result.stats)}
+    content, calls = result.tool_calls() if reply.tool_calls is not None else (result.answer, [])
+    message: dict[str, Any] = {"role": "assistant", "content": content or None if calls else content}
+    message.update(reasoning_content=thinking, reasoning=thinking)
+    if calls:
+        message["tool_calls"] = [call.to_openai() for call in calls]
+    choice = {"index": 0, "message": message, "logprobs": None, **_choice_end(result.stats, bool(calls))}
     return _with_ids({**reply.envelope(False), "choices": [choice], "usage": usage(result.stats)}, reply)
 
 

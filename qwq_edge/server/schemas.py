@@ -2,8 +2,8 @@
 
 Types are strict (a string where a number belongs is a 400, not a guess); fields a
 client sends that this server does not know are ignored, as OpenAI-compatible
-servers do, except those whose meaning cannot be honoured (``n`` above 1, tools,
-``echo``, log-probabilities), which ``unsupported`` names.
+servers do, except those whose meaning cannot be honoured (``n`` above 1, ``echo``,
+log-probabilities), which ``unsupported`` names.
 """
 
 from __future__ import annotations
@@ -24,9 +24,24 @@ class ContentPart(_Body):
     text: str | None = None
 
 
+class FunctionCall(_Body):
+    name: str
+    arguments: str = "{}"
+
+
+class ToolCallIn(_Body):
+    """A call of an earlier assistant turn, as the client sends it back."""
+
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Body):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    tool_call_id: str | None = None
 
 
 class StreamOptions(_Body):
@@ -75,7 +90,9 @@ class ChatCompletionRequest(GenerationFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     chat_template_kwargs: TemplateKwargs | None = None
-    tools: list[Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
 
 class CompletionRequest(GenerationFields):
@@ -90,7 +107,6 @@ _UNSUPPORTED = {
     "best_of": (lambda v: v in (None, 1), "only best_of=1 is supported"),
     "echo": (lambda v: not v, "echo is not supported"),
     "logprobs": (lambda v: not v, "log-probabilities are not supported"),
-    "tools": (lambda v: not v, "tool calls are not supported"),
 }
 
 

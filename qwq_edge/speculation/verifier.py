@@ -19,6 +19,7 @@ import numpy as np
 
 from ..engines.base import CPU_PASS_COSTS, Engine, TokenSampler
 from ..events import SpeculationCounts
+from ..reasoning.controller import Sample
 from .proposers import Proposer
 from .tuner import DraftTuner
 
@@ -49,16 +50,16 @@ class Speculation:
         """Tokens the controller has seen (the cache also holds the unverified drafts)."""
         return self.engine.position - len(self._drafts) + self._verified
 
-    def sample(self, sampler: TokenSampler, banned: frozenset[int]) -> int:
-        """The target's token for the next position, from that position's logits: a drawn
-        draft passes the rejection rule or is replaced by a draw from the residual."""
+    def sample(self, sampler: TokenSampler, action: Sample) -> int:
+        """The target's token for the next position, from that position's logits with ``action``'s
+        masks: a drawn draft passes the rejection rule or is replaced by a draw from the residual."""
         at = self.position if self._drafts else None
         if self._distributions is not None and self._verified < len(self._drafts):
-            p = sampler.probabilities(banned, at)
+            p = sampler.probabilities(action.banned, at, action.banned_mask)
             if p is not None:
                 i = self._verified
                 return rejection_step(p, self._distributions[i], self._drafts[i], sampler.rng)
-        return sampler.sample(banned, at)
+        return sampler.sample(action.banned, at, action.banned_mask)
 
     def commit(self, token: int) -> None:
         """Keep a sampled token the controller let through: a draft is already in the cache;
