@@ -1,0 +1,186 @@
+"""Continuous batching: several generations, each in its own thread, share one forward pass per step.
+
+An engine pool (``engines.base.EnginePool``) holds several sequences in one KV cache; each
+generation claims one (the free one whose cache shares the longest prefix with its prompt,
+first come first served) and runs ``generate_step`` on it as on any engine, with its own
+controller, sampler, options and cancel. When a sequence needs logits it waits here; the
+pass runs when every claimed sequence is waiting for it, or is not stepping (its consumer
+holds it at a ``yield``) for more than ``grace`` seconds, and carries the pending tokens of
+all the waiting ones. So a new request joins at the next step (its prompt in that pass), a
+finished or cancelled one leaves at once, and no sequence's logits are overwritten while its
+thread still reads them (a stepping sequence is always waited for).
+
+Like ``turns``, no lock is held across a ``yield``: a stream that is abandoned suspended for
+``stale_after`` seconds loses its sequence to a request that needs one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from time import monotonic
+
+from .engines.base import BatchedSequence, EnginePool, reusable_prefix
+
+#: How long a pass waits for a generation whose consumer holds it between two steps.
+GRACE_SECONDS = 0.01
+
+
+class Claim:
+    """One generation's hold on one sequence of the pool."""
+
+    def __init__(self, engine: BatchedSequence, cancel: threading.Event) -> None:
+        self.engine = engine
+        self.cancel = cancel
+        self.stepping = True  # the claimer steps at once
+        self.waiting = False
+        self.error: BaseException | None = None
+        self.suspended_since = monotonic()
+
+
+class Scheduler:
+    """Hands the pool's sequences to generations and runs their passes together."""
+
+    def __init__(self, pool: EnginePool, grace: float = GRACE_SECONDS, stale_after: float = 2.0) -> None:
+        self.pool = pool
+        self.grace = grace
+        self.stale_after = stale_after
+        self._changed = threading.Condition()
+        self._holders: dict[int, Claim | None] = dict.fromkeys(range(len(pool.sequences)))
+        self._queue: deque[object] = deque()
+        self._decoder: threading.Thread | None = None
+        self._closed = False
+        self._first = 0  # round-robin: which sequence's tokens go first into a full batch
+        for index, engine in enumerate(pool.sequences):
+            engine.evaluate = lambda index=index: self._evaluate(index)
+
+    @property
+    def active(self) -> list[Claim]:
+        """The generations holding a sequence now."""
+        return [claim for claim in self._holders.values() if claim is not None]
+
+    def claim(self, cancel: threading.Event, tokens: Sequence[int]) -> Claim:
+        """Wait (first come, first served) for a free sequence; take the one whose cache
+        shares the longest prefix with ``tokens``."""
+        ticket = object()
+        with self._changed:
+            self._queue.append(ticket)
+            while (index := self._free(tokens) if self._queue[0] is ticket else None) is None:
+                self._changed.wait(self._take_over_stale())
+            self._queue.popleft()
+            claim = self._holders[index] = Claim(self.pool.sequences[index], cancel)
+            self._changed.notify_all()
+        return claim
+
+    def _free(self, tokens: Sequence[int]) -> int | None:
+        free = [index for index, claim in self._holders.items() if claim is None]
+        if not free:
+            return None
+        cached = self.pool.sequences
+        return max(free, key=lambda index: reusable_prefix(cached[index].cached_tokens, tokens) if tokens else 0)
+
+    def _take_over_stale(self) -> float | None:
+        """Cancel and free a sequence whose stream was abandoned; how long to wait before the next look."""
+        now, soonest = monotonic(), None
+        for index, claim in self._holders.items():
+            if claim is None or claim.stepping:
+                continue
+            idle = now - claim.suspended_since
+            if idle >= self.stale_after:
+                claim.cancel.set()
+                self._holders[index] = None
+                return 0.0
+            soonest = min(soonest or self.stale_after, self.stale_after - idle)
+        return soonest
+
+    def release(self, claim: Claim) -> None:
+        """``claim``'s generation is over (finished, cancelled, closed or taken over)."""
+        with self._changed:
+            for index, holder in self._holders.items():
+                if holder is claim:
+                    self._holders[index] = None
+            claim.waiting = False
+            self._changed.notify_all()
+
+    @contextmanager
+    def step(self, claim: Claim) -> Iterator[None]:
+        """One step of ``claim``'s generation (the code between two yields)."""
+        with self._changed:
+            claim.stepping = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                claim.stepping = False
+                claim.suspended_since = monotonic()
+                self._changed.notify_all()
+
+    def _evaluate(self, index: int) -> None:
+        """Wait until the pending tokens of sequence ``index`` have been run."""
+        claim = self._holders[index]
+        if claim is None:  # taken over: the generation touches the engine no more
+            return
+        with self._changed:
+            self._start()
+            claim.waiting = True
+            self._changed.notify_all()
+            while claim.waiting:
+                self._changed.wait()
+        if claim.error is not None:
+            error, claim.error = claim.error, None
+            raise error
+
+    def _start(self) -> None:
+        if self._decoder is None:
+            self._decoder = threading.Thread(target=self._decode_forever, name="qwq-edge-batch", daemon=True)
+            self._decoder.start()
+
+    def _decode_forever(self) -> None:
+        """The one thread that runs passes: llama.cpp's worker threads stay with one caller."""
+        while True:
+            with self._changed:
+                while not self._closed and not self._ready():
+                    self._changed.wait(self._patience())
+                if self._closed:
+                    return
+                batch = self._batch()
+            self._run(batch)
+
+    def close(self) -> None:
+        """Stop the decoding thread (the pool is closed by its owner)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _ready(self) -> bool:
+        """Someone waits, and every holder is waiting or has been idle past ``grace``."""
+        now, active = monotonic(), self.active
+        waiting = any(c.waiting for c in active)
+        return waiting and all(c.waiting or (not c.stepping and now - c.suspended_since >= self.grace) for c in active)
+
+    def _patience(self) -> float | None:
+        """How long to sleep before the next look (None: until something changes)."""
+        now = monotonic()
+        idle = [self.grace - (now - c.suspended_since) for c in self.active if not c.waiting and not c.stepping]
+        return max(0.0, min(idle)) if idle else None
+
+    def _batch(self) -> list[Claim]:
+        """The waiting holders, starting from the next in round-robin order."""
+        count = len(self._holders)
+        order = [(self._first + offset) % count for offset in range(count)]
+        self._first = (self._first + 1) % count
+        return [claim for index in order if (claim := self._holders[index]) is not None and claim.waiting]
+
+    def _run(self, batch: list[Claim]) -> None:
+        error: BaseException | None = None
+        try:
+            self.pool.decode([claim.engine for claim in batch])
+        except Exception as failure:  # every sequence of the failed pass hears of it
+            error = failure
+        with self._changed:
+            for claim in batch:
+                if error is not None or not claim.engine.pending:
+                    claim.waiting, claim.error = False, error
+            self._changed.notify_all()
