@@ -1,8 +1,8 @@
 """Continuous batching: several generations, each in its own thread, share one forward pass per step.
 
 An engine pool (``engines.base.EnginePool``) holds several sequences in one KV cache; each
-generation claims one (the free one whose cache shares the longest prefix with its prompt,
-first come first served) and runs ``generate_step`` on it as on any engine, with its own
+generation claims one (first come, first served; the free one whose cache holds most of its
+prompt, else the one used least recently) and runs ``generate_step`` on it as on any engine, with its own
 controller, sampler, options and cancel. When a sequence needs logits it waits here; the
 pass runs when every claimed sequence is waiting for it, or is not stepping (its consumer
 holds it at a ``yield``) for more than ``grace`` seconds, and carries the pending tokens of
@@ -49,6 +49,7 @@ class Scheduler:
         self.stale_after = stale_after
         self._changed = threading.Condition()
         self._holders: dict[int, Claim | None] = dict.fromkeys(range(len(pool.sequences)))
+        self._used = dict.fromkeys(self._holders, 0.0)  # when each sequence was last claimed
         self._queue: deque[object] = deque()
         self._decoder: threading.Thread | None = None
         self._closed = False
@@ -71,15 +72,21 @@ class Scheduler:
                 self._changed.wait(self._take_over_stale())
             self._queue.popleft()
             claim = self._holders[index] = Claim(self.pool.sequences[index], cancel)
+            self._used[index] = monotonic()
             self._changed.notify_all()
         return claim
 
     def _free(self, tokens: Sequence[int]) -> int | None:
+        """The free sequence whose cache holds at least half of ``tokens`` (the most), else the
+        one used least recently, so that a short shared start does not evict a long cache."""
         free = [index for index, claim in self._holders.items() if claim is None]
         if not free:
             return None
         cached = self.pool.sequences
-        return max(free, key=lambda index: reusable_prefix(cached[index].cached_tokens, tokens) if tokens else 0)
+        best = max(free, key=lambda index: reusable_prefix(cached[index].cached_tokens, tokens) if tokens else 0)
+        if tokens and 2 * reusable_prefix(cached[best].cached_tokens, tokens) >= len(tokens):
+            return best
+        return min(free, key=lambda index: self._used[index])
 
     def _take_over_stale(self) -> float | None:
         """Cancel and free a sequence whose stream was abandoned; how long to wait before the next look."""
