@@ -288,8 +288,9 @@ def load(
         raise InvalidRequestError(f"unknown KV cache type {kv_cache!r}; choose one of {', '.join(KV_CACHE_TYPES)}")
     if parallel < 1:
         raise InvalidRequestError(f"parallel must be at least 1, got {parallel}")
+    shape = _shape(path, distributed)
     batched = parallel if spec_named(choose_engine(Path(path), engine)[0]).batches else 1
-    plan = plan_memory(_shape(path, distributed), memory_budget(), context_length, kv_cache, batched)
+    plan = plan_memory(shape, memory_budget(), context_length, kv_cache, batched)
     loaded, reason = open_engine(
         path,
         engine,
