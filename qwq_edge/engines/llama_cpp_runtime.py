@@ -281,6 +281,11 @@ class LlamaCppEngine(LlamaCppModel):
     def position(self) -> int:
         return len(self._tokens)
 
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens the cache holds (fed ones included)."""
+        return self._tokens
+
     def prefill(self, tokens: Sequence[int]) -> int:
         reused = prefill_reusing(self, self._tokens, tokens)
         self.evaluate_pending()
