@@ -2,13 +2,15 @@
 
 An engine pool (``engines.base.EnginePool``) holds several sequences in one KV cache; each
 generation claims one (first come, first served; the free one whose cache holds most of its
-prompt, else the one used least recently) and runs ``generate_step`` on it as on any engine, with its own
-controller, sampler, options and cancel. When a sequence needs logits it waits here; the
-pass runs when every claimed sequence is waiting for it, or is not stepping (its consumer
-holds it at a ``yield``) for more than ``grace`` seconds, and carries the pending tokens of
-all the waiting ones. So a new request joins at the next step (its prompt in that pass), a
-finished or cancelled one leaves at once, and no sequence's logits are overwritten while its
-thread still reads them (a stepping sequence is always waited for).
+prompt, else the one used least recently) and runs ``generate_step`` on it as on any engine,
+with its own controller, sampler, options and cancel. The scheduler's one decoding thread
+runs a pass as soon as every claimed sequence has fed its next tokens and is done reading
+the last pass's logits (or is not stepping, held at a ``yield`` by its consumer, for more
+than ``grace`` seconds); the pass carries the pending tokens of all of them. So the pass
+runs while the generations' threads still stream their last tokens, a sequence that needs
+logits waits only for what is left of it, no logits are overwritten while a thread still
+reads them, a new request joins at the next pass (its prompt in it), and a finished or
+cancelled one leaves at once.
 
 Like ``turns``, no lock is held across a ``yield``: a stream that is abandoned suspended for
 ``stale_after`` seconds loses its sequence to a request that needs one.
@@ -35,7 +37,8 @@ class Claim:
         self.engine = engine
         self.cancel = cancel
         self.stepping = True  # the claimer steps at once
-        self.waiting = False
+        #: Whether it holds logits it may still read (from the pass that ran its last token to its next feed).
+        self.reading = False
         self.error: BaseException | None = None
         self.suspended_since = monotonic()
 
@@ -47,7 +50,10 @@ class Scheduler:
         self.pool = pool
         self.grace = grace
         self.stale_after = stale_after
-        self._changed = threading.Condition()
+        lock = threading.Lock()
+        self._changed = threading.Condition(lock)  # claimers: a sequence was freed
+        self._work = threading.Condition(lock)  # the decoding thread: a holder's state changed
+        self._done = threading.Condition(lock)  # sequences waiting for logits: a pass ended
         self._holders: dict[int, Claim | None] = dict.fromkeys(range(len(pool.sequences)))
         self._used = dict.fromkeys(self._holders, 0.0)  # when each sequence was last claimed
         self._queue: deque[object] = deque()
@@ -56,6 +62,7 @@ class Scheduler:
         self._first = 0  # round-robin: which sequence's tokens go first into a full batch
         for index, engine in enumerate(pool.sequences):
             engine.evaluate = lambda index=index: self._evaluate(index)
+            engine.fed = lambda index=index: self._fed(index)
 
     @property
     def active(self) -> list[Claim]:
@@ -72,8 +79,10 @@ class Scheduler:
                 self._changed.wait(self._take_over_stale())
             self._queue.popleft()
             claim = self._holders[index] = Claim(self.pool.sequences[index], cancel)
+            if self._decoder is None:
+                self._decoder = threading.Thread(target=self._decode_forever, name="qwq-edge-batch", daemon=True)
+                self._decoder.start()
             self._used[index] = monotonic()
-            self._changed.notify_all()
         return claim
 
     def _free(self, tokens: Sequence[int]) -> int | None:
@@ -108,8 +117,8 @@ class Scheduler:
             for index, holder in self._holders.items():
                 if holder is claim:
                     self._holders[index] = None
-            claim.waiting = False
             self._changed.notify_all()
+            self._work.notify()
 
     @contextmanager
     def step(self, claim: Claim) -> Iterator[None]:
@@ -122,7 +131,15 @@ class Scheduler:
             with self._changed:
                 claim.stepping = False
                 claim.suspended_since = monotonic()
-                self._changed.notify_all()
+                self._work.notify()
+
+    def _fed(self, index: int) -> None:
+        """Sequence ``index`` was fed: it is done with its logits, and has tokens for the next pass."""
+        with self._changed:
+            claim = self._holders[index]
+            if claim is not None:
+                claim.reading = False
+                self._work.notify()
 
     def _evaluate(self, index: int) -> None:
         """Wait until the pending tokens of sequence ``index`` have been run."""
@@ -130,26 +147,18 @@ class Scheduler:
         if claim is None:  # taken over: the generation touches the engine no more
             return
         with self._changed:
-            self._start()
-            claim.waiting = True
-            self._changed.notify_all()
-            while claim.waiting:
-                self._changed.wait()
-        if claim.error is not None:
+            while claim.engine.pending and claim.error is None:
+                self._done.wait()
             error, claim.error = claim.error, None
+        if error is not None:
             raise error
-
-    def _start(self) -> None:
-        if self._decoder is None:
-            self._decoder = threading.Thread(target=self._decode_forever, name="qwq-edge-batch", daemon=True)
-            self._decoder.start()
 
     def _decode_forever(self) -> None:
         """The one thread that runs passes: llama.cpp's worker threads stay with one caller."""
         while True:
             with self._changed:
                 while not self._closed and not self._ready():
-                    self._changed.wait(self._patience())
+                    self._work.wait(self._patience())
                 if self._closed:
                     return
                 batch = self._batch()
@@ -159,26 +168,28 @@ class Scheduler:
         """Stop the decoding thread (the pool is closed by its owner)."""
         with self._changed:
             self._closed = True
-            self._changed.notify_all()
+            self._work.notify()
 
     def _ready(self) -> bool:
-        """Someone waits, and every holder is waiting or has been idle past ``grace``."""
+        """Some holder has tokens to run, and each is fed and done reading its logits, or idle past ``grace``."""
         now, active = monotonic(), self.active
-        waiting = any(c.waiting for c in active)
-        return waiting and all(c.waiting or (not c.stepping and now - c.suspended_since >= self.grace) for c in active)
+        return any(c.engine.pending for c in active) and all(
+            (c.engine.pending and not c.reading) or (not c.stepping and now - c.suspended_since >= self.grace)
+            for c in active
+        )
 
     def _patience(self) -> float | None:
         """How long to sleep before the next look (None: until something changes)."""
         now = monotonic()
-        idle = [self.grace - (now - c.suspended_since) for c in self.active if not c.waiting and not c.stepping]
-        return max(0.0, min(idle)) if idle else None
+        idle = [now - c.suspended_since for c in self.active if not c.stepping]
+        return min((self.grace - i for i in idle if i < self.grace), default=None)
 
     def _batch(self) -> list[Claim]:
-        """The waiting holders, starting from the next in round-robin order."""
+        """The holders with tokens to run, starting from the next in round-robin order."""
         count = len(self._holders)
         order = [(self._first + offset) % count for offset in range(count)]
         self._first = (self._first + 1) % count
-        return [claim for index in order if (claim := self._holders[index]) is not None and claim.waiting]
+        return [claim for index in order if (claim := self._holders[index]) is not None and claim.engine.pending]
 
     def _run(self, batch: list[Claim]) -> None:
         error: BaseException | None = None
@@ -188,6 +199,6 @@ class Scheduler:
             error = failure
         with self._changed:
             for claim in batch:
-                if error is not None or not claim.engine.pending:
-                    claim.waiting, claim.error = False, error
-            self._changed.notify_all()
+                claim.error = error
+                claim.reading = not claim.engine.pending  # it has fresh logits to read
+            self._done.notify_all()

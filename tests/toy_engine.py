@@ -195,6 +195,7 @@ class ToySequence(ToyEngine):
         super().__init__(**settings)  # the same seed: the same weights as every other sequence
         self.pool = pool
         self.evaluate = self._evaluate_alone
+        self.fed = lambda: None
 
     @property
     def cached_tokens(self) -> list[int]:
@@ -207,6 +208,7 @@ class ToySequence(ToyEngine):
     def feed(self, tokens: Sequence[int]) -> None:
         check_room(self.position + len(tokens), self.info.context_length)
         self._tokens.extend(tokens)
+        self.fed()
 
     def run(self, count: int) -> None:
         """Compute the states of the next ``count`` pending tokens (a part of one pass)."""

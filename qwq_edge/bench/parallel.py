@@ -118,8 +118,10 @@ def time_to_first_token(model: Model, tokens: int, repetitions: int = 3) -> dict
     """Median seconds to the first event of a request alone, and while three others decode."""
     options, probe = greedy(tokens), greedy(4)
     alone, busy = [], []
-    for _ in range(repetitions):
-        seconds, stream = _first_event_seconds(lambda: model.stream(PROBE, probe))
+    for repetition in range(repetitions):
+        # A new start each time, so that no sequence's cache holds the request already.
+        request = [f"Request {2 * repetition}. {PROBE}", f"Request {2 * repetition + 1}. {PROBE}"]
+        seconds, stream = _first_event_seconds(lambda: model.stream(request[0], probe))
         alone.append(seconds)
         list(stream)
         others = [model.stream(text, options) for text in prompts(3)]
@@ -128,7 +130,7 @@ def time_to_first_token(model: Model, tokens: int, repetitions: int = 3) -> dict
             next(stream)  # each has its first token: they are decoding
         for reader in readers:
             reader.start()
-        seconds, stream = _first_event_seconds(lambda: model.stream(PROBE, probe))
+        seconds, stream = _first_event_seconds(lambda: model.stream(request[1], probe))
         busy.append(seconds)
         list(stream)
         for other in others:

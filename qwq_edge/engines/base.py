@@ -109,6 +109,8 @@ class BatchedSequence(Engine, Protocol):
     cached_tokens: Sequence[int]
     #: Runs the pending tokens when logits are needed; a scheduler sets it.
     evaluate: Callable[[], None]
+    #: Called after every ``feed``; a scheduler sets it.
+    fed: Callable[[], None]
 
     @property
     def pending(self) -> int:

@@ -41,6 +41,8 @@ class LlamaCppSequence:
         self.rows = (-1, -1)
         #: Runs the pending tokens; a scheduler replaces it to batch them with other sequences'.
         self.evaluate: Callable[[], None] = self._evaluate_alone
+        #: Told of every feed (a scheduler may then start the next pass at once).
+        self.fed: Callable[[], None] = lambda: None
 
     @property
     def position(self) -> int:
@@ -71,6 +73,7 @@ class LlamaCppSequence:
     def feed(self, tokens: Sequence[int]) -> None:
         check_room(self.position + len(tokens), self.info.context_length)
         self.cached_tokens.extend(tokens)
+        self.fed()
 
     def feed_all(self, tokens: Sequence[int]) -> None:
         self.wanted_from = min(self.wanted_from, self.position)
