@@ -121,7 +121,7 @@ def time_to_first_token(model: Model, tokens: int, repetitions: int = 3) -> dict
     for repetition in range(repetitions):
         # A new start each time, so that no sequence's cache holds the request already.
         request = [f"Request {2 * repetition}. {PROBE}", f"Request {2 * repetition + 1}. {PROBE}"]
-        seconds, stream = _first_event_seconds(lambda: model.stream(request[0], probe))
+        seconds, stream = _first_event_seconds(lambda text=request[0]: model.stream(text, probe))
         alone.append(seconds)
         list(stream)
         others = [model.stream(text, options) for text in prompts(3)]
@@ -130,7 +130,7 @@ def time_to_first_token(model: Model, tokens: int, repetitions: int = 3) -> dict
             next(stream)  # each has its first token: they are decoding
         for reader in readers:
             reader.start()
-        seconds, stream = _first_event_seconds(lambda: model.stream(request[1], probe))
+        seconds, stream = _first_event_seconds(lambda text=request[1]: model.stream(text, probe))
         busy.append(seconds)
         list(stream)
         for other in others:
