@@ -162,6 +162,10 @@ class Scheduler:
                 if self._closed:
                     return
                 batch = self._batch()
+                for claim in self.active:
+                    if claim.reading:  # idle with unread logits, which this pass overwrites
+                        claim.engine.forget_logits()
+                        claim.reading = False
             self._run(batch)
 
     def close(self) -> None:

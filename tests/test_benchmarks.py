@@ -2,7 +2,16 @@
 
 import json
 
-from benchmarks import budget_eval, convert_memory, loop_breaker, multiturn, overhead_llama_cpp, overhead_mlx, roofline
+from benchmarks import (
+    budget_eval,
+    convert_memory,
+    loop_breaker,
+    multiturn,
+    overhead_llama_cpp,
+    overhead_mlx,
+    parallel,
+    roofline,
+)
 
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
@@ -63,3 +72,10 @@ def test_serve_load_quick_mode(tmp_path):
     assert data["load"]["requests"] == 4 and data["load"]["completion_tokens_per_s"] > 0
     assert data["in_process"]["decode_tokens_per_s"] > 0 and data["overhead"]["decode_ratio"] > 0
     assert "clients ×" in (tmp_path / "serve_load_quick.md").read_text()
+
+
+def test_parallel_benchmark_quick_mode(tmp_path):
+    data = parallel.main(["--quick", "--out", str(tmp_path)])
+    assert [row["streams"] for row in data["rows"]] == [1, 4] and all(row["tokens_per_s"] > 0 for row in data["rows"])
+    assert data["time_to_first_token"]["ratio"] > 0
+    assert "aggregate tok/s" in (tmp_path / "parallel_quick.md").read_text()

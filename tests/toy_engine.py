@@ -216,6 +216,9 @@ class ToySequence(ToyEngine):
             previous = self._states[-1] if self._states else np.zeros(self._mix.shape[0])
             self._states.append(np.tanh(previous @ self._mix + self._embed[token]))
 
+    def forget_logits(self) -> None:
+        del self._states[len(self._tokens) - 1 :]
+
     def _evaluate_alone(self) -> None:
         while self.pending:
             self.pool.decode([self])

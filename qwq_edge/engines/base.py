@@ -117,6 +117,11 @@ class BatchedSequence(Engine, Protocol):
         """Tokens fed but not yet evaluated."""
         ...
 
+    def forget_logits(self) -> None:
+        """The next pass overwrites this sequence's logits: evaluate its last token again when
+        they are needed (its thread was held at a ``yield`` before it read them)."""
+        ...
+
 
 class EnginePool(Protocol):
     """One model holding several sequences in one KV cache, whose passes run together.

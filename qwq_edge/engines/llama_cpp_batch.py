@@ -83,6 +83,9 @@ class LlamaCppSequence:
         if self.pending:
             self.evaluate()
 
+    def forget_logits(self) -> None:
+        self.evaluated = min(self.evaluated, self.position - 1)
+
     def _evaluate_alone(self) -> None:
         while self.pending:
             self.pool.decode([self])
