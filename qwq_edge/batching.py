@@ -162,6 +162,8 @@ class Scheduler:
                 if self._closed:
                     return
                 batch = self._batch()
+                if not batch:  # the last runnable one turned idle in between
+                    continue
                 for claim in self.active:
                     if claim.reading:  # idle with unread logits, which this pass overwrites
                         claim.engine.forget_logits()
@@ -174,12 +176,15 @@ class Scheduler:
             self._closed = True
             self._work.notify()
 
+    def _idle(self, claim: Claim, now: float) -> bool:
+        """Held at a ``yield`` past ``grace``: its tokens wait until its thread is back."""
+        return not claim.stepping and now - claim.suspended_since >= self.grace
+
     def _ready(self) -> bool:
-        """Some holder has tokens to run, and each is fed and done reading its logits, or idle past ``grace``."""
+        """Some holder has tokens to run, and each is fed and done reading its logits, or idle."""
         now, active = monotonic(), self.active
-        return any(c.engine.pending for c in active) and all(
-            (c.engine.pending and not c.reading) or (not c.stepping and now - c.suspended_since >= self.grace)
-            for c in active
+        return any(c.engine.pending and not self._idle(c, now) for c in active) and all(
+            (c.engine.pending and not c.reading) or self._idle(c, now) for c in active
         )
 
     def _patience(self) -> float | None:
@@ -189,11 +194,12 @@ class Scheduler:
         return min((self.grace - i for i in idle if i < self.grace), default=None)
 
     def _batch(self) -> list[Claim]:
-        """The holders with tokens to run, starting from the next in round-robin order."""
-        count = len(self._holders)
+        """The holders (not idle) with tokens to run, starting from the next in round-robin order."""
+        count, now = len(self._holders), monotonic()
         order = [(self._first + offset) % count for offset in range(count)]
         self._first = (self._first + 1) % count
-        return [claim for index in order if (claim := self._holders[index]) is not None and claim.engine.pending]
+        claims = [self._holders[index] for index in order]
+        return [c for c in claims if c is not None and c.engine.pending and not self._idle(c, now)]
 
     def _run(self, batch: list[Claim]) -> None:
         error: BaseException | None = None
