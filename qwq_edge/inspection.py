@@ -66,14 +66,16 @@ def describe_model(path: str | Path) -> dict[str, Any]:
     }
 
 
-def model_memory(path: str | Path) -> dict[str, Any]:
-    """KV-cache cost per token and the longest context that fits, at fp16 and 8-bit."""
+def model_memory(path: str | Path, parallel: int = 1) -> dict[str, Any]:
+    """KV-cache cost per token and the longest context per sequence that fits ``parallel``
+    sequences, at fp16 and 8-bit."""
     shape, budget = model_shape(path), memory_budget()
     return {
         "weights_bytes": shape.weights_bytes,
         "budget_bytes": budget,
+        "parallel": parallel,
         "kv_bytes_per_token": {kv: shape.kv_bytes_per_token(kv) for kv in ("f16", "q8_0")},
-        "largest_context": {kv: largest_context(shape, kv, budget) for kv in ("f16", "q8_0")},
+        "largest_context": {kv: largest_context(shape, kv, budget, parallel) for kv in ("f16", "q8_0")},
     }
 
 

@@ -1,22 +1,26 @@
 """The Python API: ``load`` a model, then ``generate``, ``stream`` or ``chat``.
 
-A ``Model`` serves one generation at a time: a request from another thread waits
-for the running one (see ``turns`` for what happens to a stream that is abandoned).
-``cancel()`` (from any thread) stops the running generation at the next token;
-the model stays usable.
+A ``Model`` loaded with ``parallel=1`` serves one generation at a time: a request from
+another thread waits for the running one (see ``turns`` for what happens to a stream
+that is abandoned). With ``parallel=N`` (an engine pool), up to N generations from as
+many threads run at once, their tokens in one forward pass per step (``batching``).
+A stream's ``cancel()`` stops that generation at its next token; ``Model.cancel()``
+stops every running one; the model stays usable.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .batching import Scheduler
 from .distributed import launched
 from .engines import open_engine
-from .engines.base import KV_CACHE_TYPES, Engine, EngineInfo
-from .engines.registry import join_group, rank_shape
+from .engines.base import KV_CACHE_TYPES, Engine, EngineInfo, EnginePool
+from .engines.registry import choose_engine, join_group, rank_shape, spec_named
 from .errors import DistributedError, InvalidRequestError
 from .events import Done, Event, GenerationResult, collect
 from .families import family_for
@@ -39,11 +43,35 @@ if TYPE_CHECKING:
 Prompt = str | Iterable[Message | dict[str, Any]]
 
 
+class Stream(Iterator[Event]):
+    """One generation's events; ``cancel()`` (from any thread) stops it at its next token,
+    and it is still read to its ``Done``."""
+
+    def __init__(self, events: Iterator[Event], cancel: threading.Event) -> None:
+        self._events = events
+        self._cancel = cancel
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+
 class Model:
     """A loaded model with its reasoning format and sampling defaults."""
 
     def __init__(
-        self, engine: Engine, *, reasoning_format: str | ReasoningFormat = "auto", engine_reason: str = "given"
+        self,
+        engine: Engine | EnginePool,
+        *,
+        reasoning_format: str | ReasoningFormat = "auto",
+        engine_reason: str = "given",
     ) -> None:
         self.engine = engine
         self.engine_reason = engine_reason
@@ -59,8 +87,12 @@ class Model:
             engine.end_of_generation,
         )
         self.turns = Turns()
+        sequences = getattr(engine, "sequences", None)
+        #: How many generations run at once (their passes batched when more than one).
+        self.parallel = len(sequences) if sequences else 1
+        self.scheduler = Scheduler(engine) if sequences else None  # type: ignore[arg-type]
         self.memory_plan: MemoryPlan | None = None
-        self.drafts = DraftModels(engine)
+        self.drafts = DraftModels(engine)  # type: ignore[arg-type]
 
     # -- requests --------------------------------------------------------------------
 
@@ -73,7 +105,7 @@ class Model:
                 messages.insert(0, Message("system", default))
         return messages
 
-    def stream(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> Iterator[Event]:
+    def stream(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> Stream:
         """Generate a reply, yielding ``ThinkingDelta``, ``AnswerDelta``,
         ``Intervention`` events and, last, ``Done``.
 
@@ -102,7 +134,7 @@ class Model:
 
     def complete(
         self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **overrides: Any
-    ) -> Iterator[Event]:
+    ) -> Stream:
         """Continue a raw prompt: no chat template, no system prompt, no thinking opened
         (the reasoning format is ``none`` unless ``options`` names one).
 
@@ -128,7 +160,7 @@ class Model:
 
     def _start(
         self, tokens: list[int], fmt: ReasoningFormat, options: GenerationOptions, user_text: str, last: str
-    ) -> Iterator[Event]:
+    ) -> Stream:
         """Build the controller for one request (``user_text``: the user's words, which the
         language guard allows; ``last``: the message whose language the runtime's texts follow)."""
         controller = self.controllers.new(
@@ -143,8 +175,10 @@ class Model:
         controller.check_room(len(tokens), self.info.context_length)
         sampling = options.sampling(self.sampling)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
-        proposer = self.drafts.proposer(options.draft, tokens, sampling=sampling, seed=seed)
-        return self._run(tokens, controller, sampling, seed, proposer)
+        cancel = threading.Event()
+        # Speculation is off with parallel sequences: a pass's logits live until the next pass only.
+        proposer = None if self.scheduler else self.drafts.proposer(options.draft, tokens, sampling=sampling, seed=seed)
+        return Stream(self._run(tokens, controller, sampling, seed, cancel, proposer), cancel)
 
     def _run(
         self,
@@ -152,21 +186,25 @@ class Model:
         controller: ReasoningController,
         sampling: SamplingParams,
         seed: int,
+        cancel: threading.Event,
         proposer: Proposer | None = None,
     ) -> Iterator[Event]:
-        """Own the model for the generation, one step at a time; ``Done`` comes after the
-        turn is given back, so a caller that stops at ``Done`` leaves the model free."""
-        turn = self.turns.claim()
+        """Own the model (or one sequence of its pool) for the generation, one step at a
+        time; ``Done`` comes after it is given back, so a caller that stops at ``Done``
+        leaves it free."""
+        keeper: Turns | Scheduler = self.scheduler or self.turns
+        claim = keeper.claim(cancel, tokens)
+        engine = getattr(claim, "engine", self.engine)
         try:
-            steps = generate_step(self.engine, tokens, controller, sampling, seed, turn.cancel.is_set, proposer)
+            steps = generate_step(engine, tokens, controller, sampling, seed, cancel.is_set, proposer)
             while True:
-                with self.turns.step(turn):
+                with keeper.step(claim):  # type: ignore[arg-type]
                     event = next(steps)
                 if isinstance(event, Done):
                     break
                 yield event
         finally:
-            self.turns.release(turn)
+            keeper.release(claim)  # type: ignore[arg-type]
         yield event
 
     def generate(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> GenerationResult:
@@ -174,10 +212,13 @@ class Model:
         return collect(self.stream(prompt, options, **overrides))
 
     def cancel(self) -> None:
-        """Stop the running generation at its next token (safe from any thread)."""
+        """Stop every running generation at its next token (safe from any thread); a stream's
+        own ``cancel()`` stops that one only."""
         owner = self.turns.owner
         if owner is not None:
             owner.cancel.set()
+        for claim in self.scheduler.active if self.scheduler else ():
+            claim.cancel.set()
 
     def chat(self, options: GenerationOptions | None = None, **overrides: Any) -> Chat:
         """A multi-turn conversation; its options apply to every turn."""
@@ -207,6 +248,8 @@ class Model:
     # -- lifetime --------------------------------------------------------------------
 
     def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
         self.drafts.close()
         self.engine.close()
 
@@ -228,12 +271,15 @@ def load(
     reasoning_format: str | ReasoningFormat = "auto",
     distributed: bool = False,
     rank_timeout: float = 60.0,
+    parallel: int = 1,
 ) -> Model:
     """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
 
     ``distributed``: under ``mlx.launch``, split an MLX model over the ranks (planned per
     rank); rank 0 generates, the others call ``follow()``; a rank silent for
     ``rank_timeout`` seconds, or dead, ends the process with one line and status 1.
+    ``parallel``: how many generations run at once (from as many threads), batched in one
+    forward pass per step where the engine can (llama.cpp); ``context_length`` is each one's.
     The memory planner first checks that weights, KV cache and overhead fit this machine;
     ``context_length=None`` and ``kv_cache=None`` let it choose the longest context that
     fits (fp16 KV first, then 8-bit); what cannot fit raises ``InsufficientMemoryError``.
@@ -242,7 +288,11 @@ def load(
         raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")
     if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
         raise InvalidRequestError(f"unknown KV cache type {kv_cache!r}; choose one of {', '.join(KV_CACHE_TYPES)}")
-    plan = plan_memory(_shape(path, distributed), memory_budget(), context_length, kv_cache)
+    if parallel < 1:
+        raise InvalidRequestError(f"parallel must be at least 1, got {parallel}")
+    shape = _shape(path, distributed)
+    batched = parallel if spec_named(choose_engine(Path(path), engine)[0]).batches else 1
+    plan = plan_memory(shape, memory_budget(), context_length, kv_cache, batched)
     loaded, reason = open_engine(
         path,
         engine,
@@ -252,6 +302,7 @@ def load(
         n_gpu_layers=n_gpu_layers,
         distributed=distributed,
         rank_timeout=rank_timeout,
+        parallel=batched,
     )
     model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
     model.memory_plan = plan

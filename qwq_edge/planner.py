@@ -51,6 +51,8 @@ class MemoryPlan:
     kv_bytes: int
     overhead_bytes: int
     budget_bytes: int
+    #: Sequences the KV cache holds at once, each ``context`` tokens long (``--parallel``).
+    parallel: int = 1
 
     @property
     def total_bytes(self) -> int:
@@ -63,9 +65,12 @@ class MemoryPlan:
     def describe(self) -> str:
         return (
             f"{self.total_bytes / GB:.1f} GB = {self.weights_bytes / GB:.1f} GB weights + "
-            f"{self.kv_bytes / GB:.1f} GB {self.kv_cache} KV cache for {self.context} tokens + "
+            f"{self.kv_bytes / GB:.1f} GB {self.kv_cache} KV cache for {self._tokens()} tokens + "
             f"{self.overhead_bytes / GB:.1f} GB overhead; {self.budget_bytes / GB:.1f} GB usable"
         )
+
+    def _tokens(self) -> str:
+        return f"{self.parallel} × {self.context}" if self.parallel > 1 else str(self.context)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "total_bytes": self.total_bytes, "fits": self.fits}
@@ -117,40 +122,51 @@ def wired_limit_hint(needed: int, budget: int, ram: int, is_apple_silicon: bool)
     )
 
 
-def plan_for(shape: ModelShape, context: int, kv_cache: str, budget: int) -> MemoryPlan:
-    kv = int(shape.kv_bytes_per_token(kv_cache) * context)
+def plan_for(shape: ModelShape, context: int, kv_cache: str, budget: int, parallel: int = 1) -> MemoryPlan:
+    kv = int(shape.kv_bytes_per_token(kv_cache) * context * parallel)
     overhead = int(OVERHEAD_BYTES + OVERHEAD_FRACTION * shape.weights_bytes)
-    return MemoryPlan(context, kv_cache, shape.weights_bytes, kv, overhead, budget)
+    return MemoryPlan(context, kv_cache, shape.weights_bytes, kv, overhead, budget, parallel)
 
 
-def largest_context(shape: ModelShape, kv_cache: str, budget: int) -> int:
-    """The longest context (a multiple of 256, up to the model's own) that fits; 0 if none."""
-    per_token = shape.kv_bytes_per_token(kv_cache)
+def largest_context(shape: ModelShape, kv_cache: str, budget: int, parallel: int = 1) -> int:
+    """The longest context per sequence (a multiple of 256, up to the model's own) that fits
+    ``parallel`` sequences; 0 if none."""
+    per_token = shape.kv_bytes_per_token(kv_cache) * parallel
     spare = budget - plan_for(shape, 0, kv_cache, budget).total_bytes
     if spare <= 0:
         return 0
     return min(shape.trained_context, int(spare / per_token) // 256 * 256)
 
 
-def plan_memory(shape: ModelShape, budget: int, context: int | None = None, kv_cache: str | None = None) -> MemoryPlan:
-    """The plan to load with; ``None`` means choose. Raises if nothing asked for fits."""
+def plan_memory(
+    shape: ModelShape, budget: int, context: int | None = None, kv_cache: str | None = None, parallel: int = 1
+) -> MemoryPlan:
+    """The plan to load with; ``None`` means choose. ``context`` is per sequence, and the KV
+    cache holds ``parallel`` of them. Raises if nothing asked for fits."""
     kv_choices = [kv_cache] if kv_cache else list(KV_ELEMENT_BYTES)
     if context is None:
         longest = min(shape.trained_context, AUTO_CONTEXT_CAP)
         for kv in kv_choices:
-            plan = plan_for(shape, longest, kv, budget)
+            plan = plan_for(shape, longest, kv, budget, parallel)
             if plan.fits:
                 return plan
-        fallback = min(largest_context(shape, kv_choices[-1], budget), longest)
+        fallback = min(largest_context(shape, kv_choices[-1], budget, parallel), longest)
         if fallback >= MIN_AUTO_CONTEXT:
-            return plan_for(shape, fallback, kv_choices[-1], budget)
-        smallest = plan_for(shape, MIN_AUTO_CONTEXT, kv_choices[-1], budget)
-        raise InsufficientMemoryError(f"{shape.name} does not fit in memory: it needs {smallest.describe()}")
+            return plan_for(shape, fallback, kv_choices[-1], budget, parallel)
+        smallest = plan_for(shape, MIN_AUTO_CONTEXT, kv_choices[-1], budget, parallel)
+        hint = _fewer_sequences(shape, MIN_AUTO_CONTEXT, kv_choices[-1], budget, parallel)
+        raise InsufficientMemoryError(f"{shape.name} does not fit in memory: it needs {smallest.describe()}{hint}")
     for kv in kv_choices:
-        plan = plan_for(shape, context, kv, budget)
+        plan = plan_for(shape, context, kv, budget, parallel)
         if plan.fits:
             return plan
-    raise InsufficientMemoryError(_refusal(shape, plan_for(shape, context, kv_choices[0], budget), budget))
+    raise InsufficientMemoryError(_refusal(shape, plan_for(shape, context, kv_choices[0], budget, parallel), budget))
+
+
+def _fewer_sequences(shape: ModelShape, context: int, kv_cache: str, budget: int, parallel: int) -> str:
+    """``; it fits with --parallel K`` for the most sequences below ``parallel`` that fit, if any."""
+    fitting = [n for n in range(parallel - 1, 0, -1) if plan_for(shape, context, kv_cache, budget, n).fits]
+    return f"; it fits with --parallel {fitting[0]}" if fitting else ""
 
 
 def fitting_plan(shape: ModelShape, budget: int) -> MemoryPlan | None:
@@ -164,15 +180,19 @@ def fitting_plan(shape: ModelShape, budget: int) -> MemoryPlan | None:
 
 
 def _refusal(shape: ModelShape, plan: MemoryPlan, budget: int) -> str:
+    """What did not fit, and the options that would: 8-bit KV, a shorter context per sequence, fewer sequences."""
     options = []
-    if plan.kv_cache == "f16" and plan_for(shape, plan.context, "q8_0", budget).fits:
+    if plan.kv_cache == "f16" and plan_for(shape, plan.context, "q8_0", budget, plan.parallel).fits:
         options.append("--kv-cache q8_0")
     best = 0
     for kv in ("f16", "q8_0"):
-        fitting = largest_context(shape, kv, budget)
+        fitting = largest_context(shape, kv, budget, plan.parallel)
         if best < fitting < plan.context and fitting >= 256:
             options.append(f"--ctx {fitting} with --kv-cache {kv}")
             best = fitting
+    fewer = _fewer_sequences(shape, plan.context, plan.kv_cache, budget, plan.parallel)
+    if fewer:
+        options.append(fewer.removeprefix("; it fits with "))
     hint = f"; it fits with {' or '.join(options)}" if options else "; no context fits this machine's memory"
     return f"{shape.name} needs {plan.describe()}{hint}"
 

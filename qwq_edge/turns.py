@@ -12,7 +12,7 @@ stream that is garbage-collected or closed gives its turn back at once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from time import monotonic
 
@@ -20,8 +20,8 @@ from time import monotonic
 class Turn:
     """One generation's claim on the model."""
 
-    def __init__(self) -> None:
-        self.cancel = threading.Event()
+    def __init__(self, cancel: threading.Event | None = None) -> None:
+        self.cancel = cancel or threading.Event()
         self.stepping = False
         self.suspended_since = monotonic()
 
@@ -38,9 +38,10 @@ class Turns:
     def owner(self) -> Turn | None:
         return self._owner
 
-    def claim(self) -> Turn:
-        """Wait for the model; take it over from an owner suspended too long."""
-        turn = Turn()
+    def claim(self, cancel: threading.Event | None = None, prompt: Sequence[int] = ()) -> Turn:
+        """Wait for the model; take it over from an owner suspended too long (``prompt``:
+        unused here, where there is one cache)."""
+        turn = Turn(cancel)
         with self._changed:
             while self._owner is not None:
                 owner = self._owner

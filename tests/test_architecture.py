@@ -50,7 +50,7 @@ LAYERS = {
     1: ("reasoning", "engines"),
     2: ("prompt", "catalog", "families", "planner", "options"),
     3: ("convert",),
-    4: ("generate", "model", "chat", "speculation"),
+    4: ("generate", "model", "chat", "speculation", "batching"),
     5: ("store", "inspection", "evaluate", "bench", "testdata", "fits", "server"),
     6: ("cli", "__main__", ""),
 }

@@ -2,7 +2,16 @@
 
 import json
 
-from benchmarks import budget_eval, convert_memory, loop_breaker, multiturn, overhead_llama_cpp, overhead_mlx, roofline
+from benchmarks import (
+    budget_eval,
+    convert_memory,
+    loop_breaker,
+    multiturn,
+    overhead_llama_cpp,
+    overhead_mlx,
+    parallel,
+    roofline,
+)
 
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):
@@ -72,3 +81,10 @@ def test_structured_quick_mode(tmp_path):
     assert data["engines"][0]["engine"].startswith("llguidance") and data["engines"][0]["median_us"] > 0
     assert all(rate > 0 for rate in data["decode"]["median_tokens_per_s"].values())
     assert "schema ÷ free" in (tmp_path / "structured_quick.md").read_text()
+
+
+def test_parallel_benchmark_quick_mode(tmp_path):
+    data = parallel.main(["--quick", "--out", str(tmp_path)])
+    assert [row["streams"] for row in data["rows"]] == [1, 4] and all(row["tokens_per_s"] > 0 for row in data["rows"])
+    assert data["time_to_first_token"]["ratio"] > 0
+    assert "aggregate tok/s" in (tmp_path / "parallel_quick.md").read_text()

@@ -227,12 +227,12 @@ def _events(n: int, log: list[str], name: str):
 
 async def _consume(runner: Runner, name: str, log: list[str], n: int = 3) -> str:
     slot = runner.admit()
-    return "".join([e.text async for e in runner.events(slot, lambda: _events(n, log, name))])
+    return "".join([e.text async for e in runner.events(slot, lambda: _events(n, log, name), lambda: None)])
 
 
 def test_the_runner_runs_one_at_a_time_in_order_and_refuses_past_its_queue():
     async def scenario():
-        runner = Runner(max_queue=1, cancel=lambda: None)
+        runner = Runner(max_queue=1)
         log: list[str] = []
         first, second = asyncio.ensure_future(_consume(runner, "a", log)), None
         await asyncio.sleep(0)
@@ -247,12 +247,27 @@ def test_the_runner_runs_one_at_a_time_in_order_and_refuses_past_its_queue():
     asyncio.run(scenario())
 
 
+def test_a_parallel_runner_runs_that_many_at_once_and_queues_the_rest():
+    async def scenario():
+        runner = Runner(max_queue=1, parallel=2)
+        log: list[str] = []
+        runs = [asyncio.ensure_future(_consume(runner, name, log, 200)) for name in "abc"]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            runner.admit()
+        assert [len(text) for text in await asyncio.gather(*runs)] == [490] * 3
+        assert set(log[:100]) == {"a", "b"} and log.index("c") >= 200  # a and b together, c after one of them
+        assert not runner.busy and runner.waiting == 0
+
+    asyncio.run(scenario())
+
+
 def test_an_abandoned_consumer_stops_its_generation_and_frees_the_runner():
     async def scenario():
         stops: list[int] = []
-        runner = Runner(max_queue=0, cancel=lambda: stops.append(1))
+        runner = Runner(max_queue=0)
         log: list[str] = []
-        run = runner.events(runner.admit(), lambda: _events(10_000, log, "long"))
+        run = runner.events(runner.admit(), lambda: _events(10_000, log, "long"), lambda: stops.append(1))
         await run.__anext__()
         await run.aclose()
         assert stops and len(log) < 10_000 and not runner.busy
@@ -263,8 +278,8 @@ def test_an_abandoned_consumer_stops_its_generation_and_frees_the_runner():
 
 def test_shutdown_ends_waiting_requests_and_refuses_new_ones():
     async def scenario():
-        runner = Runner(max_queue=2, cancel=lambda: None)
-        running = runner.events(runner.admit(), lambda: _events(10_000, [], "long"))
+        runner = Runner(max_queue=2)
+        running = runner.events(runner.admit(), lambda: _events(10_000, [], "long"), lambda: None)
         await running.__anext__()
         waiting = asyncio.ensure_future(_consume(runner, "w", []))
         await asyncio.sleep(0)

@@ -204,6 +204,74 @@ class ToyEngine:
         self._tokens, self._states = [], []
 
 
+class ToySequence(ToyEngine):
+    """One sequence of a ``ToyPool``: fed tokens wait until logits are needed (``evaluate``)."""
+
+    def __init__(self, pool: ToyPool, **settings: object) -> None:
+        super().__init__(**settings)  # the same seed: the same weights as every other sequence
+        self.pool = pool
+        self.evaluate = self._evaluate_alone
+        self.fed = lambda: None
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        return self._tokens
+
+    @property
+    def pending(self) -> int:
+        return len(self._tokens) - len(self._states)
+
+    def feed(self, tokens: Sequence[int]) -> None:
+        check_room(self.position + len(tokens), self.info.context_length)
+        self._tokens.extend(tokens)
+        self.fed()
+
+    def run(self, count: int) -> None:
+        """Compute the states of the next ``count`` pending tokens (a part of one pass)."""
+        for token in self._tokens[len(self._states) : len(self._states) + count]:
+            previous = self._states[-1] if self._states else np.zeros(self._mix.shape[0])
+            self._states.append(np.tanh(previous @ self._mix + self._embed[token]))
+
+    def forget_logits(self) -> None:
+        del self._states[len(self._tokens) - 1 :]
+
+    def _evaluate_alone(self) -> None:
+        while self.pending:
+            self.pool.decode([self])
+
+    def logits(self, at: int | None = None) -> np.ndarray:
+        if self.pending:
+            self.evaluate()
+        return super().logits(at)
+
+
+class ToyPool:
+    """Several toy sequences whose passes run together, up to ``capacity`` tokens a pass;
+    ``passes`` records each pass's sequences (by index) for the scheduler's tests."""
+
+    def __init__(self, parallel: int, capacity: int = 64, **settings: object) -> None:
+        self.capacity = capacity
+        self.sequences = [ToySequence(self, **settings) for _ in range(parallel)]
+        first = self.sequences[0]
+        self.info, self.end_of_generation, self.special_texts = first.info, first.end_of_generation, first.special_texts
+        self.tokenize, self.token_bytes, self.id = first.tokenize, first.token_bytes, first.id
+        self.passes: list[list[int]] = []
+
+    def decode(self, sequences: Sequence[ToySequence]) -> None:
+        room, ran = self.capacity, []
+        for sequence in sequences:
+            count = min(sequence.pending, room)
+            if count:
+                sequence.run(count)
+                room -= count
+                ran.append(self.sequences.index(sequence))
+        self.passes.append(ran)
+
+    def close(self) -> None:
+        for sequence in self.sequences:
+            sequence.close()
+
+
 # -- the spec: a ``.toy`` file is JSON with the toy model's settings ----------------------
 
 
@@ -221,10 +289,14 @@ def _facts(path: Path) -> ModelFacts:
     return ModelFacts("toy", "toy-rnn", _shape(path).weights_bytes // 8, "float64", None, {path.name: 0})
 
 
-def _open(path: Path, options: EngineOptions) -> ToyEngine:
+def _open(path: Path, options: EngineOptions) -> ToyEngine | ToyPool:
     settings = _settings(path)
     context = options.context_length or settings.get("context_length", 512)
-    return ToyEngine(seed=settings.get("seed", 0), dim=settings.get("dim", 16), context_length=context, path=str(path))
+    model = {"seed": settings.get("seed", 0), "dim": settings.get("dim", 16), "context_length": context}
+    model["path"] = str(path)
+    if options.parallel > 1:
+        return ToyPool(options.parallel, **model)
+    return ToyEngine(**model)
 
 
 SPEC = EngineSpec(
@@ -237,6 +309,7 @@ SPEC = EngineSpec(
     auto=lambda: AutoChoice(True, "a toy model file (numpy, for tests)"),
     open=_open,
     mismatch="toy runs .toy files; {path} is {kind} (use --engine {engine})",
+    batches=True,
 )
 
 

@@ -13,6 +13,7 @@ from rich.filesize import decimal
 from rich.table import Table
 
 from ..bench import BenchReport, BenchSettings, run_bench
+from ..bench.parallel import run_parallel, table
 from ..bench.suite import RAW
 from ..bench.workloads import WORKLOADS
 from ..files import write_text_atomic
@@ -68,6 +69,8 @@ def bench(
     The raw engine (plain llama-cpp-python or mlx_lm.stream_generate), qwq-edge with
     every reasoning control off and qwq-edge with all of them on (thinking budget, loop
     guard, language guard) take turns on the same prompt tokens; medians are shown.
+    With --parallel N: N concurrent greedy streams of --gen-tokens against one (aggregate
+    tokens/s, each stream's text against its run alone, time to first token under load).
     """
     settings = BenchSettings(
         prompt_tokens=prompt_tokens,
@@ -78,6 +81,9 @@ def bench(
         workload=workload,
     )
     path = model_path(params["model_path"], params["yes"])
+    if params["parallel"] > 1:
+        _bench_parallel(path, params["parallel"], gen_tokens, as_json, out, params)
+        return
     settings = _with_draft(settings, draft, params["yes"], path)
     console = Console(stderr=True)
     with console.status("loading the model") as status:
@@ -87,6 +93,16 @@ def bench(
     if params["verbose"]:
         _print_engine(console, report.model)
     _emit(report, as_json, out)
+
+
+def _bench_parallel(path: Path, parallel: int, tokens: int, as_json: bool, out: Path | None, params: dict) -> None:
+    """``--parallel N``: N concurrent greedy streams against one (``bench.parallel``)."""
+    kwargs = {key: value for key, value in load_kwargs(params).items() if key in ("engine", "kv_cache", "n_threads")}
+    with Console(stderr=True).status(f"{parallel} streams against one"):
+        result = run_parallel(path, (1, parallel), tokens, **kwargs)
+    if out is not None:
+        write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    click.echo(json.dumps(result) if as_json else table(result))
 
 
 def _emit(report: BenchReport, as_json: bool, out: Path | None) -> None:

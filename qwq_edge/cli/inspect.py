@@ -80,6 +80,10 @@ def _readable(details: dict[str, Any]) -> dict[str, Any]:
     shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
     if "plan" in details:
         shown.update(_readable_plan(details))
+    if "memory" in details:
+        memory = details["memory"]
+        fits = memory["largest_context"].items()
+        shown["memory"] = ", ".join(f"{memory['parallel']} × {n} tokens with {kv} KV cache" for kv, n in fits)
     if "files" in details:
         shown["files"] = ", ".join(f"{name} ({decimal(size)})" for name, size in details["files"].items())
     return shown
@@ -123,13 +127,20 @@ def _print_ranks(model: str, ranks: int, memory: float | None, report: dict[str,
     type=click.FloatRange(min=1),
     help="With --ranks: each machine's memory in GB (Apple's GB, 2^30 bytes); default: this machine's.",
 )
-def info(model: str, as_json: bool, ranks: int | None, memory: float | None) -> None:
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    help="A local model: the longest context per sequence with N sequences at once (--parallel N).",
+)
+def info(model: str, as_json: bool, ranks: int | None, memory: float | None, parallel: int | None) -> None:
     """Describe MODEL (a GGUF file, an MLX folder or a catalog name) without loading it."""
     if ranks is not None:
         _show_ranks(model, ranks, memory, as_json)
         return
     details = _catalog_details(model) if not Path(model).exists() else None
     details = details or describe_model(Path(model))
+    if parallel is not None and Path(model).exists():
+        details["memory"] = model_memory(Path(model), parallel)
     if as_json:
         click.echo(json.dumps(details))
     else:
@@ -144,7 +155,14 @@ def info(model: str, as_json: bool, ranks: int | None, memory: float | None) -> 
     is_flag=True,
     help="Under mlx.launch: check that every rank has the same MLX and qwq-edge versions and model files.",
 )
-def doctor(model: Path | None, as_json: bool, distributed: bool) -> None:
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="With --model: plan the KV cache for this many sequences at once.",
+)
+def doctor(model: Path | None, as_json: bool, distributed: bool, parallel: int) -> None:
     """Check this machine: OS, CPU, memory, GPU, the engines (a real one-token run each), versions."""
     if distributed:
         _doctor_ranks(model, as_json)
@@ -152,7 +170,7 @@ def doctor(model: Path | None, as_json: bool, distributed: bool) -> None:
     report: dict[str, Any] = {"system": system_report()}
     report["engines"] = [smoke_test(engine) for engine in smoke_engines()]
     if model is not None:
-        report["model"] = {**describe_model(model), "memory": model_memory(model)}
+        report["model"] = {**describe_model(model), "memory": model_memory(model, parallel)}
     if as_json:
         click.echo(json.dumps(report))
     else:
@@ -177,9 +195,10 @@ def _print_doctor(console: Console, report: dict[str, Any]) -> None:
             "weights": decimal(memory["weights_bytes"]),
             "usable memory": decimal(memory["budget_bytes"]),
         }
+        sequences = f" for each of {memory['parallel']} sequences" if memory["parallel"] > 1 else ""
         for kv, per_token in memory["kv_bytes_per_token"].items():
             rows[f"KV cache {kv}"] = (
-                f"{per_token / 1024:.1f} KiB per token; fits {memory['largest_context'][kv]} tokens"
+                f"{per_token / 1024:.1f} KiB per token; fits {memory['largest_context'][kv]} tokens{sequences}"
             )
         console.print(_table(model["name"], rows))
 

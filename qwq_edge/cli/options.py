@@ -67,6 +67,13 @@ model_options = _apply(
             show_default=True,
             help="KV-cache type; auto: f16 if it fits, else 8-bit.",
         ),
+        click.option(
+            "--parallel",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Generations that run at once, in one batch (llama.cpp); the KV cache holds this × --ctx.",
+        ),
         click.option("--threads", "n_threads", type=click.IntRange(min=1), help="CPU threads (default: all cores)."),
         click.option(
             "--gpu-layers",
@@ -193,6 +200,7 @@ def load_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         "reasoning_format": params["reasoning_format"],
         "distributed": params["distributed"],
         "rank_timeout": params["rank_timeout"],
+        "parallel": params["parallel"],
     }
 
 

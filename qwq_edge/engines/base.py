@@ -10,7 +10,7 @@ package import an engine library.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -115,6 +115,51 @@ class Engine(Protocol):
     def close(self) -> None:
         """Free the model."""
         ...
+
+
+class BatchedSequence(Engine, Protocol):
+    """One sequence of an ``EnginePool``: an engine whose fed tokens wait to be evaluated."""
+
+    #: The tokens the sequence holds (fed ones included), for choosing a sequence to reuse.
+    cached_tokens: Sequence[int]
+    #: Runs the pending tokens when logits are needed; a scheduler sets it.
+    evaluate: Callable[[], None]
+    #: Called after every ``feed``; a scheduler sets it.
+    fed: Callable[[], None]
+
+    @property
+    def pending(self) -> int:
+        """Tokens fed but not yet evaluated."""
+        ...
+
+    def forget_logits(self) -> None:
+        """The next pass overwrites this sequence's logits: evaluate its last token again when
+        they are needed (its thread was held at a ``yield`` before it read them)."""
+        ...
+
+
+class EnginePool(Protocol):
+    """One model holding several sequences in one KV cache, whose passes run together.
+
+    It stands for the model (vocabulary, facts, ``close``); ``info.context_length`` is one
+    sequence's context.
+    """
+
+    info: EngineInfo
+    end_of_generation: frozenset[int]
+    special_texts: frozenset[str]
+    sequences: Sequence[BatchedSequence]
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]: ...
+
+    def token_bytes(self, token: int) -> bytes: ...
+
+    def decode(self, sequences: Sequence[BatchedSequence]) -> None:
+        """One forward pass over the pending tokens of ``sequences`` (in order, as many as
+        fit); a sequence whose tokens do not all fit keeps the rest pending."""
+        ...
+
+    def close(self) -> None: ...
 
 
 #: Context an engine uses when the caller names none (``load`` normally sizes it with

@@ -75,13 +75,17 @@ def _auto() -> AutoChoice:
 def _open(path: Path, options: EngineOptions) -> Engine:
     from .llama_cpp_runtime import LlamaCppEngine
 
-    return LlamaCppEngine(
-        path,
-        context_length=options.context_length,
-        n_threads=options.n_threads,
-        n_gpu_layers=options.n_gpu_layers,
-        kv_cache=options.kv_cache,
-    )
+    settings = {
+        "context_length": options.context_length,
+        "n_threads": options.n_threads,
+        "n_gpu_layers": options.n_gpu_layers,
+        "kv_cache": options.kv_cache,
+    }
+    if options.parallel > 1:
+        from .llama_cpp_batch import LlamaCppPool
+
+        return LlamaCppPool(path, parallel=options.parallel, **settings)  # type: ignore[return-value]
+    return LlamaCppEngine(path, **settings)
 
 
 def _raw(engine: Engine) -> RawRunner:
@@ -108,4 +112,5 @@ SPEC = EngineSpec(
     mismatch="llama.cpp runs GGUF files; {path} is {kind} (use --engine {engine})",
     raw=_raw,
     logits=_logits,
+    batches=True,
 )

@@ -12,7 +12,7 @@ import ctypes
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,9 +55,35 @@ def _without_chat_formatter() -> Iterator[None]:
         chat_format.Jinja2ChatFormatter = original
 
 
-def _load_llama(path: str | Path, n_ctx: int, threads: int, gpu_layers: int, kv_cache: str) -> llama_cpp.Llama:
+class _WithSequences:
+    """llama-cpp-python's context class, made with room for ``count`` sequences (its ``Llama``
+    takes no ``n_seq_max``); each sequence gets its own part of the KV cache (not unified)."""
+
+    def __init__(self, original: Any, count: int) -> None:
+        self.original, self.count = original, count
+
+    def __call__(self, *, params: Any, **kwargs: Any) -> Any:
+        params.n_seq_max, params.kv_unified = self.count, False
+        return self.original(params=params, **kwargs)
+
+
+@contextmanager
+def _with_sequences(count: int) -> Iterator[None]:
+    internals = llama_cpp._internals
+    original = internals.LlamaContext
+    if count > 1:
+        internals.LlamaContext = _WithSequences(original, count)
     try:
-        with _without_chat_formatter():
+        yield
+    finally:
+        internals.LlamaContext = original
+
+
+def _load_llama(
+    path: str | Path, n_ctx: int, threads: int, gpu_layers: int, kv_cache: str, sequences: int = 1
+) -> llama_cpp.Llama:
+    try:
+        with _without_chat_formatter(), _with_sequences(sequences):
             return llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=n_ctx,
@@ -113,10 +139,19 @@ class _Rows:
             self._batch = None
 
 
+class LogitsSource(Protocol):
+    """Where a sampler finds its logits: a llama.cpp context and the row for a position."""
+
+    llama: llama_cpp.Llama
+    vocab_size: int
+
+    def logits_index(self, at: int | None) -> int: ...
+
+
 class LlamaCppSampler:
     """One generation's sampler: llama.cpp's C chain plus an optional logit mask."""
 
-    def __init__(self, engine: LlamaCppEngine, params: SamplingParams, seed: int) -> None:
+    def __init__(self, engine: LogitsSource, params: SamplingParams, seed: int) -> None:
         self._engine = engine
         self._chain = LlamaSampler()
         penalized = params.repetition_penalty != 1.0 or params.presence_penalty != 0.0
@@ -177,8 +212,8 @@ class LlamaCppSampler:
             self._chain.accept(token)
 
 
-class LlamaCppEngine:
-    """A GGUF model loaded in llama.cpp, with one KV cache."""
+class LlamaCppModel:
+    """A GGUF model loaded in llama.cpp: vocabulary and facts, shared by its sequences."""
 
     name = "llama.cpp"
 
@@ -190,18 +225,16 @@ class LlamaCppEngine:
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
         kv_cache: str = "f16",
+        sequences: int = 1,
     ) -> None:
         header = read_gguf_header(path)
         trained = header.context_length or 4096
         n_ctx = context_length or min(trained, DEFAULT_CONTEXT)
         gpu_layers = n_gpu_layers if n_gpu_layers is not None else (-1 if gpu_offload_supported() else 0)
         threads = n_threads or usable_cores()
-        self.llama = _load_llama(path, n_ctx, threads, gpu_layers, kv_cache)
+        self.llama = _load_llama(path, n_ctx * sequences, threads, gpu_layers, kv_cache, sequences)
         self.vocab_size = self.llama.n_vocab()
         self._vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
-        self._tokens: list[int] = []
-        self._pending: list[int] = []  # fed, not yet evaluated: the tail of ``_tokens``
-        self._rows = _Rows()
         self._pieces: dict[int, bytes] = {}
         self.n_threads = threads
         self.pass_costs = GPU_PASS_COSTS if gpu_layers else CPU_PASS_COSTS
@@ -213,7 +246,7 @@ class LlamaCppEngine:
             model_name=header.name,
             architecture=header.architecture,
             # llama.cpp may round the context up; llama-cpp-python's buffers keep the size asked for.
-            context_length=min(n_ctx, self.llama.n_ctx()),
+            context_length=min(n_ctx, llama_cpp.llama_n_ctx_seq(self.llama.ctx)),
             trained_context_length=trained,
             vocab_size=self.vocab_size,
             # From the header: llama-cpp-python drops all metadata when one string is not UTF-8.
@@ -232,10 +265,6 @@ class LlamaCppEngine:
         stops.add(self.llama.token_eos())
         return frozenset(texts), frozenset(stops)
 
-    @property
-    def position(self) -> int:
-        return len(self._tokens)
-
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=special)
 
@@ -251,6 +280,28 @@ class LlamaCppEngine:
                 size = -n
             piece = self._pieces[token] = buffer.raw[:n]
         return piece
+
+    def close(self) -> None:
+        self.llama.close()
+
+
+class LlamaCppEngine(LlamaCppModel):
+    """A GGUF model loaded in llama.cpp, with one KV cache."""
+
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        super().__init__(path, **options)
+        self._tokens: list[int] = []
+        self._pending: list[int] = []  # fed, not yet evaluated: the tail of ``_tokens``
+        self._rows = _Rows()
+
+    @property
+    def position(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens the cache holds (fed ones included)."""
+        return self._tokens
 
     def prefill(self, tokens: Sequence[int]) -> int:
         reused = prefill_reusing(self, self._tokens, tokens)
@@ -312,4 +363,4 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         self._rows.close()
-        self.llama.close()
+        super().close()

@@ -100,6 +100,7 @@ def open_engine(
     n_gpu_layers: int | None = None,
     distributed: bool = False,
     rank_timeout: float = 60.0,
+    parallel: int = 1,
 ) -> tuple[Engine, str]:
     """Load ``path`` with the chosen engine; return it and why it was chosen.
 
@@ -110,7 +111,7 @@ def open_engine(
     spec = _SPECS[name]
     if distributed and spec.shard is None:
         raise DistributedError(f"--distributed runs MLX folders only; {path} runs on {name}")
-    options = EngineOptions(context_length, kv_cache, n_threads, n_gpu_layers, distributed, rank_timeout)
+    options = EngineOptions(context_length, kv_cache, n_threads, n_gpu_layers, distributed, rank_timeout, parallel)
     return spec.open(Path(path), options), reason
 
 

@@ -36,6 +36,8 @@ class EngineOptions:
     distributed: bool = False
     #: Seconds a distributed operation may wait for the other ranks before the run stops.
     rank_timeout: float = 60.0
+    #: Sequences to hold at once (engines with ``batches``: an ``EnginePool``); others serve one at a time.
+    parallel: int = 1
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class EngineSpec:
     mismatch: str
     #: When several engines would run a model here, the one ``pull`` downloads for ranks highest.
     preference: int = 0
+    #: Whether ``open`` with ``parallel`` > 1 gives an ``EnginePool`` that batches its sequences.
+    batches: bool = False
     #: The raw baseline of ``bench``, loaded like the given engine (None: no baseline).
     raw: Callable[[Engine], RawRunner] | None = None
     #: ``verify``'s logits: one array (tokens × vocabulary) per token sequence (None: not offered).

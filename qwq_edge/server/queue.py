@@ -1,9 +1,10 @@
-"""One generation at a time, the others waiting in a bounded first-come queue.
+"""Up to ``parallel`` generations at a time (the model's), the others waiting in a bounded
+first-come queue.
 
 The engine is blocking, so a generation runs in a thread of its own and hands its
 events to the event loop through an ``asyncio.Queue``; the loop stays free to
 stream, accept and refuse. A consumer that goes away (a client disconnect, a
-stop button) stops its generation at the next token and gives the model to the
+stop button) stops its own generation at the next token and gives its place to the
 next request as soon as the thread has let go of it (one token's time).
 """
 
@@ -36,14 +37,14 @@ class Slot:
 
 
 class Runner:
-    """Admits up to ``max_queue`` waiting requests besides the running one, and runs
-    their generations one at a time; ``cancel`` stops the running generation."""
+    """Admits up to ``max_queue`` waiting requests besides the ``parallel`` running ones,
+    and runs up to ``parallel`` generations at a time."""
 
-    def __init__(self, max_queue: int, cancel: Callable[[], None]) -> None:
+    def __init__(self, max_queue: int, parallel: int = 1) -> None:
         self.max_queue = max_queue
-        self._cancel = cancel
+        self.parallel = parallel
         self._admitted = 0
-        self._running = False
+        self._running = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._stops: set[Callable[[BaseException], None]] = set()
         self._closing = False
@@ -51,30 +52,33 @@ class Runner:
 
     @property
     def busy(self) -> bool:
-        return self._running
+        return self._running > 0
 
     @property
     def waiting(self) -> int:
-        return max(0, self._admitted - (1 if self._running else 0))
+        return max(0, self._admitted - self._running)
 
     def admit(self) -> Slot:
         """A place in the queue, or ``QueueFullError`` (429) when ``max_queue`` are waiting."""
         if self._closing:
             raise ShuttingDownError()
-        if self._admitted >= self.max_queue + 1:
+        if self._admitted >= self.max_queue + self.parallel:
             # a place frees up when the running generation ends: about one generation's time
             raise QueueFullError(self.waiting, min(max(1, math.ceil(self._seconds)), 60))
         self._admitted += 1
         return Slot(self)
 
-    async def events(self, slot: Slot, start: Callable[[], Iterator[Event]]) -> AsyncGenerator[Event, None]:
-        """Wait for the model, run ``start()``'s events in a thread and yield them here."""
+    async def events(
+        self, slot: Slot, start: Callable[[], Iterator[Event]], cancel: Callable[[], None]
+    ) -> AsyncGenerator[Event, None]:
+        """Wait for a place, run ``start()``'s events in a thread and yield them here;
+        ``cancel`` stops that generation."""
         try:
             await self._take_turn()
             try:
                 loop = asyncio.get_running_loop()
                 began = loop.time()
-                async with aclosing(self._run(start)) as events:
+                async with aclosing(self._run(start, cancel)) as events:
                     async for event in events:
                         yield event
                 self._seconds = 0.8 * self._seconds + 0.2 * (loop.time() - began)
@@ -94,8 +98,8 @@ class Runner:
             stop(ShuttingDownError())
 
     async def _take_turn(self) -> None:
-        if not self._running and not self._waiters:
-            self._running = True
+        if self._running < self.parallel and not self._waiters:
+            self._running += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -112,11 +116,13 @@ class Runner:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # still running: the turn passes straight on
+                waiter.set_result(None)  # still running: the place passes straight on
                 return
-        self._running = False
+        self._running -= 1
 
-    async def _run(self, start: Callable[[], Iterator[Event]]) -> AsyncGenerator[Event, None]:
+    async def _run(
+        self, start: Callable[[], Iterator[Event]], cancel: Callable[[], None]
+    ) -> AsyncGenerator[Event, None]:
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[object] = asyncio.Queue()
         abandon = threading.Event()
@@ -133,7 +139,7 @@ class Runner:
 
         def stop(error: BaseException | None = None) -> None:
             abandon.set()
-            self._cancel()
+            cancel()
             if error is not None:
                 items.put_nowait(error)
 

@@ -65,7 +65,7 @@ class Service:
     loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.runner = Runner(self.max_queue, self.model.cancel)
+        self.runner = Runner(self.max_queue, self.model.parallel)
 
     def check_key(self, request: Request) -> None:
         """401 unless the request carries the key (when one is set); compared in constant time."""
@@ -91,7 +91,8 @@ class Service:
     ) -> Response:
         """Queue the generation and answer: a stream of chunks, or one JSON response."""
         slot = self.runner.admit()
-        run = self.runner.events(slot, lambda: stop_at(events, stop_strings(body), self.model.cancel))
+        cancel = getattr(events, "cancel", self.model.cancel)  # the model's streams stop one by one
+        run = self.runner.events(slot, lambda: stop_at(events, stop_strings(body), cancel), cancel)
         weakref.finalize(run, slot.release)  # a stream whose body never starts still gives its place back
         if body.stream:
             started = await _until_disconnect(_started(run), request)

@@ -1,0 +1,147 @@
+"""Several sequences in one llama.cpp KV cache, evaluated together (continuous batching).
+
+``LlamaCppPool`` loads the model once with ``n_seq_max`` sequences, each with its own part
+of the KV cache. Its ``sequences`` are engines of their own (prefix reuse, rewind, sampler)
+whose fed tokens wait until logits are needed; ``evaluate`` then runs them. Alone, a
+sequence's pass is its own; under a scheduler (``qwq_edge.batching``), ``decode`` puts the
+pending tokens of every waiting sequence in one ``llama_batch``, each with its sequence id,
+and one ``llama_decode`` runs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from ..sampling import SamplingParams
+from .base import check_room, prefill_reusing
+from .llama_cpp_runtime import _NONE, LlamaCppModel, LlamaCppSampler
+
+
+class LlamaCppSequence:
+    """One sequence of a pool: an ``Engine`` whose passes the pool runs."""
+
+    def __init__(self, pool: LlamaCppPool, seq_id: int) -> None:
+        self.pool = pool
+        self.seq_id = seq_id
+        self.llama = pool.llama
+        self.vocab_size = pool.vocab_size
+        self.info = pool.info
+        self.end_of_generation = pool.end_of_generation
+        self.special_texts = pool.special_texts
+        self.cached_tokens: list[int] = []
+        #: How many of ``cached_tokens`` the KV cache holds (the rest are pending).
+        self.evaluated = 0
+        #: Position from which the pending tokens need logits (``_NONE``: only the last one).
+        self.wanted_from = _NONE
+        #: (index in the last batch, position) of the first token that kept its logits.
+        self.rows = (-1, -1)
+        #: Runs the pending tokens; a scheduler replaces it to batch them with other sequences'.
+        self.evaluate: Callable[[], None] = self._evaluate_alone
+        #: Told of every feed (a scheduler may then start the next pass at once).
+        self.fed: Callable[[], None] = lambda: None
+
+    @property
+    def position(self) -> int:
+        return len(self.cached_tokens)
+
+    @property
+    def pending(self) -> int:
+        return len(self.cached_tokens) - self.evaluated
+
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        return self.pool.tokenize(text, special=special)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.pool.token_bytes(token)
+
+    def prefill(self, tokens: Sequence[int]) -> int:
+        reused = prefill_reusing(self, self.cached_tokens, tokens)
+        self.evaluate_pending()
+        return reused
+
+    def rewind(self, position: int) -> None:
+        """Drop every token from ``position`` on (the next pass clears them from the KV cache)."""
+        del self.cached_tokens[position:]
+        self.evaluated = min(self.evaluated, position)
+        if self.wanted_from >= position:
+            self.wanted_from = _NONE
+
+    def feed(self, tokens: Sequence[int]) -> None:
+        check_room(self.position + len(tokens), self.info.context_length)
+        self.cached_tokens.extend(tokens)
+        self.fed()
+
+    def feed_all(self, tokens: Sequence[int]) -> None:
+        self.wanted_from = min(self.wanted_from, self.position)
+        self.feed(tokens)
+
+    def evaluate_pending(self) -> None:
+        if self.pending:
+            self.evaluate()
+
+    def forget_logits(self) -> None:
+        self.evaluated = min(self.evaluated, self.position - 1)
+
+    def _evaluate_alone(self) -> None:
+        while self.pending:
+            self.pool.decode([self])
+
+    def logits_index(self, at: int | None) -> int:
+        """The row of the last batch's logits that chooses the token at position ``at``."""
+        self.evaluate_pending()
+        index, first = self.rows
+        row = (self.position if at is None else at) - 1
+        if not first <= row < self.position:
+            raise ValueError(f"no logits for position {at} in the last pass")
+        return index + row - first
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
+        return LlamaCppSampler(self, params, seed)
+
+    def close(self) -> None:
+        """The pool frees the model."""
+
+
+class LlamaCppPool(LlamaCppModel):
+    """A GGUF model with ``parallel`` sequences in one KV cache, each ``context_length`` long."""
+
+    def __init__(self, path: str | Path, *, parallel: int, **options: Any) -> None:
+        super().__init__(path, sequences=parallel, **options)
+        self.capacity = llama_cpp.llama_n_batch(self.llama.ctx)
+        self._batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
+        self._memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        self.sequences = [LlamaCppSequence(self, seq_id) for seq_id in range(parallel)]
+
+    def decode(self, sequences: Sequence[LlamaCppSequence]) -> None:
+        """One ``llama_decode`` over the pending tokens of ``sequences``, in order, up to the
+        batch's capacity: a sequence whose tokens do not all fit keeps the rest pending."""
+        batch, used, placed = self._batch, 0, []
+        for seq in sequences:
+            start = seq.evaluated
+            tokens = seq.cached_tokens[start : start + self.capacity - used]
+            if not tokens:
+                continue
+            end = start + len(tokens)
+            first = min(seq.wanted_from, end - 1) if end == seq.position else _NONE
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, start, -1)
+            for i, token in enumerate(tokens, start):
+                j = used + i - start
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, i, 1
+                batch.seq_id[j][0], batch.logits[j] = seq.seq_id, i >= first
+            placed.append((seq, used - start, end, first))
+            used += len(tokens)
+        batch.n_tokens = used
+        if llama_cpp.llama_decode(self.llama.ctx, batch) != 0:
+            raise RuntimeError(f"llama_decode failed on a batch of {used} tokens")
+        for seq, offset, end, first in placed:
+            seq.evaluated = end
+            if first != _NONE:
+                seq.rows, seq.wanted_from = (offset + first, first), _NONE
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self._batch)
+        super().close()

@@ -1,0 +1,103 @@
+"""Continuous batching (``qwq_edge.batching``) on the toy engine's pool: several generations in
+threads, one pass per step for all of them, in well under a second."""
+
+import threading
+import time
+
+import pytest
+from toy_engine import ToyPool
+
+from qwq_edge import ContextOverflowError, Model
+
+GREEDY = {"temperature": 0.0, "max_answer_tokens": 24, "think": False}
+PROMPTS = ["one", "two two", "three three three", "four", "five five"]
+
+
+def pooled(parallel: int, **settings) -> Model:
+    return Model(ToyPool(parallel, **settings), reasoning_format="think")
+
+
+def alone(prompt: str, **options) -> str:
+    return pooled(1).generate(prompt, **{**GREEDY, **options}).answer
+
+
+def in_threads(model: Model, prompts: list[str], **options) -> list:
+    results = [None] * len(prompts)
+
+    def run(index: int) -> None:
+        results[index] = model.generate(prompts[index], **{**GREEDY, **options})
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def test_concurrent_generations_share_passes_and_each_gives_its_text_alone():
+    model = pooled(3)
+    results = in_threads(model, PROMPTS[:3])
+    assert [r.answer for r in results] == [alone(p) for p in PROMPTS[:3]]
+    passes = model.engine.passes
+    assert max(len(p) for p in passes) == 3  # one pass carried all three sequences
+    assert len(passes) < sum(r.stats.answer_tokens + 1 for r in results) / 2
+
+
+def test_a_request_past_the_pool_waits_and_joins_when_one_leaves():
+    model = pooled(2)
+    results = in_threads(model, PROMPTS)
+    assert [r.answer for r in results] == [alone(p) for p in PROMPTS]
+    assert all(len(p) <= 2 for p in model.engine.passes)
+    assert not model.scheduler.active
+
+
+def test_cancelling_one_stream_leaves_the_others_untouched():
+    model = pooled(3)
+    streams = [model.stream(p, **{**GREEDY, "max_answer_tokens": 200}) for p in PROMPTS[:3]]
+    texts = ["", "", ""]
+    done = [None, None, None]
+
+    def read(index: int) -> None:
+        for count, event in enumerate(streams[index]):
+            if index == 1 and count == 3:
+                streams[1].cancel()
+            done[index] = event
+            texts[index] += getattr(event, "text", "")
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert done[1].result.stats.finish_reason == "cancelled"
+    for index in (0, 2):
+        assert done[index].result.stats.finish_reason == "length"
+        assert done[index].result.answer == alone(PROMPTS[index], max_answer_tokens=200)
+
+
+def test_an_oversized_request_gets_the_context_error_and_the_batch_goes_on():
+    model = pooled(2, context_length=256)
+    with pytest.raises(ContextOverflowError):
+        model.generate("x" * 300, **GREEDY)
+    results = in_threads(model, PROMPTS[:2])
+    assert [r.answer for r in results] == [alone(p) for p in PROMPTS[:2]]
+
+
+def test_a_repeated_prompt_takes_the_sequence_that_holds_it():
+    model = pooled(2)
+    first = model.generate("a long shared prompt", **GREEDY)
+    in_threads(model, ["other"])  # takes the other, free sequence
+    again = model.generate("a long shared prompt", **GREEDY)
+    assert first.stats.cached_prompt_tokens == 0 and again.stats.cached_prompt_tokens > 10
+
+
+def test_an_abandoned_stream_loses_its_sequence_to_a_waiting_request():
+    model = pooled(1 + 1)
+    model.scheduler.stale_after = 0.2
+    held = [model.stream(p, **{**GREEDY, "max_answer_tokens": 200}) for p in PROMPTS[:2]]
+    for stream in held:
+        next(stream)  # both sequences taken, then abandoned mid-generation
+    began = time.monotonic()
+    assert model.generate("three", **GREEDY).answer == alone("three")
+    assert time.monotonic() - began < 5
