@@ -60,6 +60,9 @@ class Scheduler:
         self._decoder: threading.Thread | None = None
         self._closed = False
         self._first = 0  # round-robin: which sequence's tokens go first into a full batch
+        #: Sequences in the pass running now: the decoding thread reads their tokens outside the
+        #: lock, so one released meanwhile is not handed to a new generation until the pass ends.
+        self._in_flight: set[int] = set()
         for index, engine in enumerate(pool.sequences):
             engine.evaluate = lambda index=index: self._evaluate(index)
             engine.fed = lambda index=index: self._fed(index)
@@ -88,7 +91,7 @@ class Scheduler:
     def _free(self, tokens: Sequence[int]) -> int | None:
         """The free sequence whose cache holds at least half of ``tokens`` (the most), else the
         one used least recently, so that a short shared start does not evict a long cache."""
-        free = [index for index, claim in self._holders.items() if claim is None]
+        free = [index for index, claim in self._holders.items() if claim is None and index not in self._in_flight]
         if not free:
             return None
         cached = self.pool.sequences
@@ -164,6 +167,7 @@ class Scheduler:
                 batch = self._batch()
                 if not batch:  # the last runnable one turned idle in between
                     continue
+                self._in_flight = {self.pool.sequences.index(claim.engine) for claim in batch}
                 for claim in self.active:
                     if claim.reading:  # idle with unread logits, which this pass overwrites
                         claim.engine.forget_logits()
@@ -171,10 +175,14 @@ class Scheduler:
             self._run(batch)
 
     def close(self) -> None:
-        """Stop the decoding thread (the pool is closed by its owner)."""
+        """Stop the decoding thread, after the pass it may be running (the pool is closed by
+        its owner next, and a pass over a freed model would crash)."""
         with self._changed:
             self._closed = True
             self._work.notify()
+            decoder = self._decoder
+        if decoder is not None and decoder is not threading.current_thread():
+            decoder.join()
 
     def _idle(self, claim: Claim, now: float) -> bool:
         """Held at a ``yield`` past ``grace``: its tokens wait until its thread is back."""
@@ -211,4 +219,6 @@ class Scheduler:
             for claim in batch:
                 claim.error = error
                 claim.reading = not claim.engine.pending  # it has fresh logits to read
+            self._in_flight = set()
             self._done.notify_all()
+            self._changed.notify_all()  # a sequence released during the pass is free now

@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,18 @@ def offline(tmp_path: Path) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "QWQ_EDGE_HOME": str(tmp_path / "home"),
     }
+
+
+def in_threads(work: Callable[[int], object], count: int, timeout: float = 60) -> list:
+    """``work(0)`` … ``work(count - 1)``, each in its own thread at once; their results in order."""
+    results: list = [None] * count
+
+    def run(index: int) -> None:
+        results[index] = work(index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return results

@@ -1,10 +1,10 @@
 """Continuous batching (``qwq_edge.batching``) on the toy engine's pool: several generations in
 threads, one pass per step for all of them, in well under a second."""
 
-import threading
 import time
 
 import pytest
+from conftest import in_threads
 from toy_engine import ToyPool
 
 from qwq_edge import ContextOverflowError, Model
@@ -21,23 +21,14 @@ def alone(prompt: str, **options) -> str:
     return pooled(1).generate(prompt, **{**GREEDY, **options}).answer
 
 
-def in_threads(model: Model, prompts: list[str], **options) -> list:
-    results = [None] * len(prompts)
-
-    def run(index: int) -> None:
-        results[index] = model.generate(prompts[index], **{**GREEDY, **options})
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
+def generated(model: Model, prompts: list[str], **options) -> list:
+    """Each prompt generated in its own thread at once; the results in order."""
+    return in_threads(lambda i: model.generate(prompts[i], **{**GREEDY, **options}), len(prompts), timeout=30)
 
 
 def test_concurrent_generations_share_passes_and_each_gives_its_text_alone():
     model = pooled(3)
-    results = in_threads(model, PROMPTS[:3])
+    results = generated(model, PROMPTS[:3])
     assert [r.answer for r in results] == [alone(p) for p in PROMPTS[:3]]
     passes = model.engine.passes
     assert max(len(p) for p in passes) == 3  # one pass carried all three sequences
@@ -46,7 +37,7 @@ def test_concurrent_generations_share_passes_and_each_gives_its_text_alone():
 
 def test_a_request_past_the_pool_waits_and_joins_when_one_leaves():
     model = pooled(2)
-    results = in_threads(model, PROMPTS)
+    results = generated(model, PROMPTS)
     assert [r.answer for r in results] == [alone(p) for p in PROMPTS]
     assert all(len(p) <= 2 for p in model.engine.passes)
     assert not model.scheduler.active
@@ -65,11 +56,7 @@ def test_cancelling_one_stream_leaves_the_others_untouched():
             done[index] = event
             texts[index] += getattr(event, "text", "")
 
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    in_threads(read, 3, timeout=30)
     assert done[1].result.stats.finish_reason == "cancelled"
     for index in (0, 2):
         assert done[index].result.stats.finish_reason == "length"
@@ -80,14 +67,14 @@ def test_an_oversized_request_gets_the_context_error_and_the_batch_goes_on():
     model = pooled(2, context_length=256)
     with pytest.raises(ContextOverflowError):
         model.generate("x" * 300, **GREEDY)
-    results = in_threads(model, PROMPTS[:2])
+    results = generated(model, PROMPTS[:2])
     assert [r.answer for r in results] == [alone(p) for p in PROMPTS[:2]]
 
 
 def test_a_repeated_prompt_takes_the_sequence_that_holds_it():
     model = pooled(2)
     first = model.generate("a long shared prompt", **GREEDY)
-    in_threads(model, ["other"])  # takes the other, free sequence
+    generated(model, ["other"])  # takes the other, free sequence
     again = model.generate("a long shared prompt", **GREEDY)
     assert first.stats.cached_prompt_tokens == 0 and again.stats.cached_prompt_tokens > 10
 

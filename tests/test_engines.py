@@ -8,6 +8,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+from conftest import in_threads
 
 from qwq_edge import (
     AnswerDelta,
@@ -303,44 +304,20 @@ def test_a_schema_holds_random_weights_on_each_engine(tiny):
 
 def test_mlx_with_parallel_serves_concurrent_requests_one_at_a_time_correctly(tiny_models):
     """MLX has no batched pool: ``parallel`` is accepted and its requests take turns."""
-    import threading
-
     options = {"reasoning_format": "none", "max_answer_tokens": 12, "temperature": 0.0}
     prompts = [PROMPT, "Count the numbers.", "A third prompt."]
     with load(tiny_models["mlx"], engine="mlx", context_length=512, parallel=3) as model:
         assert model.parallel == 1 and model.scheduler is None
         alone = [model.generate(prompt, **options).answer for prompt in prompts]
-        together = [""] * len(prompts)
-
-        def run(index):
-            together[index] = model.generate(prompts[index], **options).answer
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert together == alone
+        assert in_threads(lambda i: model.generate(prompts[i], **options).answer, len(prompts)) == alone
 
 
 def test_llama_cpp_sequences_decoded_together_give_each_its_tokens_alone(tiny_models):
     """Several sequences in one KV cache, one llama_decode per step: each sequence's greedy
     tokens are those it gives alone (the f32 model leaves no room for rounding to matter)."""
-    import threading
-
     options = {"reasoning_format": "none", "max_answer_tokens": 16, "temperature": 0.0, "loop_guard": False}
     prompts = [PROMPT, "Count the numbers.", "A third prompt.", "And a fourth one, longer than the others."]
     with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=256) as alone:
         expected = [alone.generate(prompt, **options).answer for prompt in prompts]
     with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=256, parallel=3) as pooled:
-        got = [""] * len(prompts)
-
-        def run(index):
-            got[index] = pooled.generate(prompts[index], **options).answer
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-    assert got == expected
+        assert in_threads(lambda i: pooled.generate(prompts[i], **options).answer, len(prompts)) == expected

@@ -1,11 +1,11 @@
 """Several generations at once on the real 0.5B GGUF: ``load(parallel=N)`` (one llama.cpp KV
 cache with N sequences, one ``llama_decode`` per step) and ``serve --parallel``."""
 
-import threading
 import time
 
 import openai
 import pytest
+from conftest import in_threads
 from serving import running_server
 
 from qwq_edge import ContextOverflowError, load
@@ -34,11 +34,7 @@ def together(model, prompts, cancel_after=None, **options):
                 streams[index].cancel()
             last[index] = event
 
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(len(prompts))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    in_threads(read, len(prompts), timeout=120)
     return last
 
 
@@ -81,18 +77,13 @@ def test_the_server_answers_concurrent_requests_together(cli_command, gguf_path)
     with running_server(cli_command, gguf_path, "--parallel", "2", "--max-tokens", "64") as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=120)
         body = {"max_answer_tokens": 24, "think": False}
-        answers, spans = [None, None], [None, None]
 
         def ask(index):
             began = time.monotonic()
             messages = [{"role": "user", "content": PROMPTS[index]}]
             reply = client.chat.completions.create(model="", messages=messages, extra_body=body)
-            answers[index], spans[index] = reply.choices[0].message.content, (began, time.monotonic())
+            return reply.choices[0].message.content, (began, time.monotonic())
 
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        answers, spans = zip(*in_threads(ask, 2, timeout=120), strict=True)
         assert all(answers)
         assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # they ran at the same time

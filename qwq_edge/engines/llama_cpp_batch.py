@@ -134,6 +134,8 @@ class LlamaCppPool(LlamaCppModel):
                 batch.seq_id[j][0], batch.logits[j] = seq.seq_id, i >= first
             placed.append((seq, used - start, end, first))
             used += len(tokens)
+        if not used:
+            return
         batch.n_tokens = used
         if llama_cpp.llama_decode(self.llama.ctx, batch) != 0:
             raise RuntimeError(f"llama_decode failed on a batch of {used} tokens")
