@@ -66,6 +66,7 @@ class Scheduler:
         for index, engine in enumerate(pool.sequences):
             engine.evaluate = lambda index=index: self._evaluate(index)
             engine.fed = lambda index=index: self._fed(index)
+            engine.settle = lambda index=index: self._settle(index)
 
     @property
     def active(self) -> list[Claim]:
@@ -143,6 +144,12 @@ class Scheduler:
             if claim is not None:
                 claim.reading = False
                 self._work.notify()
+
+    def _settle(self, index: int) -> None:
+        """Wait until the running pass (if it carries sequence ``index``) has ended."""
+        with self._changed:
+            while index in self._in_flight:
+                self._done.wait()
 
     def _evaluate(self, index: int) -> None:
         """Wait until the pending tokens of sequence ``index`` have been run."""

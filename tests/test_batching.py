@@ -88,3 +88,45 @@ def test_an_abandoned_stream_loses_its_sequence_to_a_waiting_request():
     began = time.monotonic()
     assert model.generate("three", **GREEDY).answer == alone("three")
     assert time.monotonic() - began < 5
+
+
+class SlowPool(ToyPool):
+    """A pool whose passes take a while, noting any sequence changed while its pass ran."""
+
+    def __init__(self, parallel: int) -> None:
+        super().__init__(parallel)
+        self.changed_mid_pass = 0
+
+    def decode(self, sequences) -> None:
+        before = [list(sequence.cached_tokens) for sequence in sequences]
+        time.sleep(0.02)
+        super().decode(sequences)
+        rewritten = [list(s.cached_tokens[: len(b)]) != b for s, b in zip(sequences, before, strict=True)]
+        self.changed_mid_pass += sum(rewritten)  # tokens fed meanwhile wait for the next pass: no harm
+
+
+def test_a_sequence_freed_while_its_last_token_is_in_the_pass_waits_for_the_pass():
+    """A generation ends right after feeding its last token, which the running pass still reads:
+    the next request must not take that sequence (and rewrite it) before the pass ends."""
+    pool = SlowPool(1)
+    model = Model(pool, reasoning_format="think")
+    prompts = [
+        f"{word} " * (1 + i % 3)
+        for i, word in enumerate(["one", "two", "three", "four", "five", "six", "seven", "eight"])
+    ]
+    results = generated(model, prompts, max_answer_tokens=3)  # 7 hand-overs: each has about even odds to race
+    assert pool.changed_mid_pass == 0
+    assert [r.answer for r in results] == [alone(p, max_answer_tokens=3) for p in prompts]
+    model.close()
+
+
+def test_a_rewind_waits_for_the_pass_that_evaluates_the_tokens_it_takes_back():
+    """A budget cut takes back tokens right after they were fed, while their pass may run."""
+    pool = SlowPool(2)
+    model = Model(pool, reasoning_format="think")
+    options = {"think": True, "max_thinking_tokens": 8, "max_answer_tokens": 4, "temperature": 1.0, "seed": 0}
+    results = generated(model, PROMPTS[:4], **options)
+    assert all(r.stats.budget_cut_tokens for r in results)  # every cut took tokens back
+    assert pool.changed_mid_pass == 0
+    assert [r.answer for r in results] == [alone(p, **options) for p in PROMPTS[:4]]
+    model.close()

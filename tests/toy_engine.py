@@ -212,6 +212,7 @@ class ToySequence(ToyEngine):
         self.pool = pool
         self.evaluate = self._evaluate_alone
         self.fed = lambda: None
+        self.settle = lambda: None
 
     @property
     def cached_tokens(self) -> list[int]:
@@ -225,6 +226,10 @@ class ToySequence(ToyEngine):
         check_room(self.position + len(tokens), self.info.context_length)
         self._tokens.extend(tokens)
         self.fed()
+
+    def rewind(self, position: int) -> None:
+        self.settle()
+        super().rewind(position)
 
     def run(self, count: int) -> None:
         """Compute the states of the next ``count`` pending tokens (a part of one pass)."""

@@ -126,6 +126,9 @@ class BatchedSequence(Engine, Protocol):
     evaluate: Callable[[], None]
     #: Called after every ``feed``; a scheduler sets it.
     fed: Callable[[], None]
+    #: Waits until no running pass reads this sequence's tokens (``rewind`` calls it first:
+    #: a controller may take back a token its own pass is still evaluating); a scheduler sets it.
+    settle: Callable[[], None]
 
     @property
     def pending(self) -> int:

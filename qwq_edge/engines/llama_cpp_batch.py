@@ -43,6 +43,8 @@ class LlamaCppSequence:
         self.evaluate: Callable[[], None] = self._evaluate_alone
         #: Told of every feed (a scheduler may then start the next pass at once).
         self.fed: Callable[[], None] = lambda: None
+        #: Waits for a running pass over this sequence's tokens (a scheduler sets it).
+        self.settle: Callable[[], None] = lambda: None
 
     @property
     def position(self) -> int:
@@ -65,6 +67,7 @@ class LlamaCppSequence:
 
     def rewind(self, position: int) -> None:
         """Drop every token from ``position`` on (the next pass clears them from the KV cache)."""
+        self.settle()
         del self.cached_tokens[position:]
         self.evaluated = min(self.evaluated, position)
         if self.wanted_from >= position:
