@@ -75,12 +75,16 @@ def divergence(model: Model, prompt: list[int], plain: list[int], drafted: list[
     return {"at_generated_token": at, "top2_gap_without_drafts": float(row[-1] - row[-2])}
 
 
+def workload_tokens(model: Model, name: str) -> list[int]:
+    """The prompt token ids of a workload, in its reasoning format."""
+    messages = model.prompt_messages([Message("user", workload_prompt(name))])
+    fmt = resolve_format(WORKLOADS[name], model.info.chat_template, model.info.model_name)
+    return model.prompts.build(messages, fmt)
+
+
 def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict[str, Any]:
     """Every repetition of the three runs on one workload, and their medians."""
-    fmt = WORKLOADS[name]
-    text = workload_prompt(name)
-    messages = model.prompt_messages([Message("user", text)])
-    tokens = model.prompts.build(messages, resolve_format(fmt, model.info.chat_template, model.info.model_name))
+    fmt, text, tokens = WORKLOADS[name], workload_prompt(name), workload_tokens(model, name)
     runs: dict[str, list] = {"raw": [], "off": [], "ngram": []}
     texts: dict[str, str] = {}
     generated: dict[str, list[int]] = {}

@@ -1,6 +1,7 @@
 """Both engines through the same code: parity on a tiny float32 model, and every control on each engine."""
 
 import json
+import os
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -321,3 +322,55 @@ def test_llama_cpp_sequences_decoded_together_give_each_its_tokens_alone(tiny_mo
         expected = [alone.generate(prompt, **options).answer for prompt in prompts]
     with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=256, parallel=3) as pooled:
         assert in_threads(lambda i: pooled.generate(prompts[i], **options).answer, len(prompts)) == expected
+
+
+def _native_threads_beyond_python() -> int:
+    return len(os.listdir("/proc/self/task")) - threading.active_count()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_llama_cpp_runs_every_pass_on_one_thread_whichever_thread_asks(tiny_models):
+    """llama.cpp's OpenMP keeps worker threads for each thread that has run a pass, and with more
+    workers than cores they sleep at every barrier (passes ~40% slower on 2 cores): generations
+    from several live threads add no workers, because every pass runs on the one llama.cpp thread."""
+    options = {"reasoning_format": "none", "max_answer_tokens": 4, "temperature": 0.0}
+    with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=256, n_threads=2) as model:
+        model.generate(PROMPT, **options)
+        before, after = _native_threads_beyond_python(), []
+        all_done = threading.Barrier(3)
+
+        def generate_and_stay(index: int) -> None:
+            model.generate(f"{PROMPT} {index}", **options)
+            all_done.wait(timeout=60)  # every thread has run passes and is still alive
+            if index == 0:
+                after.append(_native_threads_beyond_python())
+            all_done.wait(timeout=60)
+
+        in_threads(generate_and_stay, 3)
+        assert after == [before]
+
+
+def _next_logits(engine) -> np.ndarray:
+    """A copy of the llama.cpp logits row that chooses ``engine``'s next token."""
+    return np.array(engine.new_sampler(SamplingParams(temperature=0.0), 0)._logits(engine.logits_index(None)))
+
+
+def test_a_llama_cpp_pool_batches_its_sequences_in_the_order_of_their_ids(tiny_models):
+    """Given out of order, a pass's sequences go into the batch by id (llama.cpp runs a batch
+    whose sequences come out of order about 30% slower), each still reading its own logits."""
+    with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=64, parallel=3) as pooled:
+        sequences = pooled.engine.sequences
+        for seq, token in zip(sequences, (11, 12, 13), strict=True):
+            seq.cached_tokens.extend([token, token + 1])
+        pooled.engine.decode(sequences[::-1])
+        batch = pooled.engine._batch
+        assert [batch.seq_id[j][0] for j in range(batch.n_tokens)] == [0, 0, 1, 1, 2, 2]
+        rows = [
+            np.array(seq.new_sampler(SamplingParams(temperature=0.0), 0)._logits(seq.logits_index(None)))
+            for seq in sequences
+        ]
+    with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=64) as alone:
+        for row, token in zip(rows, (11, 12, 13), strict=True):
+            alone.engine.prefill([token, token + 1])
+            sampler = alone.engine.new_sampler(SamplingParams(temperature=0.0), 0)
+            np.testing.assert_allclose(row, sampler._logits(alone.engine.logits_index(None)), atol=1e-4)

@@ -1,4 +1,8 @@
-"""llama-cpp-python used plainly, without qwq-edge: the raw baseline of ``bench`` and the logits of ``verify``."""
+"""llama-cpp-python used plainly, without qwq-edge: the raw baseline of ``bench`` and the logits of ``verify``.
+
+Its loads and passes run on the llama.cpp thread too (``llama_cpp_thread``): a second thread
+with its own OpenMP team would slow both engines of a benchmark down.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import llama_cpp
 import numpy as np
 
 from ..sampling import SamplingParams
+from .llama_cpp_thread import iterate_on_llama_thread, on_llama_thread
 
 
 class RawLlamaCpp:
@@ -19,7 +24,8 @@ class RawLlamaCpp:
 
     def __init__(self, path: str | Path, **llama_options: Any) -> None:
         """``llama_options`` go to ``llama_cpp.Llama`` (n_ctx, n_threads, use_mmap, …)."""
-        self.llama = llama_cpp.Llama(model_path=str(path), **{"verbose": False, **llama_options})
+        options = {"verbose": False, **llama_options}
+        self.llama = on_llama_thread(lambda: llama_cpp.Llama(model_path=str(path), **options))
 
     @classmethod
     def like(cls, path: str | Path, llama: Any) -> RawLlamaCpp:
@@ -52,13 +58,17 @@ class RawLlamaCpp:
             stream=True,
         )
         # The last chunk only says why the completion ended; it carries no token.
-        return (chunk for chunk in chunks if chunk["choices"][0]["finish_reason"] is None)
+        return (chunk for chunk in iterate_on_llama_thread(chunks) if chunk["choices"][0]["finish_reason"] is None)
 
     def close(self) -> None:
         self.llama.close()
 
 
 def llama_cpp_logits(path: Path, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    return on_llama_thread(lambda: _logits(path, sequences))
+
+
+def _logits(path: Path, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
     longest = max(len(s) for s in sequences)
     llama = llama_cpp.Llama(str(path), n_ctx=max(64, longest + 8), logits_all=True, n_gpu_layers=0, verbose=False)
     try:

@@ -18,7 +18,7 @@ import llama_cpp
 
 from ..sampling import SamplingParams
 from .base import check_room, prefill_reusing
-from .llama_cpp_runtime import _NONE, LlamaCppModel, LlamaCppSampler
+from .llama_cpp_runtime import _NONE, LlamaCppModel, LlamaCppSampler, decode
 
 
 class LlamaCppSequence:
@@ -120,28 +120,32 @@ class LlamaCppPool(LlamaCppModel):
         self.sequences = [LlamaCppSequence(self, seq_id) for seq_id in range(parallel)]
 
     def decode(self, sequences: Sequence[LlamaCppSequence]) -> None:
-        """One ``llama_decode`` over the pending tokens of ``sequences``, in order, up to the
-        batch's capacity: a sequence whose tokens do not all fit keeps the rest pending."""
-        batch, used, placed = self._batch, 0, []
+        """One ``llama_decode`` over the pending tokens of ``sequences``, which get the batch's
+        capacity in the order given: a sequence whose tokens do not all fit keeps the rest pending."""
+        room, taken = self.capacity, []
         for seq in sequences:
-            start = seq.evaluated
-            tokens = seq.cached_tokens[start : start + self.capacity - used]
-            if not tokens:
-                continue
-            end = start + len(tokens)
+            if count := min(seq.pending, room):
+                taken.append((seq, count))
+                room -= count
+        if taken:
+            self._decode(sorted(taken, key=lambda item: item[0].seq_id))
+
+    def _decode(self, taken: list[tuple[LlamaCppSequence, int]]) -> None:
+        """The pass over ``count`` pending tokens of each sequence, in the order of their ids:
+        llama.cpp runs a batch whose sequences come out of order about 30% slower."""
+        batch, used, placed = self._batch, 0, []
+        for seq, count in taken:
+            start, end = seq.evaluated, seq.evaluated + count
             first = min(seq.wanted_from, end - 1) if end == seq.position else _NONE
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, start, -1)
-            for i, token in enumerate(tokens, start):
+            for i, token in enumerate(seq.cached_tokens[start:end], start):
                 j = used + i - start
                 batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, i, 1
                 batch.seq_id[j][0], batch.logits[j] = seq.seq_id, i >= first
             placed.append((seq, used - start, end, first))
-            used += len(tokens)
-        if not used:
-            return
+            used += count
         batch.n_tokens = used
-        if llama_cpp.llama_decode(self.llama.ctx, batch) != 0:
-            raise RuntimeError(f"llama_decode failed on a batch of {used} tokens")
+        decode(self.llama, batch)
         for seq, offset, end, first in placed:
             seq.evaluated = end
             if first != _NONE:

@@ -21,6 +21,7 @@ from ..machine import gpu_offload_supported, usable_cores
 from ..sampling import SamplingParams, chain_probabilities
 from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .gguf_file import read_gguf_header
+from .llama_cpp_thread import on_llama_thread
 
 try:
     import llama_cpp
@@ -82,7 +83,7 @@ def _with_sequences(count: int) -> Iterator[None]:
 def _load_llama(
     path: str | Path, n_ctx: int, threads: int, gpu_layers: int, kv_cache: str, sequences: int = 1
 ) -> llama_cpp.Llama:
-    try:
+    def construct() -> llama_cpp.Llama:
         with _without_chat_formatter(), _with_sequences(sequences):
             return llama_cpp.Llama(
                 model_path=str(path),
@@ -97,6 +98,9 @@ def _load_llama(
                 type_v=_KV_TYPES[kv_cache],
                 verbose=False,
             )
+
+    try:
+        return on_llama_thread(construct)  # the load computes too (weights repacked for the CPU)
     except (ValueError, RuntimeError) as error:
         hint = " (with an 8-bit KV cache; try --kv-cache f16)" if kv_cache != "f16" else ""
         raise ModelFormatError(f"llama.cpp could not load {path}{hint}: {error}") from None
@@ -105,38 +109,45 @@ def _load_llama(
 _NONE = 1 << 62  # no multi-row pass asked for
 
 
-class _Rows:
-    """A ``llama_batch`` whose every token gets logits: the multi-token pass of ``feed_all``."""
+def decode(llama: llama_cpp.Llama, batch: Any) -> None:
+    """One ``llama_decode`` of ``batch``, on the llama.cpp thread (``llama_cpp_thread``)."""
+    if on_llama_thread(lambda: llama_cpp.llama_decode(llama.ctx, batch)) != 0:
+        raise RuntimeError(f"llama_decode failed on a batch of {batch.n_tokens} tokens")
 
-    capacity = 512
 
-    def __init__(self) -> None:
-        self._batch: Any = None
-        #: Position of the first token of the last multi-row pass (None: the last pass kept one row).
+class _Passes:
+    """The engine's ``llama_batch`` and which positions of its last pass kept logits."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._batch = llama_cpp.llama_batch_init(capacity, 0, 1)
+        #: Position of the first token of the last pass when it kept several rows (None: only its last).
         self.first: int | None = None
         #: Position from which the pending tokens need logits (``_NONE``: only the last one).
         self.wanted_from = _NONE
 
     def decode(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int) -> None:
-        """Evaluate ``tokens`` at positions from ``start`` on, keeping the logits of every
-        position from ``wanted_from`` on."""
-        if self._batch is None:
-            self._batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
-        batch, wanted = self._batch, self.wanted_from
+        """Evaluate ``tokens`` at positions from ``start`` on, in passes of at most ``capacity``;
+        the last pass keeps the logits of its last token and of every position from ``wanted_from`` on."""
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llama.ctx), 0, start, -1)
+        end = start + len(tokens)
+        last = max(start, end - self.capacity)  # where the last pass starts
+        for begin in range(start, last, self.capacity):
+            self._pass(llama, tokens[begin - start : min(begin + self.capacity, last) - start], begin, _NONE)
+        self._pass(llama, tokens[last - start :], last, min(self.wanted_from, end - 1))
+        self.first = last if self.wanted_from < end - 1 else None
+        self.wanted_from = _NONE
+
+    def _pass(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int, rows_from: int) -> None:
+        batch = self._batch
         batch.n_tokens = len(tokens)
         for i, token in enumerate(tokens):
             batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
-            batch.seq_id[i][0], batch.logits[i] = 0, start + i >= wanted
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llama.ctx), 0, start, -1)
-        if llama_cpp.llama_decode(llama.ctx, batch) != 0:
-            raise RuntimeError(f"llama_decode failed on a pass of {len(tokens)} tokens")
-        llama.n_tokens = start + len(tokens)
-        self.first, self.wanted_from = start, _NONE
+            batch.seq_id[i][0], batch.logits[i] = 0, start + i >= rows_from
+        decode(llama, batch)
 
     def close(self) -> None:
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
+        llama_cpp.llama_batch_free(self._batch)
 
 
 class LogitsSource(Protocol):
@@ -292,7 +303,7 @@ class LlamaCppEngine(LlamaCppModel):
         super().__init__(path, **options)
         self._tokens: list[int] = []
         self._pending: list[int] = []  # fed, not yet evaluated: the tail of ``_tokens``
-        self._rows = _Rows()
+        self._passes = _Passes(self.llama.n_batch)
 
     @property
     def position(self) -> int:
@@ -316,10 +327,9 @@ class LlamaCppEngine(LlamaCppModel):
             del self._pending[position - evaluated :]
         else:
             self._pending.clear()
-            self.llama.n_tokens = position
         del self._tokens[position:]
-        if self._rows.wanted_from >= position:
-            self._rows.wanted_from = _NONE
+        if self._passes.wanted_from >= position:
+            self._passes.wanted_from = _NONE
 
     def feed(self, tokens: Sequence[int]) -> None:
         """Append tokens; they are evaluated when logits are next needed, so that the caller
@@ -330,7 +340,7 @@ class LlamaCppEngine(LlamaCppModel):
 
     def feed_all(self, tokens: Sequence[int]) -> None:
         """Like ``feed``, but the pass keeps the logits after each of ``tokens``."""
-        self._rows.wanted_from = min(self._rows.wanted_from, self.position)
+        self._passes.wanted_from = min(self._passes.wanted_from, self.position)
         self.feed(tokens)
 
     def evaluate_pending(self) -> None:
@@ -338,29 +348,21 @@ class LlamaCppEngine(LlamaCppModel):
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        start = len(self._tokens) - len(pending)
-        if self._rows.wanted_from >= len(self._tokens):
-            self.llama.eval(pending)  # logits for the last token only
-            self._rows.first = None
-            return
-        head = max(0, len(pending) - _Rows.capacity)
-        if head:
-            self.llama.eval(pending[:head])
-        self._rows.decode(self.llama, pending[head:], start + head)
+        self._passes.decode(self.llama, pending, len(self._tokens) - len(pending))
 
     def logits_index(self, at: int | None) -> int:
         """Where in llama.cpp's logits the row choosing the token at position ``at`` is
         (``None``: the next position)."""
         self.evaluate_pending()
-        if self._rows.first is None:
+        if self._passes.first is None:
             if at is not None and at != self.position:
                 raise ValueError(f"no logits for position {at}: the last pass kept only the last token's")
             return -1
-        return (self.position if at is None else at) - 1 - self._rows.first
+        return (self.position if at is None else at) - 1 - self._passes.first
 
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
         return LlamaCppSampler(self, params, seed)
 
     def close(self) -> None:
-        self._rows.close()
+        self._passes.close()
         super().close()
