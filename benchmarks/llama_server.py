@@ -69,7 +69,7 @@ def running(server: Path, model: Path, port: int, threads: int, *extra: str) -> 
 
 def complete(url: str, tokens: Sequence[int], n: int) -> dict[str, Any]:
     """One greedy /completion of ``n`` tokens from prompt token ids, nothing cached."""
-    body = {"prompt": list(tokens), "n_predict": n, "temperature": 0.0, "cache_prompt": False, "seed": 0}
+    body = {"prompt": list(tokens), "n_predict": n, "temperature": 0.0, "repeat_penalty": 1.0, "cache_prompt": False}
     request = urllib.request.Request(
         f"{url}/completion", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )

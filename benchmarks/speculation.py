@@ -12,13 +12,14 @@ measured from the first to the last token, as in ``overhead_llama_cpp.py``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 import numpy as np
 
-from qwq_edge import load
+from qwq_edge import Done, ThinkingDelta, load
 from qwq_edge.bench.measure import timing
 from qwq_edge.bench.raw import open_raw
 from qwq_edge.bench.workloads import workload_prompt
@@ -30,15 +31,15 @@ from qwq_edge.sampling import SamplingParams
 from qwq_edge.testdata import fixture_model_path
 
 try:
-    from benchmarks.common import decode_parser, machine, median, quick, save
+    from benchmarks.common import RESULTS, decode_parser, machine, median, quick, save
 except ImportError:  # run as a script from the repository root
-    from common import decode_parser, machine, median, quick, save
+    from common import RESULTS, decode_parser, machine, median, quick, save
 
 #: Workload → reasoning format: the 0.5B model answers directly, except in the think format.
 WORKLOADS = {"edit": "none", "story": "none", "sort": "none", "reasoning": "think"}
-#: llama.cpp's own server on this machine, from issue 13 (ngram-simple, greedy, 300 tokens).
-LLAMA_SERVER = {"edit": "2.81× (279/279 drafts accepted)", "story": "1.57× (157/183)"}
 GREEDY = SamplingParams(temperature=0.0)
+#: Greedy as the raw run and llama-server decode: no repetition penalty (the model's defaults have one).
+PLAIN_GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0}
 
 
 def run_raw(raw: Any, tokens: list[int], n: int) -> tuple[str, float]:
@@ -51,12 +52,32 @@ def run_raw(raw: Any, tokens: list[int], n: int) -> tuple[str, float]:
 
 
 def run_qwq(model: Model, text: str, fmt: str, n: int, draft: str) -> tuple[str, dict[str, Any]]:
-    """qwq-edge from an empty cache: its text (thinking and answer) and its stats (with the generated tokens)."""
+    """qwq-edge from an empty cache: its text (thinking and answer) and its stats (with the generated tokens).
+
+    Thinking is read as a stream and stopped at its ``n``-th token, as ``qwq-edge bench`` times it:
+    closed by a budget, it would end at a sentence end the graceful close rewinds to, so runs
+    whose texts differ would count different numbers of tokens over the same work.
+    """
     model.engine.rewind(0)
-    limits = {"max_thinking_tokens": n, "max_answer_tokens": 1} if fmt == "think" else {"max_answer_tokens": n}
-    result = model.generate(text, reasoning_format=fmt, temperature=0.0, draft=draft, loop_guard=False, **limits)
-    stats = result.stats.to_dict()
-    return result.thinking + result.answer, stats | {"tokens": list(model.engine._tokens[stats["prompt_tokens"] :])}
+    options = {"reasoning_format": fmt, "draft": draft, "loop_guard": False, **PLAIN_GREEDY}
+    if fmt != "think":
+        result = model.generate(text, max_answer_tokens=n, **options)
+        stats = result.stats.to_dict()
+        return result.thinking + result.answer, stats | {"tokens": list(model.engine._tokens[stats["prompt_tokens"] :])}
+    pieces, marks, stats = [], [], {}
+    for event in model.stream(text, max_thinking_tokens=2 * n, max_answer_tokens=1, **options):
+        if isinstance(event, ThinkingDelta):
+            pieces.append(event.text)
+            marks.append((event.thinking_tokens, perf_counter()))
+            if event.thinking_tokens >= n:
+                model.cancel()
+        elif isinstance(event, Done):
+            stats = event.result.stats.to_dict()
+        else:  # the model left its thinking before n tokens
+            model.cancel()
+    tokens = list(model.engine._tokens[stats["prompt_tokens"] :])[:n]
+    stats["decode_tokens_per_s"] = timing(0, 0.0, marks).decode_tokens_per_s
+    return "".join(pieces), stats | {"tokens": tokens}
 
 
 def divergence(model: Model, prompt: list[int], plain: list[int], drafted: list[int]) -> dict[str, Any] | None:
@@ -106,7 +127,7 @@ def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict
         # Per repetition, each against the raw run just before it: the machine's load drifts.
         "ngram_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["ngram"], runs["raw"], strict=True)]),
         "off_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["off"], runs["raw"], strict=True)]),
-        "identical_with_and_without_speculation": texts["ngram"] == texts["off"],
+        "identical_with_and_without_speculation": generated["ngram"][:n] == generated["off"][:n],
         "first_divergence": divergence(model, tokens, generated["off"], generated["ngram"]),
         "qwq_edge_text_equals_raw": fmt == "none" and texts["off"] == texts["raw"][: len(texts["off"])],
         "generated_tokens": last["generated_tokens"],
@@ -122,7 +143,19 @@ def same_tokens(result: dict[str, Any]) -> str:
     return f"no: from token {where['at_generated_token']} (top-2 gap {where['top2_gap_without_drafts']:.3f})"
 
 
-def table(results: dict[str, dict[str, Any]], footer: str) -> str:
+def llama_server_column(out: Path) -> dict[str, str]:
+    """llama-server's ngram-simple ÷ its own decode per workload, from ``llama_server.py``'s results if run."""
+    path = out / "llama_server.json"
+    if not path.is_file():
+        return {}
+    figures = {}
+    for name, modes in json.loads(path.read_text())["speculation"].items():
+        simple = modes["ngram-simple"]
+        figures[name] = f"{simple['vs_off']:.2f}× ({simple['drafts'][0]}/{simple['drafts'][1]})"
+    return figures
+
+
+def table(results: dict[str, dict[str, Any]], footer: str, peer: dict[str, str]) -> str:
     lines = [
         "| workload | raw llama-cpp-python tok/s | qwq-edge, no draft | qwq-edge, `--draft ngram` | ngram ÷ raw "
         "| drafts accepted | tokens per pass | same tokens | llama-server ngram-simple ÷ its own decode |",
@@ -133,7 +166,7 @@ def table(results: dict[str, dict[str, Any]], footer: str) -> str:
         lines.append(
             f"| {name} | {speed['raw']:.1f} | {speed['off']:.1f} | {speed['ngram']:.1f} | **{r['ngram_vs_raw']:.2f}×** "
             f"| {drafts['draft_accepted']}/{drafts['draft_proposed']} | {r['tokens_per_pass']:.2f} "
-            f"| {same_tokens(r)} | {LLAMA_SERVER.get(name, '-')} |"
+            f"| {same_tokens(r)} | {peer.get(name, '-')} |"
         )
     return "\n".join(lines) + "\n\n" + footer + "\n"
 
@@ -155,14 +188,14 @@ def main(argv: list[str] | None = None) -> dict:
     footer = (
         f"{path.name}, llama.cpp on the CPU, {args.threads} threads, greedy, {args.tokens} tokens per run, median of "
         f"{args.repetitions} repetitions (decode tokens/s from the first to the last token; ngram ÷ raw: the median of "
-        "each repetition's ratio, the three runs taking turns). The llama-server column "
-        "is quoted from issue 13 (llama.cpp's server built from the llama.cpp that llama-cpp-python 0.3.36 vendors, "
-        "measured on this machine with other prompts of the same kinds); it was not rebuilt here. Mac figures are "
-        "not measured here."
+        "each repetition's ratio, the three runs taking turns; thinking timed until its last token, not closed by a "
+        "budget). The llama-server column is `benchmarks/llama_server.py`'s (llama.cpp's server built from the "
+        "llama.cpp that llama-cpp-python 0.3.36 vendors, the same prompt token ids, greedy; its text differs from "
+        "llama-cpp-python's). Mac figures are not measured here."
     )
     data = {"benchmark": "speculation", "machine": machine(), "settings": vars(args) | {"out": str(args.out)}}
     data["workloads"] = results
-    text = table(results, footer)
+    text = table(results, footer, llama_server_column(RESULTS))
     save("speculation_quick" if args.quick else "speculation", data, text, args.out)
     print(text)
     return data

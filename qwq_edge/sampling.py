@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +47,29 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    @property
+    def penalized(self) -> bool:
+        """Whether the repetition or presence penalty changes any logit."""
+        return bool(self.penalty_window) and (self.repetition_penalty != 1.0 or self.presence_penalty != 0.0)
+
     def replace(self, **overrides: Any) -> SamplingParams:
         """A copy with the given fields changed; ``None`` values are ignored."""
         changes = {key: value for key, value in overrides.items() if value is not None}
         return dataclasses.replace(self, **changes)
+
+
+def penalized_argmax(row: np.ndarray, recent: Iterable[int], params: SamplingParams) -> int:
+    """The greedy token once the ``recent`` tokens are penalized as llama.cpp's penalties sampler
+    does it (a positive logit divided by the repetition penalty, a negative one multiplied, the
+    presence penalty subtracted); ``row`` is left as it was."""
+    ids = np.unique(np.fromiter(recent, dtype=np.int64))
+    kept = row[ids]
+    penalty = params.repetition_penalty
+    row[ids] = np.where(kept <= 0, kept * penalty, kept / penalty) - params.presence_penalty
+    try:
+        return int(np.argmax(row))
+    finally:
+        row[ids] = kept
 
 
 def chain_probabilities(logits: np.ndarray, params: SamplingParams) -> np.ndarray:

@@ -374,3 +374,25 @@ def test_a_llama_cpp_pool_batches_its_sequences_in_the_order_of_their_ids(tiny_m
             alone.engine.prefill([token, token + 1])
             sampler = alone.engine.new_sampler(SamplingParams(temperature=0.0), 0)
             np.testing.assert_allclose(row, sampler._logits(alone.engine.logits_index(None)), atol=1e-4)
+
+
+def test_greedy_with_penalties_picks_the_token_of_llama_cpps_penalty_chain(model):
+    """Greedy with repetition and presence penalties is an argmax after penalizing the few recent
+    tokens; on the real model it picks, token for token, what llama.cpp's chain (a candidate
+    array over the whole vocabulary) picks, forced tokens counted as the chain counts them."""
+    engine = model.engine
+    params = SamplingParams(temperature=0.0, repetition_penalty=1.5, presence_penalty=0.8, penalty_window=16)
+    engine.prefill(engine.tokenize("one two one two one two one two", special=False))
+    fast, chain = engine.new_sampler(params, 0), engine.new_sampler(params, 0)
+    chain._argmax = False  # the chain's own choice
+    forced = engine.tokenize(" one", special=False)
+    for taker in (fast, chain):
+        taker.accept(forced)
+    engine.feed(forced)
+    penalized = 0
+    for _ in range(40):
+        expected = chain.sample()
+        penalized += int(np.argmax(_next_logits(engine))) != expected
+        assert fast.sample() == expected
+        engine.feed([expected])
+    assert penalized  # the penalties changed some choices

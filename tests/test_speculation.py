@@ -207,6 +207,16 @@ def test_the_index_finds_the_longest_earlier_suffix():
     assert index.tokens == [1, 2, 3, 4] and index.propose(4) == ([], 0)
 
 
+def test_of_several_occurrences_the_index_follows_the_one_sharing_the_most_context():
+    """A text that repeats itself with variations (a loop, a list): the latest occurrence of the
+    suffix continues one way, an older one whose preceding tokens also match another."""
+    gram, older, newer = list(range(1, 9)), list(range(20, 36)), list(range(60, 76))
+    index = NgramIndex([*older, *gram, 50, 51, *newer, *gram, 80, 81, *older, *gram])
+    assert index.propose(2) == ([50, 51], 8)
+    index.extend([50, 51, *newer, *gram])
+    assert index.propose(2) == ([80, 81], 8)
+
+
 def test_the_tuner_drafts_long_when_drafts_pass_and_switches_off_when_they_do_not():
     tuner = DraftTuner(CPU_PASS_COSTS)
     assert tuner.best(5, 64) == 0  # an untried kind at 50% does not pay on a CPU

@@ -43,8 +43,14 @@ def prompts(count: int) -> list[str]:
 
 
 def greedy(tokens: int) -> GenerationOptions:
+    """Greedy without the model's repetition penalty, as llama-server's streams decode."""
     return GenerationOptions(
-        temperature=0.0, max_answer_tokens=tokens, think=False, loop_guard=False, reasoning_format="none"
+        temperature=0.0,
+        repetition_penalty=1.0,
+        max_answer_tokens=tokens,
+        think=False,
+        loop_guard=False,
+        reasoning_format="none",
     )
 
 

@@ -9,6 +9,7 @@ sampler and the per-token Python work stays a few microseconds.
 from __future__ import annotations
 
 import ctypes
+from collections import deque
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..machine import gpu_offload_supported, usable_cores
-from ..sampling import SamplingParams, chain_probabilities
+from ..sampling import SamplingParams, chain_probabilities, penalized_argmax
 from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .gguf_file import read_gguf_header
 from .llama_cpp_thread import on_llama_thread
@@ -165,14 +166,16 @@ class LlamaCppSampler:
     def __init__(self, engine: LogitsSource, params: SamplingParams, seed: int) -> None:
         self._engine = engine
         self._chain = LlamaSampler()
-        penalized = params.repetition_penalty != 1.0 or params.presence_penalty != 0.0
-        # Greedy without penalties is an argmax over the logits buffer: the same token as
-        # llama.cpp's greedy sampler without building its 150k-entry candidate array.
-        self._argmax = params.greedy and not penalized
+        penalized = params.penalized
+        # Greedy is an argmax over the logits buffer (the penalties applied to the few tokens they
+        # touch): the same token as llama.cpp's chain without building its 150k-entry candidate array.
+        self._argmax, self._sampling = params.greedy, params
+        #: The tokens the chain's penalties would count: its last ``penalty_window`` accepted ones.
+        self._recent: deque[int] | None = deque(maxlen=params.penalty_window) if penalized else None
         #: Sampled without penalties: the chain's distribution is a function of the logits alone.
         self._params = params if not params.greedy and not penalized else None
         self.rng = np.random.default_rng(seed)
-        if penalized and params.penalty_window:
+        if penalized:
             self._chain.add_penalties(
                 engine.vocab_size, params.penalty_window, params.repetition_penalty, 0.0, params.presence_penalty
             )
@@ -214,13 +217,19 @@ class LlamaCppSampler:
 
     def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
         index = self._masked(banned, at, banned_mask)
-        if self._argmax:
+        if not self._argmax:
+            return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, index))
+        if self._recent is None:
             return int(np.argmax(self._logits(index)))
-        return int(llama_cpp.llama_sampler_sample(self._chain.sampler, self._engine.llama.ctx, index))
+        token = penalized_argmax(self._logits(index), self._recent, self._sampling)
+        self._recent.append(token)  # as the chain accepts the token it samples
+        return token
 
     def accept(self, tokens: Sequence[int]) -> None:
         for token in tokens:
             self._chain.accept(token)
+        if self._recent is not None:
+            self._recent.extend(tokens)
 
 
 class LlamaCppModel:
