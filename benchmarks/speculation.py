@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = load(path, engine="llama.cpp", context_length=4096, n_threads=args.threads)
     raw = open_raw(model.engine)
     try:
+        measure(model, raw, "story", 16, 1)  # a warm-up: the first runs of a process are slower
         results = {name: measure(model, raw, name, args.tokens, args.repetitions) for name in args.workloads.split(",")}
     finally:
         raw.close()
