@@ -157,6 +157,9 @@ class Scheduler:
         if claim is None:  # taken over: the generation touches the engine no more
             return
         with self._changed:
+            # Its tokens may be pending without a feed (logits forgotten while it was held idle,
+            # the other generations since gone): the decoding thread must look again.
+            self._work.notify()
             while claim.engine.pending and claim.error is None:
                 self._done.wait()
             error, claim.error = claim.error, None

@@ -34,7 +34,7 @@ from .reasoning.formats import NONE, ReasoningFormat, resolve_format
 from .reasoning.language import detect_language, resolve_language
 from .sampling import SamplingParams
 from .shape import ModelShape
-from .speculation.proposers import DraftModels, Proposer
+from .speculation.proposers import DraftModels, Proposer, WhileAlone
 from .turns import Turns
 
 if TYPE_CHECKING:
@@ -176,8 +176,11 @@ class Model:
         sampling = options.sampling(self.sampling)
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
         cancel = threading.Event()
-        # Speculation is off with parallel sequences: a pass's logits live until the next pass only.
-        proposer = None if self.scheduler else self.drafts.proposer(options.draft, tokens, sampling=sampling, seed=seed)
+        # In a pool, a generation drafts only while no other shares its passes.
+        proposer = self.drafts.proposer(options.draft, tokens, sampling=sampling, seed=seed)
+        if proposer is not None and self.scheduler is not None:
+            scheduler = self.scheduler
+            proposer = WhileAlone(proposer, lambda: len(scheduler.active) <= 1)
         return Stream(self._run(tokens, controller, sampling, seed, cancel, proposer), cancel)
 
     def _run(

@@ -130,3 +130,45 @@ def test_a_rewind_waits_for_the_pass_that_evaluates_the_tokens_it_takes_back():
     assert pool.changed_mid_pass == 0
     assert [r.answer for r in results] == [alone(p, **options) for p in PROMPTS[:4]]
     model.close()
+
+
+def scripted_pool(parallel: int, text: str) -> Model:
+    model = pooled(parallel)
+    for sequence in model.engine.sequences:
+        sequence.say(0, text)
+    return model
+
+
+def test_a_generation_alone_in_a_pool_drafts_and_stops_while_others_share_the_passes():
+    """Speculation and batching combine as far as a pass serves one sequence: a generation
+    drafts while it is alone, not while another runs, and again once it is alone."""
+    text, options = "abc " * 40, {**GREEDY, "max_answer_tokens": 60, "draft": "ngram"}
+    single = scripted_pool(2, text).generate("Hi", **options)
+    assert single.stats.draft_accepted > 10
+    assert single.answer == scripted_pool(2, text).generate("Hi", **{**options, "draft": "off"}).answer
+    model = scripted_pool(2, text)
+    long = model.stream("Ho", **options)
+    next(long)  # alone for now
+    short = model.stream("Hi", **{**options, "max_answer_tokens": 20})
+    events = []
+    for event in short:  # both hold a sequence until the short one ends
+        events.append(event)
+        next(long)
+    assert events[-1].result.stats.draft_proposed == 0
+    rest = list(long)
+    assert rest[-1].result.stats.draft_accepted > 10  # alone again after the short one ended
+    assert rest[-1].result.answer == single.answer
+
+
+def test_a_stream_held_while_another_request_comes_and_goes_resumes():
+    """Held past the grace, a stream's pending token waits while another request's passes run;
+    when it resumes after that request has ended, its token runs (with no other generation
+    left to wake the decoding thread)."""
+    model = pooled(2)
+    held = model.stream(PROMPTS[0], **GREEDY)
+    head = [next(held) for _ in range(3)]
+    time.sleep(0.05)  # past the grace: the other request's passes go without it
+    model.generate(PROMPTS[1], **GREEDY)
+    (rest,) = in_threads(lambda _: list(held), 1, timeout=10)
+    assert rest is not None, "the resumed stream never got its pass"
+    assert "".join(e.text for e in [*head, *rest[:-1]] if hasattr(e, "text")) == alone(PROMPTS[0])

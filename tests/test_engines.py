@@ -3,6 +3,7 @@
 import json
 import os
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from qwq_edge import (
     ThinkingDelta,
     load,
 )
+from qwq_edge.bench.workloads import workload_prompt
 from qwq_edge.convert import convert_to_gguf, convert_to_mlx
 from qwq_edge.convert.checkpoint import Checkpoint
 from qwq_edge.convert.reference import Qwen2Reference
@@ -396,3 +398,30 @@ def test_greedy_with_penalties_picks_the_token_of_llama_cpps_penalty_chain(model
         assert fast.sample() == expected
         engine.feed([expected])
     assert penalized  # the penalties changed some choices
+
+
+def test_a_llama_cpp_pool_drafts_for_a_generation_alone(gguf_path):
+    """Alone in a pool, a generation verifies n-gram drafts in multi-row passes of its own
+    sequence: a file rewritten with one change is copied many tokens a pass, token for token."""
+    options = {"reasoning_format": "none", "max_answer_tokens": 80, "temperature": 0.0, "repetition_penalty": 1.0}
+    with load(gguf_path, engine="llama.cpp", context_length=1024, parallel=2) as pooled:
+        plain = pooled.generate(workload_prompt("edit"), **options)
+        drafted = pooled.generate(workload_prompt("edit"), draft="ngram", **options)
+    assert drafted.stats.tokens_per_pass > 2 and drafted.answer == plain.answer
+
+
+def test_a_drafting_generation_held_while_another_joins_goes_on_with_the_same_tokens(gguf_path):
+    """A stream held past the scheduler's grace mid-verification loses its pass's logits to a
+    joining request's pass; every row it still needs is run again, and its text is unchanged."""
+    options = {"reasoning_format": "none", "max_answer_tokens": 80, "temperature": 0.0, "repetition_penalty": 1.0}
+    with load(gguf_path, engine="llama.cpp", context_length=1024, parallel=2) as pooled:
+        plain = pooled.generate(workload_prompt("edit"), **options)
+        held = pooled.stream(workload_prompt("edit"), draft="ngram", **options)
+        for _ in range(30):  # well into a copied passage: most events come from a pass's rows
+            next(held)
+        other = threading.Thread(target=lambda: pooled.generate("Name a fruit.", **options))
+        other.start()
+        time.sleep(0.5)  # held past the grace while the other request's passes run
+        *_, done = held
+        other.join()
+    assert done.result.answer == plain.answer and done.result.stats.draft_accepted > 20

@@ -32,6 +32,7 @@ class LlamaCppSequence:
         self.info = pool.info
         self.end_of_generation = pool.end_of_generation
         self.special_texts = pool.special_texts
+        self.pass_costs = pool.pass_costs
         self.cached_tokens: list[int] = []
         #: How many of ``cached_tokens`` the KV cache holds (the rest are pending).
         self.evaluated = 0
@@ -87,7 +88,12 @@ class LlamaCppSequence:
             self.evaluate()
 
     def forget_logits(self) -> None:
-        self.evaluated = min(self.evaluated, self.position - 1)
+        """The next pass overwrites this sequence's logits: from the first token that kept
+        them (all of a speculative pass's rows), its tokens run again in a later pass."""
+        first = self.rows[1]
+        self.evaluated = min(self.evaluated, first)
+        if first < self.position - 1:
+            self.wanted_from = min(self.wanted_from, first)
 
     def _evaluate_alone(self) -> None:
         while self.pending:

@@ -7,9 +7,9 @@ their acceptance rate) and how many it could offer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,6 +51,21 @@ class Proposer(Protocol):
         """The distribution each token of the last proposal was drawn from (None: chosen, not
         drawn; such drafts are verified by sampling the target and comparing)."""
         ...
+
+
+class WhileAlone:
+    """A proposer that drafts only while ``alone()``: in a pool, while no other generation
+    shares the passes (a pass's logits serve every sequence in it, and drafts would make
+    every other stream's pass costlier)."""
+
+    def __init__(self, proposer: Proposer, alone: Callable[[], bool]) -> None:
+        self._proposer, self._alone = proposer, alone
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._proposer, name)
+
+    def available(self) -> tuple[int, int]:
+        return self._proposer.available() if self._alone() else (0, 0)
 
 
 class NgramProposer:
