@@ -18,7 +18,7 @@ import llama_cpp
 
 from ..sampling import SamplingParams
 from .base import check_room, prefill_reusing
-from .llama_cpp_runtime import _NONE, LlamaCppModel, LlamaCppSampler, decode
+from .llama_cpp_runtime import _NONE, LlamaCppModel, LlamaCppSampler, decode, place
 
 
 class LlamaCppSequence:
@@ -144,10 +144,7 @@ class LlamaCppPool(LlamaCppModel):
             start, end = seq.evaluated, seq.evaluated + count
             first = min(seq.wanted_from, end - 1) if end == seq.position else _NONE
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, start, -1)
-            for i, token in enumerate(seq.cached_tokens[start:end], start):
-                j = used + i - start
-                batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, i, 1
-                batch.seq_id[j][0], batch.logits[j] = seq.seq_id, i >= first
+            place(batch, used, seq.cached_tokens[start:end], start, seq.seq_id, first)
             placed.append((seq, used - start, end, first))
             used += count
         batch.n_tokens = used

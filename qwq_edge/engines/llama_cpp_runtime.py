@@ -110,6 +110,15 @@ def _load_llama(
 _NONE = 1 << 62  # no multi-row pass asked for
 
 
+def place(batch: Any, at: int, tokens: Sequence[int], start: int, seq_id: int, rows_from: int) -> None:
+    """Write ``tokens`` of sequence ``seq_id`` (positions from ``start`` on) into ``batch`` from
+    index ``at`` on; positions from ``rows_from`` on keep their logits."""
+    for i, token in enumerate(tokens):
+        j, position = at + i, start + i
+        batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, position, 1
+        batch.seq_id[j][0], batch.logits[j] = seq_id, position >= rows_from
+
+
 def decode(llama: llama_cpp.Llama, batch: Any) -> None:
     """One ``llama_decode`` of ``batch``, on the llama.cpp thread (``llama_cpp_thread``)."""
     if on_llama_thread(lambda: llama_cpp.llama_decode(llama.ctx, batch)) != 0:
@@ -140,12 +149,9 @@ class _Passes:
         self.wanted_from = _NONE
 
     def _pass(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int, rows_from: int) -> None:
-        batch = self._batch
-        batch.n_tokens = len(tokens)
-        for i, token in enumerate(tokens):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, start + i, 1
-            batch.seq_id[i][0], batch.logits[i] = 0, start + i >= rows_from
-        decode(llama, batch)
+        self._batch.n_tokens = len(tokens)
+        place(self._batch, 0, tokens, start, 0, rows_from)
+        decode(llama, self._batch)
 
     def close(self) -> None:
         llama_cpp.llama_batch_free(self._batch)

@@ -52,23 +52,22 @@ class _LlamaThread:
     def __init__(self) -> None:
         self._jobs: SimpleQueue[_Job] = SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._start = threading.Lock()
+        self._starting = threading.Lock()
 
     def _serve(self) -> None:
         while True:
             self._jobs.get().run()
 
-    def _started(self) -> threading.Thread:
-        with self._start:
+    def _start_once(self) -> None:
+        with self._starting:
             if self._thread is None or not self._thread.is_alive():  # not yet, or not in a forked child
                 self._thread = threading.Thread(target=self._serve, name="qwq-edge-llama.cpp", daemon=True)
                 self._thread.start()
-            return self._thread
 
     def run(self, work: Callable[[], T]) -> T:
         if threading.current_thread() is self._thread:
             return work()
-        self._started()
+        self._start_once()
         job = _Job(work)
         self._jobs.put(job)
         job.wait()
