@@ -282,7 +282,7 @@ def load(
     rank); rank 0 generates, the others call ``follow()``; a rank silent for
     ``rank_timeout`` seconds, or dead, ends the process with one line and status 1.
     ``parallel``: how many generations run at once (from as many threads), batched in one
-    forward pass per step where the engine can (llama.cpp); ``context_length`` is each one's.
+    forward pass per step (both engines); ``context_length`` is each one's.
     The memory planner first checks that weights, KV cache and overhead fit this machine;
     ``context_length=None`` and ``kv_cache=None`` let it choose the longest context that
     fits (fp16 KV first, then 8-bit); what cannot fit raises ``InsufficientMemoryError``.
@@ -293,8 +293,13 @@ def load(
         raise InvalidRequestError(f"unknown KV cache type {kv_cache!r}; choose one of {', '.join(KV_CACHE_TYPES)}")
     if parallel < 1:
         raise InvalidRequestError(f"parallel must be at least 1, got {parallel}")
+    if parallel > 1 and distributed:
+        raise DistributedError("a distributed run serves one generation at a time: drop --parallel or --distributed")
     shape = _shape(path, distributed)
-    batched = parallel if spec_named(choose_engine(Path(path), engine)[0]).batches else 1
+    spec = spec_named(choose_engine(Path(path), engine)[0])
+    batched = parallel if spec.batches else 1
+    if batched > 1 and kv_cache is None:
+        kv_cache = spec.batch_kv_cache
     plan = plan_memory(shape, memory_budget(), context_length, kv_cache, batched)
     loaded, reason = open_engine(
         path,

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -18,6 +20,7 @@ from qwq_edge import (
     Done,
     EngineUnavailableError,
     Intervention,
+    InvalidRequestError,
     ModelFormatError,
     SamplingParams,
     ThinkingDelta,
@@ -32,6 +35,8 @@ from qwq_edge.convert.verify import TEXTS, token_sequences
 from qwq_edge.engines import choose_engine
 from qwq_edge.engines.llama_cpp_baseline import llama_cpp_logits
 from qwq_edge.engines.mlx_baseline import mlx_logits
+from qwq_edge.errors import DistributedError
+from qwq_edge.planner import AUTO_CONTEXT_CAP, model_shape, plan_for
 from qwq_edge.reasoning.texts import texts_for
 
 ENGINES = ("llama.cpp", "mlx")
@@ -305,25 +310,78 @@ def test_a_schema_holds_random_weights_on_each_engine(tiny):
         jsonschema.validate(json.loads(result.answer), schema)
 
 
-def test_mlx_with_parallel_serves_concurrent_requests_one_at_a_time_correctly(tiny_models):
-    """MLX has no batched pool: ``parallel`` is accepted and its requests take turns."""
-    options = {"reasoning_format": "none", "max_answer_tokens": 12, "temperature": 0.0}
-    prompts = [PROMPT, "Count the numbers.", "A third prompt."]
-    with load(tiny_models["mlx"], engine="mlx", context_length=512, parallel=3) as model:
-        assert model.parallel == 1 and model.scheduler is None
-        alone = [model.generate(prompt, **options).answer for prompt in prompts]
-        assert in_threads(lambda i: model.generate(prompts[i], **options).answer, len(prompts)) == alone
-
-
-def test_llama_cpp_sequences_decoded_together_give_each_its_tokens_alone(tiny_models):
-    """Several sequences in one KV cache, one llama_decode per step: each sequence's greedy
-    tokens are those it gives alone (the f32 model leaves no room for rounding to matter)."""
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sequences_decoded_together_give_each_its_tokens_alone(tiny_models, engine):
+    """Several sequences in one batched pass per step (llama.cpp: one KV cache with sequence
+    ids; MLX: a left-padded batch cache): each sequence's greedy tokens are those it gives
+    alone (the f32 model leaves no room for rounding to matter). The last prompt is long
+    enough that MLX runs it alone before it joins the batch; the second round reuses caches."""
     options = {"reasoning_format": "none", "max_answer_tokens": 16, "temperature": 0.0, "loop_guard": False}
-    prompts = [PROMPT, "Count the numbers.", "A third prompt.", "And a fourth one, longer than the others."]
-    with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=256) as alone:
+    prompts = [PROMPT, "Count the numbers.", "A third prompt.", "And a fourth one, longer than the others. " * 6]
+    with load(tiny_models[engine], engine=engine, context_length=256) as alone:
         expected = [alone.generate(prompt, **options).answer for prompt in prompts]
-    with load(tiny_models["llama.cpp"], engine="llama.cpp", context_length=256, parallel=3) as pooled:
-        assert in_threads(lambda i: pooled.generate(prompts[i], **options).answer, len(prompts)) == expected
+    with load(tiny_models[engine], engine=engine, context_length=256, parallel=3) as pooled:
+        assert pooled.parallel == 3 and pooled.scheduler is not None
+        for _ in range(2):
+            assert in_threads(lambda i: pooled.generate(prompts[i], **options).answer, len(prompts)) == expected
+
+
+def test_an_mlx_pools_rows_rewind_join_and_leave_each_keeping_its_own_logits(tiny_models):
+    """Rows of the batch cache feed different numbers of tokens, rewind on their own, leave
+    when not in a pass and come back: every sequence's logits match one engine given the
+    same tokens."""
+    with load(tiny_models["mlx"], engine="mlx", context_length=128, parallel=3) as pooled:
+        pool, (a, b, c) = pooled.engine, pooled.engine.sequences
+        for seq, tokens in ((a, range(10, 40)), (b, range(40, 46)), (c, range(60, 62))):
+            seq.feed(list(tokens))  # a's 30 tokens are run alone first, then it joins b and c
+        pool.decode([a, b, c])
+        b.rewind(3)  # drops 3 of b's tokens from its row only
+        b.feed_all([70, 71, 72])
+        a.feed([41])
+        pool.decode([a, b])  # c leaves the batch
+        c.feed([63])
+        a.rewind(20)
+        a.feed([42, 43])
+        pool.decode([c, a])  # c comes back, b leaves
+        got = {name: np.array(seq.logits) for name, seq in zip("abc", (a, b, c), strict=True)}
+        tokens = {name: list(seq.cached_tokens) for name, seq in zip("abc", (a, b, c), strict=True)}
+    assert tokens["b"] == [40, 41, 42, 70, 71, 72] and tokens["a"][-2:] == [42, 43]
+    assert [len(rows) for rows in got.values()] == [1, 3, 1]
+    with load(tiny_models["mlx"], engine="mlx", context_length=128) as alone:
+        for name, rows in got.items():
+            alone.engine.prefill(tokens[name][: -len(rows)])
+            alone.engine.feed_all(tokens[name][-len(rows) :])
+            np.testing.assert_allclose(rows, np.array(alone.engine.logits), atol=1e-4, err_msg=name)
+
+
+def test_an_mlx_pool_samples_and_masks_from_several_threads_at_once(tiny_models):
+    """Sampled generations and grammar-masked ones run concurrently through an MLX pool (MLX
+    runs a graph only on the thread that built it: each pass is evaluated before it is read)."""
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}},
+        "required": ["ok", "color"],
+        "additionalProperties": False,
+    }
+    structured = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+    options = {"reasoning_format": "none", "max_answer_tokens": 40, "temperature": 1.0}
+
+    def one(index: int) -> str:
+        extra = {"response_format": structured} if index % 2 else {}
+        return pooled.generate(f"{PROMPT} {index}", seed=index, **options, **extra).answer
+
+    with load(tiny_models["mlx"], engine="mlx", context_length=256, parallel=4) as pooled:
+        answers = in_threads(one, 4)
+    assert all(answers)
+    for answer in answers[1::2]:
+        jsonschema.validate(json.loads(answer), schema)
+
+
+def test_an_mlx_pool_refuses_what_it_cannot_batch(tiny_models):
+    with pytest.raises(InvalidRequestError, match="fp16 KV cache only"):
+        load(tiny_models["mlx"], engine="mlx", context_length=128, kv_cache="q8_0", parallel=2)
+    with pytest.raises(DistributedError, match="one generation at a time"):
+        load(tiny_models["mlx"], engine="mlx", context_length=128, distributed=True, parallel=2)
 
 
 def _native_threads_beyond_python() -> int:
@@ -425,3 +483,46 @@ def test_a_drafting_generation_held_while_another_joins_goes_on_with_the_same_to
         *_, done = held
         other.join()
     assert done.result.answer == plain.answer and done.result.stats.draft_accepted > 20
+
+
+_THREADED_MLX_SCRIPT = """
+import sys, threading
+from qwq_edge import load
+options = {"reasoning_format": "none", "max_answer_tokens": 8, "temperature": 0.0}
+with load(sys.argv[1], engine="mlx", context_length=256, parallel=int(sys.argv[2])) as model:
+    threads = [threading.Thread(target=model.generate, args=(f"Hi {i}",), kwargs=options) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+"""
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_an_mlx_process_whose_generations_ran_in_threads_exits_cleanly(tiny_models, parallel):
+    """A thread that used MLX and ends as the process exits made it abort ("terminate called
+    without an active exception", about 1 run in 3): every MLX call runs on one thread now."""
+    for _ in range(4):
+        done = subprocess.run(
+            [sys.executable, "-c", _THREADED_MLX_SCRIPT, str(tiny_models["mlx"]), str(parallel)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_planner_keeps_an_mlx_pool_to_its_fp16_kv_cache(tiny_models, monkeypatch):
+    """Where only an 8-bit KV cache would give the whole context, a llama.cpp pool gets one and
+    an MLX pool (whose batch cache has no quantized form) a shorter fp16 context."""
+    shape = model_shape(tiny_models["mlx"])
+    longest = min(shape.trained_context, AUTO_CONTEXT_CAP)
+    budget = (
+        plan_for(shape, longest, "f16", 0, 2).total_bytes + plan_for(shape, longest, "q8_0", 0, 2).total_bytes
+    ) // 2
+    monkeypatch.setenv("QWQ_EDGE_MEMORY_BUDGET", str(budget))
+    with load(tiny_models["llama.cpp"], engine="llama.cpp", parallel=2) as pooled:
+        assert (pooled.memory_plan.kv_cache, pooled.memory_plan.context) == ("q8_0", longest)
+    with load(tiny_models["mlx"], engine="mlx", parallel=2) as pooled:
+        assert pooled.memory_plan.kv_cache == "f16" and pooled.memory_plan.context < longest
+        assert pooled.generate(PROMPT, reasoning_format="none", max_answer_tokens=4).answer

@@ -10,82 +10,26 @@ and one ``llama_decode`` runs them all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import llama_cpp
 
 from ..sampling import SamplingParams
-from .base import check_room, prefill_reusing
-from .llama_cpp_runtime import _NONE, LlamaCppModel, LlamaCppSampler, decode, place
+from .llama_cpp_runtime import LlamaCppModel, LlamaCppSampler, decode, place
+from .pooled import LAST_ONLY, PooledSequence
 
 
-class LlamaCppSequence:
+class LlamaCppSequence(PooledSequence):
     """One sequence of a pool: an ``Engine`` whose passes the pool runs."""
 
     def __init__(self, pool: LlamaCppPool, seq_id: int) -> None:
-        self.pool = pool
+        super().__init__(pool)
         self.seq_id = seq_id
         self.llama = pool.llama
-        self.vocab_size = pool.vocab_size
-        self.info = pool.info
-        self.end_of_generation = pool.end_of_generation
-        self.special_texts = pool.special_texts
-        self.pass_costs = pool.pass_costs
-        self.cached_tokens: list[int] = []
-        #: How many of ``cached_tokens`` the KV cache holds (the rest are pending).
-        self.evaluated = 0
-        #: Position from which the pending tokens need logits (``_NONE``: only the last one).
-        self.wanted_from = _NONE
         #: (index in the last batch, position) of the first token that kept its logits.
         self.rows = (-1, -1)
-        #: Runs the pending tokens; a scheduler replaces it to batch them with other sequences'.
-        self.evaluate: Callable[[], None] = self._evaluate_alone
-        #: Told of every feed (a scheduler may then start the next pass at once).
-        self.fed: Callable[[], None] = lambda: None
-        #: Waits for a running pass over this sequence's tokens (a scheduler sets it).
-        self.settle: Callable[[], None] = lambda: None
-
-    @property
-    def position(self) -> int:
-        return len(self.cached_tokens)
-
-    @property
-    def pending(self) -> int:
-        return len(self.cached_tokens) - self.evaluated
-
-    def tokenize(self, text: str, *, special: bool) -> list[int]:
-        return self.pool.tokenize(text, special=special)
-
-    def token_bytes(self, token: int) -> bytes:
-        return self.pool.token_bytes(token)
-
-    def prefill(self, tokens: Sequence[int]) -> int:
-        reused = prefill_reusing(self, self.cached_tokens, tokens)
-        self.evaluate_pending()
-        return reused
-
-    def rewind(self, position: int) -> None:
-        """Drop every token from ``position`` on (the next pass clears them from the KV cache)."""
-        self.settle()
-        del self.cached_tokens[position:]
-        self.evaluated = min(self.evaluated, position)
-        if self.wanted_from >= position:
-            self.wanted_from = _NONE
-
-    def feed(self, tokens: Sequence[int]) -> None:
-        check_room(self.position + len(tokens), self.info.context_length)
-        self.cached_tokens.extend(tokens)
-        self.fed()
-
-    def feed_all(self, tokens: Sequence[int]) -> None:
-        self.wanted_from = min(self.wanted_from, self.position)
-        self.feed(tokens)
-
-    def evaluate_pending(self) -> None:
-        if self.pending:
-            self.evaluate()
 
     def forget_logits(self) -> None:
         """The next pass overwrites this sequence's logits: from the first token that kept
@@ -94,10 +38,6 @@ class LlamaCppSequence:
         self.evaluated = min(self.evaluated, first)
         if first < self.position - 1:
             self.wanted_from = min(self.wanted_from, first)
-
-    def _evaluate_alone(self) -> None:
-        while self.pending:
-            self.pool.decode([self])
 
     def logits_index(self, at: int | None) -> int:
         """The row of the last batch's logits that chooses the token at position ``at``."""
@@ -110,9 +50,6 @@ class LlamaCppSequence:
 
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
         return LlamaCppSampler(self, params, seed)
-
-    def close(self) -> None:
-        """The pool frees the model."""
 
 
 class LlamaCppPool(LlamaCppModel):
@@ -142,7 +79,7 @@ class LlamaCppPool(LlamaCppModel):
         batch, used, placed = self._batch, 0, []
         for seq, count in taken:
             start, end = seq.evaluated, seq.evaluated + count
-            first = min(seq.wanted_from, end - 1) if end == seq.position else _NONE
+            first = seq.first_row() if end == seq.position else LAST_ONLY
             llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, start, -1)
             place(batch, used, seq.cached_tokens[start:end], start, seq.seq_id, first)
             placed.append((seq, used - start, end, first))
@@ -151,8 +88,8 @@ class LlamaCppPool(LlamaCppModel):
         decode(self.llama, batch)
         for seq, offset, end, first in placed:
             seq.evaluated = end
-            if first != _NONE:
-                seq.rows, seq.wanted_from = (offset + first, first), _NONE
+            if first != LAST_ONLY:
+                seq.rows, seq.wanted_from = (offset + first, first), LAST_ONLY
 
     def close(self) -> None:
         llama_cpp.llama_batch_free(self._batch)

@@ -23,6 +23,7 @@ from ..sampling import SamplingParams, chain_probabilities, penalized_argmax
 from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .gguf_file import read_gguf_header
 from .llama_cpp_thread import on_llama_thread
+from .pooled import LAST_ONLY
 
 try:
     import llama_cpp
@@ -107,9 +108,6 @@ def _load_llama(
         raise ModelFormatError(f"llama.cpp could not load {path}{hint}: {error}") from None
 
 
-_NONE = 1 << 62  # no multi-row pass asked for
-
-
 def place(batch: Any, at: int, tokens: Sequence[int], start: int, seq_id: int, rows_from: int) -> None:
     """Write ``tokens`` of sequence ``seq_id`` (positions from ``start`` on) into ``batch`` from
     index ``at`` on; positions from ``rows_from`` on keep their logits."""
@@ -133,8 +131,8 @@ class _Passes:
         self._batch = llama_cpp.llama_batch_init(capacity, 0, 1)
         #: Position of the first token of the last pass when it kept several rows (None: only its last).
         self.first: int | None = None
-        #: Position from which the pending tokens need logits (``_NONE``: only the last one).
-        self.wanted_from = _NONE
+        #: Position from which the pending tokens need logits (``LAST_ONLY``: only the last one).
+        self.wanted_from = LAST_ONLY
 
     def decode(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int) -> None:
         """Evaluate ``tokens`` at positions from ``start`` on, in passes of at most ``capacity``;
@@ -143,10 +141,10 @@ class _Passes:
         end = start + len(tokens)
         last = max(start, end - self.capacity)  # where the last pass starts
         for begin in range(start, last, self.capacity):
-            self._pass(llama, tokens[begin - start : min(begin + self.capacity, last) - start], begin, _NONE)
+            self._pass(llama, tokens[begin - start : min(begin + self.capacity, last) - start], begin, LAST_ONLY)
         self._pass(llama, tokens[last - start :], last, min(self.wanted_from, end - 1))
         self.first = last if self.wanted_from < end - 1 else None
-        self.wanted_from = _NONE
+        self.wanted_from = LAST_ONLY
 
     def _pass(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int, rows_from: int) -> None:
         self._batch.n_tokens = len(tokens)
@@ -344,7 +342,7 @@ class LlamaCppEngine(LlamaCppModel):
             self._pending.clear()
         del self._tokens[position:]
         if self._passes.wanted_from >= position:
-            self._passes.wanted_from = _NONE
+            self._passes.wanted_from = LAST_ONLY
 
     def feed(self, tokens: Sequence[int]) -> None:
         """Append tokens; they are evaluated when logits are next needed, so that the caller

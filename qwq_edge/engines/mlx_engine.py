@@ -115,9 +115,14 @@ def _open(path: Path, options: EngineOptions) -> Engine:
         from .mlx_distributed import open_distributed
 
         return open_distributed(path, options)
+    settings = {"context_length": options.context_length, "kv_cache": options.kv_cache}
+    if options.parallel > 1:
+        from .mlx_batch import MlxPool
+
+        return MlxPool(path, parallel=options.parallel, **settings)  # type: ignore[return-value]
     from .mlx_runtime import MlxEngine
 
-    return MlxEngine(path, context_length=options.context_length, kv_cache=options.kv_cache)
+    return MlxEngine(path, **settings)
 
 
 def _raw(engine: Engine) -> RawRunner:
@@ -144,6 +149,9 @@ SPEC = EngineSpec(
     mismatch="MLX runs model folders; {path} is {kind}: convert it first with qwq-edge convert {path} --to mlx",
     # On Apple Silicon with Metal both engines run; MLX is the faster there.
     preference=1,
+    batches=True,
+    # mlx-lm's batch cache has no quantized form.
+    batch_kv_cache="f16",
     raw=_raw,
     logits=_logits,
     shard=_rank_shape,

@@ -30,6 +30,7 @@ from typing import Any
 import mlx.core as mx
 
 from ..errors import DistributedError
+from .mlx_thread import on_mlx_thread
 
 HEADER = 16
 INLINE = HEADER - 3
@@ -164,4 +165,4 @@ def pending(values: Sequence[Any]) -> None:
     """Wait for the arrays a forward pass is still computing."""
     live = [value for value in values if value is not None]
     if live:
-        mx.eval(live)
+        on_mlx_thread(lambda: mx.eval(live))

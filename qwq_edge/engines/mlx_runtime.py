@@ -10,14 +10,15 @@ mlx-lm's, trimmed to reuse the common prefix of consecutive requests.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import EngineUnavailableError, ModelFormatError
 from ..sampling import SamplingParams
 from .base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
 from .mlx_engine import check_mlx_folder
+from .mlx_thread import on_mlx_thread
 
 try:
     import mlx.core as mx
@@ -46,14 +47,36 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(char): byte for byte, char in zip(printable, chars, strict=True)}
 
 
+def fill_cache(model: Any, cache: list[Any], tokens: list[int]) -> Iterator[list[int]]:
+    """Run ``tokens`` of one sequence into its KV cache in steps, evaluating only the cache
+    (the output head, vocabulary × hidden per token, is never computed for them); yield
+    each step once the cache holds it."""
+    for start in range(0, len(tokens), PREFILL_STEP):
+        step = tokens[start : start + PREFILL_STEP]
+        model(mx.array(step)[None], cache=cache)
+        mx.eval([c.state for c in cache])
+        yield step
+
+
+class Logits(Protocol):
+    """What a sampler reads: an ``MlxEngine``, or one sequence of an ``MlxPool``."""
+
+    vocab_size: int
+    logits: Any
+
+    def row(self, at: int | None) -> int: ...
+
+    def greedy(self, row: int) -> int: ...
+
+
 class MlxSampler:
     """One generation's sampler: mlx-lm's sampler and penalty processors, plus a mask."""
 
     rng = None
 
-    def __init__(self, engine: MlxEngine, params: SamplingParams, seed: int) -> None:
+    def __init__(self, engine: Logits, params: SamplingParams, seed: int) -> None:
         self._engine = engine
-        mx.random.seed(seed)
+        on_mlx_thread(lambda: mx.random.seed(seed))
         self._sample = make_sampler(temp=params.temperature, top_p=params.top_p, min_p=params.min_p, top_k=params.top_k)
         self._processors = make_logits_processors(
             repetition_penalty=params.repetition_penalty if params.repetition_penalty != 1.0 else None,
@@ -77,7 +100,12 @@ class MlxSampler:
         row = self._engine.row(at)
         if self._greedy and not banned and banned_mask is None:
             return self._engine.greedy(row)
-        logits = self._engine.logits[row][None]
+        token = on_mlx_thread(lambda: self._draw(self._engine.logits[row][None], banned, banned_mask))
+        if self._processors:
+            self._history.append(token)
+        return token
+
+    def _draw(self, logits: Any, banned: Collection[int], banned_mask: Any) -> int:
         if self._processors:
             history = mx.array(self._history or [0])
             for processor in self._processors:
@@ -86,10 +114,7 @@ class MlxSampler:
             logits = logits + self._mask(banned)
         if banned_mask is not None:  # computed on the CPU while the pass ran; joins the graph lazily
             logits = mx.where(mx.array(banned_mask), -float("inf"), logits)
-        token = int(self._sample(logits - mx.logsumexp(logits, keepdims=True)).item())
-        if self._processors:
-            self._history.append(token)
-        return token
+        return int(self._sample(logits - mx.logsumexp(logits, keepdims=True)).item())
 
     def accept(self, tokens: Sequence[int]) -> None:
         if self._processors:
@@ -100,29 +125,20 @@ class MlxSampler:
         return None
 
 
-class MlxEngine:
-    """An MLX model folder loaded with mlx-lm, with one prompt cache."""
+class MlxModel:
+    """An MLX model folder loaded with mlx-lm: weights, tokenizer and facts, no cache."""
 
     name = "mlx"
 
-    def __init__(self, path: str | Path, *, context_length: int | None = None, kv_cache: str = "f16") -> None:
+    def __init__(self, path: str | Path, *, context_length: int | None = None) -> None:
         path = Path(path)
         config = check_mlx_folder(path)
         try:
-            self.model, wrapper = self._load(path)
+            self.model, wrapper = on_mlx_thread(lambda: self._load(path))
         except (ValueError, FileNotFoundError, KeyError, TypeError, AttributeError) as error:
             raise ModelFormatError(f"mlx-lm could not load {path}: {error}") from None
         self._tokenizer = wrapper._tokenizer.backend_tokenizer
         self.vocab_size = int(config.get("vocab_size") or self._tokenizer.get_vocab_size())
-        self._kv_bits = 8 if kv_cache == "q8_0" else None
-        self.cache = make_prompt_cache(self.model)
-        self._tokens: list[int] = []
-        #: The last pass's logits, one row per token that kept them; row 0 chooses the
-        #: token at position ``_rows_from + 1``.
-        self.logits: Any = None
-        self._argmax: Any = None
-        self._argmax_list: list[int] | None = None
-        self._rows_from = 0
         self._pieces: dict[int, bytes] = {}
         self._byte_decoder = _byte_decoder()
         added = self._tokenizer.get_added_tokens_decoder()
@@ -156,10 +172,6 @@ class MlxEngine:
         ids.update(i for i, token in added.items() if token.content in END_OF_TURN_TEXTS)
         return frozenset(ids)
 
-    @property
-    def position(self) -> int:
-        return len(self._tokens)
-
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         # Like llama.cpp: without ``special``, control tokens' texts stay plain text.
         self._tokenizer.encode_special_tokens = not special
@@ -178,23 +190,37 @@ class MlxEngine:
             self._pieces[token] = piece
         return piece
 
+    def close(self) -> None:
+        self.model = None
+
+
+class MlxEngine(MlxModel):
+    """An MLX model with one prompt cache."""
+
+    def __init__(self, path: str | Path, *, context_length: int | None = None, kv_cache: str = "f16") -> None:
+        super().__init__(path, context_length=context_length)
+        self._kv_bits = 8 if kv_cache == "q8_0" else None
+        self.cache = make_prompt_cache(self.model)
+        self._tokens: list[int] = []
+        #: The last pass's logits, one row per token that kept them; row 0 chooses the
+        #: token at position ``_rows_from + 1``.
+        self.logits: Any = None
+        self._argmax: Any = None
+        self._argmax_list: list[int] | None = None
+        self._rows_from = 0
+
+    @property
+    def position(self) -> int:
+        return len(self._tokens)
+
     def prefill(self, tokens: Sequence[int]) -> int:
         reused = prefill_reusing(self, self._tokens, tokens)
         return reused
 
-    def _fill_cache(self, tokens: list[int]) -> None:
-        """Run tokens into the KV cache in steps, evaluating only the cache: the output
-        head (vocabulary × hidden per token) is never computed for them."""
-        for start in range(0, len(tokens), PREFILL_STEP):
-            step = tokens[start : start + PREFILL_STEP]
-            self.model(mx.array(step)[None], cache=self.cache)
-            mx.eval([c.state for c in self.cache])
-            self._tokens.extend(step)
-
     def rewind(self, position: int) -> None:
         surplus = self.position - position
         if surplus > 0:
-            trim_prompt_cache(self.cache, surplus)
+            on_mlx_thread(lambda: trim_prompt_cache(self.cache, surplus))
             del self._tokens[position:]
 
     def feed(self, tokens: Sequence[int]) -> None:
@@ -207,7 +233,11 @@ class MlxEngine:
         """Run ``tokens`` through the model, keeping the logits of the last ``rows``; the
         pass is started asynchronously, so the caller's Python work overlaps it."""
         check_room(self.position + len(tokens), self.info.context_length)
-        self._fill_cache(tokens[:-rows])
+        on_mlx_thread(lambda: self._start_pass(tokens, rows))
+
+    def _start_pass(self, tokens: list[int], rows: int) -> None:
+        for step in fill_cache(self.model, self.cache, tokens[:-rows]):
+            self._tokens.extend(step)
         self.logits = self.model(mx.array(tokens[-rows:])[None], cache=self.cache)[0]
         # The greedy choices are computed in the same asynchronous graph as the logits.
         self._argmax, self._argmax_list = mx.argmax(self.logits, axis=-1), None
@@ -223,12 +253,12 @@ class MlxEngine:
     def greedy(self, row: int) -> int:
         """The argmax of one row, read back once per pass."""
         if self._argmax_list is None:
-            self._argmax_list = self._argmax.tolist()
+            self._argmax_list = on_mlx_thread(self._argmax.tolist)
         return self._argmax_list[row]
 
     def new_sampler(self, params: SamplingParams, seed: int) -> MlxSampler:
         return MlxSampler(self, params, seed)
 
     def close(self) -> None:
-        self.model = None
+        super().close()
         self.cache = []

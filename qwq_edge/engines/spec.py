@@ -103,6 +103,8 @@ class EngineSpec:
     preference: int = 0
     #: Whether ``open`` with ``parallel`` > 1 gives an ``EnginePool`` that batches its sequences.
     batches: bool = False
+    #: The one KV-cache type such a pool holds (None: any of ``KV_CACHE_TYPES``); the planner keeps to it.
+    batch_kv_cache: str | None = None
     #: The raw baseline of ``bench``, loaded like the given engine (None: no baseline).
     raw: Callable[[Engine], RawRunner] | None = None
     #: ``verify``'s logits: one array (tokens × vocabulary) per token sequence (None: not offered).
