@@ -525,4 +525,5 @@ def test_the_planner_keeps_an_mlx_pool_to_its_fp16_kv_cache(tiny_models, monkeyp
         assert (pooled.memory_plan.kv_cache, pooled.memory_plan.context) == ("q8_0", longest)
     with load(tiny_models["mlx"], engine="mlx", parallel=2) as pooled:
         assert pooled.memory_plan.kv_cache == "f16" and pooled.memory_plan.context < longest
-        assert pooled.generate(PROMPT, reasoning_format="none", max_answer_tokens=4).answer
+        result = pooled.generate(PROMPT, reasoning_format="none", max_answer_tokens=4, temperature=0.0)
+        assert result.stats.generated_tokens >= 1
