@@ -11,8 +11,11 @@ from typing import Any
 
 from qwq_edge.bench import BenchReport
 from qwq_edge.bench.suite import RAW
+from qwq_edge.convert import convert_to_mlx
+from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.files import write_atomic_with, write_text_atomic
 from qwq_edge.inspection import system_report as machine
+from qwq_edge.testdata import fixture_tokenizer_json
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -96,3 +99,16 @@ def save_reports(name: str, reports: dict[str, BenchReport], footer: str, args: 
     save(f"{name}_quick" if args.quick else name, data, table, args.out)
     print(table)
     return data
+
+
+#: The MLX benchmarks' model: a random Qwen2 (hidden 64, 2 layers) with Qwen2.5's own 151,936-token
+#: vocabulary and tokenizer, in float16: on a Linux CPU it decodes at tens of tokens per second.
+SYNTHETIC_MLX = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16")
+SYNTHETIC_MLX_WORDS = "Random Qwen2 (hidden 64, 2 layers, 151,936-token vocabulary), float16, MLX on the CPU"
+
+
+def synthetic_mlx_model(folder: Path) -> Path:
+    """``SYNTHETIC_MLX`` converted to an MLX folder under ``folder``."""
+    source = make_checkpoint(folder / "synthetic", SYNTHETIC_MLX, tokenizer_json=fixture_tokenizer_json())
+    convert_to_mlx(source, folder / "synthetic-mlx", bits=16, verify=False)
+    return folder / "synthetic-mlx"

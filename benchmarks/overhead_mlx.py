@@ -18,16 +18,12 @@ from pathlib import Path
 
 from qwq_edge import GenerationOptions
 from qwq_edge.bench import BenchSettings, run_bench
-from qwq_edge.convert import convert_to_mlx
-from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
-from qwq_edge.testdata import fixture_tokenizer_json
 
 try:
-    from benchmarks.common import decode_parser, quick, save_reports
+    from benchmarks.common import SYNTHETIC_MLX_WORDS, decode_parser, quick, save_reports, synthetic_mlx_model
 except ImportError:  # run as a script from the repository root
-    from common import decode_parser, quick, save_reports
+    from common import SYNTHETIC_MLX_WORDS, decode_parser, quick, save_reports, synthetic_mlx_model
 
-SPEC = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16")
 SEED = 1234
 PROMPT_TOKENS = 512
 
@@ -41,9 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
         "0.6 / 0.95 / 20": GenerationOptions(temperature=0.6, top_p=0.95, top_k=20),
     }
     with tempfile.TemporaryDirectory(prefix="qwq-edge-mlx-bench-") as temp:
-        source = make_checkpoint(Path(temp) / "synthetic", SPEC, tokenizer_json=fixture_tokenizer_json())
-        folder = Path(temp) / "synthetic-mlx"
-        convert_to_mlx(source, folder, bits=16, verify=False)
+        folder = synthetic_mlx_model(Path(temp))
         reports = {
             setting: run_bench(
                 folder,
@@ -54,9 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
             for setting, options in samplings.items()
         }
     footer = (
-        "Random Qwen2 (hidden 64, 2 layers, 151,936-token vocabulary), float16, MLX on the CPU; "
-        f"{prompt_tokens} prompt tokens, {args.tokens} decoded tokens per run; median of {args.repetitions} "
-        f"repetitions; sampled runs seeded {SEED}."
+        f"{SYNTHETIC_MLX_WORDS}; {prompt_tokens} prompt tokens, {args.tokens} decoded tokens per run; "
+        f"median of {args.repetitions} repetitions; sampled runs seeded {SEED}."
     )
     return save_reports("overhead_mlx", reports, footer, args)
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from ..engines.registry import spec_named
 from ..model import Model, load
 from ..options import GenerationOptions
-from ..sampling import SamplingParams
 
 TOPICS = (
     "a lighthouse keeper",
@@ -33,9 +33,11 @@ TOPICS = (
     "a winter festival",
     "an old clockmaker",
 )
-#: The peer: llama.cpp's server on this machine with -np 4 and -np 8, these prompts, 2 threads, 128 greedy
-#: tokens a stream (``benchmarks/llama_server.py``; the issue quoted 1.70× and 1.82× on other prompts).
-LLAMA_SERVER_SPEEDUP = {4: 1.60, 8: 1.91}
+#: A peer's aggregate speedups by number of streams, and its name.
+Peer = tuple[str, dict[int, float]]
+#: llama.cpp's peer: its server on this machine with -np 4 and -np 8, the 0.5B GGUF, these prompts, 2 threads,
+#: 128 greedy tokens a stream (``benchmarks/llama_server.py``; the issue quoted 1.70× and 1.82× on other prompts).
+LLAMA_SERVER: Peer = ("llama-server", {4: 1.60, 8: 1.91})
 CONTEXT = 1024
 
 
@@ -84,11 +86,12 @@ def run_streams(model: Model, texts: Sequence[str], options: GenerationOptions) 
 
 
 def _top2_gap(model: Model, prompt: str, options: GenerationOptions, prefix: list[int]) -> float:
-    """The gap between the two highest logits of the alone engine after ``prompt`` + ``prefix``."""
-    engine = model.engine
-    engine.prefill(model.prompt_tokens(prompt, options) + prefix)
-    sampler = engine.new_sampler(SamplingParams(temperature=0.0), 0)
-    row = np.sort(np.array(sampler._logits(engine.logits_index(None))))  # type: ignore[attr-defined]
+    """The gap between the two highest logits after ``prompt`` + ``prefix``, one sequence
+    alone (the engine's ``verify`` logits, from a load of their own)."""
+    logits = spec_named(model.info.engine).logits
+    if logits is None:
+        return float("nan")
+    row = np.sort(logits(Path(model.info.model_path), [model.prompt_tokens(prompt, options) + prefix])[0][-1])
     return float(row[-1] - row[-2])
 
 
@@ -159,9 +162,14 @@ def warm_up(model: Model, count: int) -> None:
 
 
 def run_parallel(
-    path: str | Path, streams: Sequence[int] = (1, 4, 8), tokens: int = 128, **load_kwargs: Any
+    path: str | Path,
+    streams: Sequence[int] = (1, 4, 8),
+    tokens: int = 128,
+    peer: Peer | None = None,
+    **load_kwargs: Any,
 ) -> dict[str, Any]:
-    """The whole measurement (see the module's docstring), as one JSON-able dict."""
+    """The whole measurement (see the module's docstring), as one JSON-able dict; ``peer``'s
+    figures go beside it (default: llama-server's, for a run on llama.cpp)."""
     options, most = greedy(tokens), max(streams)
     texts = prompts(most)
     with load(path, context_length=CONTEXT, **load_kwargs) as alone:
@@ -173,6 +181,8 @@ def run_parallel(
             seconds += wall
         one = sum(map(len, reference)) / seconds
         rows = [{"streams": 1, "tokens": sum(map(len, reference)), "tokens_per_s": one, "speedup": 1.0}]
+        if peer is None:  # llama-server's figures were measured on the GGUF test model
+            peer = LLAMA_SERVER if alone.info.engine == "llama.cpp" else ("peer", {})
         with load(path, context_length=CONTEXT, parallel=most, **load_kwargs) as pooled:
             warm_up(pooled, most)
             for count in (n for n in streams if n > 1):
@@ -184,24 +194,24 @@ def run_parallel(
                         "tokens": total,
                         "tokens_per_s": total / wall,
                         "speedup": total / wall / one,
-                        "llama_server_speedup": LLAMA_SERVER_SPEEDUP.get(count),
+                        "peer_speedup": peer[1].get(count),
                         "diverged": _divergences(alone, texts[:count], options, got, reference[:count]),
                     }
                 )
             ttft = time_to_first_token(pooled, tokens) if most >= 4 else None
-    return {"tokens_per_stream": tokens, "context": CONTEXT, "rows": rows, "time_to_first_token": ttft}
+    return {"tokens_per_stream": tokens, "context": CONTEXT, "peer": peer[0], "rows": rows, "time_to_first_token": ttft}
 
 
 def table(result: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     lines = [
-        "| streams | tokens | aggregate tok/s | speedup | llama-server | diverged (first at, top-2 gap) |",
+        f"| streams | tokens | aggregate tok/s | speedup | {result['peer']} | diverged (first at, top-2 gap) |",
         "|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         diverged = row.get("diverged", [])
         first = ", ".join(f"token {d['first_divergence']}, gap {d['top2_logit_gap']:.4f}" for d in diverged)
-        peer = f"{row['llama_server_speedup']:.2f}×" if row.get("llama_server_speedup") else "–"
+        peer = f"{row['peer_speedup']:.2f}×" if row.get("peer_speedup") else "–"
         lines.append(
             f"| {row['streams']} | {row['tokens']} | {row['tokens_per_s']:.1f} | {row['speedup']:.2f}× | {peer} "
             f"| {len(diverged)}/{row['streams'] if row['streams'] > 1 else 0}{f' ({first})' if first else ''} |"

@@ -50,10 +50,6 @@ class ShardedMlxEngine(MlxEngine):
         mx.eval(model.parameters())
         return model, wrapper
 
-    @property
-    def cached_tokens(self) -> list[int]:
-        return self._tokens
-
 
 class _GroupEngine:
     """What both roles forward to their shard: model facts, tokenizer, position."""

@@ -213,6 +213,11 @@ class MlxEngine(MlxModel):
     def position(self) -> int:
         return len(self._tokens)
 
+    @property
+    def cached_tokens(self) -> list[int]:
+        """The tokens the KV cache holds."""
+        return self._tokens
+
     def prefill(self, tokens: Sequence[int]) -> int:
         reused = prefill_reusing(self, self._tokens, tokens)
         return reused
