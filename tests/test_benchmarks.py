@@ -88,3 +88,11 @@ def test_parallel_benchmark_quick_mode(tmp_path):
     assert [row["streams"] for row in data["rows"]] == [1, 4] and all(row["tokens_per_s"] > 0 for row in data["rows"])
     assert data["time_to_first_token"]["ratio"] > 0
     assert "aggregate tok/s" in (tmp_path / "parallel_quick.md").read_text()
+
+
+def test_parallel_benchmark_quick_mode_on_mlx_beside_mlx_lms_own_batching(tmp_path):
+    data = parallel.main(["--quick", "--engine", "mlx", "--out", str(tmp_path)])
+    four = data["rows"][1]
+    assert four["streams"] == 4 and four["tokens_per_s"] > 0 and four["peer_speedup"] > 0
+    assert four["diverged"] == []  # each batched stream's greedy text is its text alone
+    assert "mlx-lm batch_generate" in (tmp_path / "parallel_quick_mlx.md").read_text()

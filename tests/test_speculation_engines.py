@@ -159,3 +159,22 @@ def test_the_speculation_benchmark_quick_mode(tmp_path):
     edit = data["workloads"]["edit"]
     assert edit["identical_with_and_without_speculation"] and edit["decode_tokens_per_s"]["raw"] > 0
     assert "llama-server" in (tmp_path / "speculation_quick.md").read_text()
+
+
+def test_an_mlx_pool_drafts_for_a_generation_alone_with_the_same_text(tmp_path):
+    """Alone in an MLX pool, a generation's drafts are verified in multi-row passes of its
+    row (every control on): the text is the one without drafts, and drafts were accepted
+    (the model drafts for itself, its cost made to look free so that it drafts)."""
+    spec = SyntheticSpec(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=1)
+    source = make_checkpoint(tmp_path / "tiny", replace(spec, torch_dtype="float32"))
+    folder = tmp_path / "tiny-mlx"
+    convert_to_mlx(source, folder, bits=16, verify=False)
+    prompt, options = "Let me think step by step. " * 6, {**CONTROLS, "language": "off", "min_thinking_tokens": 0}
+    with load(folder, engine="mlx", context_length=1024, parallel=2) as pooled:
+        plain = pooled.generate(prompt, draft="off", **options)
+        pooled.generate("Hi", draft=str(folder), max_answer_tokens=2)  # loads the draft model
+        engine, _ = pooled.drafts._loaded[str(folder)]
+        pooled.drafts._loaded[str(folder)] = engine, 0.0
+        drafted = pooled.generate(prompt, draft=str(folder), **options)
+    assert drafted.thinking == plain.thinking and drafted.answer == plain.answer
+    assert drafted.stats.draft_accepted > 0
