@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import jsonschema
 import numpy as np
+import openai
 import pytest
 from conftest import in_threads
+from serving import running_server
 
 from qwq_edge import (
     AnswerDelta,
@@ -527,3 +530,51 @@ def test_the_planner_keeps_an_mlx_pool_to_its_fp16_kv_cache(tiny_models, monkeyp
         assert pooled.memory_plan.kv_cache == "f16" and pooled.memory_plan.context < longest
         result = pooled.generate(PROMPT, reasoning_format="none", max_answer_tokens=4, temperature=0.0)
         assert result.stats.generated_tokens >= 1
+
+
+def test_serve_answers_while_another_mlx_stream_runs_and_exits_cleanly(cli_command, tiny_models):
+    """``serve --engine mlx --parallel 2``: a short request is answered while a long stream
+    (its thinking held open by a minimum) still runs; SIGINT then ends the server with the
+    status of a Ctrl-C, 130 (its workers' threads had used MLX: the exit no longer aborts)."""
+    options = ("--engine", "mlx", "--parallel", "2", "--ctx", "1024")
+    with running_server(cli_command, tiny_models["mlx"], *options) as server:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="none", max_retries=0, timeout=120)
+        hold_open = {"min_thinking_tokens": 600, "max_thinking_tokens": 700}
+        long = client.chat.completions.create(
+            model="", messages=[{"role": "user", "content": PROMPT}], stream=True, extra_body=hold_open
+        )
+        next(iter(long))
+        short = client.chat.completions.create(
+            model="", messages=[{"role": "user", "content": "Hi"}], extra_body={"think": False, "max_answer_tokens": 4}
+        )
+        assert short.usage.completion_tokens >= 1
+        assert sum(1 for _ in long) > 100
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=30) == 130, server.log[-2000:]
+        finished = [line for line in server.log.splitlines() if "POST /v1/chat/completions" in line]
+    assert len(finished) == 2 and " answer=4 " in finished[0], finished  # the short one ended first
+
+
+def test_an_mlx_pool_cancels_one_stream_and_refuses_an_oversized_prompt_while_the_others_go_on(tiny_models):
+    options = {"reasoning_format": "none", "max_answer_tokens": 24, "temperature": 0.0, "loop_guard": False}
+    held_open = {"reasoning_format": "think", "min_thinking_tokens": 60, "temperature": 0.0}
+    prompts = [PROMPT, "Count the numbers."]
+    with load(tiny_models["mlx"], engine="mlx", context_length=128) as alone:
+        expected = [alone.generate(prompt, **options).answer for prompt in prompts]
+    with load(tiny_models["mlx"], engine="mlx", context_length=128, parallel=3) as pooled:
+        streams = [*(pooled.stream(prompt, **options) for prompt in prompts), pooled.stream(PROMPT, **held_open)]
+
+        def read(index: int) -> Done:
+            events = []
+            for event in streams[index]:
+                events.append(event)
+                if index == 2 and len(events) == 3:
+                    streams[index].cancel()
+            return events[-1]
+
+        done = in_threads(read, 3)
+        with pytest.raises(ContextOverflowError):
+            pooled.generate("word " * 200, **options)
+        again = pooled.generate(prompts[0], **options).answer
+    assert [event.result.answer for event in done[:2]] == expected and again == expected[0]
+    assert done[2].result.stats.finish_reason == "cancelled" and done[2].result.stats.thinking_tokens < 20
