@@ -22,6 +22,7 @@ from .catalog import CatalogEntry, Source
 from .convert import ConversionSummary, convert_to_gguf, convert_to_mlx
 from .convert.synthetic import make_checkpoint
 from .distributed import launched
+from .engines.base import KV_CACHE_TYPES
 from .engines.registry import choose_engine, gather_over_group, spec_for_path, spec_named, specs
 from .errors import DistributedError, QwqEdgeError
 from .families import family_for
@@ -68,14 +69,17 @@ def describe_model(path: str | Path) -> dict[str, Any]:
 
 def model_memory(path: str | Path, parallel: int = 1) -> dict[str, Any]:
     """KV-cache cost per token and the longest context per sequence that fits ``parallel``
-    sequences, at fp16 and 8-bit."""
+    sequences, at fp16 and 8-bit (or only the type the engine's pool holds)."""
+    path = Path(path)
     shape, budget = model_shape(path), memory_budget()
+    only = spec_for_path(path).batch_kv_cache if parallel > 1 else None
+    kinds = (only,) if only else KV_CACHE_TYPES
     return {
         "weights_bytes": shape.weights_bytes,
         "budget_bytes": budget,
         "parallel": parallel,
-        "kv_bytes_per_token": {kv: shape.kv_bytes_per_token(kv) for kv in ("f16", "q8_0")},
-        "largest_context": {kv: largest_context(shape, kv, budget, parallel) for kv in ("f16", "q8_0")},
+        "kv_bytes_per_token": {kv: shape.kv_bytes_per_token(kv) for kv in kinds},
+        "largest_context": {kv: largest_context(shape, kv, budget, parallel) for kv in kinds},
     }
 
 

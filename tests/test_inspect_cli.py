@@ -20,6 +20,8 @@ def test_info_describes_a_gguf_without_loading_it(cli_command, gguf_path):
     assert info["reasoning_format"] == "none" and info["family"] == "qwen2.5-coder-0.5b"
     assert info["engine"] == "llama.cpp" and "CPU" in info["engine_reason"]
     assert "Qwen2.5 Coder" in qwq(cli_command, "info", str(gguf_path)).stdout
+    pooled = json.loads(qwq(cli_command, "info", str(gguf_path), "--parallel", "4", "--json").stdout)["memory"]
+    assert list(pooled["largest_context"]) == ["f16", "q8_0"]
 
 
 def test_info_and_run_on_an_mlx_folder(cli_command, tmp_path):
@@ -28,6 +30,8 @@ def test_info_and_run_on_an_mlx_folder(cli_command, tmp_path):
     info = json.loads(qwq(cli_command, "info", str(folder), "--json").stdout)
     assert info["format"] == "mlx" and info["quantization"] == "4-bit, group 64"
     assert info["reasoning_format"] == "think" and info["engine"] == "none (auto)"
+    pooled = json.loads(qwq(cli_command, "info", str(folder), "--parallel", "4", "--json").stdout)["memory"]
+    assert pooled["parallel"] == 4 and list(pooled["largest_context"]) == ["f16"]  # MLX's batch cache is fp16
     refused = qwq(cli_command, "run", "-m", str(folder), "hi")
     assert refused.returncode == 1 and "pass --engine mlx" in refused.stderr
     proc = qwq(
