@@ -22,11 +22,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mlx_lm.models.cache import BatchKVCache, make_prompt_cache, trim_prompt_cache
-
 from ..errors import InvalidRequestError
 from ..sampling import SamplingParams
-from .mlx_runtime import MlxModel, MlxSampler, fill_cache, mx  # mlx_runtime says what is missing
+from .mlx_runtime import (  # through mlx_runtime, which says what is missing when mlx-lm is
+    BatchKVCache,
+    MlxModel,
+    MlxSampler,
+    fill_cache,
+    make_prompt_cache,
+    mx,
+    trim_prompt_cache,
+)
 from .mlx_thread import on_mlx_thread
 from .pooled import LAST_ONLY, PooledSequence
 

@@ -23,6 +23,7 @@ from .mlx_thread import on_mlx_thread
 try:
     import mlx.core as mx
     from mlx_lm.generate import maybe_quantize_kv_cache
+    from mlx_lm.models.cache import BatchKVCache as BatchKVCache  # for mlx_batch
     from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
     from mlx_lm.utils import load as mlx_load
