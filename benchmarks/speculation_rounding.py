@@ -38,11 +38,11 @@ except ImportError:  # run as a script from the repository root
 POSITIONS = 32
 CHUNKS = (1, 4, 32)
 WORKLOADS = ("story", "edit", "reasoning")
-#: name → (repacked weights, flash attention, n_ubatch); the first is how qwq-edge loads a model.
+#: name → (repacked weights, flash attention, n_ubatch).
 SETTINGS = {
-    "qwq-edge's (repack on, no flash attention, n_ubatch 512)": (True, False, 512),
+    "repack on, no flash attention, n_ubatch 512 (llama-cpp-python's default)": (True, False, 512),
     "no weight repacking (use_extra_bufts off)": (False, False, 512),
-    "flash attention": (True, True, 512),
+    "flash attention (qwq-edge's since it turned it on)": (True, True, 512),
     "n_ubatch 1 (a multi-token pass split into one-token ubatches)": (True, False, 1),
 }
 
