@@ -116,7 +116,8 @@ def test_language_guard_the_other_way_and_in_the_thinking(model):
     assert CJK.search(own_thinking) and CJK.search(result.answer)
     words = set(LATIN_WORD.findall(own_thinking + result.answer))
     assert words <= {"Explain", "what", "recursion"}, "only the user's own words"
-    assert result.stats.language_masked_steps == result.stats.thinking_tokens + result.stats.answer_tokens
+    stats = result.stats  # every sampled token was masked, those the budget's cut took back too
+    assert stats.language_masked_steps == stats.thinking_tokens + stats.budget_cut_tokens + stats.answer_tokens
 
 
 def test_language_auto_follows_the_last_user_message(model):
