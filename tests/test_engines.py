@@ -43,6 +43,14 @@ from qwq_edge.planner import AUTO_CONTEXT_CAP, model_shape, plan_for
 from qwq_edge.reasoning.texts import texts_for
 
 ENGINES = ("llama.cpp", "mlx")
+#: A schema random weights can only satisfy under the grammar's mask.
+SCHEMA = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}},
+    "required": ["ok", "color"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}}
 PROMPT = "Let me think step by step about numbers."
 
 
@@ -293,24 +301,17 @@ def test_budget_cut_and_guarded_language_texts_on_each_engine(tiny):
 def test_a_schema_holds_random_weights_on_each_engine(tiny):
     """The grammar's mask on each engine's logits: even a random model answers valid JSON (the
     thinking before it stays free), sampled or greedy."""
-    schema = {
-        "type": "object",
-        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}},
-        "required": ["ok", "color"],
-        "additionalProperties": False,
-    }
-    response_format = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
     for sampling in ({"temperature": 0.0}, {"temperature": 1.0, "seed": 5}):
         result = tiny.generate(
             PROMPT,
             reasoning_format="think",
             max_thinking_tokens=6,
             max_answer_tokens=40,
-            response_format=response_format,
+            response_format=RESPONSE_FORMAT,
             **sampling,
         )
         assert result.stats.thinking_tokens <= 6 and result.stats.finish_reason in ("stop", "budget")
-        jsonschema.validate(json.loads(result.answer), schema)
+        jsonschema.validate(json.loads(result.answer), SCHEMA)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -358,26 +359,19 @@ def test_an_mlx_pools_rows_rewind_join_and_leave_each_keeping_its_own_logits(tin
 
 
 def test_an_mlx_pool_samples_and_masks_from_several_threads_at_once(tiny_models):
-    """Sampled generations and grammar-masked ones run concurrently through an MLX pool (MLX
-    runs a graph only on the thread that built it: each pass is evaluated before it is read)."""
-    schema = {
-        "type": "object",
-        "properties": {"ok": {"type": "boolean"}, "color": {"enum": ["red", "green"]}},
-        "required": ["ok", "color"],
-        "additionalProperties": False,
-    }
-    structured = {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}}
+    """Sampled generations and grammar-masked ones run concurrently through an MLX pool (every
+    MLX call on the one MLX thread, whichever generation's thread asks)."""
     options = {"reasoning_format": "none", "max_answer_tokens": 40, "temperature": 1.0}
 
     def one(index: int) -> str:
-        extra = {"response_format": structured} if index % 2 else {}
+        extra = {"response_format": RESPONSE_FORMAT} if index % 2 else {}
         return pooled.generate(f"{PROMPT} {index}", seed=index, **options, **extra).answer
 
     with load(tiny_models["mlx"], engine="mlx", context_length=256, parallel=4) as pooled:
         answers = in_threads(one, 4)
     assert all(answers)
     for answer in answers[1::2]:
-        jsonschema.validate(json.loads(answer), schema)
+        jsonschema.validate(json.loads(answer), SCHEMA)
 
 
 def test_an_mlx_pool_refuses_what_it_cannot_batch(tiny_models):

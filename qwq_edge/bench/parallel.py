@@ -85,29 +85,31 @@ def run_streams(model: Model, texts: Sequence[str], options: GenerationOptions) 
     return tokens, perf_counter() - began
 
 
-def _top2_gap(model: Model, prompt: str, options: GenerationOptions, prefix: list[int]) -> float:
-    """The gap between the two highest logits after ``prompt`` + ``prefix``, one sequence
-    alone (the engine's ``verify`` logits, from a load of their own)."""
+def _top2_gaps(model: Model, sequences: list[list[int]]) -> list[float]:
+    """The gap between the two highest logits after each token sequence, run alone (the
+    engine's ``verify`` logits: one load of their own for all of them)."""
     logits = spec_named(model.info.engine).logits
-    if logits is None:
-        return float("nan")
-    row = np.sort(logits(Path(model.info.model_path), [model.prompt_tokens(prompt, options) + prefix])[0][-1])
-    return float(row[-1] - row[-2])
+    if logits is None or not sequences:
+        return [float("nan")] * len(sequences)
+    rows = [np.sort(each[-1]) for each in logits(Path(model.info.model_path), sequences)]
+    return [float(row[-1] - row[-2]) for row in rows]
 
 
 def _divergences(
     alone: Model, texts: Sequence[str], options: GenerationOptions, got: list[list[int]], want: list[list[int]]
 ) -> list[dict[str, Any]]:
     """Per stream that differs from its run alone: where, and how close the alone run's top two were."""
-    found = []
+    found, prefixes = [], []
     for text, batched, reference in zip(texts, got, want, strict=True):
         if batched == reference:
             continue
         index = next((i for i, (a, b) in enumerate(zip(batched, reference, strict=False)) if a != b), None)
         if index is None:  # one is a prefix of the other: it ended (end of text) where the other went on
             index = min(len(batched), len(reference))
-        gap = _top2_gap(alone, text, options, reference[:index])
-        found.append({"prompt": text, "first_divergence": index, "top2_logit_gap": gap})
+        found.append({"prompt": text, "first_divergence": index})
+        prefixes.append(alone.prompt_tokens(text, options) + reference[:index])
+    for divergence, gap in zip(found, _top2_gaps(alone, prefixes), strict=True):
+        divergence["top2_logit_gap"] = gap
     return found
 
 

@@ -72,9 +72,6 @@ class MlxSequence(PooledSequence):
     def new_sampler(self, params: SamplingParams, seed: int) -> MlxSampler:
         return MlxSampler(self, params, seed)
 
-    def tokens_needing_logits(self) -> int:
-        return self.position - self.first_row()
-
 
 class MlxPool(MlxModel):
     """An MLX model with ``parallel`` sequences, each ``context_length`` long, run in batched passes."""
@@ -116,7 +113,7 @@ class MlxPool(MlxModel):
 
     def _arrange(self, taken: list[MlxSequence]) -> None:
         """Make the batch hold exactly ``taken``: the others leave, the newcomers join."""
-        wide = [seq for seq in taken if seq.pending - seq.tokens_needing_logits() > WIDE]
+        wide = [seq for seq in taken if seq.first_row() - seq.evaluated > WIDE]
         staying = [seq for seq in self._rows if seq in taken and seq not in wide]
         leaving = [index for index, seq in enumerate(self._rows) if seq not in staying]
         for index in leaving:
@@ -150,7 +147,7 @@ class MlxPool(MlxModel):
         if seq.held > seq.evaluated:
             trim_prompt_cache(seq.own, seq.held - seq.evaluated)
         seq.held = seq.evaluated
-        alone = seq.cached_tokens[seq.evaluated : seq.position - seq.tokens_needing_logits()]
+        alone = seq.cached_tokens[seq.evaluated : seq.first_row()]
         for step in fill_cache(self.model, seq.own, alone):
             seq.evaluated += len(step)
             seq.held = seq.evaluated
@@ -160,7 +157,9 @@ class MlxPool(MlxModel):
         rows = self._rows
         width = max(seq.pending for seq in rows)
         padding = [width - seq.pending for seq in rows]
-        tokens = mx.array([seq.cached_tokens[seq.evaluated :] + [0] * (width - seq.pending) for seq in rows])
+        tokens = mx.array(
+            [seq.cached_tokens[seq.evaluated :] + [0] * pad for seq, pad in zip(rows, padding, strict=True)]
+        )
         if any(padding):
             for layer in self._cache:
                 layer.prepare(right_padding=padding)
