@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from qwq_edge import Model, load
-from qwq_edge.evaluate import SAMPLE_DATA, load_problems, run_eval
-from qwq_edge.options import GenerationOptions
 from qwq_edge.reasoning.controller import Action, Force, ReasoningController
 from qwq_edge.reasoning.factory import ControllerFactory
 from qwq_edge.reasoning.texts import RuntimeTexts, texts_for
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.runtime.options import GenerationOptions
+from qwq_edge.services.evaluate import SAMPLE_DATA, load_problems, run_eval
+from qwq_edge.services.testdata import fixture_model_path
 
 try:
     from benchmarks.common import RESULTS

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qwq_edge.bench import BenchReport
-from qwq_edge.bench.suite import RAW
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.files import write_atomic_with, write_text_atomic
-from qwq_edge.inspection import system_report as machine
-from qwq_edge.testdata import fixture_tokenizer_json
+from qwq_edge.services.benchmarking import BenchReport
+from qwq_edge.services.benchmarking.suite import RAW
+from qwq_edge.services.inspection import system_report as machine
+from qwq_edge.services.testdata import fixture_tokenizer_json
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from qwq_edge import load
-from qwq_edge.bench.parallel import CONTEXT, greedy, prompts
-from qwq_edge.machine import usable_cores
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.benchmarking.parallel import CONTEXT, greedy, prompts
+from qwq_edge.services.testdata import fixture_model_path
+from qwq_edge.system.machine import usable_cores
 
 try:
     from benchmarks.common import RESULTS, machine, median, save

@@ -23,7 +23,7 @@ from typing import Any
 from qwq_edge import Intervention, Model, ThinkingDelta, load
 from qwq_edge.reasoning import loop_steer
 from qwq_edge.reasoning.loop_guard import normalize_sentence
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.testdata import fixture_model_path
 
 try:
     from benchmarks.common import RESULTS, machine, save

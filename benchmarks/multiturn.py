@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qwq_edge import load
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.testdata import fixture_model_path
 
 try:
     from benchmarks.common import RESULTS, machine, save, save_chart

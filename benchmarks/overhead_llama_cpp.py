@@ -1,6 +1,6 @@
 """Speed through qwq-edge versus a plain llama-cpp-python streaming completion.
 
-``qwq_edge.bench.run_bench`` (what ``qwq-edge bench`` runs) on one GGUF, twice:
+``qwq_edge.services.benchmarking.run_bench`` (what ``qwq-edge bench`` runs) on one GGUF, twice:
 greedy, and the model family's sampling defaults with a fixed seed. In one process,
 on the same prompt tokens, with the same thread count and sampler settings, three
 runs take turns each repetition: plain llama-cpp-python, qwq-edge with every
@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from qwq_edge import GenerationOptions
-from qwq_edge.bench import BenchSettings, run_bench
-from qwq_edge.machine import usable_cores
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.benchmarking import BenchSettings, run_bench
+from qwq_edge.services.testdata import fixture_model_path
+from qwq_edge.system.machine import usable_cores
 
 try:
     from benchmarks.common import decode_parser, quick, save_reports

@@ -4,7 +4,7 @@ The model is a small random-weight Qwen2 (hidden 64, 2 layers) with Qwen2.5's ow
 151,936-token vocabulary and tokenizer, in float16, converted to MLX by qwq-edge: on
 a Linux CPU it decodes at tens of tokens per second, so the per-token cost of the
 output head and of each runtime's Python is what is compared. The method is
-``overhead_llama_cpp.py``'s: ``qwq_edge.bench.run_bench``, greedy and sampled, the
+``overhead_llama_cpp.py``'s: ``qwq_edge.services.benchmarking.run_bench``, greedy and sampled, the
 raw engine and qwq-edge with the controls off and on taking turns.
 
     python benchmarks/overhead_mlx.py            # full run, writes benchmarks/results/
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from qwq_edge import GenerationOptions
-from qwq_edge.bench import BenchSettings, run_bench
+from qwq_edge.services.benchmarking import BenchSettings, run_bench
 
 try:
     from benchmarks.common import SYNTHETIC_MLX_WORDS, decode_parser, quick, save_reports, synthetic_mlx_model

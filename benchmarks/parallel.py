@@ -1,6 +1,6 @@
 """Continuous batching: aggregate tokens/s of 1, 4 and 8 concurrent greedy streams of 128
 tokens on the 0.5B GGUF, each stream's text against its run alone, and the time to first
-token of a request arriving while 3 others decode (``qwq_edge.bench.parallel``).
+token of a request arriving while 3 others decode (``qwq_edge.services.benchmarking.parallel``).
 
     python benchmarks/parallel.py            # full run, writes benchmarks/results/parallel.*
     python benchmarks/parallel.py --quick    # seconds; what the test suite runs
@@ -15,8 +15,8 @@ from time import perf_counter
 from typing import Any
 
 from qwq_edge import load
-from qwq_edge.bench.parallel import CONTEXT, Peer, greedy, prompts, run_parallel, table
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.benchmarking.parallel import CONTEXT, Peer, greedy, prompts, run_parallel, table
+from qwq_edge.services.testdata import fixture_model_path
 
 try:
     from benchmarks.common import RESULTS, SYNTHETIC_MLX_WORDS, machine, save, synthetic_mlx_model

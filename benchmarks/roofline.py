@@ -26,16 +26,16 @@ import llama_cpp
 import numpy as np
 
 from qwq_edge import SamplingParams
-from qwq_edge.bench.measure import time_raw
+from qwq_edge.catalog.planner import model_shape
 from qwq_edge.convert import convert_to_gguf
 from qwq_edge.convert.output import no_progress
 from qwq_edge.convert.quantize import quantize_gguf
 from qwq_edge.convert.synthetic import SIZES, make_checkpoint
 from qwq_edge.engines.gguf_file import read_gguf_header
-from qwq_edge.engines.llama_cpp_baseline import RawLlamaCpp
-from qwq_edge.machine import usable_cores
-from qwq_edge.planner import model_shape
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.engines.llama_cpp.baseline import RawLlamaCpp
+from qwq_edge.services.benchmarking.measure import time_raw
+from qwq_edge.services.testdata import fixture_model_path
+from qwq_edge.system.machine import usable_cores
 
 try:
     from benchmarks.common import decode_parser, machine, median, quick, save

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qwq_edge import AnswerDelta, load
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.testdata import fixture_model_path
 
 try:
     from benchmarks.common import RESULTS, machine, save

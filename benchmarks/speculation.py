@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 
 from qwq_edge import Done, ThinkingDelta, load
-from qwq_edge.bench.measure import timing
-from qwq_edge.bench.raw import open_raw
-from qwq_edge.bench.workloads import workload_prompt
-from qwq_edge.machine import usable_cores
-from qwq_edge.model import Model
-from qwq_edge.prompt import Message
 from qwq_edge.reasoning.formats import resolve_format
+from qwq_edge.runtime.model import Model
+from qwq_edge.runtime.prompt import Message
 from qwq_edge.sampling import SamplingParams
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.benchmarking.measure import timing
+from qwq_edge.services.benchmarking.raw import open_raw
+from qwq_edge.services.benchmarking.workloads import workload_prompt
+from qwq_edge.services.testdata import fixture_model_path
+from qwq_edge.system.machine import usable_cores
 
 try:
     from benchmarks.common import RESULTS, decode_parser, machine, median, quick, save

@@ -26,9 +26,9 @@ import llama_cpp
 import numpy as np
 
 from qwq_edge import load
-from qwq_edge.bench.workloads import workload_prompt
 from qwq_edge.files import write_text_atomic
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.benchmarking.workloads import workload_prompt
+from qwq_edge.services.testdata import fixture_model_path
 
 try:
     from benchmarks.common import RESULTS

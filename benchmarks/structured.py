@@ -27,7 +27,7 @@ import numpy as np
 
 from qwq_edge import Model, load
 from qwq_edge.reasoning.grammar import answer_grammar
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.testdata import fixture_model_path
 
 try:
     from benchmarks.common import decode_parser, machine, median, quick, save

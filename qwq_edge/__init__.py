@@ -1,6 +1,6 @@
 """qwq-edge: run QwQ-class reasoning models locally, with control over how long they think."""
 
-from .chat import Chat
+from .catalog.fits import Candidate, plan_catalog
 from .errors import (
     ChatFileError,
     ContextOverflowError,
@@ -11,11 +11,11 @@ from .errors import (
     QwqEdgeError,
 )
 from .events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
-from .fits import Candidate, plan_catalog
-from .model import Model, load
-from .options import GenerationOptions
-from .prompt import Message
 from .reasoning.formats import FORMATS, ReasoningFormat
+from .runtime.chat import Chat
+from .runtime.model import Model, load
+from .runtime.options import GenerationOptions
+from .runtime.prompt import Message
 from .sampling import SamplingParams
 
 __version__ = "0.1.0"

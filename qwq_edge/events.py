@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .tool_calls import ToolCall, split_tool_calls
+from .text.tool_calls import ToolCall, split_tool_calls
 
 # Why a generation ended (``GenerationStats.finish_reason``):
 # ``stop``: the model ended its answer; ``budget``: it did, after the runtime cut its

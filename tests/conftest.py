@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qwq_edge import Model, load
-from qwq_edge.testdata import fixture_model_path
+from qwq_edge.services.testdata import fixture_model_path
 
 #: Greedy, short: the settings most tests use so that runs are fast and repeatable.
 GREEDY = {"temperature": 0.0}

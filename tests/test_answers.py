@@ -2,7 +2,7 @@
 
 import pytest
 
-from qwq_edge.answers import answers_match, extract_answer, normalize
+from qwq_edge.text.answers import answers_match, extract_answer, normalize
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from qwq_edge import (
     ThinkingDelta,
     load,
 )
-from qwq_edge.prompt import Message
 from qwq_edge.reasoning.formats import NONE
+from qwq_edge.runtime.prompt import Message
 
 
 def test_generate_returns_thinking_answer_and_stats(model):

@@ -1,23 +1,23 @@
-"""Module boundaries: every import inside ``qwq_edge`` goes down the layers, never up.
+"""Module boundaries: every import inside ``qwq_edge`` goes down the layers, never up, and
+no module imports itself back through others.
 
-Layers, bottom first; a module may import its own layer and the layers below
-(imports inside functions and under ``TYPE_CHECKING`` count too):
+Layers are folders (and the few modules at the package root); a module may import its own
+layer and the layers below (imports inside functions and under ``TYPE_CHECKING`` count too):
 
-| layer | modules | what they are |
+| layer | folders and root modules | what they are |
 |---|---|---|
-| 0 bottom | errors, machine, hub, files, safetensors_header, shape, qwen2, | facts and types |
-| | model_config, template, sampling, events, detokenize, resources, | everyone shares |
-| | answers, turns, stops, distributed, tool_calls | |
-| 1 core | reasoning/ · engines/ (neither imports the other) | controller · adapters, registry |
-| 2 models | prompt, catalog, families, planner, options | templates, catalog, memory, options |
-| 3 convert | convert/ (engine libraries only inside functions) | the converters |
-| 4 runtime | generate, model, chat, speculation/ | the loop and the Python API |
-| 5 services | store, inspection, evaluate, bench/, testdata, fits, server/ | pull, info, eval, bench |
-| 6 front | cli/, the ``qwq_edge`` package itself, __main__ | CLI and public names |
+| 0 bottom | errors, events, sampling, files, resources, | facts and types everyone shares |
+| | text/, architecture/, system/ | |
+| 1 core | reasoning/ · engines/ (apart) | the controller · the adapters, registry |
+| 2 convert | convert/ (engine libraries in functions) | the converters |
+| 3 catalog | catalog/ | the catalog, families, the memory planner, downloads |
+| 4 runtime | runtime/, speculation/ | options, prompts, the loop, the model, chats |
+| 5 services | services/, server/ | info, eval, bench, the fixture; the HTTP server |
+| 6 front | cli/, the ``qwq_edge`` package itself, __main__ | the CLI and the public names |
 
 Further rules: ``reasoning/`` imports nothing from ``engines/`` (and the reverse);
-only ``engines/`` and ``convert/`` import an engine library (``llama_cpp``, ``mlx``,
-``mlx_lm``), and ``import qwq_edge.convert`` (or the CLI) works without them.
+only ``engines/``, ``convert/`` and ``system/machine`` import an engine library (``llama_cpp``,
+``mlx``, ``mlx_lm``), and ``import qwq_edge.convert`` (or the CLI) works without them.
 """
 
 import ast
@@ -27,31 +27,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "qwq_edge"
 LAYERS = {
-    0: (
-        "errors",
-        "machine",
-        "hub",
-        "files",
-        "safetensors_header",
-        "shape",
-        "qwen2",
-        "model_config",
-        "template",
-        "sampling",
-        "events",
-        "detokenize",
-        "resources",
-        "answers",
-        "turns",
-        "stops",
-        "distributed",
-        "tool_calls",
-    ),
+    0: ("errors", "events", "sampling", "files", "resources", "text", "architecture", "system"),
     1: ("reasoning", "engines"),
-    2: ("prompt", "catalog", "families", "planner", "options"),
-    3: ("convert",),
-    4: ("generate", "model", "chat", "speculation", "batching"),
-    5: ("store", "inspection", "evaluate", "bench", "testdata", "fits", "server"),
+    2: ("convert",),
+    3: ("catalog",),
+    4: ("runtime", "speculation"),
+    5: ("services", "server"),
     6: ("cli", "__main__", ""),
 }
 LAYER_OF = {top: layer for layer, tops in LAYERS.items() for top in tops}
@@ -111,7 +92,9 @@ def test_only_engines_convert_and_machine_import_an_engine_library():
         f"{name} imports {target}"
         for name, targets in MODULES.items()
         for target in targets
-        if target.split(".")[0] in ENGINE_LIBRARIES and top(name) not in ("engines", "convert", "machine")
+        if target.split(".")[0] in ENGINE_LIBRARIES
+        and top(name) not in ("engines", "convert")
+        and name != "system.machine"
     ]
     assert not offenders, "\n".join(offenders)
 
@@ -126,7 +109,7 @@ class Blocker:
             raise ImportError(f"{name} is blocked for this test")
         return None
 sys.meta_path.insert(0, Blocker())
-import qwq_edge.convert, qwq_edge.cli, qwq_edge.engines.registry, qwq_edge.store, qwq_edge.inspection
+import qwq_edge.convert, qwq_edge.cli, qwq_edge.engines.registry, qwq_edge.catalog.store, qwq_edge.services.inspection
 from qwq_edge.cli import main
 assert not Blocker.tried, Blocker.tried
 print("ok")
@@ -136,3 +119,34 @@ print("ok")
 def test_the_converters_and_the_cli_import_without_engine_libraries():
     proc = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, cwd=PACKAGE.parent)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def internal(module: str) -> str | None:
+    """``engines.base`` for an import of ``qwq_edge.engines.base`` (or of a name in it); None outside."""
+    if module != "qwq_edge" and not module.startswith("qwq_edge."):
+        return None
+    name = module.removeprefix("qwq_edge").removeprefix(".")
+    while name and name not in MODULES:  # ``from .x import name``: the module is x
+        name = name.rpartition(".")[0]
+    return name
+
+
+def cycle_through(start: str) -> list[str] | None:
+    """A path of imports that leads from ``start`` back to it (packages' ``__init__`` aside)."""
+    stack, seen = [(start, [start])], set()
+    while stack:
+        name, path = stack.pop()
+        for target in sorted(filter(None, map(internal, MODULES[name]))):
+            if target == start and len(path) > 1:
+                return [*path, start]
+            if target not in seen and target != name:
+                seen.add(target)
+                stack.append((target, [*path, target]))
+    return None
+
+
+def test_no_import_circle():
+    """Every module's imports, in functions and under ``TYPE_CHECKING`` too, form no circle (a
+    package's ``__init__`` re-exporting its modules is not a module importing back)."""
+    circles = [" -> ".join(path) for name in MODULES if name and (path := cycle_through(name))]
+    assert not circles, "import circles:\n" + "\n".join(circles)

@@ -1,4 +1,4 @@
-"""Continuous batching (``qwq_edge.batching``) on the toy engine's pool: several generations in
+"""Continuous batching (``qwq_edge.runtime.batching``) on the toy engine's pool: several generations in
 threads, one pass per step for all of them, in well under a second."""
 
 import time

@@ -7,13 +7,13 @@ import pytest
 from test_cli import assert_one_line_error, qwq
 
 from qwq_edge import InvalidRequestError
-from qwq_edge.bench import BenchSettings, run_bench
-from qwq_edge.bench.measure import bench_prompt
-from qwq_edge.bench.suite import OFF, ON, RAW
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.reasoning.formats import THINK
-from qwq_edge.testdata import fixture_tokenizer_json
+from qwq_edge.services.benchmarking import BenchSettings, run_bench
+from qwq_edge.services.benchmarking.measure import bench_prompt
+from qwq_edge.services.benchmarking.suite import OFF, ON, RAW
+from qwq_edge.services.testdata import fixture_tokenizer_json
 
 QUICK = ["--prompt-tokens", "64", "--gen-tokens", "8", "--repetitions", "1", "--ctx", "512"]
 

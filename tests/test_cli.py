@@ -10,7 +10,7 @@ import pexpect
 import pytest
 from conftest import LONG_THINKING_PROMPT
 
-from qwq_edge.testdata import SIZE
+from qwq_edge.services.testdata import SIZE
 
 FAST = ["--temperature", "0", "--ctx", "2048"]
 

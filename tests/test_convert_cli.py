@@ -15,7 +15,7 @@ from conftest import GREEDY
 from qwq_edge import load
 from qwq_edge.convert.output import ensure_disk_space
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
-from qwq_edge.engines.llama_cpp_baseline import llama_cpp_logits
+from qwq_edge.engines.llama_cpp.baseline import llama_cpp_logits
 from qwq_edge.errors import ConversionError
 from qwq_edge.reasoning.formats import NONE
 

@@ -28,7 +28,7 @@ from serving import running_server
 from qwq_edge import load
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import TINY, make_checkpoint
-from qwq_edge.distributed import LaunchLog, LaunchPlan, launch_command
+from qwq_edge.system.distributed import LaunchLog, LaunchPlan, launch_command
 
 BOUNDED = ["--temperature", "0", "--max-thinking-tokens", "40", "--min-thinking-tokens", "12"]
 MODEL_FLAGS = ["--engine", "mlx", "--ctx", "512", "--max-answer-tokens", "12"]
@@ -260,7 +260,7 @@ def qwq_json(cli_command, *args: str) -> subprocess.CompletedProcess:
 
 HANG = """
 import time
-from qwq_edge.engines.mlx_group import Watchdog
+from qwq_edge.engines.mlx.group import Watchdog
 watchdog = Watchdog(1.0, 2)
 with watchdog.guard("feed"):
     time.sleep(30)  # a collective that never completes

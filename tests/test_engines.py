@@ -29,18 +29,18 @@ from qwq_edge import (
     ThinkingDelta,
     load,
 )
-from qwq_edge.bench.workloads import workload_prompt
+from qwq_edge.catalog.planner import AUTO_CONTEXT_CAP, model_shape, plan_for
 from qwq_edge.convert import convert_to_gguf, convert_to_mlx
 from qwq_edge.convert.checkpoint import Checkpoint
 from qwq_edge.convert.reference import Qwen2Reference
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.convert.verify import TEXTS, token_sequences
 from qwq_edge.engines import choose_engine
-from qwq_edge.engines.llama_cpp_baseline import llama_cpp_logits
-from qwq_edge.engines.mlx_baseline import mlx_logits
+from qwq_edge.engines.llama_cpp.baseline import llama_cpp_logits
+from qwq_edge.engines.mlx.baseline import mlx_logits
 from qwq_edge.errors import DistributedError
-from qwq_edge.planner import AUTO_CONTEXT_CAP, model_shape, plan_for
 from qwq_edge.reasoning.texts import texts_for
+from qwq_edge.services.benchmarking.workloads import workload_prompt
 
 ENGINES = ("llama.cpp", "mlx")
 #: A schema random weights can only satisfy under the grammar's mask.

@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from qwq_edge.evaluate import SAMPLE_DATA, load_problems
+from qwq_edge.services.evaluate import SAMPLE_DATA, load_problems
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

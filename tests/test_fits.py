@@ -7,9 +7,9 @@ import subprocess
 import pytest
 
 from qwq_edge import plan_catalog
+from qwq_edge.catalog.fits import choose, why
+from qwq_edge.catalog.planner import GiB, apple_gpu_budget, parse_size, wired_limit_hint
 from qwq_edge.errors import InsufficientMemoryError, InvalidRequestError
-from qwq_edge.fits import choose, why
-from qwq_edge.planner import GiB, apple_gpu_budget, parse_size, wired_limit_hint
 
 GB = 10**9
 #: What the first run takes under each budget: (the download, its context, its KV cache), for GGUF and MLX.

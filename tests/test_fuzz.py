@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import TEMPLATE_SLOT, gguf_with
 
-from qwq_edge.chat import CHAT_FILE_FORMAT
+from qwq_edge.runtime.chat import CHAT_FILE_FORMAT
 
 COUNT = 4  # cases per surface and kind: each CLI process costs about a second
 TIME_BOUND = 60.0

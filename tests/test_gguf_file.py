@@ -6,7 +6,7 @@ import pytest
 
 from qwq_edge import ModelFormatError, ModelNotFoundError, load
 from qwq_edge.engines.gguf_file import read_gguf_header
-from qwq_edge.testdata import SIZE
+from qwq_edge.services.testdata import SIZE
 
 
 def copy_prefix(source: Path, target: Path, size: int) -> Path:

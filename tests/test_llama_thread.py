@@ -1,4 +1,4 @@
-"""The one thread that runs every llama.cpp load and pass (``engines/llama_cpp_thread.py``).
+"""The one thread that runs every llama.cpp load and pass (``engines/llama_cpp/thread.py``).
 
 The engine-level check (generations from several live threads add no OpenMP workers) is
 in ``test_engines.py``; these tests hold the hand-over itself to its promises.
@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import in_threads
 
-from qwq_edge.engines.llama_cpp_thread import iterate_on_llama_thread, on_llama_thread
+from qwq_edge.engines.llama_cpp.thread import iterate_on_llama_thread, on_llama_thread
 
 
 def test_work_from_any_thread_runs_on_one_thread_and_hands_back_its_result():

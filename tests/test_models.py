@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
 
-from qwq_edge.catalog import CatalogError, default_entry, find, load_catalog
+from qwq_edge.catalog.entries import CatalogError, default_entry, find, load_catalog
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.reasoning.formats import FORMATS
@@ -91,7 +91,7 @@ def test_a_wheel_install_finds_the_catalog(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     names = zipfile.ZipFile(glob.glob(str(tmp_path / "*.whl"))[0]).namelist()
-    assert {"qwq_edge/model_catalog/qwq.toml", "qwq_edge/data/sample_math.jsonl"} <= set(names)
+    assert {"qwq_edge/catalog/data/qwq.toml", "qwq_edge/data/sample_math.jsonl"} <= set(names)
 
 
 def test_pull_list_info_run_rm_with_the_hub_offline(cli_command, gguf_path, tmp_path, offline):

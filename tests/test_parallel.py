@@ -9,8 +9,8 @@ from conftest import in_threads
 from serving import running_server
 
 from qwq_edge import ContextOverflowError, load
+from qwq_edge.catalog.planner import BUDGET_ENV
 from qwq_edge.errors import InsufficientMemoryError
-from qwq_edge.planner import BUDGET_ENV
 
 OPTIONS = {"temperature": 0.0, "think": False, "max_answer_tokens": 24}
 PROMPTS = ["Name three fruits.", "What is the capital of France?", "Count from one to five."]

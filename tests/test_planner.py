@@ -5,9 +5,9 @@ import json
 import pytest
 
 from qwq_edge import load
+from qwq_edge.architecture.shape import ModelShape, shape_from_config
+from qwq_edge.catalog.planner import MIN_AUTO_CONTEXT, largest_context, memory_budget, model_shape, plan_memory
 from qwq_edge.errors import InsufficientMemoryError
-from qwq_edge.planner import MIN_AUTO_CONTEXT, largest_context, memory_budget, model_shape, plan_memory
-from qwq_edge.shape import ModelShape, shape_from_config
 
 GiB = 2**30
 #: QwQ-32B-Preview's config.json numbers (../shared/MODELS.md), and its MLX 4-bit size.

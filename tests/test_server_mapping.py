@@ -31,7 +31,7 @@ from qwq_edge.server.mapping import (
 )
 from qwq_edge.server.queue import Runner
 from qwq_edge.server.schemas import ChatCompletionRequest, CompletionRequest, parse
-from qwq_edge.stops import stop_at
+from qwq_edge.text.stops import stop_at
 
 HI = [{"role": "user", "content": "Hi"}]
 

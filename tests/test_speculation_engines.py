@@ -15,13 +15,13 @@ import pytest
 
 from benchmarks import speculation
 from qwq_edge import InvalidRequestError, load
-from qwq_edge.bench.workloads import workload_prompt
 from qwq_edge.convert import convert_to_gguf, convert_to_mlx
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.engines import open_engine
 from qwq_edge.reasoning.formats import THINK
+from qwq_edge.services.benchmarking.workloads import workload_prompt
+from qwq_edge.services.testdata import fixture_model_path
 from qwq_edge.speculation.proposers import DraftModelProposer
-from qwq_edge.testdata import fixture_model_path
 
 #: Every control on: a budget, a minimum, the loop guard, the language guard in the thinking.
 CONTROLS = {

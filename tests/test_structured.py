@@ -7,8 +7,8 @@ import jsonschema
 import pytest
 
 from qwq_edge import GenerationOptions, Message
-from qwq_edge.prompt import CHATML_TEMPLATE, PromptBuilder
 from qwq_edge.reasoning.formats import NONE
+from qwq_edge.runtime.prompt import CHATML_TEMPLATE, PromptBuilder
 
 FAST = {"temperature": 0.0, "think": False, "max_answer_tokens": 60}
 

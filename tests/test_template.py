@@ -9,9 +9,9 @@ import pytest
 from conftest import gguf_with
 
 from qwq_edge.errors import TemplateFallbackWarning
-from qwq_edge.prompt import CHATML_TEMPLATE, Message, PromptBuilder
 from qwq_edge.reasoning.formats import NONE
-from qwq_edge.template import MAX_SECONDS, TemplateProblem, render_template
+from qwq_edge.runtime.prompt import CHATML_TEMPLATE, Message, PromptBuilder
+from qwq_edge.text.template import MAX_SECONDS, TemplateProblem, render_template
 
 NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 HOSTILE = {

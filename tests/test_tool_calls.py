@@ -4,7 +4,7 @@ import json
 
 from qwq_edge.events import AnswerDelta
 from qwq_edge.server.mapping import Reply, chat_chunk
-from qwq_edge.tool_calls import ToolCall, ToolCallScanner, split_tool_calls
+from qwq_edge.text.tool_calls import ToolCall, ToolCallScanner, split_tool_calls
 
 CALL = '<tool_call>\n{"name": "f", "arguments": {"x": 1}}\n</tool_call>'
 

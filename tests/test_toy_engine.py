@@ -11,10 +11,10 @@ import pytest
 from toy_engine import ToyEngine, toy_registered
 
 from qwq_edge import Done, EngineUnavailableError, Model, ModelFormatError, load
-from qwq_edge.bench.raw import open_raw
 from qwq_edge.engines.registry import choose_engine, engine_choices
-from qwq_edge.inspection import describe_model
 from qwq_edge.reasoning.formats import QWQ_PREVIEW, THINK
+from qwq_edge.services.benchmarking.raw import open_raw
+from qwq_edge.services.inspection import describe_model
 
 GREEDY = {"temperature": 0.0}
 

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from qwq_edge.architecture.shape import ModelShape
+from qwq_edge.engines.adapter import AutoChoice, EngineOptions, EngineSpec, ModelFacts
 from qwq_edge.engines.base import EngineInfo, check_room, prefill_reusing
 from qwq_edge.engines.registry import register, unregister
-from qwq_edge.engines.spec import AutoChoice, EngineOptions, EngineSpec, ModelFacts
 from qwq_edge.sampling import SamplingParams
-from qwq_edge.shape import ModelShape
 
 CONTROL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
 SPECIALS = (*CONTROL, "<think>", "</think>")

@@ -17,7 +17,7 @@ from .convert import convert, verify_command
 from .evaluate import evaluate
 from .inspect import doctor, info
 from .launch import launch
-from .models import list_command, pull_command, rm_command
+from .library import list_command, pull_command, rm_command
 from .run import run
 from .serve import serve
 

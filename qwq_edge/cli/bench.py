@@ -12,13 +12,13 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
 
-from ..bench import BenchReport, BenchSettings, run_bench
-from ..bench.parallel import run_parallel, table
-from ..bench.suite import RAW
-from ..bench.workloads import WORKLOADS
 from ..files import write_text_atomic
-from ..options import GenerationOptions
-from .models import model_path
+from ..runtime.options import GenerationOptions
+from ..services.benchmarking import BenchReport, BenchSettings, run_bench
+from ..services.benchmarking.parallel import run_parallel, table
+from ..services.benchmarking.suite import RAW
+from ..services.benchmarking.workloads import WORKLOADS
+from .library import model_path
 from .options import draft_path, load_kwargs, model_options
 
 

@@ -8,11 +8,11 @@ from typing import Any
 import click
 from rich.console import Console
 
-from ..chat import Chat
 from ..errors import ChatFileError, QwqEdgeError
 from ..files import check_writable
 from ..reasoning.effort import EFFORTS
 from ..reasoning.language import LANGUAGE_CHOICES
+from ..runtime.chat import Chat
 from .interrupt import cancel_on_interrupt
 from .options import (
     display_options,

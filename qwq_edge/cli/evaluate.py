@@ -11,7 +11,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..evaluate import SAMPLE_DATA, BudgetSummary, load_problems, plot_summary, run_eval, summarize, write_summary
+from ..services.evaluate import (
+    SAMPLE_DATA,
+    BudgetSummary,
+    load_problems,
+    plot_summary,
+    run_eval,
+    summarize,
+    write_summary,
+)
 from .interrupt import cancel_on_interrupt
 from .options import generation_options, load_model, model_options, options_from_params
 

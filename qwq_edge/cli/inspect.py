@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
 
-from ..catalog import find, split_name
+from ..catalog.entries import find, split_name
+from ..catalog.planner import GB, MIN_FIT_CONTEXT, rank_plan
+from ..catalog.store import ModelNotPulledError, choose_source, resolve_model
 from ..engines.registry import rank_shape
-from ..inspection import (
+from ..services.inspection import (
     catalog_memory,
     describe_model,
     distributed_report,
@@ -23,8 +25,6 @@ from ..inspection import (
     smoke_test,
     system_report,
 )
-from ..planner import GB, MIN_FIT_CONTEXT, rank_plan
-from ..store import ModelNotPulledError, choose_source, resolve_model
 
 GiB = 2**30
 

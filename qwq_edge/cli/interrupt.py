@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
 
-from ..model import Model
+from ..runtime.model import Model
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import IO
 
 import click
 
-from ..distributed import BACKENDS, LaunchLog, LaunchPlan, launch_command
+from ..system.distributed import BACKENDS, LaunchLog, LaunchPlan, launch_command
 
 
 def _relay(stream: IO[bytes], log: LaunchLog) -> None:

@@ -10,17 +10,17 @@ from typing import Any
 
 import click
 
-from ..catalog import find
+from ..catalog.entries import find
+from ..catalog.families import family_for
 from ..engines import ENGINE_CHOICES
 from ..engines.base import KV_CACHE_TYPES
 from ..errors import InsufficientMemoryError, InvalidRequestError
-from ..families import family_for
-from ..model import Model, load
-from ..options import GenerationOptions
 from ..reasoning.effort import EFFORTS, effort_table
 from ..reasoning.formats import FORMAT_CHOICES
 from ..reasoning.language import LANGUAGE_CHOICES
-from .models import model_path, with_alternatives
+from ..runtime.model import Model, load
+from ..runtime.options import GenerationOptions
+from .library import model_path, with_alternatives
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from ..errors import InvalidRequestError
 from ..events import collect
-from ..prompt import check_text
+from ..runtime.prompt import check_text
 from .interrupt import cancel_on_interrupt
 from .options import display_options, generation_options, load_model, model_options, options_from_params
 from .render import EventRenderer

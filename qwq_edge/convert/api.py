@@ -17,8 +17,8 @@ from time import perf_counter
 from ..engines.gguf_file import read_gguf_header
 from ..errors import ConversionError
 from ..files import write_text_atomic
-from ..machine import usable_cores
 from ..resources import peak_rss_bytes
+from ..system.machine import usable_cores
 from .checkpoint import Checkpoint, source_name
 from .output import (
     ConversionSummary,

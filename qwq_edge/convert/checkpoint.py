@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..architecture.config import read_json_object
+from ..architecture.qwen2 import Qwen2Config, tensor_names
 from ..errors import CheckpointError
-from ..model_config import read_json_object
-from ..qwen2 import Qwen2Config, tensor_names
 from .safetensors_io import SafetensorsFile
 
 TOKENIZER_FILES = (

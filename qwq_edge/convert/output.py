@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError, QwqEdgeWarning
-from ..machine import models_home
+from ..system.machine import models_home
 
 #: ``progress(stage, done, total)``: called as work advances. Stages count bytes,
 #: except those named here.

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..qwen2 import Qwen2Config
+from ..architecture.qwen2 import Qwen2Config
 from .checkpoint import Checkpoint
 from .safetensors_io import bf16_to_float32
 

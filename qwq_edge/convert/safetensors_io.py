@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..architecture.safetensors_header import read_header
 from ..errors import CheckpointError
-from ..safetensors_header import read_header
 
 #: safetensors dtype → (numpy storage dtype, bytes per element)
 STORAGE = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (np.uint16, 2)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckpointError
-from ..hub import download, looks_like_repo_id
+from ..system.hub import download, looks_like_repo_id
 
 #: The files a conversion reads from a hub checkpoint.
 HUB_PATTERNS = ["*.json", "*.safetensors", "merges.txt", "vocab.json"]

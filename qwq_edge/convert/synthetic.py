@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ..prompt import CHATML_TEMPLATE
-from ..qwen2 import Qwen2Config, tensor_shapes
+from ..architecture.qwen2 import Qwen2Config, tensor_shapes
+from ..text.template import CHATML_TEMPLATE
 from .safetensors_io import PlannedTensor, SafetensorsWriter
 
 #: Qwen2's pre-tokenizer split pattern (from its tokenizer.json).

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from ..architecture.safetensors_header import saved_format
 from ..engines.registry import spec_for_path
 from ..errors import ConversionError
-from ..safetensors_header import saved_format
 from .checkpoint import Checkpoint
 from .reference import Qwen2Reference
 

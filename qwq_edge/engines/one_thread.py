@@ -1,6 +1,6 @@
 """One long-lived thread that runs every call of an engine library, whichever thread asks.
 
-Both engines need it (``llama_cpp_thread``, ``mlx_runtime``): llama.cpp's OpenMP workers
+Both engines need it (``engines/llama_cpp/thread``, ``engines/mlx/thread``): llama.cpp's OpenMP workers
 slow down once several threads have run passes, and MLX runs a graph only on the thread
 that built it and aborts a process that exits while a thread that used it is ending.
 The caller waits; a Ctrl-C meanwhile is raised once the job is over.

@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..architecture.shape import ModelShape
 from ..errors import DistributedError, EngineUnavailableError, ModelFormatError, ModelNotFoundError
-from ..shape import ModelShape
+from .adapter import EngineOptions, EngineSpec
 from .base import Engine
-from .llama_cpp import SPEC as LLAMA_CPP
-from .mlx_engine import SPEC as MLX
-from .spec import EngineOptions, EngineSpec
+from .llama_cpp.adapter import SPEC as LLAMA_CPP
+from .mlx.adapter import SPEC as MLX
 
 _SPECS: dict[str, EngineSpec] = {}
 
@@ -125,7 +125,7 @@ def rank_shape(path: str | Path, ranks: int) -> ModelShape:
 
 def join_group() -> tuple[int, int]:
     """This process's rank and the group's size, in the group ``mlx.launch`` started (imports MLX)."""
-    from .mlx_group import init_group
+    from .mlx.group import init_group
 
     group = init_group()
     return group.rank(), group.size()
@@ -137,7 +137,7 @@ for _builtin in (LLAMA_CPP, MLX):
 
 def gather_over_group(value: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
     """This rank, and every rank's ``value`` (JSON-able) in rank order (imports MLX)."""
-    from .mlx_group import Channel, init_group
+    from .mlx.group import Channel, init_group
 
     group = init_group()
     return group.rank(), Channel(group).gather(value)

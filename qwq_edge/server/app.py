@@ -25,9 +25,9 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import ContextOverflowError, InvalidRequestError, QwqEdgeError
 from ..events import Event
-from ..model import Model
-from ..options import GenerationOptions
-from ..tool_calls import ToolCallScanner
+from ..runtime.model import Model
+from ..runtime.options import GenerationOptions
+from ..text.tool_calls import ToolCallScanner
 from .errors import APIError, error_body
 from .logs import RequestLog
 from .mapping import Reply, completion_prompt, messages_from_request, options_from_request

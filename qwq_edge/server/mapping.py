@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
-from ..options import GenerationOptions
-from ..tool_calls import ToolCall, ToolCallScanner
+from ..runtime.options import GenerationOptions
+from ..text.tool_calls import ToolCall, ToolCallScanner
 from .errors import bad_request
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, GenerationFields
 

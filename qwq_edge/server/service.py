@@ -21,9 +21,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import QwqEdgeError
 from ..events import Done, Event, GenerationResult
-from ..model import Model
-from ..options import GenerationOptions
-from ..stops import stop_at
+from ..runtime.model import Model
+from ..runtime.options import GenerationOptions
+from ..text.stops import stop_at
 from .errors import APIError, bad_request, error_body
 from .mapping import (
     Reply,

@@ -13,10 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..catalog.planner import model_shape
 from ..engines import open_engine
 from ..engines.base import Engine
 from ..errors import InvalidRequestError
-from ..planner import model_shape
 from ..sampling import SamplingParams
 from .ngram import NgramIndex
 from .tuner import MAX_DRAFT

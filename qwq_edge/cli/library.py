@@ -1,0 +1,160 @@
+"""``qwq-edge pull``, ``list`` and ``rm``, and finding the model ``--model`` names."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.filesize import decimal
+from rich.table import Column, Table
+
+from ..catalog.entries import CatalogEntry, Source, load_catalog, split_name
+from ..catalog.fits import Candidate, alternatives, choose, mac_hint, plan_catalog, why
+from ..catalog.planner import GB, MemoryPlan, memory_budget
+from ..catalog.store import ModelNotPulledError, check_pull, choose_source, installed, pull, remove, resolve_model
+from ..errors import InsufficientMemoryError
+
+
+def confirm_download(description: str, yes: bool) -> None:
+    """Ask before a large download; without a terminal, ``--yes`` is required."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{description}: confirm with --yes")
+    if not click.confirm(f"{description}. Download now?", default=True, err=True):
+        raise click.Abort()
+
+
+def _command_prefix() -> str:
+    """How the user names a model in the command being run: ``qwq-edge chat --model``, ``qwq-edge pull``."""
+    context = click.get_current_context(silent=True)
+    name = context.info_name if context else "chat"
+    return "qwq-edge pull" if name == "pull" else f"qwq-edge {name} --model"
+
+
+def _checked_plan(entry: CatalogEntry, source: Source, format: str | None) -> MemoryPlan:
+    """The plan a download would run with; refused with what fits instead (and, on a Mac, the wired-limit hint)."""
+    try:
+        return check_pull(entry, source)
+    except InsufficientMemoryError as error:
+        raise with_alternatives(error, format or source.format, (entry, source)) from None
+
+
+def with_alternatives(
+    error: InsufficientMemoryError, format: str | None, download: tuple[CatalogEntry, Source] | None = None
+) -> InsufficientMemoryError:
+    """``error`` followed by what fits instead, as commands (and, on a Mac, the wired-limit hint
+    for ``download``, the catalog download that did not fit)."""
+    candidates = plan_catalog(format=format)
+    needed = next((c.needed for c in candidates if (c.entry, c.source) == download), None)
+    hints = [str(error), needed and mac_hint(needed), alternatives(candidates, _command_prefix())]
+    return InsufficientMemoryError("; ".join(h for h in hints if h))
+
+
+def pull_with_checks(spec: str, format: str | None, yes: bool) -> Path:
+    """Plan memory from the catalog, confirm the size, then download; return the local path."""
+    entry, source = choose_source(spec, format)
+    plan = _checked_plan(entry, source, format)
+    click.echo(f"{entry.display_name} {source.quant} ({source.format}) fits: {plan.describe()}", err=True)
+    if source.convert:
+        checkpoint = next(s for s in entry.sources if s.format == "hf")
+        description = (
+            f"{entry.display_name} has no pre-converted {source.format} download: its checkpoint "
+            f"({decimal(checkpoint.size_bytes)} from {source.repo}) is downloaded and converted to {source.quant}"
+        )
+    else:
+        description = f"{entry.display_name} {source.quant} is {decimal(source.size_bytes)} from {source.repo}"
+    confirm_download(description, yes)
+    return Path(pull(spec, format).path)
+
+
+def first_run_spec() -> str:
+    """The catalog download a run without ``--model`` uses: the default model if it fits here, else the
+    best that does (see ``qwq_edge.fits``), saying why in one line; one already on disk comes first."""
+    candidates = plan_catalog()
+    choice = choose(candidates, {f"{p.name}:{p.quant}" for p in installed()})
+    reason = why(choice, candidates)
+    if reason:
+        hint = mac_hint(candidates[0].needed)
+        click.echo(reason + (f"\n({candidates[0].spec}: {hint})" if hint else ""), err=True)
+    return choice.spec
+
+
+def model_path(spec: str | None, yes: bool) -> Path:
+    """The path for ``--model``; with none, the default catalog model or the best one that fits (pulled first)."""
+    spec = spec or first_run_spec()
+    try:
+        return resolve_model(spec)
+    except ModelNotPulledError:
+        return pull_with_checks(spec, None, yes)
+
+
+@click.command(name="pull")
+@click.argument("spec", metavar="NAME[:QUANT]")
+@click.option("--format", "format_", type=click.Choice(["gguf", "mlx", "hf"]), help="Default: what this machine runs.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before downloading.")
+def pull_command(spec: str, format_: str | None, yes: bool) -> None:
+    """Download a catalog model (only one format and quantization)."""
+    path = pull_with_checks(spec, format_, yes)
+    click.echo(f"{split_name(spec)[0]} is ready: {path}")
+
+
+def _print_fits(console: Console, candidates: list[Candidate]) -> None:
+    budget = memory_budget()
+    table = Table(
+        "#", Column("download", no_wrap=True), "size", "plan", "context", "needs", Column("repository", overflow="fold")
+    )
+    for rank, c in enumerate(candidates, 1):
+        plan = c.plan or c.needed
+        table.add_row(
+            str(rank), c.spec + ("" if c.reasoning else " (not reasoning)"), f"{c.source.size_bytes / GB:.1f} GB",
+            c.verdict, str(c.plan.context) if c.plan else "-", f"{plan.total_bytes / GB:.1f} GB", c.source.repo,
+        )  # fmt: skip
+    console.print(table)
+    chosen = next((c for c in candidates if c.reasoning and c.plan), None)
+    first = f"a first run takes {chosen.spec}" if chosen else "no reasoning model fits"
+    console.print(f"{budget / GB:.1f} GB usable; {first}.", highlight=False)
+
+
+@click.command(name="list")
+@click.option("--catalog", is_flag=True, help="List the catalog instead of what is on disk.")
+@click.option("--fits", is_flag=True, help="With --catalog: every download's plan on this machine, best first.")
+@click.option("--format", "format_", type=click.Choice(["gguf", "mlx"]), help="With --fits: plan this format.")
+@click.option("--json", "as_json", is_flag=True, help="With --fits: print JSON.")
+def list_command(catalog: bool, fits: bool, format_: str | None, as_json: bool) -> None:
+    """Models on disk (or, with --catalog, every model qwq-edge knows; --fits: what fits here)."""
+    console = Console()
+    if fits:
+        candidates = plan_catalog(format=format_)
+        if as_json:
+            click.echo(json.dumps({"budget_bytes": memory_budget(), "downloads": [c.to_dict() for c in candidates]}))
+        else:
+            _print_fits(console, candidates)
+        return
+    if catalog:
+        table = Table(Column("name", no_wrap=True), Column("downloads", overflow="fold"), "reasoning", "context")
+        for entry in load_catalog():
+            sources = ", ".join(f"{s.format}:{s.quant} ({decimal(s.size_bytes)})" for s in entry.sources)
+            name = entry.name + (" (default)" if entry.default else "")
+            table.add_row(name, sources, entry.reasoning_format, str(entry.context_length))
+        console.print(table)
+        return
+    pulled = installed()
+    if not pulled:
+        console.print("no models yet: `qwq-edge pull NAME` downloads one (`qwq-edge list --catalog` shows names)")
+        return
+    table = Table(Column("name", no_wrap=True), "format", "quant", "size", Column("path", overflow="fold"))
+    for item in pulled:
+        table.add_row(item.name, item.format, item.quant, decimal(item.size_bytes), item.path)
+    console.print(table)
+
+
+@click.command(name="rm")
+@click.argument("spec", metavar="NAME[:QUANT]")
+def rm_command(spec: str) -> None:
+    """Delete a pulled model's files."""
+    for item in remove(spec):
+        click.echo(f"removed {item.name}:{item.quant} ({item.path})")

@@ -1,0 +1,116 @@
+"""The llama.cpp adapter's spec: GGUF files, read here without llama.cpp; run by ``engine``.
+
+llama-cpp-python is imported only when a model is opened, a baseline is run or
+logits are asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from gguf import LlamaFileType
+
+from ...architecture.shape import ModelShape
+from ...system.machine import gpu_offload_supported
+from ..adapter import AutoChoice, EngineOptions, EngineSpec, ModelFacts, RawRunner
+from ..base import Engine
+from ..gguf_file import read_gguf_header
+
+_MAGIC = b"GGUF"
+
+
+def _claims(path: Path) -> bool:
+    """A ``.gguf`` file, or any file that starts with the GGUF magic."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".gguf":
+        return True
+    with path.open("rb") as handle:
+        return handle.read(len(_MAGIC)) == _MAGIC
+
+
+def _shape(path: Path) -> ModelShape:
+    header = read_gguf_header(path)
+    meta, arch = header.metadata, header.architecture
+    heads = int(meta.get(f"{arch}.attention.head_count", 1))
+    head_dim = int(meta.get(f"{arch}.attention.key_length", int(meta.get(f"{arch}.embedding_length", 0)) // heads))
+    return ModelShape(
+        name=header.name,
+        layers=int(meta.get(f"{arch}.block_count", 0)),
+        kv_heads=int(meta.get(f"{arch}.attention.head_count_kv", heads)),
+        head_dim=head_dim,
+        weights_bytes=header.file_size,
+        trained_context=header.context_length or 4096,
+    )
+
+
+def _quantization(file_type: object) -> str:
+    try:
+        return LlamaFileType(file_type).name.replace("MOSTLY_", "")
+    except ValueError:
+        return "unknown"
+
+
+def _facts(path: Path) -> ModelFacts:
+    header = read_gguf_header(path)
+    template = header.metadata.get("tokenizer.chat_template")
+    return ModelFacts(
+        format="gguf",
+        architecture=header.architecture,
+        parameters=header.parameter_count,
+        quantization=_quantization(header.metadata.get("general.file_type")),
+        chat_template=template if isinstance(template, str) else None,
+        files={path.name: header.file_size},
+    )
+
+
+def _auto() -> AutoChoice:
+    if gpu_offload_supported():
+        return AutoChoice(True, "a GGUF file; this llama.cpp build offloads every layer to the GPU")
+    return AutoChoice(True, "a GGUF file; this llama.cpp build has no GPU offload, so it runs on the CPU")
+
+
+def _open(path: Path, options: EngineOptions) -> Engine:
+    from .engine import LlamaCppEngine
+
+    settings = {
+        "context_length": options.context_length,
+        "n_threads": options.n_threads,
+        "n_gpu_layers": options.n_gpu_layers,
+        "kv_cache": options.kv_cache,
+    }
+    if options.parallel > 1:
+        from .pool import LlamaCppPool
+
+        return LlamaCppPool(path, parallel=options.parallel, **settings)  # type: ignore[return-value]
+    return LlamaCppEngine(path, **settings)
+
+
+def _raw(engine: Engine) -> RawRunner:
+    from .baseline import RawLlamaCpp
+
+    return RawLlamaCpp.like(engine.info.model_path, engine.llama)  # type: ignore[attr-defined]
+
+
+def _logits(path: Path, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    from .baseline import llama_cpp_logits
+
+    return llama_cpp_logits(path, sequences)
+
+
+SPEC = EngineSpec(
+    name="llama.cpp",
+    format="gguf",
+    describes="a GGUF file",
+    claims=_claims,
+    shape=_shape,
+    facts=_facts,
+    auto=_auto,
+    open=_open,
+    mismatch="llama.cpp runs GGUF files; {path} is {kind} (use --engine {engine})",
+    raw=_raw,
+    logits=_logits,
+    batches=True,
+)

@@ -1,0 +1,96 @@
+"""Several sequences in one llama.cpp KV cache, evaluated together (continuous batching).
+
+``LlamaCppPool`` loads the model once with ``n_seq_max`` sequences, each with its own part
+of the KV cache. Its ``sequences`` are engines of their own (prefix reuse, rewind, sampler)
+whose fed tokens wait until logits are needed; ``evaluate`` then runs them. Alone, a
+sequence's pass is its own; under a scheduler (``qwq_edge.batching``), ``decode`` puts the
+pending tokens of every waiting sequence in one ``llama_batch``, each with its sequence id,
+and one ``llama_decode`` runs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from ...sampling import SamplingParams
+from ..pooled import LAST_ONLY, PooledSequence
+from .engine import LlamaCppModel, LlamaCppSampler, decode, place
+
+
+class LlamaCppSequence(PooledSequence):
+    """One sequence of a pool: an ``Engine`` whose passes the pool runs."""
+
+    def __init__(self, pool: LlamaCppPool, seq_id: int) -> None:
+        super().__init__(pool)
+        self.seq_id = seq_id
+        self.llama = pool.llama
+        #: (index in the last batch, position) of the first token that kept its logits.
+        self.rows = (-1, -1)
+
+    def forget_logits(self) -> None:
+        """The next pass overwrites this sequence's logits: from the first token that kept
+        them (all of a speculative pass's rows), its tokens run again in a later pass."""
+        first = self.rows[1]
+        self.evaluated = min(self.evaluated, first)
+        if first < self.position - 1:
+            self.wanted_from = min(self.wanted_from, first)
+
+    def logits_index(self, at: int | None) -> int:
+        """The row of the last batch's logits that chooses the token at position ``at``."""
+        self.evaluate_pending()
+        index, first = self.rows
+        row = (self.position if at is None else at) - 1
+        if not first <= row < self.position:
+            raise ValueError(f"no logits for position {at} in the last pass")
+        return index + row - first
+
+    def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
+        return LlamaCppSampler(self, params, seed)
+
+
+class LlamaCppPool(LlamaCppModel):
+    """A GGUF model with ``parallel`` sequences in one KV cache, each ``context_length`` long."""
+
+    def __init__(self, path: str | Path, *, parallel: int, **options: Any) -> None:
+        super().__init__(path, sequences=parallel, **options)
+        self.capacity = llama_cpp.llama_n_batch(self.llama.ctx)
+        self._batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
+        self._memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        self.sequences = [LlamaCppSequence(self, seq_id) for seq_id in range(parallel)]
+
+    def decode(self, sequences: Sequence[LlamaCppSequence]) -> None:
+        """One ``llama_decode`` over the pending tokens of ``sequences``, which get the batch's
+        capacity in the order given: a sequence whose tokens do not all fit keeps the rest pending."""
+        room, taken = self.capacity, []
+        for seq in sequences:
+            if count := min(seq.pending, room):
+                taken.append((seq, count))
+                room -= count
+        if taken:
+            self._decode(sorted(taken, key=lambda item: item[0].seq_id))
+
+    def _decode(self, taken: list[tuple[LlamaCppSequence, int]]) -> None:
+        """The pass over ``count`` pending tokens of each sequence, in the order of their ids:
+        llama.cpp runs a batch whose sequences come out of order about 30% slower."""
+        batch, used, placed = self._batch, 0, []
+        for seq, count in taken:
+            start, end = seq.evaluated, seq.evaluated + count
+            first = seq.first_row() if end == seq.position else LAST_ONLY
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, start, -1)
+            place(batch, used, seq.cached_tokens[start:end], start, seq.seq_id, first)
+            placed.append((seq, used - start, end, first))
+            used += count
+        batch.n_tokens = used
+        decode(self.llama, batch)
+        for seq, offset, end, first in placed:
+            seq.evaluated = end
+            if first != LAST_ONLY:
+                seq.rows, seq.wanted_from = (offset + first, first), LAST_ONLY
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self._batch)
+        super().close()

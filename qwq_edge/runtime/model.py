@@ -1,0 +1,324 @@
+"""The Python API: ``load`` a model, then ``generate``, ``stream`` or ``chat``.
+
+A ``Model`` loaded with ``parallel=1`` serves one generation at a time: a request from
+another thread waits for the running one (see ``turns`` for what happens to a stream
+that is abandoned). With ``parallel=N`` (an engine pool), up to N generations from as
+many threads run at once, their tokens in one forward pass per step (``batching``).
+A stream's ``cancel()`` stops that generation at its next token; ``Model.cancel()``
+stops every running one; the model stays usable.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..architecture.shape import ModelShape
+from ..catalog.families import family_for
+from ..catalog.planner import MemoryPlan, memory_budget, model_shape, plan_memory
+from ..engines import open_engine
+from ..engines.base import KV_CACHE_TYPES, Engine, EngineInfo, EnginePool
+from ..engines.registry import choose_engine, join_group, rank_shape, spec_named
+from ..errors import DistributedError, InvalidRequestError
+from ..events import Done, Event, GenerationResult, collect
+from ..reasoning.controller import ReasoningController
+from ..reasoning.factory import ControllerFactory
+from ..reasoning.formats import NONE, ReasoningFormat, resolve_format
+from ..reasoning.language import detect_language, resolve_language
+from ..sampling import SamplingParams
+from ..speculation.proposers import DraftModels, Proposer, WhileAlone
+from ..system.distributed import launched
+from .batching import Scheduler
+from .chat import Chat
+from .generate import generate_step
+from .options import GenerationOptions
+from .prompt import Message, PromptBuilder, as_messages
+from .turns import Turns
+
+Prompt = str | Iterable[Message | dict[str, Any]]
+
+
+class Stream(Iterator[Event]):
+    """One generation's events; ``cancel()`` (from any thread) stops it at its next token,
+    and it is still read to its ``Done``."""
+
+    def __init__(self, events: Iterator[Event], cancel: threading.Event) -> None:
+        self._events = events
+        self._cancel = cancel
+
+    def __next__(self) -> Event:
+        return next(self._events)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+
+
+class Model:
+    """A loaded model with its reasoning format and sampling defaults."""
+
+    def __init__(
+        self,
+        engine: Engine | EnginePool,
+        *,
+        reasoning_format: str | ReasoningFormat = "auto",
+        engine_reason: str = "given",
+    ) -> None:
+        self.engine = engine
+        self.engine_reason = engine_reason
+        self.info: EngineInfo = engine.info
+        self.family = family_for(self.info.model_name)
+        self.reasoning_format = resolve_format(reasoning_format, self.info.chat_template, self.info.model_name)
+        self.sampling: SamplingParams = self.family.sampling
+        self.prompts = PromptBuilder(engine.tokenize, engine.special_texts, self.info.chat_template)
+        self.controllers = ControllerFactory(
+            lambda text, special: engine.tokenize(text, special=special),
+            engine.token_bytes,
+            self.info.vocab_size,
+            engine.end_of_generation,
+        )
+        self.turns = Turns()
+        sequences = getattr(engine, "sequences", None)
+        #: How many generations run at once (their passes batched when more than one).
+        self.parallel = len(sequences) if sequences else 1
+        self.scheduler = Scheduler(engine) if sequences else None  # type: ignore[arg-type]
+        self.memory_plan: MemoryPlan | None = None
+        self.drafts = DraftModels(engine)  # type: ignore[arg-type]
+
+    # -- requests --------------------------------------------------------------------
+
+    def prompt_messages(self, prompt: Prompt, system: str | None = None) -> list[Message]:
+        """The messages a prompt stands for, with the system prompt in front."""
+        messages = as_messages([Message("user", prompt)] if isinstance(prompt, str) else prompt)
+        if messages[0].role != "system":
+            default = system if system is not None else self.family.system_prompt
+            if default:
+                messages.insert(0, Message("system", default))
+        return messages
+
+    def stream(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> Stream:
+        """Generate a reply, yielding ``ThinkingDelta``, ``AnswerDelta``,
+        ``Intervention`` events and, last, ``Done``.
+
+        ``prompt`` is a user message or a list of ``{"role", "content"}`` messages;
+        ``options`` a ``GenerationOptions`` (default: the model's defaults), and
+        ``overrides`` change its fields by name (``max_thinking_tokens=256``,
+        ``temperature=0``, …). Bad arguments raise here, before anything runs.
+
+        Iterate to ``Done``, or ``close()`` a stream you abandon earlier, so that
+        the next request starts at once (an abandoned stream is taken over after
+        ``turns.stale_after`` seconds).
+        """
+        options = (options or GenerationOptions()).replace(**overrides)
+        fmt = self._format(options)
+        messages = self.prompt_messages(prompt, options.system)
+        tokens = self.prompts.build(messages, fmt, options.offered_tools())
+        user_text = "\n".join(message.content for message in messages if message.role == "user")
+        return self._start(tokens, fmt, options, user_text, messages[-1].content)
+
+    def prompt_tokens(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> list[int]:
+        """The token ids ``stream`` would evaluate for ``prompt`` (template, system prompt
+        and opened thinking included): what the model is shown, to check or count."""
+        options = (options or GenerationOptions()).replace(**overrides)
+        messages = self.prompt_messages(prompt, options.system)
+        return self.prompts.build(messages, self._format(options), options.offered_tools())
+
+    def complete(
+        self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **overrides: Any
+    ) -> Stream:
+        """Continue a raw prompt: no chat template, no system prompt, no thinking opened
+        (the reasoning format is ``none`` unless ``options`` names one).
+
+        A string is plain text: any control token's text in it stays text. A list of
+        token ids is evaluated as it is, which is how a caller asks for control tokens.
+        """
+        options = (options or GenerationOptions()).replace(**overrides)
+        tokens = self.raw_prompt_tokens(prompt)
+        text = prompt if isinstance(prompt, str) else ""
+        return self._start(tokens, self._format(options, default=NONE), options, text, text)
+
+    def raw_prompt_tokens(self, prompt: str | Sequence[int]) -> list[int]:
+        """The token ids ``complete`` evaluates for ``prompt``."""
+        tokens = self.prompts.tokenize_untrusted(prompt) if isinstance(prompt, str) else list(prompt)
+        if not tokens or not all(isinstance(t, int) and 0 <= t < self.info.vocab_size for t in tokens):
+            raise InvalidRequestError("the prompt must be non-empty text or a list of valid token ids")
+        return tokens
+
+    def _format(self, options: GenerationOptions, default: ReasoningFormat | None = None) -> ReasoningFormat:
+        if options.reasoning_format in (None, "auto"):
+            return default or self.reasoning_format
+        return resolve_format(options.reasoning_format, self.info.chat_template, self.info.model_name)
+
+    def _start(
+        self, tokens: list[int], fmt: ReasoningFormat, options: GenerationOptions, user_text: str, last: str
+    ) -> Stream:
+        """Build the controller for one request (``user_text``: the user's words, which the
+        language guard allows; ``last``: the message whose language the runtime's texts follow)."""
+        controller = self.controllers.new(
+            fmt,
+            options.thinking_limits(self.family.effort),
+            resolve_language(options.language, last),
+            options.language_in_thinking,
+            user_text,
+            detect_language(last),  # the runtime's texts follow the user without a guard too
+            options.answer_grammar(),
+        )
+        controller.check_room(len(tokens), self.info.context_length)
+        sampling = options.sampling(self.sampling)
+        seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+        cancel = threading.Event()
+        # In a pool, a generation drafts only while no other shares its passes.
+        proposer = self.drafts.proposer(options.draft, tokens, sampling=sampling, seed=seed)
+        if proposer is not None and self.scheduler is not None:
+            scheduler = self.scheduler
+            proposer = WhileAlone(proposer, lambda: len(scheduler.active) <= 1)
+        return Stream(self._run(tokens, controller, sampling, seed, cancel, proposer), cancel)
+
+    def _run(
+        self,
+        tokens: list[int],
+        controller: ReasoningController,
+        sampling: SamplingParams,
+        seed: int,
+        cancel: threading.Event,
+        proposer: Proposer | None = None,
+    ) -> Iterator[Event]:
+        """Own the model (or one sequence of its pool) for the generation, one step at a
+        time; ``Done`` comes after it is given back, so a caller that stops at ``Done``
+        leaves it free."""
+        keeper: Turns | Scheduler = self.scheduler or self.turns
+        claim = keeper.claim(cancel, tokens)
+        engine = getattr(claim, "engine", self.engine)
+        try:
+            steps = generate_step(engine, tokens, controller, sampling, seed, cancel.is_set, proposer)
+            while True:
+                with keeper.step(claim):  # type: ignore[arg-type]
+                    event = next(steps)
+                if isinstance(event, Done):
+                    break
+                yield event
+        finally:
+            keeper.release(claim)  # type: ignore[arg-type]
+        yield event
+
+    def generate(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> GenerationResult:
+        """``stream`` collected: the thinking, the answer and the stats."""
+        return collect(self.stream(prompt, options, **overrides))
+
+    def cancel(self) -> None:
+        """Stop every running generation at its next token (safe from any thread); a stream's
+        own ``cancel()`` stops that one only."""
+        owner = self.turns.owner
+        if owner is not None:
+            owner.cancel.set()
+        for claim in self.scheduler.active if self.scheduler else ():
+            claim.cancel.set()
+
+    def chat(self, options: GenerationOptions | None = None, **overrides: Any) -> Chat:
+        """A multi-turn conversation; its options apply to every turn."""
+        return Chat(self, options, **overrides)
+
+    # -- distributed runs --------------------------------------------------------------
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a distributed run; 0 (the one that generates) otherwise."""
+        return int(getattr(self.engine, "rank", 0))
+
+    def follow(self) -> None:
+        """On a rank other than 0: run rank 0's operations on this rank's share until it stops."""
+        follow = getattr(self.engine, "follow", None)
+        if follow is None:
+            raise DistributedError("only a rank other than 0 of a distributed run follows")
+        follow()
+
+    def rank_reports(self) -> list[dict[str, Any]] | None:
+        """In a distributed run, every rank's memory and decode speed (None otherwise)."""
+        reports = getattr(self.engine, "reports", None)
+        return reports() if reports is not None else None
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.close()
+        self.drafts.close()
+        self.engine.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def load(
+    path: str | Path,
+    *,
+    engine: str = "auto",
+    context_length: int | None = None,
+    kv_cache: str | None = None,
+    n_threads: int | None = None,
+    n_gpu_layers: int | None = None,
+    reasoning_format: str | ReasoningFormat = "auto",
+    distributed: bool = False,
+    rank_timeout: float = 60.0,
+    parallel: int = 1,
+) -> Model:
+    """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
+
+    ``distributed``: under ``mlx.launch``, split an MLX model over the ranks (planned per
+    rank); rank 0 generates, the others call ``follow()``; a rank silent for
+    ``rank_timeout`` seconds, or dead, ends the process with one line and status 1.
+    ``parallel``: how many generations run at once (from as many threads), batched in one
+    forward pass per step (both engines); ``context_length`` is each one's.
+    The memory planner first checks that weights, KV cache and overhead fit this machine;
+    ``context_length=None`` and ``kv_cache=None`` let it choose the longest context that
+    fits (fp16 KV first, then 8-bit); what cannot fit raises ``InsufficientMemoryError``.
+    """
+    if context_length is not None and context_length < 16:
+        raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")
+    if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
+        raise InvalidRequestError(f"unknown KV cache type {kv_cache!r}; choose one of {', '.join(KV_CACHE_TYPES)}")
+    if parallel < 1:
+        raise InvalidRequestError(f"parallel must be at least 1, got {parallel}")
+    if parallel > 1 and distributed:
+        raise DistributedError("a distributed run serves one generation at a time: drop --parallel or --distributed")
+    shape = _shape(path, distributed)
+    spec = spec_named(choose_engine(Path(path), engine)[0])
+    batched = parallel if spec.batches else 1
+    if batched > 1 and kv_cache is None:
+        kv_cache = spec.batch_kv_cache
+    plan = plan_memory(shape, memory_budget(), context_length, kv_cache, batched)
+    loaded, reason = open_engine(
+        path,
+        engine,
+        context_length=plan.context,
+        kv_cache=plan.kv_cache,
+        n_threads=n_threads,
+        n_gpu_layers=n_gpu_layers,
+        distributed=distributed,
+        rank_timeout=rank_timeout,
+        parallel=batched,
+    )
+    model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
+    model.memory_plan = plan
+    return model
+
+
+def _shape(path: str | Path, distributed: bool) -> ModelShape:
+    """What one process must hold: the whole model, or its rank's share."""
+    if not distributed:
+        return model_shape(path)
+    if not launched():
+        raise DistributedError(
+            "--distributed runs under mlx.launch, one process per rank: start it with qwq-edge launch (see --help)"
+        )
+    return rank_shape(path, join_group()[1])

@@ -1,0 +1,1 @@
+"""Text utilities every layer shares: detokenizing, stop strings, answers, tool calls, chat templates."""
