@@ -25,6 +25,7 @@ class SamplingParams:
     top_k: int = 20
     min_p: float = 0.0
     presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0
     penalty_window: int = 64
     seed: int | None = None
@@ -36,6 +37,7 @@ class SamplingParams:
             (self.top_k >= 0, "top_k must be >= 0 (0 disables it)"),
             (0 <= self.min_p < 1, "min_p must be in [0, 1)"),
             (-2 <= self.presence_penalty <= 2, "presence_penalty must be in [-2, 2]"),
+            (-2 <= self.frequency_penalty <= 2, "frequency_penalty must be in [-2, 2]"),
             (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
             (self.penalty_window >= 0, "penalty_window must be >= 0"),
         )
@@ -49,8 +51,9 @@ class SamplingParams:
 
     @property
     def penalized(self) -> bool:
-        """Whether the repetition or presence penalty changes any logit."""
-        return bool(self.penalty_window) and (self.repetition_penalty != 1.0 or self.presence_penalty != 0.0)
+        """Whether the repetition, presence or frequency penalty changes any logit."""
+        changes = self.repetition_penalty != 1.0 or self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+        return bool(self.penalty_window) and changes
 
     def replace(self, **overrides: Any) -> SamplingParams:
         """A copy with the given fields changed; ``None`` values are ignored."""
@@ -61,11 +64,13 @@ class SamplingParams:
 def penalized_argmax(row: np.ndarray, recent: Iterable[int], params: SamplingParams) -> int:
     """The greedy token once the ``recent`` tokens are penalized as llama.cpp's penalties sampler
     does it (a positive logit divided by the repetition penalty, a negative one multiplied, the
-    presence penalty subtracted); ``row`` is left as it was."""
-    ids = np.unique(np.fromiter(recent, dtype=np.int64))
+    presence penalty subtracted, and the frequency penalty once per occurrence); ``row`` is left
+    as it was."""
+    ids, counts = np.unique(np.fromiter(recent, dtype=np.int64), return_counts=True)
     kept = row[ids]
     penalty = params.repetition_penalty
-    row[ids] = np.where(kept <= 0, kept * penalty, kept / penalty) - params.presence_penalty
+    repeated = np.where(kept <= 0, kept * penalty, kept / penalty)
+    row[ids] = repeated - params.presence_penalty - counts * params.frequency_penalty
     try:
         return int(np.argmax(row))
     finally:

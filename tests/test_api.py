@@ -84,6 +84,17 @@ def test_penalties_and_min_p_run_through_the_engine(model):
     assert result.answer
 
 
+def test_frequency_penalty_breaks_a_repetition_on_the_real_model(model):
+    """OpenAI's meaning: each time a token was generated lowers its logit once more, so a
+    reply that repeats one word drifts off it sooner than without the penalty."""
+    prompt = "Write the word cat 40 times, separated by spaces, and nothing else."
+    options = {"reasoning_format": "none", "max_answer_tokens": 40, "temperature": 0.0}
+    plain = model.generate(prompt, **options).answer
+    penalized = model.generate(prompt, frequency_penalty=1.5, **options).answer
+    assert penalized != plain
+    assert penalized.lower().count("cat") < plain.lower().count("cat")
+
+
 def test_cancel_from_another_thread_stops_and_the_model_stays_usable(model):
     stream = model.stream(LONG_THINKING_PROMPT, reasoning_format="none", **GREEDY)
     seen = 0

@@ -199,6 +199,16 @@ def test_penalties_run_on_each_engine(tiny):
     assert result.stats.answer_tokens == 8
 
 
+def test_frequency_penalty_changes_a_repetitive_reply_on_each_engine(tiny):
+    """OpenAI's frequency penalty (a token's logit lowered once per time it was generated) moves
+    greedy decoding off the loop a random model falls into, on both engines."""
+    options = {"reasoning_format": "none", "max_answer_tokens": 32, "temperature": 0.0}
+    plain = tiny.generate(PROMPT, **options)
+    penalized = tiny.generate(PROMPT, frequency_penalty=2.0, **options)
+    assert penalized.answer != plain.answer
+    assert tiny.generate(PROMPT, frequency_penalty=0.0, **options).answer == plain.answer
+
+
 def test_cancel_on_each_engine(tiny):
     stream = tiny.stream(PROMPT, reasoning_format="think", temperature=0)
     for count, event in enumerate(stream):
@@ -434,11 +444,13 @@ def test_a_llama_cpp_pool_batches_its_sequences_in_the_order_of_their_ids(tiny_m
 
 
 def test_greedy_with_penalties_picks_the_token_of_llama_cpps_penalty_chain(model):
-    """Greedy with repetition and presence penalties is an argmax after penalizing the few recent
+    """Greedy with repetition, presence and frequency penalties is an argmax after penalizing the few recent
     tokens; on the real model it picks, token for token, what llama.cpp's chain (a candidate
     array over the whole vocabulary) picks, forced tokens counted as the chain counts them."""
     engine = model.engine
-    params = SamplingParams(temperature=0.0, repetition_penalty=1.5, presence_penalty=0.8, penalty_window=16)
+    params = SamplingParams(
+        temperature=0.0, repetition_penalty=1.5, presence_penalty=0.8, frequency_penalty=0.6, penalty_window=16
+    )
     engine.prefill(engine.tokenize("one two one two one two one two", special=False))
     fast, chain = engine.new_sampler(params, 0), engine.new_sampler(params, 0)
     chain._argmax = False  # the chain's own choice

@@ -1,12 +1,17 @@
 """GenerationOptions: one options object, checked once, saved and restored exactly."""
 
+import dataclasses
 import json
 import threading
 import time
 
+import click
 import pytest
 
 from qwq_edge import Chat, ChatFileError, Done, GenerationOptions, InvalidRequestError
+from qwq_edge.runtime.options import DECLARED, Declared
+from qwq_edge.server.errors import APIError
+from qwq_edge.server.schemas import ChatCompletionRequest, CompletionRequest, parse
 
 GREEDY_SHORT = {"temperature": 0.0, "reasoning_format": "none", "max_answer_tokens": 3}
 
@@ -28,6 +33,7 @@ EVERY_OPTION = GenerationOptions(
     top_k=7,
     min_p=0.05,
     presence_penalty=1.5,
+    frequency_penalty=0.5,
     repetition_penalty=1.1,
     seed=42,
     draft="ngram",
@@ -40,6 +46,60 @@ EVERY_OPTION = GenerationOptions(
 def test_every_field_differs_from_its_default_in_the_fixture():
     default = GenerationOptions().to_dict()
     assert all(value != default[name] for name, value in EVERY_OPTION.to_dict().items())
+
+
+# -- each option declared once: the CLI flag and the HTTP field come from the declaration ----
+
+
+def _click_params() -> dict[str, click.Option]:
+    from qwq_edge.cli import cli
+
+    return {param.name: param for param in cli.commands["run"].params if isinstance(param, click.Option)}
+
+
+def test_every_option_has_a_cli_flag_or_says_why_not():
+    params = _click_params()
+    for name, declared in DECLARED.items():
+        if declared.flags is None and not declared.negate:
+            assert declared.no_flag, f"{name} has no CLI flag and no reason"
+            continue
+        flags = declared.flags or ((declared.negate,) if declared.negate else ("--" + name.replace("_", "-"),))
+        assert name in params, f"the CLI has no flag for {name}"
+        assert set(flags) <= set(params[name].opts), (name, params[name].opts)
+
+
+def test_every_option_has_an_http_field_or_says_why_not():
+    chat_fields, completion_fields = ChatCompletionRequest.model_fields, CompletionRequest.model_fields
+    for name, declared in DECLARED.items():
+        if declared.http is None:
+            assert declared.no_http, f"{name} has no HTTP field and no reason"
+            assert name not in chat_fields
+            continue
+        aliases = chat_fields[name].validation_alias
+        names = set(getattr(aliases, "choices", None) or [name])
+        assert names == set(declared.http or (name,)), (name, names)
+        assert (name in completion_fields) is not declared.chat_only
+
+
+@pytest.mark.parametrize("name", [n for n, d in DECLARED.items() if d.low is not None or d.high is not None])
+def test_a_declared_range_holds_on_every_door(name):
+    """The same bound refuses a value in the Python API, the CLI's type and the request model."""
+    declared = DECLARED[name]
+    outside = declared.low - 1 if declared.low is not None else declared.high + 1
+    with pytest.raises(InvalidRequestError, match=name):
+        GenerationOptions(**{name: outside})
+    with pytest.raises(click.BadParameter):
+        _click_params()[name].type.convert(outside, None, None)
+    http = (declared.http or (name,))[0]
+    with pytest.raises(APIError) as refused:
+        parse(ChatCompletionRequest, {"messages": [{"role": "user", "content": "hi"}], http: outside})
+    assert refused.value.status == 400 and refused.value.param == http
+
+
+def test_an_option_without_a_declaration_is_refused_at_import():
+    """A field added without ``option()`` has no metadata: the table of declarations fails loudly."""
+    assert all(isinstance(d, Declared) for d in DECLARED.values())
+    assert list(DECLARED) == [f.name for f in dataclasses.fields(GenerationOptions)]
 
 
 def test_to_dict_and_from_dict_round_trip_through_json():

@@ -15,11 +15,10 @@ from ..catalog.families import family_for
 from ..engines import ENGINE_CHOICES
 from ..engines.base import KV_CACHE_TYPES
 from ..errors import InsufficientMemoryError, InvalidRequestError
-from ..reasoning.effort import EFFORTS, effort_table
+from ..reasoning.effort import effort_table
 from ..reasoning.formats import FORMAT_CHOICES
-from ..reasoning.language import LANGUAGE_CHOICES
 from ..runtime.model import Model, load
-from ..runtime.options import GenerationOptions
+from ..runtime.options import DECLARED, TYPES, Declared, GenerationOptions
 from .library import model_path, with_alternatives
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -72,7 +71,7 @@ model_options = _apply(
             type=click.IntRange(min=1),
             default=1,
             show_default=True,
-            help="Generations that run at once, in one batch (llama.cpp); the KV cache holds this × --ctx.",
+            help="Generations that run at once, in one batch (both engines); the KV cache holds this × --ctx.",
         ),
         click.option("--threads", "n_threads", type=click.IntRange(min=1), help="CPU threads (default: all cores)."),
         click.option(
@@ -104,70 +103,52 @@ model_options = _apply(
     ]
 )
 
+
+def _click_type(name: str, declared: Declared) -> Any:
+    """The click type of option ``name``: its choices, or its number type with the declared range."""
+    if declared.choices:
+        return click.Choice(list(declared.choices))
+    kind = {int | None: int, float | None: float, int: int, float: float}.get(TYPES[name])
+    if kind is None:
+        return None
+    if declared.low is None and declared.high is None:
+        return kind
+    bounds = {"min": declared.low, "max": declared.high, "min_open": declared.low_open, "max_open": declared.high_open}
+    return click.IntRange(**bounds) if kind is int else click.FloatRange(**bounds)
+
+
+def _generation_option(name: str, declared: Declared) -> Decorator:
+    """The click option of one ``GenerationOptions`` field, from its declaration.
+
+    A negating flag (``--no-think``) stores False under the field's own name; every flag
+    defaults to None (not given), so the options' own defaults stay the ones that apply.
+    """
+    if declared.negate:
+        return click.option(declared.negate, name, flag_value=False, default=None, help=declared.help)
+    flags = declared.flags or ("--" + name.replace("_", "-"),)
+    if TYPES[name] is bool:
+        return click.option(*flags, name, flag_value=True, default=None, help=declared.help)
+    help = f"{declared.help.removesuffix('.')} ({effort_table()})." if name == "effort" else declared.help
+    default = {"show_default": True, "default": GenerationOptions().language} if name == "language" else {}
+    return click.option(*flags, name, type=_click_type(name, declared), metavar=declared.metavar, help=help, **default)
+
+
+#: The CLI-only flags that build ``response_format`` (the option itself is a JSON object).
+_RESPONSE_FORMAT_FLAGS = [
+    click.option("--json-object", is_flag=True, help="Answer with one JSON object (the thinking stays free)."),
+    click.option(
+        "--json-schema",
+        metavar="FILE",
+        help="Answer with JSON that matches the JSON schema in FILE (the thinking stays free).",
+    ),
+]
+
+#: The ``GenerationOptions`` fields that have a flag, in declaration order.
+FLAG_FIELDS = tuple(name for name, declared in DECLARED.items() if declared.flags is not None or declared.negate)
+
 generation_options = _apply(
-    [
-        click.option(
-            "--max-thinking-tokens",
-            "--budget",
-            "max_thinking_tokens",
-            type=click.IntRange(min=0),
-            help="Thinking budget: at N tokens the runtime closes the thinking and the model answers.",
-        ),
-        click.option(
-            "--min-thinking-tokens",
-            type=click.IntRange(min=0),
-            help='Think at least N tokens: an earlier close becomes "Wait" (the s1 recipe).',
-        ),
-        click.option(
-            "--effort", type=click.Choice(list(EFFORTS)), help=f"Preset budget and minimum ({effort_table()})."
-        ),
-        click.option("--no-loop-guard", is_flag=True, help="Do not nudge or close a thinking that repeats itself."),
-        click.option(
-            "--language",
-            type=click.Choice(LANGUAGE_CHOICES),
-            default="off",
-            show_default=True,
-            help="Keep the answer in one language (auto: the language of your message).",
-        ),
-        click.option("--language-in-thinking", is_flag=True, help="Apply --language to the thinking too."),
-        click.option("--max-answer-tokens", type=click.IntRange(min=0), help="Upper bound on answer tokens."),
-        click.option(
-            "--max-tokens",
-            type=click.IntRange(min=1),
-            help="Upper bound on thinking plus answer tokens (the thinking is closed in time for a short answer).",
-        ),
-        click.option("--no-think", is_flag=True, help="Answer without thinking."),
-        click.option("--json-object", is_flag=True, help="Answer with one JSON object (the thinking stays free)."),
-        click.option(
-            "--json-schema",
-            metavar="FILE",
-            help="Answer with JSON that matches the JSON schema in FILE (the thinking stays free).",
-        ),
-        click.option("--system", help="System prompt (default: the model's own)."),
-        click.option("--temperature", type=click.FloatRange(min=0), help="0 for greedy decoding."),
-        click.option("--top-p", type=click.FloatRange(0, 1, min_open=True)),
-        click.option("--top-k", type=click.IntRange(min=0)),
-        click.option("--min-p", type=click.FloatRange(0, 1, max_open=True)),
-        click.option("--presence-penalty", type=click.FloatRange(-2, 2)),
-        click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True)),
-        click.option("--seed", type=int, help="Fixed seed: the same seed gives the same output."),
-        click.option(
-            "--draft",
-            metavar="ngram|auto|MODEL|off",
-            help="Speculative decoding, the same tokens faster: ngram drafts from the text itself; auto: the "
-            "catalog's draft model for this model; MODEL: a small model with the same tokenizer (default: off).",
-        ),
-    ]
+    [*(_generation_option(name, DECLARED[name]) for name in FLAG_FIELDS), *_RESPONSE_FORMAT_FLAGS]
 )
-
-
-def _param_names(decorator: Decorator) -> tuple[str, ...]:
-    """The parameter names a decorator made of click options adds."""
-    probe = decorator(lambda: None)
-    return tuple(param.name for param in probe.__click_params__ if param.name)
-
-
-GENERATION_PARAMS = _param_names(generation_options)
 
 display_options = _apply(
     [
@@ -226,10 +207,6 @@ def load_model(params: dict[str, Any]) -> Model:
     return model
 
 
-#: CLI flags that negate an option: flag name → (option field, value when the flag is given).
-_NEGATING_FLAGS = {"no_think": "think", "no_loop_guard": "loop_guard"}
-
-
 def generation_changes(params: dict[str, Any], *, given_only: bool = False) -> dict[str, Any]:
     """The ``GenerationOptions`` fields the ``generation_options`` set, by field name.
 
@@ -237,22 +214,17 @@ def generation_changes(params: dict[str, Any], *, given_only: bool = False) -> d
     environment), not click's defaults, so that resuming a chat keeps its own options.
     """
     ctx = click.get_current_context()
-    changes: dict[str, Any] = {}
-    for name in GENERATION_PARAMS:
-        source = ctx.get_parameter_source(name)
-        if given_only and source in (None, click.core.ParameterSource.DEFAULT):
-            continue
-        value = params[name]
-        if name in _NEGATING_FLAGS:
-            changes[_NEGATING_FLAGS[name]] = not value
-        elif name in ("json_object", "json_schema"):
-            if value and "response_format" in changes:
-                raise InvalidRequestError("give --json-object or --json-schema, not both")
-            if value:
-                changes["response_format"] = _response_format(value)
-        elif value is not None:
-            changes[name] = value
-    return changes
+    given = {
+        name: params[name]
+        for name in (*FLAG_FIELDS, "json_object", "json_schema")
+        if not (given_only and ctx.get_parameter_source(name) in (None, click.core.ParameterSource.DEFAULT))
+    }
+    json_object, schema_file = given.pop("json_object", None), given.pop("json_schema", None)
+    if json_object and schema_file:
+        raise InvalidRequestError("give --json-object or --json-schema, not both")
+    if json_object or schema_file:
+        given["response_format"] = _response_format(schema_file or True)
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def _response_format(schema_file: str | bool) -> dict[str, Any]:

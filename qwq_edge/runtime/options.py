@@ -1,10 +1,12 @@
-"""``GenerationOptions``: every per-request option, in one place, checked once.
+"""``GenerationOptions``: every per-request option, declared once, checked once.
 
-The CLI builds one from its shared click options, the Python API from keyword
-arguments (``model.stream(prompt, options, **overrides)``), a saved chat from its
-JSON, and the server from a request body. Every later layer reads the fields by
-name; nothing re-packs them. ``None`` in a sampling field means "the model's
-default" (from its catalog entry).
+Each field carries its ``Declared`` metadata: the help text, the range, the CLI flag
+names and the HTTP field names. The CLI's click options (``cli/options.py``) and the
+server's request model (``server/schemas.py``) are built from it, so adding an option is
+one field here plus its behaviour. The Python API takes keyword arguments
+(``model.stream(prompt, options, **overrides)``), a saved chat its JSON. Every later
+layer reads the fields by name; nothing re-packs them. ``None`` in a sampling field
+means "the model's default" (from its catalog entry).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
-from typing import Any
+from typing import Any, get_type_hints
 
 from ..errors import InvalidRequestError
 from ..reasoning.controller import ThinkingLimits
@@ -26,10 +28,73 @@ from ..sampling import SamplingParams
 from ..text.tool_calls import check_tools, forced_functions, offered_tools
 
 #: The fields that override the model's sampling defaults.
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "presence_penalty", "repetition_penalty", "seed")
+SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+)
 
 _INT, _FLOAT, _BOOL, _STR = "a whole number", "a number", "true or false", "a string"
 _OBJECT, _LIST, _STR_OR_OBJECT = "a JSON object", "a list", "a string or a JSON object"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What the CLI and the HTTP server need to know of one option.
+
+    ``flags``: the CLI's flag names (``()``: ``--`` and the field's name with dashes; ``None``:
+    no flag, and ``no_flag`` says why). ``negate``: a flag that sets a boolean to False
+    (``--no-think``). ``http``: the request fields that carry it, first found wins (``()``: the
+    field's name; ``None``: none, and ``no_http`` says why); ``chat_only``: chat completions
+    only. ``low``/``high`` bound a number (``low_open``/``high_open``: the bound itself is out).
+    """
+
+    help: str
+    flags: tuple[str, ...] | None = ()
+    negate: str | None = None
+    no_flag: str = ""
+    http: tuple[str, ...] | None = ()
+    no_http: str = ""
+    chat_only: bool = False
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    metavar: str | None = None
+
+    def out_of_range(self, value: float) -> str | None:
+        """Why ``value`` is out of this option's range, or None."""
+        below = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        above = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        return f"must be {self.range_text()}" if below or above else None
+
+    def range_text(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {opening}{_number(self.low)}, {_number(self.high)}{closing}"
+
+
+def _number(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+
+
+def option(default: Any, help: str, **declared: Any) -> Any:
+    """A ``GenerationOptions`` field with its declaration (see ``Declared``)."""
+    return field(default=default, metadata={"declared": Declared(help, **declared)})
+
+
+def declaration(name: str) -> Declared:
+    """The declaration of the option ``name``."""
+    return DECLARED[name]
 
 
 @dataclass(frozen=True)
@@ -61,32 +126,97 @@ class GenerationOptions:
     call whose arguments match that function's parameters).
     """
 
-    max_thinking_tokens: int | None = None
-    min_thinking_tokens: int | None = None
-    max_answer_tokens: int | None = None
-    max_tokens: int | None = None
-    effort: str | None = None
-    think: bool = True
-    loop_guard: bool = True
-    language: str = "off"
-    language_in_thinking: bool = False
-    reasoning_format: str | None = None
-    system: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    presence_penalty: float | None = None
-    repetition_penalty: float | None = None
-    seed: int | None = None
-    draft: str = "off"
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    max_thinking_tokens: int | None = option(
+        None,
+        "Thinking budget: at N tokens the runtime closes the thinking and the model answers.",
+        flags=("--max-thinking-tokens", "--budget"),
+        http=("max_thinking_tokens", "thinking_budget_tokens"),  # the second is llama.cpp's name
+        low=0,
+    )
+    min_thinking_tokens: int | None = option(
+        None, 'Think at least N tokens: an earlier close becomes "Wait" (the s1 recipe).', low=0
+    )
+    max_answer_tokens: int | None = option(None, "Upper bound on answer tokens.", low=0)
+    max_tokens: int | None = option(
+        None,
+        "Upper bound on thinking plus answer tokens (the thinking is closed in time for a short answer).",
+        http=("max_completion_tokens", "max_tokens"),
+        low=1,
+    )
+    effort: str | None = option(
+        None,
+        "Preset budget and minimum.",
+        choices=EFFORTS,
+        http=("reasoning_effort",),  # it replaces the server's default budget and minimum (server/mapping.py)
+    )
+    think: bool = option(True, "Answer without thinking.", negate="--no-think")
+    loop_guard: bool = option(True, "Do not nudge or close a thinking that repeats itself.", negate="--no-loop-guard")
+    language: str = option(
+        "off", "Keep the answer in one language (auto: the language of your message).", choices=LANGUAGE_CHOICES
+    )
+    language_in_thinking: bool = option(False, "Apply --language to the thinking too.")
+    reasoning_format: str | None = option(
+        None,
+        "How the model marks its thinking (think, qwq-preview, none); default: read from the model.",
+        flags=None,
+        no_flag="--reasoning-format is a load option on the CLI (model_options): it applies to every turn",
+        choices=FORMAT_CHOICES,
+    )
+    system: str | None = option(
+        None, "System prompt (default: the model's own).", http=None, no_http="a request's messages carry it"
+    )
+    temperature: float | None = option(None, "0 for greedy decoding.", low=0)
+    top_p: float | None = option(
+        None, "Nucleus sampling: keep the most likely tokens up to this mass.", low=0, high=1, low_open=True
+    )
+    top_k: int | None = option(None, "Keep the K most likely tokens (0: all).", low=0)
+    min_p: float | None = option(
+        None, "Drop tokens below this share of the most likely one's probability.", low=0, high=1, high_open=True
+    )
+    presence_penalty: float | None = option(
+        None, "Subtracted from the logit of every token already generated (OpenAI's meaning).", low=-2, high=2
+    )
+    frequency_penalty: float | None = option(
+        None,
+        "Subtracted from a token's logit once per time it was generated (OpenAI's meaning).",
+        low=-2,
+        high=2,
+    )
+    repetition_penalty: float | None = option(
+        None, "Divide a repeated token's positive logit by this (multiply a negative one).", low=0, low_open=True
+    )
+    seed: int | None = option(None, "Fixed seed: the same seed gives the same output.")
+    draft: str = option(
+        "off",
+        "Speculative decoding, the same tokens faster: ngram drafts from the text itself; auto: the catalog's "
+        "draft model for this model; MODEL: a small model with the same tokenizer (default: off).",
+        metavar="ngram|auto|MODEL|off",
+    )
+    response_format: dict[str, Any] | None = option(
+        None,
+        "OpenAI's response_format: the answer follows a JSON object or a JSON schema.",
+        flags=None,
+        no_flag="--json-object and --json-schema FILE build it (cli/options.py)",
+        chat_only=True,
+    )
+    tools: list[dict[str, Any]] | None = option(
+        None,
+        "OpenAI's function tools, offered through the model's chat template.",
+        flags=None,
+        no_flag="tool definitions are JSON objects: the Python API and the server take them",
+        chat_only=True,
+    )
+    tool_choice: str | dict[str, Any] | None = option(
+        None,
+        "auto, none, required, or the function the answer must call.",
+        flags=None,
+        no_flag="it goes with tools",
+        chat_only=True,
+    )
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            _check_type(field.name, getattr(self, field.name))
+        for name in DECLARED:
+            _check_value(name, getattr(self, name))
         _check_choice("effort", self.effort, (*EFFORTS, None))
         _check_choice("language", self.language, LANGUAGE_CHOICES)
         _check_choice("reasoning_format", self.reasoning_format, (*FORMAT_CHOICES, None))
@@ -149,11 +279,23 @@ _KINDS = {
 }
 _TYPES: dict[str, str] = {f.name: _KINDS.get(str(f.type), _STR) for f in fields(GenerationOptions)}
 _OPTIONAL = {f.name for f in fields(GenerationOptions) if str(f.type).endswith("| None")}
+#: Every option's declaration, in field order.
+DECLARED: dict[str, Declared] = {f.name: f.metadata["declared"] for f in fields(GenerationOptions)}
+#: Every option's Python type (``int | None``, …), for the request model and the click types.
+TYPES: dict[str, Any] = get_type_hints(GenerationOptions)
+
+
+def _check_value(name: str, value: Any) -> None:
+    """The option's type, then its declared range."""
+    if value is None and name in _OPTIONAL:
+        return
+    _check_type(name, value)
+    problem = DECLARED[name].out_of_range(value) if _TYPES[name] in (_INT, _FLOAT) else None
+    if problem:
+        raise InvalidRequestError(f"{name} {problem}, not {value!r}")
 
 
 def _check_type(name: str, value: Any) -> None:
-    if value is None and name in _OPTIONAL:
-        return
     expected = _TYPES[name]
     ok = {
         _INT: isinstance(value, int) and not isinstance(value, bool),

@@ -14,29 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
-from ..runtime.options import GenerationOptions
+from ..runtime.options import DECLARED, GenerationOptions
 from ..text.tool_calls import ToolCall, ToolCallScanner
 from .errors import bad_request
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, GenerationFields
 
-#: Request fields that are ``GenerationOptions`` fields of the same name.
-SAME_NAME = (
-    "max_thinking_tokens",
-    "min_thinking_tokens",
-    "max_answer_tokens",
-    "language",
-    "language_in_thinking",
-    "loop_guard",
-    "think",
-    "reasoning_format",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "presence_penalty",
-    "repetition_penalty",
-    "seed",
-)
+#: The options a request carries (``server/schemas.py`` builds its fields from their declarations).
+REQUEST_OPTIONS = tuple(name for name, declared in DECLARED.items() if declared.http is not None)
 
 #: OpenAI's finish reasons for qwq-edge's (its own stays in the ``qwq_edge`` field).
 FINISH_REASONS = {"stop": "stop", "budget": "stop", "length": "length", "cancelled": "stop"}
@@ -53,12 +37,8 @@ def options_from_request(request: GenerationFields, defaults: GenerationOptions)
     ``chat_template_kwargs.enable_thinking`` is ``think`` (an explicit ``think`` wins);
     ``draft`` is ``ngram``, ``off`` or ``model`` (the server's ``--draft`` model).
     """
-    changes: dict[str, Any] = {name: getattr(request, name) for name in SAME_NAME}
-    changes["max_tokens"] = getattr(request, "max_completion_tokens", None) or request.max_tokens
-    for name in ("response_format", "tools", "tool_choice"):  # chat only
-        changes[name] = getattr(request, name, None)
-    if request.reasoning_effort is not None:
-        changes["effort"] = request.reasoning_effort
+    changes: dict[str, Any] = {name: getattr(request, name, None) for name in REQUEST_OPTIONS}
+    if request.effort is not None:
         for name in ("max_thinking_tokens", "min_thinking_tokens"):
             if name not in request.model_fields_set:
                 changes[name] = _CLEARED

@@ -1,5 +1,8 @@
 """Request bodies as pydantic models: the OpenAI fields, and qwq-edge's extension fields.
 
+The generation options' fields are built from their declarations (``runtime/options.py``:
+type, range, HTTP names), so a new option is a request field with no edit here.
+
 Types are strict (a string where a number belongs is a 400, not a guess); fields a
 client sends that this server does not know are ignored, as OpenAI-compatible
 servers do, except those whose meaning cannot be honoured (``n`` above 1, ``echo``,
@@ -10,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ..runtime.options import DECLARED, TYPES, Declared
 from .errors import APIError, bad_request
 
 
@@ -52,50 +56,55 @@ class TemplateKwargs(_Body):
     enable_thinking: bool | None = None
 
 
-class GenerationFields(_Body):
-    """What both endpoints take: sampling, bounds and the reasoning controls."""
+def _declared_field(name: str, declared: Declared) -> tuple[Any, Any]:
+    """A request field for the option ``name``: its type, range and HTTP names, from its declaration."""
+    bounds = {
+        ("gt" if declared.low_open else "ge"): declared.low,
+        ("lt" if declared.high_open else "le"): declared.high,
+    }
+    names = declared.http or (name,)
+    alias = AliasChoices(*names) if names != (name,) else None
+    return TYPES[name] | None, Field(None, validation_alias=alias, **{k: v for k, v in bounds.items() if v is not None})
+
+
+#: The options a request carries, under their own names (``http`` names are aliases).
+_OPTION_FIELDS = {name: d for name, d in DECLARED.items() if d.http is not None and not d.chat_only}
+_CHAT_OPTION_FIELDS = {name: d for name, d in DECLARED.items() if d.http is not None and d.chat_only}
+
+
+class _Request(_Body):
+    """What both endpoints take besides the generation options."""
 
     model: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0)
-    top_p: float | None = None
-    seed: int | None = None
     stop: str | list[str] | None = None
     n: int = 1
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
     logprobs: bool | int | None = None
-    # extension fields (qwq-edge's names; thinking_budget_tokens is llama.cpp's)
-    max_thinking_tokens: int | None = Field(
-        None, ge=0, validation_alias=AliasChoices("max_thinking_tokens", "thinking_budget_tokens")
-    )
-    min_thinking_tokens: int | None = Field(None, ge=0)
-    max_answer_tokens: int | None = Field(None, ge=0)
-    reasoning_effort: str | None = None
-    language: str | None = None
-    language_in_thinking: bool | None = None
-    loop_guard: bool | None = None
-    think: bool | None = None
-    reasoning_format: str | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    draft: str | None = None
     return_token_ids: bool = False
 
 
-class ChatCompletionRequest(GenerationFields):
+#: Both endpoints' fields: every generation option (``runtime/options.py`` declares them), the rest above.
+GenerationFields = create_model(
+    "GenerationFields",
+    __base__=_Request,
+    **{name: _declared_field(name, declared) for name, declared in _OPTION_FIELDS.items()},
+)
+
+
+class _ChatFields(GenerationFields):  # type: ignore[misc,valid-type]
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     chat_template_kwargs: TemplateKwargs | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
 
 
-class CompletionRequest(GenerationFields):
+ChatCompletionRequest = create_model(
+    "ChatCompletionRequest",
+    __base__=_ChatFields,
+    **{name: _declared_field(name, declared) for name, declared in _CHAT_OPTION_FIELDS.items()},
+)
+
+
+class CompletionRequest(GenerationFields):  # type: ignore[misc,valid-type]
     prompt: str | list[int] | list[str]
     echo: bool = False
     best_of: int | None = None

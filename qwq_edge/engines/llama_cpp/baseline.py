@@ -54,6 +54,7 @@ class RawLlamaCpp:
             min_p=params.min_p,
             repeat_penalty=params.repetition_penalty,
             presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
             seed=seed,
             stream=True,
         )

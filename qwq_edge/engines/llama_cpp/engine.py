@@ -184,7 +184,11 @@ class LlamaCppSampler:
         self.rng = np.random.default_rng(seed)
         if penalized:
             self._chain.add_penalties(
-                engine.vocab_size, params.penalty_window, params.repetition_penalty, 0.0, params.presence_penalty
+                engine.vocab_size,
+                params.penalty_window,
+                params.repetition_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
             )
         if params.greedy:
             self._chain.add_greedy()

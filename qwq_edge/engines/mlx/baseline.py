@@ -30,6 +30,8 @@ class RawMlx:
             repetition_context_size=params.penalty_window,
             presence_penalty=params.presence_penalty or None,
             presence_context_size=params.penalty_window,
+            frequency_penalty=params.frequency_penalty or None,
+            frequency_context_size=params.penalty_window,
         )
         return mlx_lm.stream_generate(
             self.model,

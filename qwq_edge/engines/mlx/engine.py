@@ -84,6 +84,8 @@ class MlxSampler:
             repetition_context_size=params.penalty_window,
             presence_penalty=params.presence_penalty or None,
             presence_context_size=params.penalty_window,
+            frequency_penalty=params.frequency_penalty or None,
+            frequency_context_size=params.penalty_window,
         )
         self._history: list[int] = []
         self._masks: dict[Collection[int], Any] = {}
