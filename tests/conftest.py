@@ -17,6 +17,41 @@ from qwq_edge.services.testdata import fixture_model_path
 
 #: Greedy, short: the settings most tests use so that runs are fast and repeatable.
 GREEDY = {"temperature": 0.0}
+#: What a test needs, read from the fixtures it uses: marker → the fixtures that imply it. A test
+#: module with needs no fixture shows sets ``pytestmark`` itself (``pytest.mark.mlx``, …).
+NEEDS = {
+    "model": {"gguf_path", "model"},  # the real 0.5B GGUF
+    "engine": {"tiny", "tiny_models", "tiny_mlx", "placeholder_gguf", "wide", "qwen"},  # a real engine, tiny models
+    "subprocess": {"cli_command"},  # qwq-edge run as a process
+    "server": {"server", "client"},  # a real uvicorn server
+    "browser": {"page"},  # headless chromium
+}
+#: Markers the everyday loop (``pytest --quick``) leaves out.
+SLOW_NEEDS = (*NEEDS, "mlx")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--quick",
+        action="store_true",
+        help="the everyday loop: only the tests that need no real model, engine, MLX, process, server or browser",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test by what it needs; with ``--quick``, deselect those that need any of it."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in NEEDS.items():
+            if used & fixtures:
+                item.add_marker(marker)
+    if not config.getoption("--quick"):
+        return
+    kept = [item for item in items if not any(item.get_closest_marker(m) for m in SLOW_NEEDS)]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
 #: A request that keeps the 0.5B model thinking for a long time.
 LONG_THINKING_PROMPT = "List the numbers 1 to 500, each on its own line, with no other text."
 

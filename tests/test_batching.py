@@ -1,4 +1,4 @@
-"""Continuous batching (``qwq_edge.runtime.batching``) on the toy engine's pool: several generations in
+"""Continuous batching (``qwq_edge.engines.scheduler``) on the toy engine's pool: several generations in
 threads, one pass per step for all of them, in well under a second."""
 
 import time
@@ -27,7 +27,7 @@ def generated(model: Model, prompts: list[str], **options) -> list:
 
 
 def test_concurrent_generations_share_passes_and_each_gives_its_text_alone():
-    model = pooled(3)
+    model = Model(SlowPool(3, delay=0.005), reasoning_format="think")  # passes take time, as real ones do
     results = generated(model, PROMPTS[:3])
     assert [r.answer for r in results] == [alone(p) for p in PROMPTS[:3]]
     passes = model.engine.passes
@@ -93,13 +93,14 @@ def test_an_abandoned_stream_loses_its_sequence_to_a_waiting_request():
 class SlowPool(ToyPool):
     """A pool whose passes take a while, noting any sequence changed while its pass ran."""
 
-    def __init__(self, parallel: int) -> None:
+    def __init__(self, parallel: int, delay: float = 0.02) -> None:
         super().__init__(parallel)
+        self.delay = delay
         self.changed_mid_pass = 0
 
     def decode(self, sequences) -> None:
         before = [list(sequence.cached_tokens) for sequence in sequences]
-        time.sleep(0.02)
+        time.sleep(self.delay)
         super().decode(sequences)
         rewritten = [list(s.cached_tokens[: len(b)]) != b for s, b in zip(sequences, before, strict=True)]
         self.changed_mid_pass += sum(rewritten)  # tokens fed meanwhile wait for the next pass: no harm

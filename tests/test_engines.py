@@ -80,7 +80,7 @@ def tiny(request, tiny_models):
 
 def greedy_tokens(model, steps=32) -> list[int]:
     model.generate(PROMPT, reasoning_format="none", max_answer_tokens=steps, temperature=0.0)
-    return model.engine._tokens[-steps:]
+    return model.engine.cached_tokens[-steps:]
 
 
 def test_both_engines_decode_the_same_greedy_tokens_as_the_numpy_reference(tiny_models):
@@ -179,11 +179,11 @@ def test_feeding_and_rewinding_keep_the_cache_exact_on_each_engine(tiny):
 def test_same_seed_same_tokens_on_each_engine(tiny):
     options = {"reasoning_format": "none", "max_answer_tokens": 16, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
     a = tiny.generate(PROMPT, seed=5, **options)
-    tokens_a = tiny.engine._tokens[-16:]
+    tokens_a = tiny.engine.cached_tokens[-16:]
     tiny.generate(PROMPT, seed=5, **options)
-    assert tiny.engine._tokens[-16:] == tokens_a and a.stats.seed == 5
+    assert tiny.engine.cached_tokens[-16:] == tokens_a and a.stats.seed == 5
     tiny.generate(PROMPT, seed=6, **options)
-    assert tiny.engine._tokens[-16:] != tokens_a
+    assert tiny.engine.cached_tokens[-16:] != tokens_a
 
 
 def test_penalties_run_on_each_engine(tiny):
@@ -281,7 +281,7 @@ def test_language_guard_and_effort_on_each_engine(tiny):
         seed=3,
     )
     assert result.stats.thinking_tokens <= 6 and result.stats.language_masked_steps == result.stats.answer_tokens
-    answer_tokens = tiny.engine._tokens[-result.stats.answer_tokens :]
+    answer_tokens = tiny.engine.cached_tokens[-result.stats.answer_tokens :]
     assert not set(answer_tokens) & ban
 
 
@@ -305,7 +305,9 @@ def test_budget_cut_and_guarded_language_texts_on_each_engine(tiny):
     forced = [e for e in events if isinstance(e, Intervention)]
     assert [e.kind for e in forced] == ["budget"] and forced[0].detail.startswith("closed at")
     assert texts_for("zh").wrap_up in result.thinking
-    assert len(tiny.engine._tokens) == stats.prompt_tokens + stats.generated_tokens, "the rewind left no stale tokens"
+    assert len(tiny.engine.cached_tokens) == stats.prompt_tokens + stats.generated_tokens, (
+        "the rewind left no stale tokens"
+    )
 
 
 def test_a_schema_holds_random_weights_on_each_engine(tiny):

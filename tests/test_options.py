@@ -215,7 +215,7 @@ def test_the_question_joins_the_history_before_the_answer_is_generated(model):
 
 
 def test_an_abandoned_suspended_stream_does_not_block_the_next_request(model):
-    model.turns.stale_after = 0.5
+    model.scheduler.stale_after = 0.5
     try:
         abandoned = model.stream("Count to 100.", temperature=0.0, reasoning_format="none", max_answer_tokens=200)
         next(abandoned)  # suspended and still referenced: never iterated again, never closed
@@ -225,11 +225,11 @@ def test_an_abandoned_suspended_stream_does_not_block_the_next_request(model):
         last = list(abandoned)[-1]  # resumed late, it only finishes up
         assert isinstance(last, Done) and last.result.stats.finish_reason == "cancelled"
     finally:
-        model.turns.stale_after = 2.0
+        model.scheduler.stale_after = 2.0
 
 
 def test_a_request_waits_for_a_stream_that_keeps_going(model):
-    model.turns.stale_after = 0.5
+    model.scheduler.stale_after = 0.5
     try:
         stream = model.stream("Count to 100.", temperature=0.0, reasoning_format="none", max_answer_tokens=40)
         next(stream)
@@ -242,11 +242,11 @@ def test_a_request_waits_for_a_stream_that_keeps_going(model):
         waiter.join(timeout=60)
         assert events[-1].result.stats.finish_reason != "cancelled"
     finally:
-        model.turns.stale_after = 2.0
+        model.scheduler.stale_after = 2.0
 
 
 def test_a_collected_stream_gives_its_turn_back_at_once(model):
     stream = model.stream("Count to 100.", temperature=0.0, reasoning_format="none", max_answer_tokens=200)
     next(stream)
     del stream  # garbage: closed by the interpreter, the turn is released
-    assert model.turns.owner is None
+    assert not model.scheduler.active

@@ -52,7 +52,7 @@ def generated(model, prompt: str, **options) -> tuple[list[int], object]:
     """The tokens after the prompt, and the stats."""
     model.engine.rewind(0)
     stats = model.generate(prompt, **options).stats
-    return list(model.engine._tokens[stats.prompt_tokens :]), stats
+    return list(model.engine.cached_tokens[stats.prompt_tokens :]), stats
 
 
 def top2_gap(model, prompt_tokens: list[int], generated: list[int]) -> float:

@@ -31,6 +31,7 @@ from qwq_edge.architecture.shape import ModelShape
 from qwq_edge.engines.adapter import AutoChoice, EngineOptions, EngineSpec, ModelFacts
 from qwq_edge.engines.base import EngineInfo, check_room, prefill_reusing
 from qwq_edge.engines.registry import register, unregister
+from qwq_edge.engines.scheduler import Scheduler
 from qwq_edge.sampling import SamplingParams
 
 CONTROL = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
@@ -205,14 +206,12 @@ class ToyEngine:
 
 
 class ToySequence(ToyEngine):
-    """One sequence of a ``ToyPool``: fed tokens wait until logits are needed (``evaluate``)."""
+    """One sequence of a ``ToyPool``: fed tokens wait until logits are needed, when the pool's
+    scheduler runs them (``evaluate``)."""
 
-    def __init__(self, pool: ToyPool, **settings: object) -> None:
+    def __init__(self, pool: ToyPool, index: int, **settings: object) -> None:
         super().__init__(**settings)  # the same seed: the same weights as every other sequence
-        self.pool = pool
-        self.evaluate = self._evaluate_alone
-        self.fed = lambda: None
-        self.settle = lambda: None
+        self.pool, self.index, self.scheduler = pool, index, pool.scheduler
 
     @property
     def cached_tokens(self) -> list[int]:
@@ -225,10 +224,10 @@ class ToySequence(ToyEngine):
     def feed(self, tokens: Sequence[int]) -> None:
         check_room(self.position + len(tokens), self.info.context_length)
         self._tokens.extend(tokens)
-        self.fed()
+        self.scheduler.fed(self)
 
     def rewind(self, position: int) -> None:
-        self.settle()
+        self.scheduler.settle(self)
         super().rewind(position)
 
     def run(self, count: int) -> None:
@@ -240,13 +239,9 @@ class ToySequence(ToyEngine):
     def forget_logits(self) -> None:
         del self._states[len(self._tokens) - 1 :]
 
-    def _evaluate_alone(self) -> None:
-        while self.pending:
-            self.pool.decode([self])
-
     def logits(self, at: int | None = None) -> np.ndarray:
         if self.pending:
-            self.evaluate()
+            self.scheduler.evaluate(self)
         return super().logits(at)
 
 
@@ -256,7 +251,8 @@ class ToyPool:
 
     def __init__(self, parallel: int, capacity: int = 64, **settings: object) -> None:
         self.capacity = capacity
-        self.sequences = [ToySequence(self, **settings) for _ in range(parallel)]
+        self.scheduler = Scheduler(self, parallel)
+        self.sequences = [ToySequence(self, index, **settings) for index in range(parallel)]
         first = self.sequences[0]
         self.info, self.end_of_generation, self.special_texts = first.info, first.end_of_generation, first.special_texts
         self.tokenize, self.token_bytes, self.id = first.tokenize, first.token_bytes, first.id
@@ -269,7 +265,7 @@ class ToyPool:
             if count:
                 sequence.run(count)
                 room -= count
-                ran.append(self.sequences.index(sequence))
+                ran.append(sequence.index)
         self.passes.append(ran)
 
     def close(self) -> None:

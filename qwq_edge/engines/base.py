@@ -10,7 +10,7 @@ package import an engine library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,17 +118,13 @@ class Engine(Protocol):
 
 
 class BatchedSequence(Engine, Protocol):
-    """One sequence of an ``EnginePool``: an engine whose fed tokens wait to be evaluated."""
+    """One sequence of an ``EnginePool``: an engine whose fed tokens wait to be evaluated by
+    its pool's scheduler (given when the sequence is built)."""
 
+    #: Its place in the pool.
+    index: int
     #: The tokens the sequence holds (fed ones included), for choosing a sequence to reuse.
     cached_tokens: Sequence[int]
-    #: Runs the pending tokens when logits are needed; a scheduler sets it.
-    evaluate: Callable[[], None]
-    #: Called after every ``feed``; a scheduler sets it.
-    fed: Callable[[], None]
-    #: Waits until no running pass reads this sequence's tokens (``rewind`` calls it first:
-    #: a controller may take back a token its own pass is still evaluating); a scheduler sets it.
-    settle: Callable[[], None]
 
     @property
     def pending(self) -> int:
@@ -138,6 +134,23 @@ class BatchedSequence(Engine, Protocol):
     def forget_logits(self) -> None:
         """The next pass overwrites this sequence's logits: evaluate its last token again when
         they are needed (its thread was held at a ``yield`` before it read them)."""
+        ...
+
+
+class PassScheduler(Protocol):
+    """What a pool's sequences tell their scheduler (``engines.scheduler.Scheduler``)."""
+
+    def fed(self, sequence: Any) -> None:
+        """Called after every ``feed``: the sequence is done with its logits."""
+        ...
+
+    def evaluate(self, sequence: Any) -> None:
+        """Run the sequence's pending tokens (in a pass shared with others); return when they ran."""
+        ...
+
+    def settle(self, sequence: Any) -> None:
+        """Wait until no running pass reads the sequence's tokens (``rewind`` calls it first:
+        a controller may take back a token its own pass is still evaluating)."""
         ...
 
 
@@ -152,6 +165,8 @@ class EnginePool(Protocol):
     end_of_generation: frozenset[int]
     special_texts: frozenset[str]
     sequences: Sequence[BatchedSequence]
+    #: Hands the sequences to generations and runs their passes (``engines.scheduler``).
+    scheduler: Any
 
     def tokenize(self, text: str, *, special: bool) -> list[int]: ...
 

@@ -1,17 +1,17 @@
 """What one sequence of any engine pool does without its engine library.
 
 A pool's sequence holds its tokens; those fed but not yet run are pending until a pass
-(its pool's ``decode``, batched with other sequences' under a scheduler) runs them. Prefix
+(its pool's ``decode``, batched with other sequences' by the pool's scheduler) runs them. Prefix
 reuse, rewind and feeding are the same for every engine; an adapter's sequence adds where
 its logits are and how its KV cache drops rewound tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from .base import check_room, prefill_reusing
+from .base import PassScheduler, check_room, prefill_reusing
 
 #: ``wanted_from`` when only the last pending token needs logits.
 LAST_ONLY = 1 << 62
@@ -20,8 +20,11 @@ LAST_ONLY = 1 << 62
 class PooledSequence:
     """The engine-free part of one sequence of an ``EnginePool``."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, index: int) -> None:
         self.pool = pool
+        #: Its place in the pool; the pool's scheduler runs its passes (``engines.scheduler``).
+        self.index = index
+        self.scheduler: PassScheduler = pool.scheduler
         self.info = pool.info
         self.vocab_size = pool.vocab_size
         self.end_of_generation = pool.end_of_generation
@@ -32,12 +35,6 @@ class PooledSequence:
         self.evaluated = 0
         #: Position from which the pending tokens need logits (``LAST_ONLY``: only the last one).
         self.wanted_from = LAST_ONLY
-        #: Runs the pending tokens; a scheduler replaces it to batch them with other sequences'.
-        self.evaluate: Callable[[], None] = self._evaluate_alone
-        #: Told of every feed (a scheduler may then start the next pass at once).
-        self.fed: Callable[[], None] = lambda: None
-        #: Waits for a running pass over this sequence's tokens (a scheduler sets it).
-        self.settle: Callable[[], None] = lambda: None
 
     @property
     def position(self) -> int:
@@ -64,7 +61,7 @@ class PooledSequence:
 
     def rewind(self, position: int) -> None:
         """Drop every token from ``position`` on (the next pass clears them from the KV cache)."""
-        self.settle()
+        self.scheduler.settle(self)
         del self.cached_tokens[position:]
         self.evaluated = min(self.evaluated, position)
         if self.wanted_from >= position:
@@ -73,7 +70,7 @@ class PooledSequence:
     def feed(self, tokens: Sequence[int]) -> None:
         check_room(self.position + len(tokens), self.info.context_length)
         self.cached_tokens.extend(tokens)
-        self.fed()
+        self.scheduler.fed(self)
 
     def feed_all(self, tokens: Sequence[int]) -> None:
         self.wanted_from = min(self.wanted_from, self.position)
@@ -81,11 +78,7 @@ class PooledSequence:
 
     def evaluate_pending(self) -> None:
         if self.pending:
-            self.evaluate()
-
-    def _evaluate_alone(self) -> None:
-        while self.pending:
-            self.pool.decode([self])
+            self.scheduler.evaluate(self)
 
     def close(self) -> None:
         """The pool frees the model."""

@@ -1,9 +1,10 @@
 """The Python API: ``load`` a model, then ``generate``, ``stream`` or ``chat``.
 
-A ``Model`` loaded with ``parallel=1`` serves one generation at a time: a request from
-another thread waits for the running one (see ``turns`` for what happens to a stream
-that is abandoned). With ``parallel=N`` (an engine pool), up to N generations from as
-many threads run at once, their tokens in one forward pass per step (``batching``).
+Every model is shared the same way (``engines.scheduler``): its engine's pool hands a
+sequence to each generation. With ``parallel=1`` one generation runs at a time and a
+request from another thread waits for it (an abandoned stream is taken over after
+``scheduler.stale_after`` seconds); with ``parallel=N`` up to N generations from as many
+threads run at once, their tokens in one forward pass per step.
 A stream's ``cancel()`` stops that generation at its next token; ``Model.cancel()``
 stops every running one; the model stays usable.
 """
@@ -22,6 +23,7 @@ from ..catalog.planner import MemoryPlan, memory_budget, model_shape, plan_memor
 from ..engines import open_engine
 from ..engines.base import KV_CACHE_TYPES, Engine, EngineInfo, EnginePool
 from ..engines.registry import choose_engine, join_group, rank_shape, spec_named
+from ..engines.scheduler import SoloPool
 from ..errors import DistributedError, InvalidRequestError
 from ..events import Done, Event, GenerationResult, collect
 from ..reasoning.controller import ReasoningController
@@ -31,12 +33,10 @@ from ..reasoning.language import detect_language, resolve_language
 from ..sampling import SamplingParams
 from ..speculation.proposers import DraftModels, Proposer, WhileAlone
 from ..system.distributed import launched
-from .batching import Scheduler
 from .chat import Chat
 from .generate import generate_step
 from .options import GenerationOptions
 from .prompt import Message, PromptBuilder, as_messages
-from .turns import Turns
 
 Prompt = str | Iterable[Message | dict[str, Any]]
 
@@ -84,11 +84,11 @@ class Model:
             self.info.vocab_size,
             engine.end_of_generation,
         )
-        self.turns = Turns()
-        sequences = getattr(engine, "sequences", None)
+        #: The engine as a pool (an engine that does not batch is a pool of one) and its scheduler.
+        self.pool: EnginePool = engine if hasattr(engine, "sequences") else SoloPool(engine)  # type: ignore[assignment]
+        self.scheduler = self.pool.scheduler
         #: How many generations run at once (their passes batched when more than one).
-        self.parallel = len(sequences) if sequences else 1
-        self.scheduler = Scheduler(engine) if sequences else None  # type: ignore[arg-type]
+        self.parallel = len(self.pool.sequences)
         self.memory_plan: MemoryPlan | None = None
         self.drafts = DraftModels(engine)  # type: ignore[arg-type]
 
@@ -114,7 +114,7 @@ class Model:
 
         Iterate to ``Done``, or ``close()`` a stream you abandon earlier, so that
         the next request starts at once (an abandoned stream is taken over after
-        ``turns.stale_after`` seconds).
+        ``scheduler.stale_after`` seconds).
         """
         options = (options or GenerationOptions()).replace(**overrides)
         fmt = self._format(options)
@@ -176,7 +176,7 @@ class Model:
         cancel = threading.Event()
         # In a pool, a generation drafts only while no other shares its passes.
         proposer = self.drafts.proposer(options.draft, tokens, sampling=sampling, seed=seed)
-        if proposer is not None and self.scheduler is not None:
+        if proposer is not None and self.parallel > 1:
             scheduler = self.scheduler
             proposer = WhileAlone(proposer, lambda: len(scheduler.active) <= 1)
         return Stream(self._run(tokens, controller, sampling, seed, cancel, proposer), cancel)
@@ -193,19 +193,17 @@ class Model:
         """Own the model (or one sequence of its pool) for the generation, one step at a
         time; ``Done`` comes after it is given back, so a caller that stops at ``Done``
         leaves it free."""
-        keeper: Turns | Scheduler = self.scheduler or self.turns
-        claim = keeper.claim(cancel, tokens)
-        engine = getattr(claim, "engine", self.engine)
+        claim = self.scheduler.claim(cancel, tokens)
         try:
-            steps = generate_step(engine, tokens, controller, sampling, seed, cancel.is_set, proposer)
+            steps = generate_step(claim.engine, tokens, controller, sampling, seed, cancel.is_set, proposer)
             while True:
-                with keeper.step(claim):  # type: ignore[arg-type]
+                with self.scheduler.step(claim):
                     event = next(steps)
                 if isinstance(event, Done):
                     break
                 yield event
         finally:
-            keeper.release(claim)  # type: ignore[arg-type]
+            self.scheduler.release(claim)
         yield event
 
     def generate(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> GenerationResult:
@@ -215,10 +213,7 @@ class Model:
     def cancel(self) -> None:
         """Stop every running generation at its next token (safe from any thread); a stream's
         own ``cancel()`` stops that one only."""
-        owner = self.turns.owner
-        if owner is not None:
-            owner.cancel.set()
-        for claim in self.scheduler.active if self.scheduler else ():
+        for claim in self.scheduler.active:
             claim.cancel.set()
 
     def chat(self, options: GenerationOptions | None = None, **overrides: Any) -> Chat:
@@ -247,8 +242,7 @@ class Model:
     # -- lifetime --------------------------------------------------------------------
 
     def close(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.close()
+        self.scheduler.close()
         self.drafts.close()
         self.engine.close()
 

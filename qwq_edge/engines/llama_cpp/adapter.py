@@ -73,7 +73,7 @@ def _auto() -> AutoChoice:
 
 
 def _open(path: Path, options: EngineOptions) -> Engine:
-    from .engine import LlamaCppEngine
+    from .pool import LlamaCppEngine, LlamaCppPool
 
     settings = {
         "context_length": options.context_length,
@@ -82,8 +82,6 @@ def _open(path: Path, options: EngineOptions) -> Engine:
         "kv_cache": options.kv_cache,
     }
     if options.parallel > 1:
-        from .pool import LlamaCppPool
-
         return LlamaCppPool(path, parallel=options.parallel, **settings)  # type: ignore[return-value]
     return LlamaCppEngine(path, **settings)
 

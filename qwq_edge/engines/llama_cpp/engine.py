@@ -1,9 +1,11 @@
-"""The llama.cpp engine, through llama-cpp-python.
+"""What every llama.cpp engine shares, through llama-cpp-python: the loaded model and its
+vocabulary, one ``llama_decode`` on the llama.cpp thread, and the sampler.
 
-Keeps llama.cpp's fast path: tokens are decoded with ``Llama.eval`` and drawn by
-llama.cpp's own C sampler chain. A mask is applied by writing ``-inf`` into the
-logits buffer just before the chain runs, so no Python callback sits inside the
-sampler and the per-token Python work stays a few microseconds.
+Keeps llama.cpp's fast path: tokens are drawn by llama.cpp's own C sampler chain. A mask
+is applied by writing ``-inf`` into the logits buffer just before the chain runs, so no
+Python callback sits inside the sampler and the per-token Python work stays a few
+microseconds. The engines themselves (one sequence, or several in one KV cache) are in
+``pool``.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import numpy as np
 from ...errors import EngineUnavailableError, ModelFormatError
 from ...sampling import SamplingParams, chain_probabilities, penalized_argmax
 from ...system.machine import gpu_offload_supported, usable_cores
-from ..base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
+from ..base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo
 from ..gguf_file import read_gguf_header
-from ..pooled import LAST_ONLY
 from .thread import on_llama_thread
 
 try:
@@ -124,38 +125,6 @@ def decode(llama: llama_cpp.Llama, batch: Any) -> None:
     """One ``llama_decode`` of ``batch``, on the llama.cpp thread (``thread``)."""
     if on_llama_thread(lambda: llama_cpp.llama_decode(llama.ctx, batch)) != 0:
         raise RuntimeError(f"llama_decode failed on a batch of {batch.n_tokens} tokens")
-
-
-class _Passes:
-    """The engine's ``llama_batch`` and which positions of its last pass kept logits."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._batch = llama_cpp.llama_batch_init(capacity, 0, 1)
-        #: Position of the first token of the last pass when it kept several rows (None: only its last).
-        self.first: int | None = None
-        #: Position from which the pending tokens need logits (``LAST_ONLY``: only the last one).
-        self.wanted_from = LAST_ONLY
-
-    def decode(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int) -> None:
-        """Evaluate ``tokens`` at positions from ``start`` on, in passes of at most ``capacity``;
-        the last pass keeps the logits of its last token and of every position from ``wanted_from`` on."""
-        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llama.ctx), 0, start, -1)
-        end = start + len(tokens)
-        last = max(start, end - self.capacity)  # where the last pass starts
-        for begin in range(start, last, self.capacity):
-            self._pass(llama, tokens[begin - start : min(begin + self.capacity, last) - start], begin, LAST_ONLY)
-        self._pass(llama, tokens[last - start :], last, min(self.wanted_from, end - 1))
-        self.first = last if self.wanted_from < end - 1 else None
-        self.wanted_from = LAST_ONLY
-
-    def _pass(self, llama: llama_cpp.Llama, tokens: Sequence[int], start: int, rows_from: int) -> None:
-        self._batch.n_tokens = len(tokens)
-        place(self._batch, 0, tokens, start, 0, rows_from)
-        decode(llama, self._batch)
-
-    def close(self) -> None:
-        llama_cpp.llama_batch_free(self._batch)
 
 
 class LogitsSource(Protocol):
@@ -314,75 +283,3 @@ class LlamaCppModel:
 
     def close(self) -> None:
         self.llama.close()
-
-
-class LlamaCppEngine(LlamaCppModel):
-    """A GGUF model loaded in llama.cpp, with one KV cache."""
-
-    def __init__(self, path: str | Path, **options: Any) -> None:
-        super().__init__(path, **options)
-        self._tokens: list[int] = []
-        self._pending: list[int] = []  # fed, not yet evaluated: the tail of ``_tokens``
-        self._passes = _Passes(self.llama.n_batch)
-
-    @property
-    def position(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def cached_tokens(self) -> list[int]:
-        """The tokens the cache holds (fed ones included)."""
-        return self._tokens
-
-    def prefill(self, tokens: Sequence[int]) -> int:
-        reused = prefill_reusing(self, self._tokens, tokens)
-        self.evaluate_pending()
-        return reused
-
-    def rewind(self, position: int) -> None:
-        """Drop every cached token from ``position`` on (the next evaluation clears them from the
-        KV cache); a position inside the last ``feed_all`` pass keeps that pass's logits."""
-        evaluated = len(self._tokens) - len(self._pending)
-        if position >= evaluated:
-            del self._pending[position - evaluated :]
-        else:
-            self._pending.clear()
-        del self._tokens[position:]
-        if self._passes.wanted_from >= position:
-            self._passes.wanted_from = LAST_ONLY
-
-    def feed(self, tokens: Sequence[int]) -> None:
-        """Append tokens; they are evaluated when logits are next needed, so that the caller
-        can hand a sampled token on (stream it) before the forward pass that follows it."""
-        check_room(self.position + len(tokens), self.info.context_length)
-        self._pending.extend(tokens)
-        self._tokens.extend(tokens)
-
-    def feed_all(self, tokens: Sequence[int]) -> None:
-        """Like ``feed``, but the pass keeps the logits after each of ``tokens``."""
-        self._passes.wanted_from = min(self._passes.wanted_from, self.position)
-        self.feed(tokens)
-
-    def evaluate_pending(self) -> None:
-        """Run the tokens fed since the last evaluation through the model."""
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        self._passes.decode(self.llama, pending, len(self._tokens) - len(pending))
-
-    def logits_index(self, at: int | None) -> int:
-        """Where in llama.cpp's logits the row choosing the token at position ``at`` is
-        (``None``: the next position)."""
-        self.evaluate_pending()
-        if self._passes.first is None:
-            if at is not None and at != self.position:
-                raise ValueError(f"no logits for position {at}: the last pass kept only the last token's")
-            return -1
-        return (self.position if at is None else at) - 1 - self._passes.first
-
-    def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
-        return LlamaCppSampler(self, params, seed)
-
-    def close(self) -> None:
-        self._passes.close()
-        super().close()

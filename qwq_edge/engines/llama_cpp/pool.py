@@ -2,10 +2,9 @@
 
 ``LlamaCppPool`` loads the model once with ``n_seq_max`` sequences, each with its own part
 of the KV cache. Its ``sequences`` are engines of their own (prefix reuse, rewind, sampler)
-whose fed tokens wait until logits are needed; ``evaluate`` then runs them. Alone, a
-sequence's pass is its own; under a scheduler (``qwq_edge.batching``), ``decode`` puts the
-pending tokens of every waiting sequence in one ``llama_batch``, each with its sequence id,
-and one ``llama_decode`` runs them all.
+whose fed tokens wait until logits are needed; the pool's scheduler (``engines.scheduler``)
+then has ``decode`` put the pending tokens of every waiting sequence in one ``llama_batch``,
+each with its sequence id, and one ``llama_decode`` runs them all.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import llama_cpp
 
 from ...sampling import SamplingParams
 from ..pooled import LAST_ONLY, PooledSequence
+from ..scheduler import Scheduler
 from .engine import LlamaCppModel, LlamaCppSampler, decode, place
 
 
@@ -25,7 +25,7 @@ class LlamaCppSequence(PooledSequence):
     """One sequence of a pool: an ``Engine`` whose passes the pool runs."""
 
     def __init__(self, pool: LlamaCppPool, seq_id: int) -> None:
-        super().__init__(pool)
+        super().__init__(pool, seq_id)
         self.seq_id = seq_id
         self.llama = pool.llama
         #: (index in the last batch, position) of the first token that kept its logits.
@@ -60,6 +60,7 @@ class LlamaCppPool(LlamaCppModel):
         self.capacity = llama_cpp.llama_n_batch(self.llama.ctx)
         self._batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
         self._memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        self.scheduler = Scheduler(self, parallel)
         self.sequences = [LlamaCppSequence(self, seq_id) for seq_id in range(parallel)]
 
     def decode(self, sequences: Sequence[LlamaCppSequence]) -> None:
@@ -94,3 +95,15 @@ class LlamaCppPool(LlamaCppModel):
     def close(self) -> None:
         llama_cpp.llama_batch_free(self._batch)
         super().close()
+
+
+class LlamaCppEngine(LlamaCppSequence):
+    """A GGUF model with one KV cache: the one sequence of a pool of its own (``--parallel 1``),
+    so that a sequence's bookkeeping and passes are the same code with or without batching."""
+
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        super().__init__(LlamaCppPool(path, parallel=1, **options), 0)
+        self.n_threads = self.pool.n_threads
+
+    def close(self) -> None:
+        self.pool.close()

@@ -25,6 +25,7 @@ from typing import Any
 from ...errors import InvalidRequestError
 from ...sampling import SamplingParams
 from ..pooled import LAST_ONLY, PooledSequence
+from ..scheduler import Scheduler
 from .engine import (  # through engine, which says what is missing when mlx-lm is
     BatchKVCache,
     MlxModel,
@@ -44,8 +45,8 @@ WIDE = 16
 class MlxSequence(PooledSequence):
     """One sequence of an ``MlxPool``: an ``Engine`` whose passes the pool runs."""
 
-    def __init__(self, pool: MlxPool) -> None:
-        super().__init__(pool)
+    def __init__(self, pool: MlxPool, index: int) -> None:
+        super().__init__(pool, index)
         #: Tokens its KV cache holds: more than ``evaluated`` after a rewind, until the next pass.
         self.held = 0
         #: Its KV cache (a layer's ``KVCache`` each) while it is out of the batch.
@@ -85,7 +86,8 @@ class MlxPool(MlxModel):
                 "use --kv-cache f16 with --parallel, or --parallel 1"
             )
         super().__init__(path, context_length=context_length)
-        self.sequences = [MlxSequence(self) for _ in range(parallel)]
+        self.scheduler = Scheduler(self, parallel)
+        self.sequences = [MlxSequence(self, index) for index in range(parallel)]
         self._rows: list[MlxSequence] = []  # the sequences in the batch cache, in row order
         self._cache: list[Any] = []
 
