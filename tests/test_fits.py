@@ -102,6 +102,17 @@ def test_an_explicit_model_that_does_not_fit_is_refused_with_what_fits(cli_comma
     assert pull.returncode == 1 and "`qwq-edge pull qwq-32b-preview:iq3_xs`" in pull.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "chat"])
+def test_a_refusal_lists_what_fits_once(cli_command, offline, command):
+    prompt = ["hi"] if command == "run" else []
+    model = ["--model", "deepseek-r1-distill-qwen-7b", "--yes"]
+    proc = qwq(cli_command, command, *model, *prompt, env=offline, budget="3GB")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "does not fit in memory" in proc.stderr
+    assert proc.stderr.count("what fits here") == 1, proc.stderr
+    assert proc.stderr.count(f"`qwq-edge {command} --model deepseek-r1-distill-qwen-1.5b:q4_k_m`") == 1
+
+
 def test_list_catalog_fits(cli_command, offline):
     proc = qwq(cli_command, "list", "--catalog", "--fits", env=offline)
     assert proc.returncode == 0, proc.stderr

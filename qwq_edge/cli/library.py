@@ -43,15 +43,22 @@ def _checked_plan(entry: CatalogEntry, source: Source, format: str | None) -> Me
         raise with_alternatives(error, format or source.format, (entry, source)) from None
 
 
+class RefusalWithAlternatives(InsufficientMemoryError):
+    """A refusal that already says what fits instead."""
+
+
 def with_alternatives(
     error: InsufficientMemoryError, format: str | None, download: tuple[CatalogEntry, Source] | None = None
 ) -> InsufficientMemoryError:
     """``error`` followed by what fits instead, as commands (and, on a Mac, the wired-limit hint
-    for ``download``, the catalog download that did not fit)."""
+    for ``download``, the catalog download that did not fit). A refusal that already says so is
+    kept as it is: a catalog download refused before loading reaches the loader's handler too."""
+    if isinstance(error, RefusalWithAlternatives):
+        return error
     candidates = plan_catalog(format=format)
     needed = next((c.needed for c in candidates if (c.entry, c.source) == download), None)
     hints = [str(error), needed and mac_hint(needed), alternatives(candidates, _command_prefix())]
-    return InsufficientMemoryError("; ".join(h for h in hints if h))
+    return RefusalWithAlternatives("; ".join(h for h in hints if h))
 
 
 def pull_with_checks(spec: str, format: str | None, yes: bool) -> Path:
