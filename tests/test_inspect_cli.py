@@ -1,7 +1,9 @@
 """``qwq-edge info`` and ``doctor``, and engine options, as real processes."""
 
 import json
+import os
 import subprocess
+import sys
 
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import make_checkpoint
@@ -55,6 +57,35 @@ def test_doctor_checks_the_engines_for_real_and_plans_a_model(cli_command, gguf_
     assert memory["largest_context"]["f16"] == 32768
     text = qwq(cli_command, "doctor").stdout
     assert "Engines" in text and "ok: decoded 1 token" in text
+
+
+#: ``qwq-edge doctor`` in a Python where mlx and mlx_lm cannot be imported, as on a Linux install without the extra.
+WITHOUT_MLX = """
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"mlx", "mlx_lm"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Blocker())
+from qwq_edge.cli import main
+sys.argv = ["qwq-edge", "doctor", *sys.argv[1:]]
+main()
+"""
+
+
+def test_doctor_says_how_to_add_mlx_when_it_is_not_installed():
+    env = {**os.environ, "COLUMNS": "200"}
+    run = [sys.executable, "-c", WITHOUT_MLX]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    mlx_row = next(line for line in proc.stdout.splitlines() if "│ mlx " in line)
+    assert "not installed (no mlx, mlx_lm): it is an optional extra" in mlx_row
+    assert "pip install 'qwq-edge[mlx]'" in mlx_row
+    assert "FAILED" not in proc.stdout and "ModuleNotFoundError" not in proc.stdout
+    assert "ok: decoded 1 token" in proc.stdout  # llama.cpp still runs
+    report = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=300).stdout)
+    mlx = next(e for e in report["engines"] if e["engine"] == "mlx")
+    assert (mlx["ok"], mlx["installed"]) == (False, False)
 
 
 def test_kv_cache_and_context_options(cli_command, gguf_path):

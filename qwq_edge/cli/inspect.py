@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
+from rich.text import Text
 
 from ..catalog.entries import find, split_name
 from ..catalog.planner import GB, MIN_FIT_CONTEXT, rank_plan
@@ -32,7 +33,7 @@ GiB = 2**30
 def _table(title: str, rows: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left", title_style="bold")
     for key, value in rows.items():
-        table.add_row(key, str(value))
+        table.add_row(key, Text(str(value)))  # plain text: "[mlx]" in a value is not markup
     return table
 
 
@@ -179,13 +180,20 @@ def doctor(model: Path | None, as_json: bool, distributed: bool, parallel: int) 
         raise SystemExit(1)
 
 
+def _engine_status(result: dict[str, Any]) -> str:
+    """``ok: …``, ``FAILED: …``, or the detail alone for an engine that is not installed (not a failure)."""
+    if not result["installed"]:
+        return result["detail"]
+    return ("ok: " if result["ok"] else "FAILED: ") + result["detail"]
+
+
 def _print_doctor(console: Console, report: dict[str, Any]) -> None:
     system = dict(report["system"])
     for key in ("ram_total_bytes", "ram_available_bytes", "model_budget_bytes"):
         system[key.removesuffix("_bytes")] = decimal(system.pop(key))
     versions = system.pop("versions")
     console.print(_table("System", system))
-    engines = {e["engine"]: ("ok: " if e["ok"] else "FAILED: ") + e["detail"] for e in report["engines"]}
+    engines = {e["engine"]: _engine_status(e) for e in report["engines"]}
     console.print(_table("Engines (one-token run on a generated tiny model)", engines))
     console.print(_table("Versions", {k: v or "not installed" for k, v in versions.items()}))
     if "model" in report:
