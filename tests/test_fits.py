@@ -128,6 +128,33 @@ def test_list_catalog_fits(cli_command, offline):
     assert three_bit["repo"] == "mlx-community/QwQ-32B-Preview-3bit" and "no perplexity" in three_bit["quality"]
 
 
+@pytest.mark.parametrize("columns", ["80", None])
+def test_the_catalog_tables_fit_the_width_without_breaking_words(cli_command, offline, columns):
+    """At 80 columns the tables fit and no name is cut; piped with no width known, nothing is left out."""
+    env = {k: v for k, v in offline.items() if k != "COLUMNS"} | {"QWQ_EDGE_MEMORY_BUDGET": "16GB"}
+    env |= {"COLUMNS": columns} if columns else {}
+
+    def lines(*args):
+        proc = subprocess.run([*cli_command, "list", "--catalog", *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    downloads = json.loads(qwq(cli_command, "list", "--fits", "--json", env=offline).stdout)["downloads"]
+    fits, catalog = lines("--fits"), lines()
+    for words in (
+        [d["spec"] for d in downloads] + ["download", "plan", "needs", "does not fit", "fits with"],
+        [d["name"] for d in downloads] + ["name", "downloads", "reasoning", "context"],
+    ):
+        table = fits if "plan" in words else catalog
+        assert [w for w in words if not any(w in line for line in table)] == [], "\n".join(table)
+    if columns:
+        assert max(len(line) for line in fits + catalog) <= 80
+        assert "repository" not in fits[1]  # the least useful column left out
+    else:
+        assert all(any(d["repo"] in line for line in fits) for d in downloads)
+        assert any("(not reasoning)" in line and "qwen2.5-coder-0.5b:q4_k_m" in line for line in fits)
+
+
 def test_info_shows_a_catalog_model_s_numbers_and_plan_before_it_is_pulled(cli_command, offline):
     info = json.loads(qwq(cli_command, "info", "qwq-32b", "--json", env=offline, budget="24GB").stdout)
     assert info["pulled"] is False and (info["layers"], info["kv_heads"], info["head_dim"]) == (64, 8, 128)
