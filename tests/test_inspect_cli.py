@@ -26,6 +26,26 @@ def test_info_describes_a_gguf_without_loading_it(cli_command, gguf_path):
     assert list(pooled["largest_context"]) == ["f16", "q8_0"]
 
 
+#: How Python writes a list, a dict, a string in one, a boolean or nothing.
+REPR_MARKS = ("[", "]", "{", "}", "', '", "': ", "True", "False", "None")
+
+
+def test_info_writes_lists_and_dicts_in_words(cli_command, gguf_path, offline):
+    for model in (str(gguf_path), "qwen2.5-coder-0.5b", "qwq-32b"):  # a file; catalog entries, not pulled
+        proc = subprocess.run(
+            [*cli_command, "info", model], capture_output=True, text=True, env={**offline, "COLUMNS": "250"}
+        )
+        assert proc.returncode == 0, proc.stderr
+        rows = [line.split("│") for line in proc.stdout.splitlines() if line.count("│") == 3]
+        values = {label.strip(): value.strip() for _, label, value, _ in rows}
+        assert [(k, v) for k, v in values.items() if any(mark in v for mark in REPR_MARKS)] == []
+        assert "temperature: " in values["sampling defaults"] and "top_k: 20" in values["sampling defaults"]
+        if model == "qwq-32b":
+            assert values["effort budgets"] == "low: 512, medium: 2048, high: 8192"
+            assert values["downloads"].startswith("gguf:q4_k_m lmstudio-community/QwQ-32B-GGUF (19.9 GB), gguf:")
+            assert values["pulled"] == "no"
+
+
 def test_info_and_run_on_an_mlx_folder(cli_command, tmp_path):
     folder = tmp_path / "tiny-mlx"
     convert_to_mlx(make_checkpoint(tmp_path / "tiny"), folder, bits=4, verify=False)

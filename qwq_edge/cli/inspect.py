@@ -30,10 +30,25 @@ from ..services.inspection import (
 GiB = 2**30
 
 
+def plain(value: Any) -> str:
+    """A value in words, not as Python writes it: lists joined with ", ", dicts as "key: value",
+    yes/no for booleans and "-" for nothing."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value in ({}, [], ()):
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {plain(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain(item) for item in value)
+    return str(value)
+
+
 def _table(title: str, rows: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left", title_style="bold")
     for key, value in rows.items():
-        table.add_row(key, Text(str(value)))  # plain text: "[mlx]" in a value is not markup
+        label = key.removesuffix("_bytes").replace("_", " ")  # the values say their unit
+        table.add_row(label, Text(plain(value)))  # plain text: "[mlx]" in a value is not markup
     return table
 
 
@@ -78,7 +93,6 @@ def _readable(details: dict[str, Any]) -> dict[str, Any]:
     shown = {k: v for k, v in details.items() if k != "files"}
     shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
     shown["weights_bytes"] = decimal(details["weights_bytes"])
-    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
     if "plan" in details:
         shown.update(_readable_plan(details))
     if "memory" in details:
