@@ -259,3 +259,31 @@ def test_chat_slash_commands_for_the_reasoning_controls(cli_command, gguf_path):
     assert int(child.match.group(1)) >= 30
     child.expect(">>> ")
     close_with_ctrl_d(child)
+
+
+NO_THINKING = "this model does not think (reasoning format none), so it ignores {}; if it can think, {}"
+
+
+def test_chat_says_once_that_a_model_without_thinking_ignores_the_thinking_controls(cli_command, gguf_path):
+    child = spawn_chat(cli_command, gguf_path, "--reasoning-format", "none", "--max-answer-tokens", "4")
+    assert "does not think" not in child.before
+    child.sendline("/budget 10")
+    child.expect(">>> ")
+    said = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", child.before).split())  # the terminal may wrap the line
+    assert "thinking budget 10 tokens" in said
+    assert NO_THINKING.format("/budget", "start the chat with --reasoning-format think") in said
+    for line, reply in [("/effort low", "effort low"), ("/think hide", "thinking hide"), ("Say OK.", "")]:
+        child.sendline(line)
+        child.expect(">>> ")
+        assert reply in child.before and "does not think" not in child.before
+    close_with_ctrl_d(child)
+
+
+def test_run_says_that_a_model_without_thinking_ignores_the_thinking_flags(cli_command, gguf_path):
+    args = ["run", "-m", str(gguf_path), *FAST, "--max-answer-tokens", "4", "--budget", "5", "--effort", "low"]
+    proc = qwq(cli_command, *args, "--reasoning-format", "none", "Say OK.")
+    assert proc.returncode == 0, proc.stderr
+    notice = NO_THINKING.format("--budget and --effort", "run it with --reasoning-format think")
+    assert proc.stderr.count("does not think") == 1 and notice in proc.stderr
+    thinking = qwq(cli_command, *args, "--reasoning-format", "think", "Say OK.")
+    assert thinking.returncode == 0 and "does not think" not in thinking.stderr

@@ -102,6 +102,17 @@ def test_an_explicit_model_that_does_not_fit_is_refused_with_what_fits(cli_comma
     assert pull.returncode == 1 and "`qwq-edge pull qwq-32b-preview:iq3_xs`" in pull.stderr
 
 
+@pytest.mark.parametrize("command", ["run", "chat"])
+def test_a_refusal_lists_what_fits_once(cli_command, offline, command):
+    prompt = ["hi"] if command == "run" else []
+    model = ["--model", "deepseek-r1-distill-qwen-7b", "--yes"]
+    proc = qwq(cli_command, command, *model, *prompt, env=offline, budget="3GB")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "does not fit in memory" in proc.stderr
+    assert proc.stderr.count("what fits here") == 1, proc.stderr
+    assert proc.stderr.count(f"`qwq-edge {command} --model deepseek-r1-distill-qwen-1.5b:q4_k_m`") == 1
+
+
 def test_list_catalog_fits(cli_command, offline):
     proc = qwq(cli_command, "list", "--catalog", "--fits", env=offline)
     assert proc.returncode == 0, proc.stderr
@@ -115,6 +126,33 @@ def test_list_catalog_fits(cli_command, offline):
     assert (first["spec"], first["verdict"], first["plan"]) == ("qwq-32b-preview:4bit", "does not fit", None)
     three_bit = next(d for d in data["downloads"] if d["spec"] == "qwq-32b-preview:3bit")
     assert three_bit["repo"] == "mlx-community/QwQ-32B-Preview-3bit" and "no perplexity" in three_bit["quality"]
+
+
+@pytest.mark.parametrize("columns", ["80", None])
+def test_the_catalog_tables_fit_the_width_without_breaking_words(cli_command, offline, columns):
+    """At 80 columns the tables fit and no name is cut; piped with no width known, nothing is left out."""
+    env = {k: v for k, v in offline.items() if k != "COLUMNS"} | {"QWQ_EDGE_MEMORY_BUDGET": "16GB"}
+    env |= {"COLUMNS": columns} if columns else {}
+
+    def lines(*args):
+        proc = subprocess.run([*cli_command, "list", "--catalog", *args], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    downloads = json.loads(qwq(cli_command, "list", "--fits", "--json", env=offline).stdout)["downloads"]
+    fits, catalog = lines("--fits"), lines()
+    for words in (
+        [d["spec"] for d in downloads] + ["download", "plan", "needs", "does not fit", "fits with"],
+        [d["name"] for d in downloads] + ["name", "downloads", "reasoning", "context"],
+    ):
+        table = fits if "plan" in words else catalog
+        assert [w for w in words if not any(w in line for line in table)] == [], "\n".join(table)
+    if columns:
+        assert max(len(line) for line in fits + catalog) <= 80
+        assert "repository" not in fits[1]  # the least useful column left out
+    else:
+        assert all(any(d["repo"] in line for line in fits) for d in downloads)
+        assert any("(not reasoning)" in line and "qwen2.5-coder-0.5b:q4_k_m" in line for line in fits)
 
 
 def test_info_shows_a_catalog_model_s_numbers_and_plan_before_it_is_pulled(cli_command, offline):

@@ -1,7 +1,9 @@
 """``qwq-edge info`` and ``doctor``, and engine options, as real processes."""
 
 import json
+import os
 import subprocess
+import sys
 
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import make_checkpoint
@@ -22,6 +24,26 @@ def test_info_describes_a_gguf_without_loading_it(cli_command, gguf_path):
     assert "Qwen2.5 Coder" in qwq(cli_command, "info", str(gguf_path)).stdout
     pooled = json.loads(qwq(cli_command, "info", str(gguf_path), "--parallel", "4", "--json").stdout)["memory"]
     assert list(pooled["largest_context"]) == ["f16", "q8_0"]
+
+
+#: How Python writes a list, a dict, a string in one, a boolean or nothing.
+REPR_MARKS = ("[", "]", "{", "}", "', '", "': ", "True", "False", "None")
+
+
+def test_info_writes_lists_and_dicts_in_words(cli_command, gguf_path, offline):
+    for model in (str(gguf_path), "qwen2.5-coder-0.5b", "qwq-32b"):  # a file; catalog entries, not pulled
+        proc = subprocess.run(
+            [*cli_command, "info", model], capture_output=True, text=True, env={**offline, "COLUMNS": "250"}
+        )
+        assert proc.returncode == 0, proc.stderr
+        rows = [line.split("│") for line in proc.stdout.splitlines() if line.count("│") == 3]
+        values = {label.strip(): value.strip() for _, label, value, _ in rows}
+        assert [(k, v) for k, v in values.items() if any(mark in v for mark in REPR_MARKS)] == []
+        assert "temperature: " in values["sampling defaults"] and "top_k: 20" in values["sampling defaults"]
+        if model == "qwq-32b":
+            assert values["effort budgets"] == "low: 512, medium: 2048, high: 8192"
+            assert values["downloads"].startswith("gguf:q4_k_m lmstudio-community/QwQ-32B-GGUF (19.9 GB), gguf:")
+            assert values["pulled"] == "no"
 
 
 def test_info_and_run_on_an_mlx_folder(cli_command, tmp_path):
@@ -55,6 +77,35 @@ def test_doctor_checks_the_engines_for_real_and_plans_a_model(cli_command, gguf_
     assert memory["largest_context"]["f16"] == 32768
     text = qwq(cli_command, "doctor").stdout
     assert "Engines" in text and "ok: decoded 1 token" in text
+
+
+#: ``qwq-edge doctor`` in a Python where mlx and mlx_lm cannot be imported, as on a Linux install without the extra.
+WITHOUT_MLX = """
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"mlx", "mlx_lm"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Blocker())
+from qwq_edge.cli import main
+sys.argv = ["qwq-edge", "doctor", *sys.argv[1:]]
+main()
+"""
+
+
+def test_doctor_says_how_to_add_mlx_when_it_is_not_installed():
+    env = {**os.environ, "COLUMNS": "200"}
+    run = [sys.executable, "-c", WITHOUT_MLX]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    mlx_row = next(line for line in proc.stdout.splitlines() if "│ mlx " in line)
+    assert "not installed (no mlx, mlx_lm): it is an optional extra" in mlx_row
+    assert "pip install 'qwq-edge[mlx]'" in mlx_row
+    assert "FAILED" not in proc.stdout and "ModuleNotFoundError" not in proc.stdout
+    assert "ok: decoded 1 token" in proc.stdout  # llama.cpp still runs
+    report = json.loads(subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=300).stdout)
+    mlx = next(e for e in report["engines"] if e["engine"] == "mlx")
+    assert (mlx["ok"], mlx["installed"]) == (False, False)
 
 
 def test_kv_cache_and_context_options(cli_command, gguf_path):

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 
 import jsonschema
 import openai
@@ -214,6 +215,15 @@ def test_models_and_health(client, server):
     assert client.models.retrieve(models[0].id).id == models[0].id
     health = http("GET", f"{server.url}/health").body
     assert health["status"] == "ok" and health["busy"] is False
+    assert health["defaults"] == {"max_thinking_tokens": None, "effort": None}  # what the web page shows
+
+
+def test_the_page_s_icon_is_an_svg(server):
+    with urllib.request.urlopen(f"{server.url}/static/favicon.svg", timeout=30) as response:
+        assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml")
+        assert response.read().lstrip().startswith(b"<svg")
+    with urllib.request.urlopen(server.url, timeout=30) as response:
+        assert b'<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in response.read()
 
 
 def test_error_bodies_have_openai_s_shape(client, server):

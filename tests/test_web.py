@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import urllib.request
 
 import pytest
 from conftest import LONG_THINKING_PROMPT
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def server(cli_command, gguf_path):
-    with running_server(cli_command, gguf_path, "--max-tokens", "400") as s:
+    with running_server(cli_command, gguf_path, "--max-tokens", "400", "--budget", "256") as s:
         yield s
 
 
@@ -61,13 +62,26 @@ def ask(driver, text: str, budget: str) -> None:
     driver.find_element(By.ID, "send").click()
 
 
+def test_the_page_has_an_icon_and_shows_the_server_s_default_budget(page):
+    wait(page, lambda d: d.find_element(By.ID, "model-name").text.startswith("qwen2.5"))
+    assert page.find_element(By.ID, "budget").get_attribute("placeholder") == "256 (server default)"
+    icon = page.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href")
+    with urllib.request.urlopen(icon, timeout=30) as response:
+        assert response.status == 200 and response.headers["content-type"].startswith("image/svg+xml")
+        assert b"<svg" in response.read()
+
+
 def test_thinking_then_the_answer_stream_into_the_page(page):
     wait(page, lambda d: d.find_element(By.ID, "model-name").text.startswith("qwen2.5"))
     ask(page, "What is 2+3?", "8")
     wait(page, lambda d: last(d, ".thinking-text").get_attribute("textContent"))
     wait(page, lambda d: last(d, ".answer").text)
-    wait(page, lambda d: d.find_element(By.ID, "status").text.startswith("finished"))
-    assert 0 < int(last(page, ".thinking-count").get_attribute("textContent")) <= 8
+    wait(page, lambda d: d.find_element(By.ID, "status").text not in ("", "writing…"))
+    thought = int(last(page, ".thinking-count").get_attribute("textContent"))
+    assert 0 < thought <= 8
+    said = page.find_element(By.ID, "status").text  # what happened, in words
+    budget_cut = "Thinking stopped at its budget of 8 tokens; answered."
+    assert said in (budget_cut, f"Answered after thinking for {thought} tokens."), said
     assert page.find_element(By.ID, "send").is_enabled() and not page.find_element(By.ID, "stop").is_enabled()
 
 

@@ -13,6 +13,7 @@ from ..files import check_writable
 from ..reasoning.effort import EFFORTS
 from ..reasoning.language import LANGUAGE_CHOICES
 from ..runtime.chat import Chat
+from ..runtime.notices import no_thinking_notice, requested_format
 from .interrupt import cancel_on_interrupt
 from .options import (
     display_options,
@@ -22,7 +23,7 @@ from .options import (
     model_options,
     options_from_params,
 )
-from .render import EventRenderer
+from .render import EventRenderer, thinking_flags_notice
 
 HELP = """\
 /budget N | /budget off   set or remove the thinking budget (tokens)
@@ -38,6 +39,8 @@ HELP = """\
 Ctrl-C while the model writes stops that answer; the conversation stays."""
 
 THINK_MODES = ("on", "off", "hide", "summary")
+#: How a chat's thinking is turned on, for the notice that its model does not think.
+TURN_ON = "start the chat with --reasoning-format think"
 DISPLAY_FOR_MODE = {"on": "show", "hide": "hide", "summary": "summary", "off": "show"}
 
 
@@ -49,6 +52,7 @@ class ChatRepl:
         self.console = console
         self.think_mode = think_mode
         self.resume = resume
+        self.told_no_thinking = False
 
     def banner(self) -> None:
         model = self.session.model
@@ -63,6 +67,7 @@ class ChatRepl:
         if self.session.history:
             self.console.print(f"resumed {len(self.session.history)} messages", style="dim")
         self.console.print("Type /help for commands.", style="dim")
+        self._tell_no_thinking(thinking_flags_notice(model.reasoning_format, self.session.effective_options, TURN_ON))
 
     def loop(self) -> None:
         self.banner()
@@ -125,6 +130,17 @@ class ChatRepl:
             handler(argument)
         return True
 
+    def _tell_no_thinking(self, notice: str | None) -> None:
+        """Say ``notice`` (that the model does not think) once per session."""
+        if notice and not self.told_no_thinking:
+            self._say(notice, "yellow")
+            self.told_no_thinking = True
+
+    def _mind_thinking_control(self, command: str) -> None:
+        """After ``command`` set a thinking control: say (once) if the model does not think."""
+        fmt = requested_format(self.session.model.reasoning_format, self.session.effective_options)
+        self._tell_no_thinking(no_thinking_notice(fmt, command, TURN_ON))
+
     def _say(self, message: str, style: str = "dim") -> None:
         self.console.print(message, style=style, markup=False, highlight=False)
 
@@ -148,21 +164,24 @@ class ChatRepl:
         if argument == "off":
             self._set(f"{label} off", **{key: None})
         elif argument.isdigit():
-            self._set(f"{label} {int(argument)} tokens", **{key: int(argument)})
+            if self._set(f"{label} {int(argument)} tokens", **{key: int(argument)}) and int(argument):
+                self._mind_thinking_control(command)
         else:
             self._say(f"usage: {command} N (a whole number >= 0) or {command} off", "red")
 
     def _minimum(self, argument: str) -> None:
         self._number_or_off("min_thinking_tokens", argument, "minimum thinking", "/min")
 
-    def _choice(self, key: str, argument: str, choices: tuple[str, ...], off: object) -> None:
+    def _choice(self, key: str, argument: str, choices: tuple[str, ...], off: object) -> bool:
+        """Set ``key`` to ``argument`` (``off``'s value for "off"); whether it was set."""
         if argument not in choices:
             self._say(f"usage: /{key} {' | '.join(choices)}", "red")
-            return
-        self._set(f"{key} {argument}", **{key: off if argument == "off" else argument})
+            return False
+        return self._set(f"{key} {argument}", **{key: off if argument == "off" else argument})
 
     def _effort(self, argument: str) -> None:
-        self._choice("effort", argument, (*EFFORTS, "off"), None)
+        if self._choice("effort", argument, (*EFFORTS, "off"), None) and argument != "off":
+            self._mind_thinking_control("/effort")
 
     def _language(self, argument: str) -> None:
         self._choice("language", argument, LANGUAGE_CHOICES, "off")
@@ -179,6 +198,8 @@ class ChatRepl:
             return
         if self._set(f"thinking {argument}", think=argument != "off"):
             self.think_mode = argument
+            if argument != "off":
+                self._mind_thinking_control("/think")
 
     def _clear(self, _: str) -> None:
         self.session.clear()

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.filesize import decimal
 from rich.table import Table
+from rich.text import Text
 
 from ..catalog.entries import find, split_name
 from ..catalog.planner import GB, MIN_FIT_CONTEXT, rank_plan
@@ -29,10 +30,25 @@ from ..services.inspection import (
 GiB = 2**30
 
 
+def plain(value: Any) -> str:
+    """A value in words, not as Python writes it: lists joined with ", ", dicts as "key: value",
+    yes/no for booleans and "-" for nothing."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value in ({}, [], ()):
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {plain(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain(item) for item in value)
+    return str(value)
+
+
 def _table(title: str, rows: dict[str, Any]) -> Table:
     table = Table(title=title, show_header=False, title_justify="left", title_style="bold")
     for key, value in rows.items():
-        table.add_row(key, str(value))
+        label = key.removesuffix("_bytes").replace("_", " ")  # the values say their unit
+        table.add_row(label, Text(plain(value)))  # plain text: "[mlx]" in a value is not markup
     return table
 
 
@@ -77,7 +93,6 @@ def _readable(details: dict[str, Any]) -> dict[str, Any]:
     shown = {k: v for k, v in details.items() if k != "files"}
     shown["parameters"] = f"{details['parameters'] / 1e9:.2f}B"
     shown["weights_bytes"] = decimal(details["weights_bytes"])
-    shown["sampling_defaults"] = ", ".join(f"{k}={v}" for k, v in details["sampling_defaults"].items())
     if "plan" in details:
         shown.update(_readable_plan(details))
     if "memory" in details:
@@ -179,13 +194,20 @@ def doctor(model: Path | None, as_json: bool, distributed: bool, parallel: int) 
         raise SystemExit(1)
 
 
+def _engine_status(result: dict[str, Any]) -> str:
+    """``ok: …``, ``FAILED: …``, or the detail alone for an engine that is not installed (not a failure)."""
+    if not result["installed"]:
+        return result["detail"]
+    return ("ok: " if result["ok"] else "FAILED: ") + result["detail"]
+
+
 def _print_doctor(console: Console, report: dict[str, Any]) -> None:
     system = dict(report["system"])
     for key in ("ram_total_bytes", "ram_available_bytes", "model_budget_bytes"):
         system[key.removesuffix("_bytes")] = decimal(system.pop(key))
     versions = system.pop("versions")
     console.print(_table("System", system))
-    engines = {e["engine"]: ("ok: " if e["ok"] else "FAILED: ") + e["detail"] for e in report["engines"]}
+    engines = {e["engine"]: _engine_status(e) for e in report["engines"]}
     console.print(_table("Engines (one-token run on a generated tiny model)", engines))
     console.print(_table("Versions", {k: v or "not installed" for k, v in versions.items()}))
     if "model" in report:

@@ -16,6 +16,7 @@ from ..catalog.fits import Candidate, alternatives, choose, mac_hint, plan_catal
 from ..catalog.planner import GB, MemoryPlan, memory_budget
 from ..catalog.store import ModelNotPulledError, check_pull, choose_source, installed, pull, remove, resolve_model
 from ..errors import InsufficientMemoryError
+from .tables import Field, print_fitted
 
 
 def confirm_download(description: str, yes: bool) -> None:
@@ -43,15 +44,22 @@ def _checked_plan(entry: CatalogEntry, source: Source, format: str | None) -> Me
         raise with_alternatives(error, format or source.format, (entry, source)) from None
 
 
+class RefusalWithAlternatives(InsufficientMemoryError):
+    """A refusal that already says what fits instead."""
+
+
 def with_alternatives(
     error: InsufficientMemoryError, format: str | None, download: tuple[CatalogEntry, Source] | None = None
 ) -> InsufficientMemoryError:
     """``error`` followed by what fits instead, as commands (and, on a Mac, the wired-limit hint
-    for ``download``, the catalog download that did not fit)."""
+    for ``download``, the catalog download that did not fit). A refusal that already says so is
+    kept as it is: a catalog download refused before loading reaches the loader's handler too."""
+    if isinstance(error, RefusalWithAlternatives):
+        return error
     candidates = plan_catalog(format=format)
     needed = next((c.needed for c in candidates if (c.entry, c.source) == download), None)
     hints = [str(error), needed and mac_hint(needed), alternatives(candidates, _command_prefix())]
-    return InsufficientMemoryError("; ".join(h for h in hints if h))
+    return RefusalWithAlternatives("; ".join(h for h in hints if h))
 
 
 def pull_with_checks(spec: str, format: str | None, yes: bool) -> Path:
@@ -102,18 +110,44 @@ def pull_command(spec: str, format_: str | None, yes: bool) -> None:
     click.echo(f"{split_name(spec)[0]} is ready: {path}")
 
 
+#: ``list --fits``'s columns; on a narrow terminal the repository goes first, then the size, then the context.
+FITS_FIELDS = (
+    Field("#"),
+    Field("download", wraps=True),
+    Field("size", drop=2),
+    Field("plan", wraps=True),
+    Field("context", drop=3),
+    Field("needs"),
+    Field("repository", drop=1),
+)
+
+
+CATALOG_FIELDS = (Field("name", wraps=True), Field("downloads", wraps=True), Field("reasoning"), Field("context"))
+
+
+def _catalog_row(entry: CatalogEntry) -> list[str]:
+    sources = ", ".join(f"{s.format}:{s.quant} ({decimal(s.size_bytes)})" for s in entry.sources)
+    name = entry.name + (" (default)" if entry.default else "")
+    return [name, sources, entry.reasoning_format, str(entry.context_length)]
+
+
+def _fits_row(rank: int, c: Candidate) -> list[str]:
+    """One download's row of ``list --fits``, in the order of ``FITS_FIELDS``."""
+    return [
+        str(rank),
+        c.spec + ("" if c.reasoning else " (not reasoning)"),
+        f"{c.source.size_bytes / GB:.1f} GB",
+        c.verdict,
+        str(c.plan.context) if c.plan else "-",
+        f"{(c.plan or c.needed).total_bytes / GB:.1f} GB",
+        c.source.repo,
+    ]
+
+
 def _print_fits(console: Console, candidates: list[Candidate]) -> None:
     budget = memory_budget()
-    table = Table(
-        "#", Column("download", no_wrap=True), "size", "plan", "context", "needs", Column("repository", overflow="fold")
-    )
-    for rank, c in enumerate(candidates, 1):
-        plan = c.plan or c.needed
-        table.add_row(
-            str(rank), c.spec + ("" if c.reasoning else " (not reasoning)"), f"{c.source.size_bytes / GB:.1f} GB",
-            c.verdict, str(c.plan.context) if c.plan else "-", f"{plan.total_bytes / GB:.1f} GB", c.source.repo,
-        )  # fmt: skip
-    console.print(table)
+    rows = [_fits_row(rank, c) for rank, c in enumerate(candidates, 1)]
+    print_fitted(console, FITS_FIELDS, rows)
     chosen = next((c for c in candidates if c.reasoning and c.plan), None)
     first = f"a first run takes {chosen.spec}" if chosen else "no reasoning model fits"
     console.print(f"{budget / GB:.1f} GB usable; {first}.", highlight=False)
@@ -135,12 +169,7 @@ def list_command(catalog: bool, fits: bool, format_: str | None, as_json: bool) 
             _print_fits(console, candidates)
         return
     if catalog:
-        table = Table(Column("name", no_wrap=True), Column("downloads", overflow="fold"), "reasoning", "context")
-        for entry in load_catalog():
-            sources = ", ".join(f"{s.format}:{s.quant} ({decimal(s.size_bytes)})" for s in entry.sources)
-            name = entry.name + (" (default)" if entry.default else "")
-            table.add_row(name, sources, entry.reasoning_format, str(entry.context_length))
-        console.print(table)
+        print_fitted(console, CATALOG_FIELDS, [_catalog_row(entry) for entry in load_catalog()])
         return
     pulled = installed()
     if not pulled:

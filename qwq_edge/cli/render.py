@@ -17,6 +17,9 @@ from rich.console import Console
 from rich.status import Status
 
 from ..events import AnswerDelta, Done, Event, GenerationResult, Intervention, ThinkingDelta
+from ..reasoning.formats import ReasoningFormat
+from ..runtime.notices import requested_format, thinking_controls_ignored
+from ..runtime.options import GenerationOptions
 
 INTERVENTION_LABELS = {
     "budget": "thinking budget reached: closing the thinking",
@@ -27,6 +30,19 @@ INTERVENTION_LABELS = {
     "loop-close": "the thinking still loops: closing it",
 }
 SUMMARY_SENTENCES = 2
+#: The thinking controls by the flags that set them, for the notice that a model does not think.
+THINKING_FLAGS = {
+    "max_thinking_tokens": "--budget",
+    "min_thinking_tokens": "--min-thinking-tokens",
+    "effort": "--effort",
+    "language_in_thinking": "--language-in-thinking",
+}
+
+
+def thinking_flags_notice(model_format: ReasoningFormat, options: GenerationOptions, command: str) -> str | None:
+    """The notice that the model ignores the thinking flags given (``command``: "run it", "start the chat")."""
+    fmt = requested_format(model_format, options)
+    return thinking_controls_ignored(fmt, options, THINKING_FLAGS, f"{command} with --reasoning-format think")
 
 
 def last_sentences(text: str, count: int = SUMMARY_SENTENCES) -> str:

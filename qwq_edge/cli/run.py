@@ -14,7 +14,7 @@ from ..events import collect
 from ..runtime.prompt import check_text
 from .interrupt import cancel_on_interrupt
 from .options import display_options, generation_options, load_model, model_options, options_from_params
-from .render import EventRenderer
+from .render import EventRenderer, thinking_flags_notice
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -46,7 +46,11 @@ def run(prompt: str | None, as_json: bool, thinking_display: str, **params: Any)
     """
     text = _read_prompt(prompt)
     model = load_model(params)
-    events = model.stream(text, options_from_params(params, model))
+    options = options_from_params(params, model)
+    notice = thinking_flags_notice(model.reasoning_format, options, "run it")
+    if notice:
+        click.echo(notice, err=True)
+    events = model.stream(text, options)
     with cancel_on_interrupt(model):
         if as_json:
             result = collect(events)

@@ -101,6 +101,10 @@ class EngineSpec:
     mismatch: str
     #: When several engines would run a model here, the one ``pull`` downloads for ranks highest.
     preference: int = 0
+    #: The top-level modules of the engine's library; ``doctor`` says "not installed" when one is missing.
+    libraries: tuple[str, ...] = ()
+    #: How to add that library, completing "not installed: …" ("an optional extra: pip install …").
+    install_hint: str = ""
     #: Whether ``open`` with ``parallel`` > 1 gives an ``EnginePool`` that batches its sequences.
     batches: bool = False
     #: The one KV-cache type such a pool holds (None: any of ``KV_CACHE_TYPES``); the planner keeps to it.

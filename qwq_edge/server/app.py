@@ -174,10 +174,13 @@ async def get_model(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Whether the server runs, what it is doing, and the thinking defaults a request that gives none gets
+    (the web page shows them; no key needed, as they say nothing a request could not find out)."""
     service = _service(request)
     runner = service.runner
+    defaults = {"max_thinking_tokens": service.defaults.max_thinking_tokens, "effort": service.defaults.effort}
     body = {"status": "ok", "model": service.model_id, "busy": runner.busy, "waiting": runner.waiting}
-    return JSONResponse(body)
+    return JSONResponse({**body, "defaults": defaults})
 
 
 async def index(request: Request) -> Response:

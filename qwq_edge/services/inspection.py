@@ -7,6 +7,7 @@ generated one that the engine smoke tests run.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
 import sys
@@ -150,10 +151,30 @@ def smoke_engines() -> list[str]:
     return [spec.name for spec in specs() if spec.format in _SMOKE_CONVERSIONS]
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package that is missing or does not import
+        return False
+
+
+def missing_library(engine: str) -> str | None:
+    """``not installed: …`` with how to add it, when a module of ``engine``'s library is missing."""
+    spec = spec_named(engine)
+    missing = [module for module in spec.libraries if not _installed(module)]
+    if not missing:
+        return None
+    return f"not installed (no {', '.join(missing)}): {spec.install_hint}"
+
+
 def smoke_test(engine: str) -> dict[str, Any]:
-    """Convert a tiny generated model for ``engine``, load it there and decode one token."""
+    """Convert a tiny generated model for ``engine``, load it there and decode one token
+    (an engine whose library is not installed is reported as such, not run)."""
     from ..runtime.model import load
 
+    missing = missing_library(engine)
+    if missing:
+        return {"engine": engine, "ok": False, "installed": False, "detail": missing}
     start = perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="qwq-edge-doctor-") as temp:
@@ -163,9 +184,9 @@ def smoke_test(engine: str) -> dict[str, Any]:
             result = model.generate("Hi", reasoning_format="none", max_answer_tokens=1, temperature=0.0)
             model.close()
     except Exception as error:  # a broken install shows up here, whatever its kind
-        return {"engine": engine, "ok": False, "detail": f"{type(error).__name__}: {error}"}
+        return {"engine": engine, "ok": False, "installed": True, "detail": f"{type(error).__name__}: {error}"}
     detail = f"decoded {result.stats.answer_tokens} token in {perf_counter() - start:.1f} s"
-    return {"engine": engine, "ok": True, "detail": detail}
+    return {"engine": engine, "ok": True, "installed": True, "detail": detail}
 
 
 def model_fingerprint(path: str | Path) -> dict[str, Any]:

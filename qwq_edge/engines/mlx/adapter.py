@@ -115,6 +115,8 @@ SPEC = EngineSpec(
     mismatch="MLX runs model folders; {path} is {kind}: convert it first with qwq-edge convert {path} --to mlx",
     # On Apple Silicon with Metal both engines run; MLX is the faster there.
     preference=1,
+    libraries=("mlx", "mlx_lm"),
+    install_hint="it is an optional extra; add it with pip install 'qwq-edge[mlx]'",
     batches=True,
     # mlx-lm's batch cache has no quantized form.
     batch_kv_cache="f16",

@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 
 let history = load(CHAT_KEY, []);
 let running = null; // the AbortController of the reply being written
+let serverDefaults = {}; // the thinking budget and effort a request that gives none gets (from /health)
 
 function load(key, fallback) {
   try {
@@ -148,8 +149,35 @@ function apply(chunk, view, reply) {
   if (choice.finish_reason) {
     reply.thinking_tokens = extra.thinking_tokens ?? reply.thinking_tokens;
     view.count.textContent = String(reply.thinking_tokens);
-    $("status").textContent = `finished: ${extra.finish_reason || choice.finish_reason}`;
+    $("status").textContent = outcome(extra, reply.thinking_tokens, view.budget);
   }
+}
+
+// The budget a request runs with, when the page knows it (an effort preset's is the server's to say).
+function budgetInForce() {
+  const asked = controls();
+  if (asked.max_thinking_tokens !== undefined) return asked.max_thinking_tokens;
+  if (asked.reasoning_effort) return null; // the request's effort replaces the server's budget
+  return serverDefaults.max_thinking_tokens ?? null;
+}
+
+// How a reply ended, in words (the server's qwq_edge extension says what the runtime did).
+function outcome(extra, thought, budget) {
+  if (extra.finish_reason === "length") {
+    return "Stopped: the reply reached its length limit (max tokens or a full context).";
+  }
+  if (extra.finish_reason === "cancelled") return "stopped";
+  const closed = {
+    budget: budget === null
+      ? `Thinking stopped at its budget, after ${thought} tokens; answered.`
+      : `Thinking stopped at its budget of ${budget} tokens; answered.`,
+    "eos-close": "The model stopped while thinking; its thinking was closed so that it answered.",
+    "context-close": "The context was nearly full, so the thinking was closed; answered.",
+    "max-tokens": "The thinking was closed to leave room for the answer (max tokens); answered.",
+    "loop-close": "The thinking went round in circles, so it was closed; answered.",
+    skipped: "Answered without thinking.",
+  }[extra.thinking_closed_by];
+  return closed || (thought ? `Answered after thinking for ${thought} tokens.` : "Answered.");
 }
 
 async function ask(text) {
@@ -157,6 +185,7 @@ async function ask(text) {
   save();
   userTurn(text);
   const view = assistantTurn(null);
+  view.budget = budgetInForce();
   const reply = { role: "assistant", content: "", thinking: "", thinking_tokens: 0 };
   const controller = new AbortController();
   setRunning(controller);
@@ -205,9 +234,20 @@ async function showModel() {
   try {
     const health = await (await fetch("/health")).json();
     $("model-name").textContent = health.model;
+    serverDefaults = health.defaults || {};
+    showDefaults();
   } catch {
     $("model-name").textContent = "(server unreachable)";
   }
+}
+
+// An empty budget field uses the server's default: say what it is.
+function showDefaults() {
+  const { max_thinking_tokens: budget, effort } = serverDefaults;
+  let shown = "none";
+  if (budget !== null && budget !== undefined) shown = String(budget);
+  else if (effort) shown = `effort ${effort}`;
+  $("budget").placeholder = `${shown} (server default)`;
 }
 
 $("composer").addEventListener("submit", submit);
