@@ -77,6 +77,16 @@ def test_the_budget_holds_and_the_runtime_says_who_closed_the_thinking(client):
     assert reply.choices[0].finish_reason in ("stop", "length")
 
 
+def test_a_thinking_control_on_a_request_that_does_not_think_comes_back_with_a_warning(client):
+    """The request is served (it stays valid for any model), and the reply says once, in its
+    ``qwq_edge`` field, that the budget does nothing without thinking and how to turn it on."""
+    ignored = ask(client, reasoning_format="none", max_thinking_tokens=10, max_answer_tokens=4)
+    (warning,) = extension(ignored.choices[0])["warnings"]
+    assert "does not think" in warning and "max_thinking_tokens" in warning and "reasoning_format" in warning
+    thinking = ask(client, max_thinking_tokens=10, max_answer_tokens=4)
+    assert "warnings" not in extension(thinking.choices[0])
+
+
 def test_thinking_off_effort_and_the_total_bound(client):
     off = ask(client, chat_template_kwargs={"enable_thinking": False})
     assert off.usage.completion_tokens_details.reasoning_tokens == 0 and not off.choices[0].message.reasoning_content

@@ -25,7 +25,9 @@ from starlette.staticfiles import StaticFiles
 
 from ..errors import ContextOverflowError, InvalidRequestError, QwqEdgeError
 from ..events import Event
+from ..reasoning.formats import NONE
 from ..runtime.model import Model
+from ..runtime.notices import THINKING_CONTROLS, requested_format, thinking_controls_ignored
 from ..runtime.options import GenerationOptions
 from ..text.tool_calls import ToolCallScanner
 from .errors import APIError, error_body
@@ -130,9 +132,20 @@ async def _generate(request: Request, kind: _Kind) -> Response:
     prompt = kind.prompt(body)
     events = await asyncio.to_thread(kind.start, service.model, prompt, options)
     reply = Reply(service.model_id, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
+    reply.warnings = _ignored_controls(service.model, body, kind)
     if body.return_token_ids:
         reply.prompt_token_ids = await asyncio.to_thread(kind.tokens, service.model, prompt, options)
     return await service.respond(request, body, events, reply)
+
+
+def _ignored_controls(model: Model, body: Any, kind: _Kind) -> list[str]:
+    """The notice for thinking controls a request gives a model that does not think (the request's
+    own fields only: a server-wide ``--budget`` does not warn on every request)."""
+    given = {name: getattr(body, name) for name in (*THINKING_CONTROLS, "reasoning_format")}
+    asked = GenerationOptions(**{name: value for name, value in given.items() if value is not None})
+    fmt = requested_format(model.reasoning_format if kind is CHAT else NONE, asked)
+    notice = thinking_controls_ignored(fmt, asked, {"effort": "reasoning_effort"})
+    return [notice] if notice else []
 
 
 async def chat_completions(request: Request) -> Response:

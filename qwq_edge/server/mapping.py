@@ -122,6 +122,8 @@ class Reply:
     #: Set when tools are offered: the answer's ``<tool_call>`` blocks become ``tool_calls``.
     tool_calls: ToolCallScanner | None = None
     calls_sent: int = 0
+    #: Notices for the client (a thinking control on a model that does not think), in the last choice's ``qwq_edge``.
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.id = self.id or f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
@@ -163,10 +165,11 @@ def _speculation(stats: GenerationStats) -> dict[str, Any]:
     return {name: data[name] for name in names}
 
 
-def _choice_end(stats: GenerationStats, called: bool = False) -> dict[str, Any]:
+def _choice_end(stats: GenerationStats, reply: Reply, called: bool = False) -> dict[str, Any]:
     """How a choice ended; ``called``: the answer is tool calls (OpenAI's ``tool_calls`` reason)."""
     reason = FINISH_REASONS.get(stats.finish_reason, "stop")
-    return {"finish_reason": "tool_calls" if called and reason == "stop" else reason, "qwq_edge": extension(stats)}
+    extra = extension(stats) | ({"warnings": reply.warnings} if reply.warnings else {})
+    return {"finish_reason": "tool_calls" if called and reason == "stop" else reason, "qwq_edge": extra}
 
 
 def _answer_delta(text: str, reply: Reply) -> dict[str, Any]:
@@ -201,7 +204,7 @@ def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
         delta, extra = {}, {"intervention": {"kind": event.kind, "text": event.text}}
     else:
         held = reply.tool_calls.flush() if reply.tool_calls is not None else ""
-        end = _choice_end(event.result.stats, reply.calls_sent > 0)
+        end = _choice_end(event.result.stats, reply, reply.calls_sent > 0)
         delta = {"content": held} if held else {}
         return {**reply.envelope(True), "choices": [{"index": 0, "delta": delta, "logprobs": None, **end}]}
     choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
@@ -222,7 +225,7 @@ def chat_first_chunk(reply: Reply) -> dict[str, Any]:
 def completion_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
     """The streamed chunk for one event of a raw completion (thinking and answer are one text)."""
     if isinstance(event, Done):
-        choice = {"index": 0, "text": "", "logprobs": None, **_choice_end(event.result.stats)}
+        choice = {"index": 0, "text": "", "logprobs": None, **_choice_end(event.result.stats, reply)}
     elif isinstance(event, (ThinkingDelta, AnswerDelta)) and event.text:
         choice = {"index": 0, "text": event.text, "logprobs": None, "finish_reason": None}
     else:
@@ -243,12 +246,13 @@ def chat_response(result: GenerationResult, reply: Reply) -> dict[str, Any]:
     message.update(reasoning_content=thinking, reasoning=thinking)
     if calls:
         message["tool_calls"] = [call.to_openai() for call in calls]
-    choice = {"index": 0, "message": message, "logprobs": None, **_choice_end(result.stats, bool(calls))}
+    choice = {"index": 0, "message": message, "logprobs": None, **_choice_end(result.stats, reply, bool(calls))}
     return _with_ids({**reply.envelope(False), "choices": [choice], "usage": usage(result.stats)}, reply)
 
 
 def completion_response(result: GenerationResult, reply: Reply) -> dict[str, Any]:
-    choice = {"index": 0, "text": result.thinking + result.answer, "logprobs": None, **_choice_end(result.stats)}
+    text = result.thinking + result.answer
+    choice = {"index": 0, "text": text, "logprobs": None, **_choice_end(result.stats, reply)}
     return _with_ids({**reply.envelope(False), "choices": [choice], "usage": usage(result.stats)}, reply)
 
 
