@@ -227,8 +227,8 @@ def _events(n: int, log: list[str], name: str):
 
 
 async def _consume(runner: Runner, name: str, log: list[str], n: int = 3) -> str:
-    slot = runner.admit()
-    return "".join([e.text async for e in runner.events(slot, lambda: _events(n, log, name), lambda: None)])
+    admission = runner.admit()
+    return "".join([e.text async for e in runner.events(admission, lambda: _events(n, log, name), lambda: None)])
 
 
 def test_the_runner_runs_one_at_a_time_in_order_and_refuses_past_its_queue():

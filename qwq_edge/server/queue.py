@@ -23,7 +23,7 @@ from .errors import QueueFullError, ShuttingDownError
 _END = object()
 
 
-class Slot:
+class Admission:
     """An admitted request's place: waiting, then running, then released (once)."""
 
     def __init__(self, runner: Runner) -> None:
@@ -58,7 +58,7 @@ class Runner:
     def waiting(self) -> int:
         return max(0, self._admitted - self._running)
 
-    def admit(self) -> Slot:
+    def admit(self) -> Admission:
         """A place in the queue, or ``QueueFullError`` (429) when ``max_queue`` are waiting."""
         if self._closing:
             raise ShuttingDownError()
@@ -66,10 +66,10 @@ class Runner:
             # a place frees up when the running generation ends: about one generation's time
             raise QueueFullError(self.waiting, min(max(1, math.ceil(self._seconds)), 60))
         self._admitted += 1
-        return Slot(self)
+        return Admission(self)
 
     async def events(
-        self, slot: Slot, start: Callable[[], Iterator[Event]], cancel: Callable[[], None]
+        self, admission: Admission, start: Callable[[], Iterator[Event]], cancel: Callable[[], None]
     ) -> AsyncGenerator[Event, None]:
         """Wait for a place, run ``start()``'s events in a thread and yield them here;
         ``cancel`` stops that generation."""
@@ -85,7 +85,7 @@ class Runner:
             finally:
                 self._hand_over()
         finally:
-            slot.release()
+            admission.release()
 
     def shutdown(self) -> None:
         """Every waiting and running request ends with ``ShuttingDownError``."""

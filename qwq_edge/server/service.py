@@ -90,10 +90,10 @@ class Service:
         self, request: Request, body: GenerationFields, events: Iterator[Event], reply: Reply
     ) -> Response:
         """Queue the generation and answer: a stream of chunks, or one JSON response."""
-        slot = self.runner.admit()
+        admission = self.runner.admit()
         cancel = getattr(events, "cancel", self.model.cancel)  # the model's streams stop one by one
-        run = self.runner.events(slot, lambda: stop_at(events, stop_strings(body), cancel), cancel)
-        weakref.finalize(run, slot.release)  # a stream whose body never starts still gives its place back
+        run = self.runner.events(admission, lambda: stop_at(events, stop_strings(body), cancel), cancel)
+        weakref.finalize(run, admission.release)  # a stream whose body never starts still gives its place back
         if body.stream:
             started = await _until_disconnect(_started(run), request)
             if started is None:
