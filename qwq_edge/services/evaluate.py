@@ -25,7 +25,7 @@ from ..runtime.prompt import check_text
 from ..text.answers import answers_match, extract_answer
 
 PROMPT_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
-SAMPLE_DATA = Path(__file__).parent / "data" / "sample_math.jsonl"
+SAMPLE_DATA = Path(__file__).parent.parent / "data" / "sample_math.jsonl"
 
 
 @dataclass(frozen=True)
