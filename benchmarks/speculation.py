@@ -63,7 +63,9 @@ def run_qwq(model: Model, text: str, fmt: str, n: int, draft: str) -> tuple[str,
     if fmt != "think":
         result = model.generate(text, max_answer_tokens=n, **options)
         stats = result.stats.to_dict()
-        return result.thinking + result.answer, stats | {"tokens": list(model.engine._tokens[stats["prompt_tokens"] :])}
+        return result.thinking + result.answer, stats | {
+            "tokens": list(model.engine.cached_tokens[stats["prompt_tokens"] :])
+        }
     pieces, marks, stats = [], [], {}
     for event in model.stream(text, max_thinking_tokens=2 * n, max_answer_tokens=1, **options):
         if isinstance(event, ThinkingDelta):
@@ -75,7 +77,7 @@ def run_qwq(model: Model, text: str, fmt: str, n: int, draft: str) -> tuple[str,
             stats = event.result.stats.to_dict()
         else:  # the model left its thinking before n tokens
             model.cancel()
-    tokens = list(model.engine._tokens[stats["prompt_tokens"] :])[:n]
+    tokens = list(model.engine.cached_tokens[stats["prompt_tokens"] :])[:n]
     stats["decode_tokens_per_s"] = timing(0, 0.0, marks).decode_tokens_per_s
     return "".join(pieces), stats | {"tokens": tokens}
 

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import (
     budget_eval,
     convert_memory,
@@ -12,6 +14,9 @@ from benchmarks import (
     parallel,
     roofline,
 )
+
+#: Each benchmark's quick mode runs a real model (the 0.5B GGUF, or MLX) in this process.
+pytestmark = [pytest.mark.model, pytest.mark.mlx]
 
 
 def test_overhead_benchmark_quick_mode_writes_json_and_a_table(tmp_path):

@@ -84,6 +84,7 @@ def test_the_catalog_lists_smaller_downloads_with_quality_notes(tmp_path, monkey
         load_catalog.cache_clear()
 
 
+@pytest.mark.subprocess  # builds a wheel and installs it in a new environment
 def test_a_wheel_install_finds_the_catalog(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],

@@ -23,6 +23,9 @@ from qwq_edge.services.benchmarking.workloads import workload_prompt
 from qwq_edge.services.testdata import fixture_model_path
 from qwq_edge.speculation.proposers import DraftModelProposer
 
+#: Real engines on both libraries (the 0.5B GGUF, tiny MLX models).
+pytestmark = [pytest.mark.engine, pytest.mark.mlx]
+
 #: Every control on: a budget, a minimum, the loop guard, the language guard in the thinking.
 CONTROLS = {
     "reasoning_format": "think",
