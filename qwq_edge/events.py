@@ -91,6 +91,8 @@ class GenerationStats(ReasoningCounts):
 
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    #: Where the cached prompt tokens came from: the ``sequence`` itself, the prompt cache's ``memory`` or ``disk``.
+    cached_prompt_from: str = ""
     finish_reason: str = "stop"
     seed: int | None = None
     time_to_first_token: float = 0.0

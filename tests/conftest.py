@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,11 @@ import pytest
 
 from qwq_edge import Model, load
 from qwq_edge.services.testdata import fixture_model_path
+
+# Every test (and every process it starts) keeps qwq-edge's files, the disk prompt cache among
+# them, in a folder of this run's own: a state cached by an earlier run would change what a
+# fresh model reports (cached prompt tokens) and how fast it answers.
+os.environ["QWQ_EDGE_HOME"] = tempfile.mkdtemp(prefix="qwq-edge-tests-")
 
 #: Greedy, short: the settings most tests use so that runs are fast and repeatable.
 GREEDY = {"temperature": 0.0}

@@ -53,6 +53,8 @@ class MemoryPlan:
     budget_bytes: int
     #: Sequences the KV cache holds at once, each ``context`` tokens long (``--parallel``).
     parallel: int = 1
+    #: What the prompt cache may hold in memory besides (``--cache-ram``; 0: none).
+    prompt_cache_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -67,6 +69,7 @@ class MemoryPlan:
             f"{self.total_bytes / GB:.1f} GB = {self.weights_bytes / GB:.1f} GB weights + "
             f"{self.kv_bytes / GB:.1f} GB {self.kv_cache} KV cache for {self._tokens()} tokens + "
             f"{self.overhead_bytes / GB:.1f} GB overhead; {self.budget_bytes / GB:.1f} GB usable"
+            + (f"; prompt cache up to {self.prompt_cache_bytes / GB:.1f} GB" if self.prompt_cache_bytes else "")
         )
 
     def _tokens(self) -> str:

@@ -12,6 +12,7 @@ import click
 
 from ..catalog.entries import find
 from ..catalog.families import family_for
+from ..catalog.planner import parse_size
 from ..engines import ENGINE_CHOICES
 from ..engines.base import KV_CACHE_TYPES
 from ..errors import InsufficientMemoryError, InvalidRequestError
@@ -31,6 +32,15 @@ def _apply(options: list[Decorator]) -> Decorator:
         return func
 
     return decorate
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return 0 if value.strip() == "0" else parse_size(value, "--cache-ram")
+    except InvalidRequestError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _context(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
@@ -73,6 +83,20 @@ model_options = _apply(
             show_default=True,
             help="Generations that run at once, in one batch (both engines); the KV cache holds this × --ctx.",
         ),
+        click.option(
+            "--cache-ram",
+            callback=_size,
+            metavar="SIZE",
+            help="Memory for recent prompts' KV states, which any request may start from (e.g. 2GB; 0: none; "
+            "default: a quarter of what the model leaves free).",
+        ),
+        click.option(
+            "--prompt-cache",
+            "prompt_cache_dir",
+            metavar="DIR",
+            help="Where long prompts' KV states are kept on disk (default: QWQ_EDGE_HOME's prompt-cache).",
+        ),
+        click.option("--no-prompt-cache", is_flag=True, help="Keep no prompt states on disk."),
         click.option("--threads", "n_threads", type=click.IntRange(min=1), help="CPU threads (default: all cores)."),
         click.option(
             "--gpu-layers",
@@ -182,6 +206,9 @@ def load_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         "distributed": params["distributed"],
         "rank_timeout": params["rank_timeout"],
         "parallel": params["parallel"],
+        "cache_ram": params["cache_ram"],
+        "prompt_cache_dir": params["prompt_cache_dir"],
+        "disk_cache": not params["no_prompt_cache"],
     }
 
 

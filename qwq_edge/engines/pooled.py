@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .base import PassScheduler, check_room, prefill_reusing
+from .base import PassScheduler, check_room, prefill_reusing, reusable_prefix
+from .prompt_cache import PromptCache
 
 #: ``wanted_from`` when only the last pending token needs logits.
 LAST_ONLY = 1 << 62
@@ -31,6 +32,8 @@ class PooledSequence:
         self.special_texts = pool.special_texts
         self.pass_costs = pool.pass_costs
         self.cached_tokens: list[int] = []
+        #: Where the tokens the last prefill kept came from: this ``sequence``, ``memory`` or ``disk``.
+        self.cached_from = "sequence"
         #: How many of ``cached_tokens`` the KV cache holds (the rest are pending).
         self.evaluated = 0
         #: Position from which the pending tokens need logits (``LAST_ONLY``: only the last one).
@@ -55,9 +58,42 @@ class PooledSequence:
         return self.pool.token_bytes(token)
 
     def prefill(self, tokens: Sequence[int]) -> int:
+        """Keep what the cache shares with ``tokens``, else start from the prompt cache's longest
+        prefix of them; feed and run the rest. ``cached_from`` says where the kept tokens came from."""
+        cache: PromptCache | None = getattr(self.pool, "prompt_cache", None)
+        self.cached_from = "sequence"
+        if cache is not None:
+            self._from_prompt_cache(cache, tokens)
         reused = prefill_reusing(self, self.cached_tokens, tokens)
         self.evaluate_pending()
+        if cache is not None and cache.disk is not None and self.cached_from != "disk":
+            cache.disk.save_later(tokens, self.save_state)  # the state holds exactly the prompt now
         return reused
+
+    def _from_prompt_cache(self, cache: PromptCache, tokens: Sequence[int]) -> None:
+        """Keep a long prefix this request would drop; then restore the cache's best prefix of
+        ``tokens`` if it beats what this sequence holds."""
+        self.scheduler.settle(self)
+        held = reusable_prefix(self.cached_tokens, tokens) if self.cached_tokens else 0
+        evaluated = self.cached_tokens[: self.evaluated]
+        if len(evaluated) - held >= cache.min_tokens and not cache.holds(evaluated):
+            cache.put(evaluated, self.save_state())
+        found = cache.longest(tokens)
+        if found is not None and min(found[1], len(tokens) - 1) > held:
+            prefix, _ = found
+            self.restore_state(prefix.state)
+            self.cached_tokens[:] = prefix.tokens
+            self.evaluated, self.wanted_from = len(prefix.tokens), LAST_ONLY
+            self.cached_from = prefix.where
+            cache.counted(prefix.where)
+
+    def save_state(self) -> bytes:
+        """The engine's state of this sequence's evaluated tokens (an adapter with a prompt cache sets it)."""
+        raise NotImplementedError
+
+    def restore_state(self, state: bytes) -> None:
+        """Make this sequence's KV cache hold a state ``save_state`` gave."""
+        raise NotImplementedError
 
     def rewind(self, position: int) -> None:
         """Drop every token from ``position`` on (the next pass clears them from the KV cache)."""

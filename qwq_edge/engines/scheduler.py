@@ -3,7 +3,7 @@
 Every loaded model is a pool of sequences: an engine that batches builds its pool with this
 scheduler (``--parallel N``: N sequences in one KV cache), and any other engine is a pool of
 one (``SoloPool``). A generation ``claim``s a sequence (first come, first served; the free one
-whose cache holds most of its prompt, else the one used least recently), runs its steps
+whose cache its prompt extends most, else the one that loses least), runs its steps
 between ``step`` brackets, and ``release``s it. A pool's sequence gets the scheduler when it
 is built: it reports each ``fed`` token, waits for its pending tokens in ``evaluate``, and
 ``settle``s before a rewind.
@@ -87,16 +87,23 @@ class Scheduler:
         return claim
 
     def _free(self, tokens: Sequence[int]) -> int | None:
-        """The free sequence whose cache holds at least half of ``tokens`` (the most), else the
-        one used least recently, so that a short shared start does not evict a long cache."""
+        """The free sequence whose cache ``tokens`` extends most (keeping at least half of what it
+        holds), else the one that loses the fewest cached tokens (then the least recently used):
+        a side request that shares only a system prompt never evicts a long conversation that
+        another sequence can spare it (the prompt cache keeps what is evicted anyway)."""
         free = [index for index, claim in self._holders.items() if claim is None and index not in self._in_flight]
         if len(free) <= 1:
             return free[0] if free else None
-        cached = [self.pool.sequences[index].cached_tokens for index in range(len(self._holders))]
-        best = max(free, key=lambda index: reusable_prefix(cached[index], tokens) if tokens else 0)
-        if tokens and 2 * reusable_prefix(cached[best], tokens) >= len(tokens):
-            return best
-        return min(free, key=lambda index: self._used[index])
+        held = {index: len(self.pool.sequences[index].cached_tokens) for index in free}
+        kept = {index: self._kept(index, tokens) for index in free}
+        extended = [index for index in free if kept[index] and 2 * kept[index] >= held[index]]
+        if extended:
+            return max(extended, key=lambda index: kept[index])
+        return min(free, key=lambda index: (held[index] - kept[index], self._used[index]))
+
+    def _kept(self, index: int, tokens: Sequence[int]) -> int:
+        cached = self.pool.sequences[index].cached_tokens
+        return reusable_prefix(cached, tokens) if cached and tokens else 0
 
     def _take_over_stale(self) -> float | None:
         """Cancel and free a sequence whose stream was abandoned; how long to wait before the next look."""

@@ -114,6 +114,7 @@ def generate_step(
         **vars(steps.speculation.counts),
         prompt_tokens=len(prompt_tokens),
         cached_prompt_tokens=cached,
+        cached_prompt_from=getattr(engine, "cached_from", "sequence") if cached else "",
         finish_reason=finish_reason,
         seed=seed,
         **clock.timings(controller.phase != ANSWER),

@@ -37,6 +37,7 @@ from .chat import Chat
 from .generate import generate_step
 from .options import GenerationOptions
 from .prompt import Message, PromptBuilder, as_messages
+from .prompt_caching import attach_prompt_cache
 
 Prompt = str | Iterable[Message | dict[str, Any]]
 
@@ -265,6 +266,9 @@ def load(
     distributed: bool = False,
     rank_timeout: float = 60.0,
     parallel: int = 1,
+    cache_ram: int | None = None,
+    prompt_cache_dir: str | Path | None = None,
+    disk_cache: bool = True,
 ) -> Model:
     """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
 
@@ -276,6 +280,11 @@ def load(
     The memory planner first checks that weights, KV cache and overhead fit this machine;
     ``context_length=None`` and ``kv_cache=None`` let it choose the longest context that
     fits (fp16 KV first, then 8-bit); what cannot fit raises ``InsufficientMemoryError``.
+    ``cache_ram``: bytes of recent prompts' KV states kept in memory for any sequence to
+    start from (None: a quarter of what the plan leaves free; 0: none); long prompts are
+    also kept on disk under ``prompt_cache_dir`` (default: ``QWQ_EDGE_HOME``'s
+    ``prompt-cache``) unless ``disk_cache`` is False (engines that can save a sequence's
+    state: llama.cpp).
     """
     if context_length is not None and context_length < 16:
         raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")
@@ -302,6 +311,7 @@ def load(
         rank_timeout=rank_timeout,
         parallel=batched,
     )
+    plan = attach_prompt_cache(loaded, plan, cache_ram, prompt_cache_dir if disk_cache else False)
     model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
     model.memory_plan = plan
     return model

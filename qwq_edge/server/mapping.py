@@ -141,7 +141,7 @@ def usage(stats: GenerationStats) -> dict[str, Any]:
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": stats.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens},
+        "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens, "cached_from": stats.cached_prompt_from},
         "completion_tokens_details": {"reasoning_tokens": stats.thinking_tokens},
     }
 
@@ -155,6 +155,8 @@ def extension(stats: GenerationStats) -> dict[str, Any]:
         "answer_tokens": stats.answer_tokens,
         "forced_tokens": stats.forced_tokens,
         "interventions": stats.interventions,
+        "cached_prompt_tokens": stats.cached_prompt_tokens,
+        "cached_prompt_from": stats.cached_prompt_from,
         **(_speculation(stats) if stats.draft != "off" else {}),
     }
 

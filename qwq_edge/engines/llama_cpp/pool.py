@@ -9,6 +9,7 @@ each with its sequence id, and one ``llama_decode`` runs them all.
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,10 @@ import llama_cpp
 
 from ...sampling import SamplingParams
 from ..pooled import LAST_ONLY, PooledSequence
+from ..prompt_cache import PromptCache
 from ..scheduler import Scheduler
 from .engine import LlamaCppModel, LlamaCppSampler, decode, place
+from .thread import on_llama_thread
 
 
 class LlamaCppSequence(PooledSequence):
@@ -51,6 +54,25 @@ class LlamaCppSequence(PooledSequence):
     def new_sampler(self, params: SamplingParams, seed: int) -> LlamaCppSampler:
         return LlamaCppSampler(self, params, seed)
 
+    def save_state(self) -> bytes:
+        """llama.cpp's state of this sequence (its KV cells), on the llama.cpp thread."""
+        return on_llama_thread(self._state)
+
+    def _state(self) -> bytes:
+        ctx = self.llama.ctx
+        buffer = (ctypes.c_uint8 * llama_cpp.llama_state_seq_get_size(ctx, self.seq_id))()
+        size = llama_cpp.llama_state_seq_get_data(ctx, buffer, len(buffer), self.seq_id)
+        return ctypes.string_at(buffer, size)
+
+    def restore_state(self, state: bytes) -> None:
+        def restore() -> None:
+            llama_cpp.llama_memory_seq_rm(self.pool.memory, self.seq_id, -1, -1)
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            if not llama_cpp.llama_state_seq_set_data(self.llama.ctx, buffer, len(state), self.seq_id):
+                raise RuntimeError("llama.cpp could not restore a cached prompt state")
+
+        on_llama_thread(restore)
+
 
 class LlamaCppPool(LlamaCppModel):
     """A GGUF model with ``parallel`` sequences in one KV cache, each ``context_length`` long."""
@@ -59,7 +81,9 @@ class LlamaCppPool(LlamaCppModel):
         super().__init__(path, sequences=parallel, **options)
         self.capacity = llama_cpp.llama_n_batch(self.llama.ctx)
         self._batch = llama_cpp.llama_batch_init(self.capacity, 0, 1)
-        self._memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        self.memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        #: States of recent prompts shared by the sequences (``load`` sets it; None: none kept).
+        self.prompt_cache: PromptCache | None = None
         self.scheduler = Scheduler(self, parallel)
         self.sequences = [LlamaCppSequence(self, seq_id) for seq_id in range(parallel)]
 
@@ -81,7 +105,7 @@ class LlamaCppPool(LlamaCppModel):
         for seq, count in taken:
             start, end = seq.evaluated, seq.evaluated + count
             first = seq.first_row() if end == seq.position else LAST_ONLY
-            llama_cpp.llama_memory_seq_rm(self._memory, seq.seq_id, start, -1)
+            llama_cpp.llama_memory_seq_rm(self.memory, seq.seq_id, start, -1)
             place(batch, used, seq.cached_tokens[start:end], start, seq.seq_id, first)
             placed.append((seq, used - start, end, first))
             used += count
