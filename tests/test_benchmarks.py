@@ -70,6 +70,19 @@ def test_loop_breaker_and_budget_eval_quick_modes(tmp_path):
     assert "where the cuts fell" in budget_eval.markdown("finish", table)
 
 
+def test_prompt_cache_quick_mode(tmp_path):
+    """Both arms run against real servers; with the cache on, turn 2 after other requests is
+    served from memory (the usage says where from), and the table is written."""
+    from benchmarks import prompt_cache
+
+    data = prompt_cache.main(["--quick", "--out", str(tmp_path)])
+    assert set(data["medians"]) == {"cache on", "cache off"}
+    assert all(value > 0 for medians in data["medians"].values() for value in medians.values())
+    assert "after a restart" in (tmp_path / "prompt_cache_quick.md").read_text()
+    assert data["runs"]["cache on"][0]["served from, after 1"] == "memory"
+    assert data["runs"]["cache off"][0]["served from, after 1"] in ("sequence", "")
+
+
 def test_serve_load_quick_mode(tmp_path):
     from benchmarks import serve_load
 
