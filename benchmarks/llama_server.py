@@ -18,6 +18,7 @@ the template is the same):
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import threading
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.model = args.model or fixture_model_path()
     workloads, streams = prompt_tokens(args.model)
     spec, rows = speculation(args, workloads), parallel(args, streams)
-    data = {"machine": machine(), "model": str(args.model), "speculation": spec, "parallel": rows}
+    measured = datetime.date.today().isoformat()
+    data = {"machine": machine(), "measured": measured, "model": str(args.model), "speculation": spec, "parallel": rows}
     text = table(spec, rows, args)
     save("llama_server", data, text, args.out)
     print(text)

@@ -9,6 +9,8 @@ token of a request arriving while 3 others decode (``qwq_edge.services.benchmark
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import tempfile
 from pathlib import Path
 from time import perf_counter
@@ -22,6 +24,25 @@ try:
     from benchmarks.common import RESULTS, SYNTHETIC_MLX_WORDS, machine, save, synthetic_mlx_model
 except ImportError:  # run as a script from the repository root
     from common import RESULTS, SYNTHETIC_MLX_WORDS, machine, save, synthetic_mlx_model
+
+
+def llama_server_peer(saved: Path = RESULTS / "llama_server.json") -> Peer:
+    """llama-server's speedups from ``llama_server.py``'s saved run (measured on this machine with
+    the same model, prompts and tokens), named with the day it was measured; none without one."""
+    if not saved.is_file():
+        return ("llama-server (not measured)", {})
+    data = json.loads(saved.read_text())
+    when = data.get("measured") or _committed(saved) or "date unknown"
+    return (
+        f"llama-server ({when})",
+        {row["streams"]: row["speedup"] for row in data["parallel"] if row["streams"] > 1},
+    )
+
+
+def _committed(path: Path) -> str | None:
+    """The day ``path`` was last committed (results saved before they carried their date)."""
+    done = subprocess.run(["git", "log", "-1", "--format=%cs", "--", path.name], cwd=path.parent, capture_output=True)
+    return done.stdout.decode().strip() or None
 
 
 def mlx_lm_peer(path: Path, streams: list[int], tokens: int) -> Peer:
@@ -58,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="qwq-edge-parallel-") as temp:
         default = synthetic_mlx_model if args.engine == "mlx" else lambda _: fixture_model_path()
         path = args.model or default(Path(temp))
-        peer = mlx_lm_peer(path, args.streams, args.tokens) if args.engine == "mlx" else None
+        peer = mlx_lm_peer(path, args.streams, args.tokens) if args.engine == "mlx" else llama_server_peer()
         result = run_parallel(path, args.streams, args.tokens, peer=peer, engine=args.engine)
     model = SYNTHETIC_MLX_WORDS if path.name == "synthetic-mlx" else str(path)
     data = {"machine": machine(), "model": model, **result}

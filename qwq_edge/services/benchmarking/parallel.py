@@ -35,9 +35,6 @@ TOPICS = (
 )
 #: A peer's aggregate speedups by number of streams, and its name.
 Peer = tuple[str, dict[int, float]]
-#: llama.cpp's peer: its server on this machine with -np 4 and -np 8, the 0.5B GGUF, these prompts, 2 threads,
-#: 128 greedy tokens a stream (``benchmarks/llama_server.py``; the issue quoted 1.70× and 1.82× on other prompts).
-LLAMA_SERVER: Peer = ("llama-server", {4: 1.60, 8: 1.91})
 CONTEXT = 1024
 
 
@@ -171,7 +168,8 @@ def run_parallel(
     **load_kwargs: Any,
 ) -> dict[str, Any]:
     """The whole measurement (see the module's docstring), as one JSON-able dict; ``peer``'s
-    figures go beside it (default: llama-server's, for a run on llama.cpp)."""
+    figures go beside it (measured by the caller: ``benchmarks/parallel.py`` reads llama-server's
+    from ``benchmarks/llama_server.py``'s saved result, with its date)."""
     options, most = greedy(tokens), max(streams)
     texts = prompts(most)
     with load(path, context_length=CONTEXT, **load_kwargs) as alone:
@@ -183,8 +181,7 @@ def run_parallel(
             seconds += wall
         one = sum(map(len, reference)) / seconds
         rows = [{"streams": 1, "tokens": sum(map(len, reference)), "tokens_per_s": one, "speedup": 1.0}]
-        if peer is None:  # llama-server's figures were measured on the GGUF test model
-            peer = LLAMA_SERVER if alone.info.engine == "llama.cpp" else ("peer", {})
+        peer = peer or ("peer", {})
         with load(path, context_length=CONTEXT, parallel=most, **load_kwargs) as pooled:
             warm_up(pooled, most)
             for count in (n for n in streams if n > 1):
