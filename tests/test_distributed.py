@@ -42,7 +42,7 @@ def _make_close_early(folder: Path, prompt: str) -> None:
     model = load(folder, engine="mlx", context_length=512)
     prompt_length = len(model.prompts.build(model.prompt_messages(prompt), model.reasoning_format))
     model.generate(prompt, temperature=0.0, max_thinking_tokens=4, max_answer_tokens=1)
-    second, close = model.engine._tokens[prompt_length + 1], model.engine.tokenize("</think>", special=True)[0]
+    second, close = model.engine.cached_tokens[prompt_length + 1], model.engine.tokenize("</think>", special=True)[0]
     model.close()
     (weights_file,) = folder.glob("*.safetensors")
     weights = dict(mx.load(str(weights_file)))

@@ -92,7 +92,7 @@ def test_both_engines_decode_the_same_greedy_tokens_as_the_numpy_reference(tiny_
     runs = {name: greedy_tokens(model) for name, model in models.items()}
     assert runs["llama.cpp"] == runs["mlx"]
     reference = Qwen2Reference(Checkpoint(tiny_models["source"]))
-    expected = models["mlx"].engine._tokens[:-32]  # the prompt the "none" request rendered
+    expected = models["mlx"].engine.cached_tokens[:-32]  # the prompt the "none" request rendered
     for _ in range(32):
         expected.append(int(np.argmax(reference.logits([expected])[0][-1])))
     assert runs["mlx"] == expected[-32:]
@@ -199,14 +199,21 @@ def test_penalties_run_on_each_engine(tiny):
     assert result.stats.answer_tokens == 8
 
 
-def test_frequency_penalty_changes_a_repetitive_reply_on_each_engine(tiny):
-    """OpenAI's frequency penalty (a token's logit lowered once per time it was generated) moves
-    greedy decoding off the loop a random model falls into, on both engines."""
-    options = {"reasoning_format": "none", "max_answer_tokens": 32, "temperature": 0.0}
-    plain = tiny.generate(PROMPT, **options)
-    penalized = tiny.generate(PROMPT, frequency_penalty=2.0, **options)
-    assert penalized.answer != plain.answer
-    assert tiny.generate(PROMPT, frequency_penalty=0.0, **options).answer == plain.answer
+def test_frequency_penalty_lowers_a_token_once_per_time_it_was_generated_on_each_engine(tiny):
+    """OpenAI's frequency penalty on both engines' samplers: the greedy token, generated 8 times,
+    loses its place at 2.0 (16 off its logit) and keeps it at 0."""
+    engine = tiny.engine
+    engine.prefill(engine.tokenize(PROMPT, special=False))
+    plain = SamplingParams(temperature=0.0, repetition_penalty=1.0, penalty_window=64)
+    top = engine.new_sampler(plain, 0).sample()
+
+    def choice(**penalty: float) -> int:
+        sampler = engine.new_sampler(plain.replace(**penalty), 0)
+        sampler.accept([top] * 8)
+        return sampler.sample()
+
+    assert choice(frequency_penalty=0.0) == top
+    assert choice(frequency_penalty=2.0) != top
 
 
 def test_cancel_on_each_engine(tiny):

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 from ...errors import EngineUnavailableError, ModelFormatError
 from ...sampling import SamplingParams
-from ..base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo, check_room, prefill_reusing
+from ..base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo
+from ..pooled import LAST_ONLY, PooledSequence
+from ..scheduler import Scheduler
 from .folder import check_mlx_folder
 from .thread import on_mlx_thread
 
@@ -197,14 +199,20 @@ class MlxModel:
         self.model = None
 
 
-class MlxEngine(MlxModel):
-    """An MLX model with one prompt cache."""
+class MlxEngine(MlxModel, PooledSequence):
+    """An MLX model with one prompt cache: the one sequence of a pool of its own, so that its
+    token bookkeeping (``PooledSequence``) is the pools' own. Unlike a pool's sequence, it
+    starts each pass as soon as tokens are fed, asynchronously, so the caller's Python work
+    for the token overlaps the model's computation; and its cache may be 8-bit."""
 
     def __init__(self, path: str | Path, *, context_length: int | None = None, kv_cache: str = "f16") -> None:
-        super().__init__(path, context_length=context_length)
+        MlxModel.__init__(self, path, context_length=context_length)
+        self.scheduler = Scheduler(self, 1)
+        PooledSequence.__init__(self, self, 0)
         self._kv_bits = 8 if kv_cache == "q8_0" else None
         self.cache = make_prompt_cache(self.model)
-        self._tokens: list[int] = []
+        #: Tokens the KV cache holds: more than ``evaluated`` after a rewind, until the next pass trims it.
+        self.held = 0
         #: The last pass's logits, one row per token that kept them; row 0 chooses the
         #: token at position ``_rows_from + 1``.
         self.logits: Any = None
@@ -212,47 +220,32 @@ class MlxEngine(MlxModel):
         self._argmax_list: list[int] | None = None
         self._rows_from = 0
 
-    @property
-    def position(self) -> int:
-        return len(self._tokens)
-
-    @property
-    def cached_tokens(self) -> list[int]:
-        """The tokens the KV cache holds."""
-        return self._tokens
-
-    def prefill(self, tokens: Sequence[int]) -> int:
-        reused = prefill_reusing(self, self._tokens, tokens)
-        return reused
-
-    def rewind(self, position: int) -> None:
-        surplus = self.position - position
-        if surplus > 0:
-            on_mlx_thread(lambda: trim_prompt_cache(self.cache, surplus))
-            del self._tokens[position:]
-
     def feed(self, tokens: Sequence[int]) -> None:
-        self._forward(list(tokens), 1)  # logits are needed for the last token only
+        PooledSequence.feed(self, tokens)
+        self.evaluate_pending()  # started now; ``sample`` waits only for the values it reads
 
-    def feed_all(self, tokens: Sequence[int]) -> None:
-        self._forward(list(tokens), len(tokens))
+    def decode(self, sequences: Sequence[Any]) -> None:
+        """The pool's pass over its one sequence's pending tokens, started asynchronously."""
+        on_mlx_thread(self._start_pass)
 
-    def _forward(self, tokens: list[int], rows: int) -> None:
-        """Run ``tokens`` through the model, keeping the logits of the last ``rows``; the
-        pass is started asynchronously, so the caller's Python work overlaps it."""
-        check_room(self.position + len(tokens), self.info.context_length)
-        on_mlx_thread(lambda: self._start_pass(tokens, rows))
-
-    def _start_pass(self, tokens: list[int], rows: int) -> None:
-        for step in fill_cache(self.model, self.cache, tokens[:-rows]):
-            self._tokens.extend(step)
-        self.logits = self.model(mx.array(tokens[-rows:])[None], cache=self.cache)[0]
+    def _start_pass(self) -> None:
+        surplus = self.held - self.evaluated
+        if surplus > 0:  # tokens rewound since the last pass
+            trim_prompt_cache(self.cache, surplus)
+            self.held = self.evaluated
+        first = self.first_row()
+        pending = self.cached_tokens[self.evaluated :]
+        rows = self.position - first
+        for step in fill_cache(self.model, self.cache, pending[:-rows]):
+            self.evaluated += len(step)
+            self.held = self.evaluated  # an interrupted prefill keeps what the cache holds
+        self.logits = self.model(mx.array(pending[-rows:])[None], cache=self.cache)[0]
         # The greedy choices are computed in the same asynchronous graph as the logits.
         self._argmax, self._argmax_list = mx.argmax(self.logits, axis=-1), None
         maybe_quantize_kv_cache(self.cache, quantized_kv_start=0, kv_group_size=64, kv_bits=self._kv_bits)
         mx.async_eval(self.logits, self._argmax)
-        self._rows_from = self.position
-        self._tokens.extend(tokens[-rows:])
+        self._rows_from, self.evaluated = first, self.position
+        self.held, self.wanted_from = self.position, LAST_ONLY
 
     def row(self, at: int | None) -> int:
         """The row of ``logits`` that chooses the token at position ``at`` (None: the next one)."""
