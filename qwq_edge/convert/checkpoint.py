@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from ..architecture.config import read_json_object
-from ..architecture.qwen2 import Qwen2Config, tensor_names
-from ..errors import CheckpointError
+from ..architecture.qwen import QwenConfig, tensor_names
+from ..errors import CheckpointError, ConversionError
 from .safetensors_io import SafetensorsFile
 
 TOKENIZER_FILES = (
@@ -48,7 +48,7 @@ class Checkpoint:
         config_path = self.folder / "config.json"
         if not config_path.is_file():
             raise CheckpointError(f"{self.folder} has no config.json")
-        self.config = Qwen2Config.from_dict(_read_json(config_path), str(self.folder))
+        self.config = QwenConfig.from_dict(_read_json(config_path), str(self.folder))
         if not (self.folder / "tokenizer.json").is_file():
             raise CheckpointError(f"{self.folder} has no tokenizer.json (the tokenizer is needed for the conversion)")
         self.tokenizer = _read_json(self.folder / "tokenizer.json")
@@ -129,3 +129,14 @@ class Checkpoint:
             if added["content"] == value:
                 return int(added["id"])
         return self.tokenizer.get("model", {}).get("vocab", {}).get(value)
+
+
+def check_convertible(checkpoint: Checkpoint) -> None:
+    """Refuse what the converters do not write: a Qwen3 MoE checkpoint (its experts would have to
+    be stacked into one tensor per projection for llama.cpp and mlx-lm)."""
+    if checkpoint.config.experts is not None:
+        raise ConversionError(
+            f"{checkpoint.folder} is a Qwen3 MoE checkpoint, which qwq-edge runs but does not convert; "
+            "download its GGUF or MLX version (the catalog's qwen3-30b-a3b), or convert it with llama.cpp's "
+            "convert_hf_to_gguf.py or mlx_lm.convert"
+        )

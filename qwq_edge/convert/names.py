@@ -1,4 +1,4 @@
-"""Qwen2 tensor names: Hugging Face ⇄ GGUF (llama.cpp's ``qwen2`` architecture)."""
+"""Qwen tensor names: Hugging Face ⇄ GGUF (llama.cpp's ``qwen2`` and ``qwen3`` architectures)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ PER_LAYER = {
     "self_attn.k_proj": "attn_k",
     "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",  # Qwen3: RMSNorm over each query head
+    "self_attn.k_norm": "attn_k_norm",
     "post_attention_layernorm": "ffn_norm",
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",

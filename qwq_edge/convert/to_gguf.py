@@ -1,4 +1,4 @@
-"""Hugging Face Qwen2 checkpoint → GGUF (F16/BF16, then Q8_0 or a K-quant through libllama).
+"""Hugging Face Qwen2 / Qwen3 checkpoint → GGUF (F16/BF16, then Q8_0 or a K-quant through libllama).
 
 The F16/BF16 file is written tensor by tensor from the memory-mapped shards with
 ``gguf.GGUFWriter``'s streaming calls (header, metadata, tensor table, then each
@@ -14,7 +14,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, check_convertible
 from .names import to_gguf
 from .output import Progress
 from .safetensors_io import float32_to_bf16
@@ -53,6 +53,9 @@ def _add_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, file_type: in
     writer.add_head_count_kv(c.num_key_value_heads)
     writer.add_rope_freq_base(c.rope_theta)
     writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    if c.model_type == "qwen3":  # an explicit head size, as llama.cpp's converter writes it
+        writer.add_key_length(c.head_dim)
+        writer.add_value_length(c.head_dim)
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     scaling = c.rope_scaling or {}
@@ -92,7 +95,8 @@ def _stored(checkpoint: Checkpoint, name: str, storage: str) -> np.ndarray:
 
 def write_gguf(checkpoint: Checkpoint, path: Path, quant: GGUFQuant, progress: Progress) -> None:
     """Write an F16/BF16 GGUF of ``checkpoint`` to ``path``, one tensor in memory at a time."""
-    writer = gguf.GGUFWriter(None, "qwen2")
+    check_convertible(checkpoint)
+    writer = gguf.GGUFWriter(None, checkpoint.config.model_type)
     _add_metadata(writer, checkpoint, quant.file_type)
     _add_vocab(writer, checkpoint)
     raw_dtype = gguf.GGMLQuantizationType.BF16 if quant.storage == "BF16" else None

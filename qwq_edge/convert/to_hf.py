@@ -30,18 +30,32 @@ def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
     return default if field is None else field.contents()
 
 
-def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict[str, Any]:
+#: GGUF architecture → Hugging Face architecture.
+HF_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+
+
+def _architecture(reader: GGUFReader) -> str:
     arch = _field(reader, "general.architecture")
-    if arch != "qwen2":
-        raise CheckpointError(f"GGUF architecture {arch} is not supported; supported: qwen2")
+    if arch == "qwen3moe":
+        raise CheckpointError(
+            "a qwen3moe GGUF runs as it is but is not converted (qwq-edge does not unstack its experts); "
+            "use an MLX download of the model for MLX"
+        )
+    if arch not in HF_ARCHITECTURES:
+        raise CheckpointError(f"GGUF architecture {arch} is not supported; supported: {', '.join(HF_ARCHITECTURES)}")
+    return str(arch)
+
+
+def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict[str, Any]:
+    arch = _architecture(reader)
 
     def key(name: str, default: Any = None) -> Any:
-        return _field(reader, f"qwen2.{name}", default)
+        return _field(reader, f"{arch}.{name}", default)
 
     config = {
         "_name_or_path": _field(reader, "general.name", ""),
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": [HF_ARCHITECTURES[arch]],
+        "model_type": arch,
         "vocab_size": vocab_size,
         "hidden_size": key("embedding_length"),
         "intermediate_size": key("feed_forward_length"),
@@ -58,6 +72,8 @@ def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict
         "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
         "use_sliding_window": False,
     }
+    if arch == "qwen3":
+        config |= {"head_dim": key("attention.key_length"), "attention_bias": False}
     if key("rope.scaling.type") == "yarn":
         config["rope_scaling"] = {
             "type": "yarn",
@@ -103,8 +119,9 @@ def write_tokenizer_files(folder: Path, vocab: GGUFVocab, context_length: int) -
 
 
 def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> int:
-    """Write a Hugging Face checkpoint of a qwen2 GGUF into ``folder``; return the parameter count."""
+    """Write a Hugging Face checkpoint of a qwen2 or qwen3 GGUF into ``folder``; return the parameter count."""
     reader = GGUFReader(gguf_path)
+    _architecture(reader)  # before the tensors' names are read
     vocab = gguf_vocab(reader)
     tensors = {to_hf(t.name): t for t in reader.tensors if t.name != "rope_freqs.weight"}
     tied = "lm_head.weight" not in tensors

@@ -1,4 +1,4 @@
-"""Hugging Face Qwen2 checkpoint → MLX model folder (mlx-lm's format), tensor by tensor.
+"""Hugging Face Qwen2 / Qwen3 checkpoint → MLX model folder (mlx-lm's format), tensor by tensor.
 
 Each weight is quantized on its own with ``mx.quantize`` and written into
 safetensors shards of bounded size, with the ``quantization`` block that
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConversionError
-from .checkpoint import TOKENIZER_FILES, Checkpoint
+from .checkpoint import TOKENIZER_FILES, Checkpoint, check_convertible
 from .output import Progress
 
 MLX_RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
@@ -66,6 +66,7 @@ def write_mlx(
 
     if recipe is not None and recipe not in MLX_RECIPES:
         raise ConversionError(f"unknown MLX recipe {recipe}; choose one of {', '.join(MLX_RECIPES)}")
+    check_convertible(checkpoint)
     dtype = {"bfloat16": mx.bfloat16, "float16": mx.float16, "float32": mx.float32}.get(
         checkpoint.config.torch_dtype, mx.float16
     )
