@@ -13,7 +13,7 @@ import numpy as np
 
 from ..architecture.config import read_json_object
 from ..architecture.qwen import QwenConfig, tensor_names
-from ..errors import CheckpointError, ConversionError
+from ..errors import CheckpointError
 from .safetensors_io import SafetensorsFile
 
 TOKENIZER_FILES = (
@@ -129,14 +129,3 @@ class Checkpoint:
             if added["content"] == value:
                 return int(added["id"])
         return self.tokenizer.get("model", {}).get("vocab", {}).get(value)
-
-
-def check_convertible(checkpoint: Checkpoint) -> None:
-    """Refuse what the converters do not write: a Qwen3 MoE checkpoint (its experts would have to
-    be stacked into one tensor per projection for llama.cpp and mlx-lm)."""
-    if checkpoint.config.experts is not None:
-        raise ConversionError(
-            f"{checkpoint.folder} is a Qwen3 MoE checkpoint, which qwq-edge runs but does not convert; "
-            "download its GGUF or MLX version (the catalog's qwen3-30b-a3b), or convert it with llama.cpp's "
-            "convert_hf_to_gguf.py or mlx_lm.convert"
-        )

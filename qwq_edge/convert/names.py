@@ -1,4 +1,8 @@
-"""Qwen tensor names: Hugging Face ⇄ GGUF (llama.cpp's ``qwen2`` and ``qwen3`` architectures)."""
+"""Qwen tensor names: Hugging Face ⇄ GGUF (llama.cpp's ``qwen2``, ``qwen3`` and ``qwen3moe``).
+
+A MoE layer's experts are stacked per projection (``convert/layout.py``): the stacked tensor's
+name has no expert number, ``model.layers.N.mlp.experts.gate_proj.weight``.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,13 @@ PER_LAYER = {
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
+    "mlp.gate": "ffn_gate_inp",  # Qwen3 MoE: the router
+    "mlp.experts.gate_proj": "ffn_gate_exps",
+    "mlp.experts.up_proj": "ffn_up_exps",
+    "mlp.experts.down_proj": "ffn_down_exps",
 }
+#: The end of a MoE router's name (kept in F32 in a GGUF, 8-bit in MLX).
+ROUTER = "mlp.gate.weight"
 _HF_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)")
 _GGUF_LAYER = re.compile(r"blk\.(\d+)\.(.+)\.(weight|bias)")
 _GGUF_TO_HF = {value: key for key, value in PER_LAYER.items()}
