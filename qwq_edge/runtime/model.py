@@ -167,6 +167,10 @@ class Model:
             return default or self.reasoning_format
         return resolve_format(options.reasoning_format, self.info.chat_template, self.info.model_name)
 
+    def default_sampling(self, fmt: ReasoningFormat, think: bool = True) -> SamplingParams:
+        """The model's sampling defaults for a reply that thinks (``fmt`` thinks and ``think``) or not."""
+        return self.sampling if fmt.thinks and think else self.sampling_no_think
+
     def _start(
         self, tokens: list[int], fmt: ReasoningFormat, options: GenerationOptions, user_text: str, last: str
     ) -> Stream:
@@ -182,7 +186,7 @@ class Model:
             options.answer_grammar(),
         )
         controller.check_room(len(tokens), self.info.context_length)
-        sampling = options.sampling(self.sampling if fmt.thinks and options.think else self.sampling_no_think)
+        sampling = options.sampling(self.default_sampling(fmt, options.think))
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
         cancel = threading.Event()
         # In a pool, a generation drafts only while no other shares its passes.
