@@ -37,15 +37,7 @@ PROMPT = "Let me think step by step about numbers."
 #: A Qwen3 whose head size (32) is not hidden ÷ heads (16), as in Qwen3-0.6B (128, not 64).
 TINY_QWEN3 = SyntheticSpec(architecture="qwen3", head_dim=32)
 #: For the engines: wider, float32 (both engines then agree), named so the catalog's Qwen3-0.6B family applies.
-ENGINE_QWEN3 = SyntheticSpec(
-    hidden_size=128,
-    intermediate_size=256,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    torch_dtype="float32",
-    architecture="qwen3",
-    head_dim=64,
-)
+ENGINE_QWEN3 = SyntheticSpec(128, 256, 2, 4, 2, torch_dtype="float32", architecture="qwen3", head_dim=64)
 #: Qwen3 MoE: 4 experts, 2 per token; float32, since MLX's CPU backend multiplies experts in float32 only.
 TINY_MOE = SyntheticSpec(architecture="qwen3_moe", head_dim=32, torch_dtype="float32")
 #: Qwen's ids for <think>, "\n\n" and </think>: the end of the template's no-think block.
@@ -60,18 +52,23 @@ def tiny3(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def qwen3_models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("qwen3-engines")
-    source = make_checkpoint(root / "qwen3-0.6b-random", ENGINE_QWEN3)
-    paths = {"source": source, "llama.cpp": root / "qwen3-0.6b-random.gguf", "mlx": root / "qwen3-0.6b-random-mlx"}
-    convert_to_gguf(source, paths["llama.cpp"], quant="f32", verify=False)
+    return for_both_engines(make_checkpoint(root / "qwen3-0.6b-random", ENGINE_QWEN3), "f32")
+
+
+def for_both_engines(source: Path, quant: str) -> dict[str, Path]:
+    """``source`` and, unverified, its GGUF (``quant``) and its full-precision MLX folder, by engine."""
+    paths = {"source": source, "llama.cpp": source.with_name(f"{source.name}.gguf")}
+    paths["mlx"] = source.with_name(f"{source.name}-mlx")
+    convert_to_gguf(source, paths["llama.cpp"], quant=quant, verify=False)
     convert_to_mlx(source, paths["mlx"], bits=16, verify=False)
     return paths
 
 
 @pytest.fixture(scope="module", params=ENGINES)
 def qwen3(request, qwen3_models):
-    model = load(qwen3_models[request.param], engine=request.param, context_length=512)
-    yield model
-    model.close()
+    """The engines' Qwen3 loaded on each engine."""
+    with load(qwen3_models[request.param], engine=request.param, context_length=512) as model:
+        yield model
 
 
 # -- the architecture and the converters ------------------------------------------------------
@@ -235,11 +232,7 @@ def qwen_vocab_models(tmp_path_factory) -> dict[str, Path]:
     """A random Qwen3 with Qwen's own tokenizer (the fixture's, plus Qwen3's four added tokens)."""
     root = tmp_path_factory.mktemp("qwen-vocab")
     spec = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16", architecture="qwen3", head_dim=32)
-    source = make_checkpoint(root / "qwen3-vocab", spec, tokenizer_json=fixture_tokenizer_json())
-    paths = {"source": source, "llama.cpp": root / "qwen3-vocab.gguf", "mlx": root / "qwen3-vocab-mlx"}
-    convert_to_gguf(source, paths["llama.cpp"], quant="f16", verify=False)
-    convert_to_mlx(source, paths["mlx"], bits=16, verify=False)
-    return paths
+    return for_both_engines(make_checkpoint(root / "qwen3-vocab", spec, tokenizer_json=fixture_tokenizer_json()), "f16")
 
 
 CONVERSATION = [
@@ -346,10 +339,7 @@ def eager(qwen3_models, tmp_path_factory) -> dict[str, Path]:
             values[close, 0] += 1.5  # measured: its first token closes; held, it thinks 32 to 225 tokens
         writer.write(name, values)
     writer.close()
-    paths = {"llama.cpp": root / "eager.gguf", "mlx": root / "eager-mlx"}
-    convert_to_gguf(folder, paths["llama.cpp"], quant="f32", verify=False)
-    convert_to_mlx(folder, paths["mlx"], bits=16, verify=False)
-    return paths
+    return for_both_engines(folder, "f32")
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import InvalidRequestError
 from .texts import texts_for
@@ -74,15 +74,8 @@ QWQ_PREVIEW = ReasoningFormat(
     skip_text="**Final Answer**\n\n",
 )
 
-#: Qwen3's hybrid thinking: ``<think>`` blocks, switched off by the template's ``enable_thinking``.
-HYBRID = ReasoningFormat(
-    name="hybrid",
-    open_text="<think>\n",
-    close_marker="</think>",
-    closing="\n</think>\n\n",
-    skip_text="\n</think>\n\n",
-    switch="enable_thinking",
-)
+#: Qwen3's hybrid thinking: ``think``'s blocks, switched off by the template's ``enable_thinking``.
+HYBRID = replace(THINK, name="hybrid", switch="enable_thinking")
 
 NONE = ReasoningFormat(name="none")
 
