@@ -175,8 +175,10 @@ def test_qwen3_moe_converts_with_its_experts_stacked(moe):
     config = json.loads((moe["mlx-4"] / "config.json").read_text())
     assert config["quantization"]["model.layers.0.mlp.gate"]["bits"] == 8  # the router, as mlx-lm quantizes it
     assert config["quantization"]["model.layers.0.mlp.switch_mlp.up_proj"]["bits"] == 4
-    shape = model_shape(moe["q4_k_m"])
-    assert (shape.layers, shape.kv_heads, shape.head_dim) == (2, 2, 32)
+    for converted in (moe["q4_k_m"], moe["mlx-4"]):  # the KV cache's size comes from the explicit head size
+        shape = model_shape(converted)
+        assert (shape.layers, shape.kv_heads, shape.head_dim) == (2, 2, 32)
+        assert shape.kv_bytes_per_token() == 2 * 2 * 32 * 2 * 2
 
 
 @pytest.mark.parametrize("name", ["f16", "q4_k_m", "mlx-16", "mlx-4"])
@@ -229,10 +231,21 @@ def make_dense_layer(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def qwen_vocab_models(tmp_path_factory) -> dict[str, Path]:
-    """A random Qwen3 with Qwen's own tokenizer (the fixture's, plus Qwen3's four added tokens)."""
+    """A random Qwen3 with Qwen's own tokenizer (the fixture's, plus Qwen3's four added tokens)
+    and the config.json transformers' Qwen3Config writes (rope_theta inside rope_parameters)."""
+    from transformers import Qwen3Config
+
     root = tmp_path_factory.mktemp("qwen-vocab")
     spec = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16", architecture="qwen3", head_dim=32)
-    return for_both_engines(make_checkpoint(root / "qwen3-vocab", spec, tokenizer_json=fixture_tokenizer_json()), "f16")
+    source = make_checkpoint(root / "qwen3-vocab", spec, tokenizer_json=fixture_tokenizer_json())
+    ours = json.loads((source / "config.json").read_text())
+    sizes = {key: ours[key] for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers")}
+    heads = {key: ours[key] for key in ("num_attention_heads", "num_key_value_heads", "head_dim")}
+    ids = {key: ours[key] for key in ("bos_token_id", "eos_token_id", "max_position_embeddings")}
+    config = Qwen3Config(**sizes, **heads, **ids, rope_theta=1e6, dtype="float16").to_dict()
+    assert "rope_theta" not in config
+    (source / "config.json").write_text(json.dumps({**config, "architectures": ["Qwen3ForCausalLM"]}))
+    return for_both_engines(source, "f16")
 
 
 CONVERSATION = [
@@ -287,6 +300,15 @@ def test_soft_switches_on_each_engine(qwen3):
     turned_back_on = [{"role": "system", "content": "/no_think"}, {"role": "user", "content": f"/think {PROMPT}"}]
     assert closed_by(turned_back_on) == "budget"
     assert closed_by([{"role": "user", "content": f"/think {PROMPT}"}], think=False) == "skipped"
+
+
+def test_an_answer_follows_when_the_context_runs_out_on_each_engine(qwen3_models, qwen3):
+    engine = qwen3.info.engine
+    context = len(qwen3.prompt_tokens(PROMPT)) + len(qwen3.controllers.control_tokens(HYBRID).close) + 40
+    with load(qwen3_models[engine], engine=engine, context_length=context) as small:
+        result = small.generate(PROMPT, temperature=0)
+        assert result.stats.thinking_closed_by == "context-close" and result.stats.answer_tokens > 0
+        assert result.stats.prompt_tokens + result.stats.generated_tokens <= context
 
 
 @pytest.mark.parametrize("budget", [0, 8])
