@@ -14,7 +14,7 @@ from qwq_edge.reasoning.controller import (
     ThinkingLimits,
 )
 from qwq_edge.reasoning.effort import EFFORTS, apply_effort
-from qwq_edge.reasoning.formats import NONE, QWQ_PREVIEW, THINK, resolve_format
+from qwq_edge.reasoning.formats import HYBRID, NONE, QWQ_PREVIEW, THINK, resolve_format, soft_switch
 
 TOKENS = ControlTokens(close=(1, 2, 3), skip=(4, 5), end_of_generation=frozenset({99}))
 ROOM = 10_000
@@ -95,6 +95,31 @@ def test_think_off_forces_the_skip_text_without_an_intervention_event():
     assert c.phase == "answer" and c.counts.thinking_closed_by == "skipped"
 
 
+def test_a_hybrid_format_without_thinking_starts_in_the_answer_with_nothing_forced():
+    """Its template closed the thinking in the prompt (enable_thinking=False)."""
+    c = controller(HYBRID, think=False, max_thinking_tokens=4, min_thinking_tokens=2)
+    assert c.phase == "answer" and c.counts.thinking_closed_by == "skipped"
+    assert c.next_action(ROOM) == Sample(frozenset({99}))  # the answer's first token, never the end
+    events = c.on_sampled("4", 100)
+    assert [type(e) for e in events] == [AnswerDelta] and c.counts.forced_tokens == 0
+    thinking = controller(HYBRID)
+    assert thinking.phase == "thinking" and thinking.next_action(ROOM) == Sample()
+
+
+@pytest.mark.parametrize(
+    ("texts", "expected"),
+    [
+        (["What is 2+2? /no_think"], False),
+        (["/no_think", "What is 2+2? /think"], True),  # the most recent one wins
+        (["/think first, then /no_think"], False),
+        (["What is 2+2?"], None),
+        (["see http://example.com/think", "a/no_think", "/thinking"], None),  # not switches
+    ],
+)
+def test_soft_switches_follow_the_last_one_written(texts, expected):
+    assert soft_switch(texts) is expected
+
+
 def test_held_back_text_is_released_at_the_end():
     c = controller()
     events = c.on_sampled("almost </th", 110) + c.finish()
@@ -108,9 +133,10 @@ def test_negative_limits_are_rejected(field):
 
 
 def test_every_forced_close_text_ends_its_thinking():
-    for fmt in (THINK, QWQ_PREVIEW):
+    for fmt in (THINK, HYBRID, QWQ_PREVIEW):
         assert fmt.close_marker in fmt.forced_close_text
         assert fmt.close_marker in fmt.skip_text
+    assert HYBRID.open_text + HYBRID.skip_text == "<think>\n\n</think>\n\n"  # Qwen3's own no-think block
 
 
 @pytest.mark.parametrize(
@@ -122,6 +148,8 @@ def test_every_forced_close_text_ends_its_thinking():
         (None, "QwQ 32B Preview", QWQ_PREVIEW),
         (None, "QwQ 32B", THINK),
         ("<|im_start|>", "Qwen2.5 Coder 0.5B Instruct", NONE),
+        ("{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>{% endif %}", "x", HYBRID),
+        ("{% if '</think>' in content %}{% endif %}{{ '<｜Assistant｜>' }}", "DeepSeek R1 0528 Qwen3 8B", THINK),
     ],
 )
 def test_auto_detects_the_reasoning_format(template, name, expected):

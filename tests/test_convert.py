@@ -14,7 +14,7 @@ from tokenizers import Tokenizer
 
 from qwq_edge.convert import convert_to_gguf, convert_to_hf, convert_to_mlx, verify
 from qwq_edge.convert.checkpoint import Checkpoint
-from qwq_edge.convert.reference import Qwen2Reference
+from qwq_edge.convert.reference import QwenReference
 from qwq_edge.convert.synthetic import make_checkpoint
 from qwq_edge.engines.gguf_file import read_gguf_header
 
@@ -38,7 +38,7 @@ def tiny(tmp_path_factory) -> Path:
 
 
 def greedy_reference(checkpoint: Checkpoint, prompt: list[int], steps: int) -> list[int]:
-    reference, tokens = Qwen2Reference(checkpoint), list(prompt)
+    reference, tokens = QwenReference(checkpoint), list(prompt)
     for _ in range(steps):
         tokens.append(int(np.argmax(reference.logits([tokens])[0][-1])))
     return tokens[len(prompt) :]

@@ -32,7 +32,7 @@ from qwq_edge import (
 from qwq_edge.catalog.planner import AUTO_CONTEXT_CAP, model_shape, plan_for
 from qwq_edge.convert import convert_to_gguf, convert_to_mlx
 from qwq_edge.convert.checkpoint import Checkpoint
-from qwq_edge.convert.reference import Qwen2Reference
+from qwq_edge.convert.reference import QwenReference
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.convert.verify import TEXTS, token_sequences
 from qwq_edge.engines import choose_engine
@@ -91,7 +91,7 @@ def test_both_engines_decode_the_same_greedy_tokens_as_the_numpy_reference(tiny_
     )
     runs = {name: greedy_tokens(model) for name, model in models.items()}
     assert runs["llama.cpp"] == runs["mlx"]
-    reference = Qwen2Reference(Checkpoint(tiny_models["source"]))
+    reference = QwenReference(Checkpoint(tiny_models["source"]))
     expected = models["mlx"].engine.cached_tokens[:-32]  # the prompt the "none" request rendered
     for _ in range(32):
         expected.append(int(np.argmax(reference.logits([expected])[0][-1])))

@@ -14,12 +14,13 @@ from qwq_edge.errors import InsufficientMemoryError, InvalidRequestError
 GB = 10**9
 #: What the first run takes under each budget: (the download, its context, its KV cache), for GGUF and MLX.
 EXPECTED = {
-    ("gguf", 8): ("deepseek-r1-distill-qwen-7b:q4_k_m", 32768, "f16"),
+    ("gguf", 4): ("qwen3-4b:q4_k_m", 11264, "q8_0"),  # a Qwen3 thinking model for a small laptop
+    ("gguf", 8): ("deepseek-r1-0528-qwen3-8b:q4_k_m", 28928, "q8_0"),
     ("gguf", 16): ("qwq-32b-preview:iq3_xs", 9472, "q8_0"),
     ("gguf", 24): ("qwq-32b-preview:q4_k_m", 21248, "q8_0"),
     ("gguf", 32): ("qwq-32b-preview:q4_k_m", 32768, "f16"),
     ("gguf", 64): ("qwq-32b-preview:q4_k_m", 32768, "f16"),
-    ("mlx", 8): ("deepseek-r1-distill-qwen-7b:4bit", 32768, "f16"),
+    ("mlx", 8): ("deepseek-r1-0528-qwen3-8b:4bit", 32768, "q8_0"),
     ("mlx", 16): ("deepseek-r1-distill-qwen-14b:4bit", 32768, "f16"),  # 3-bit QwQ leaves < 8k tokens
     ("mlx", 24): ("qwq-32b-preview:4bit", 32000, "q8_0"),
     ("mlx", 32): ("qwq-32b-preview:4bit", 32768, "f16"),
@@ -49,7 +50,7 @@ def test_a_fitting_download_already_on_disk_comes_first_and_nothing_fitting_is_a
     candidates = plan_catalog(16 * GB, "gguf")
     assert choose(candidates, {"qwq-32b-preview:q2_k"}).spec == "qwq-32b-preview:q2_k"
     assert choose(candidates, {"qwq-32b-preview:q4_k_m"}).spec == "qwq-32b-preview:iq3_xs"  # on disk, but too big
-    with pytest.raises(InsufficientMemoryError, match=r"the smallest, deepseek-r1-distill-qwen-1\.5b:q4_k_m"):
+    with pytest.raises(InsufficientMemoryError, match=r"the smallest, qwen3-0\.6b:q8_0"):
         choose(plan_catalog(GB, "gguf"))
 
 
@@ -81,7 +82,7 @@ def qwq(cli_command, *args, env, budget="16GB"):
 
 @pytest.mark.parametrize(
     ("budget", "repo", "spec"),
-    [("16GB", "bartowski/QwQ-32B-Preview-GGUF", "iq3_xs"), ("8GB", "bartowski/DeepSeek-R1-Distill-Qwen-7B-GGUF", "7b")],
+    [("16GB", "bartowski/QwQ-32B-Preview-GGUF", "iq3_xs"), ("8GB", "unsloth/DeepSeek-R1-0528-Qwen3-8B-GGUF", "0528")],
 )
 def test_the_first_run_offline_names_the_chosen_repository(cli_command, offline, budget, repo, spec):
     proc = qwq(cli_command, "run", "--yes", "hi", env=offline, budget=budget)

@@ -93,6 +93,7 @@ def test_a_wheel_install_finds_the_catalog(tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = zipfile.ZipFile(glob.glob(str(tmp_path / "*.whl"))[0]).namelist()
     assert {"qwq_edge/catalog/data/qwq.toml", "qwq_edge/data/sample_math.jsonl"} <= set(names)
+    assert {"qwq_edge/catalog/data/qwen3.toml", "qwq_edge/data/qwen3-chat-template.jinja"} <= set(names)
 
 
 def test_pull_list_info_run_rm_with_the_hub_offline(cli_command, gguf_path, tmp_path, offline):

@@ -5,7 +5,7 @@ import pytest
 from qwq_edge import InvalidRequestError, Message
 from qwq_edge.catalog.families import family_for
 from qwq_edge.errors import TemplateFallbackWarning
-from qwq_edge.reasoning.formats import NONE, QWQ_PREVIEW, THINK
+from qwq_edge.reasoning.formats import HYBRID, NONE, QWQ_PREVIEW, THINK
 from qwq_edge.runtime.prompt import CHATML_TEMPLATE, PromptBuilder
 from qwq_edge.text.detokenize import IncrementalDetokenizer
 
@@ -47,6 +47,15 @@ def test_think_format_opens_the_thinking_once(model):
     text = model.engine.llama.detokenize(tokens, special=True).decode()
     assert text.endswith("<|im_start|>assistant\n<think>\n")
     assert text.count("<think>") == 1
+
+
+def test_a_hybrid_format_on_a_template_without_a_switch_closes_the_thinking_itself(model):
+    """Qwen2.5's template has no enable_thinking: the same empty block as Qwen3's is written after it."""
+    off = model.prompts.build([Message("user", "Hi")], HYBRID, think=False)
+    text = model.engine.llama.detokenize(off, special=True).decode()
+    assert text.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and text.count("<think>") == 1
+    on = model.prompts.build([Message("user", "Hi")], HYBRID)
+    assert model.engine.llama.detokenize(on, special=True).decode().endswith("<|im_start|>assistant\n<think>\n")
 
 
 def test_a_template_that_already_opens_the_thinking_is_not_given_a_second_open(model):

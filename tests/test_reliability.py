@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from qwq_edge.convert import convert_to_mlx, verify
-from qwq_edge.convert.checkpoint import Qwen2Config
+from qwq_edge.convert.checkpoint import QwenConfig
 from qwq_edge.convert.safetensors_io import SafetensorsFile
 from qwq_edge.convert.synthetic import make_checkpoint
 from qwq_edge.convert.verify import VerifyReport, judge
@@ -104,10 +104,10 @@ def test_converter_config_messages_are_clear(change, fragment):
     }  # fmt: skip
     config = {k: v for k, v in {**config, **change}.items() if v is not None}
     if fragment is None:  # no architectures: model_type qwen2 is enough
-        assert Qwen2Config.from_dict(config, "src").num_hidden_layers == 2
+        assert QwenConfig.from_dict(config, "src").num_hidden_layers == 2
         return
     with pytest.raises(CheckpointError) as error:
-        Qwen2Config.from_dict(config, "src")
+        QwenConfig.from_dict(config, "src")
     assert fragment in str(error.value) and "invalid literal" not in str(error.value)
 
 

@@ -11,8 +11,9 @@ import pytest
 from toy_engine import ToyEngine, toy_registered
 
 from qwq_edge import Done, EngineUnavailableError, Model, ModelFormatError, load
+from qwq_edge.convert.synthetic import qwen3_chat_template
 from qwq_edge.engines.registry import choose_engine, engine_choices
-from qwq_edge.reasoning.formats import QWQ_PREVIEW, THINK
+from qwq_edge.reasoning.formats import HYBRID, QWQ_PREVIEW, THINK
 from qwq_edge.services.benchmarking.raw import open_raw
 from qwq_edge.services.inspection import describe_model
 
@@ -24,14 +25,22 @@ def toy() -> Model:
     return Model(ToyEngine(), reasoning_format="think")
 
 
+@pytest.fixture(params=["think", "hybrid"])
+def either(request) -> Model:
+    """The toy as a thinking model, and as a hybrid one with Qwen3's own template."""
+    if request.param == "think":
+        return Model(ToyEngine(), reasoning_format="think")
+    return Model(ToyEngine(chat_template=qwen3_chat_template()))
+
+
 def cache_bytes(model: Model) -> bytes:
     """The text the engine's cache holds, as bytes (control tokens give none)."""
     return b"".join(model.engine.token_bytes(t) for t in model.engine._tokens)
 
 
 @pytest.mark.parametrize("budget", [0, 1, 7, 100])
-def test_the_budget_is_held_exactly(toy, budget):
-    result = toy.generate("Hi", max_thinking_tokens=budget, max_answer_tokens=3, **GREEDY)
+def test_the_budget_is_held_exactly(either, budget):
+    result = either.generate("Hi", max_thinking_tokens=budget, max_answer_tokens=3, **GREEDY)
     stats = result.stats
     # The cut may take back the last few tokens (to a word or sentence end), never more than the budget.
     assert stats.thinking_tokens <= budget and stats.thinking_closed_by == "budget"
@@ -39,8 +48,8 @@ def test_the_budget_is_held_exactly(toy, budget):
     assert len(stats.forced_text) == 1 and stats.forced_text[0].endswith("</think>\n\n")
     assert stats.interventions == {"budget": 1}
     assert stats.answer_tokens == 3 and stats.finish_reason == "length"
-    closed = len(toy.engine.tokenize(stats.forced_text[0], special=True))
-    assert toy.engine.position == stats.prompt_tokens + stats.thinking_tokens + closed + 3
+    closed = len(either.engine.tokenize(stats.forced_text[0], special=True))
+    assert either.engine.position == stats.prompt_tokens + stats.thinking_tokens + closed + 3
 
 
 def test_the_forced_close_comes_between_the_thinking_and_the_answer(toy):
@@ -54,29 +63,41 @@ def test_the_forced_close_comes_between_the_thinking_and_the_answer(toy):
     assert isinstance(events[-1], Done)
 
 
-def test_the_minimum_turns_an_early_close_into_wait(toy):
-    toy.engine.script = {2: toy.engine.id("</think>")}
-    result = toy.generate("Hi", min_thinking_tokens=6, max_thinking_tokens=10, max_answer_tokens=2, **GREEDY)
+def test_the_minimum_turns_an_early_close_into_wait(either):
+    either.engine.script = {2: either.engine.id("</think>")}
+    result = either.generate("Hi", min_thinking_tokens=6, max_thinking_tokens=10, max_answer_tokens=2, **GREEDY)
     assert result.stats.wait_extensions == 1 and result.stats.interventions == {"wait": 1, "budget": 1}
     assert result.stats.thinking_tokens == 10 and "Wait," in result.thinking
-    assert toy.engine._tokens.count(toy.engine.id("</think>")) == 1  # only the forced close's
+    assert either.engine._tokens.count(either.engine.id("</think>")) == 1  # only the forced close's
 
 
-def test_a_close_above_the_minimum_is_the_models_own(toy):
-    toy.engine.script = {8: toy.engine.id("</think>")}
-    result = toy.generate("Hi", min_thinking_tokens=6, max_answer_tokens=2, **GREEDY)
+def test_a_close_above_the_minimum_is_the_models_own(either):
+    either.engine.script = {8: either.engine.id("</think>")}
+    result = either.generate("Hi", min_thinking_tokens=6, max_answer_tokens=2, **GREEDY)
     # The model's own end marker counts as its last thinking token.
     assert result.stats.thinking_tokens == 9 and result.stats.thinking_closed_by == "model"
     assert result.stats.interventions == {}
 
 
-def test_end_of_generation_while_thinking_closes_the_thinking(toy):
-    end = toy.engine.id("<|im_end|>")
-    toy.engine.script = {3: end, 7: end}
-    result = toy.generate("Hi", **GREEDY)
+def test_end_of_generation_while_thinking_closes_the_thinking(either):
+    end = either.engine.id("<|im_end|>")
+    either.engine.script = {3: end, 7: end}
+    result = either.generate("Hi", **GREEDY)
     stats = result.stats
     assert stats.thinking_tokens == 3 and stats.thinking_closed_by == "eos-close"
     assert stats.answer_tokens == 3 and stats.finish_reason == "stop" and result.answer
+
+
+def test_a_hybrid_model_without_thinking_answers_after_its_template_s_own_block(either):
+    result = either.generate("Hi", think=False, max_answer_tokens=5, **GREEDY)
+    stats = result.stats
+    assert stats.answer_tokens == 5 and stats.thinking_tokens == 0 and stats.thinking_closed_by == "skipped"
+    # the prompt's text (control tokens have none)
+    prompt = b"".join(map(either.engine.token_bytes, either.engine._tokens[: stats.prompt_tokens])).decode()
+    if either.reasoning_format is HYBRID:  # the template closed the thinking: nothing forced
+        assert stats.forced_text == [] and prompt.endswith("assistant\n<think>\n\n</think>\n\n")
+    else:
+        assert stats.forced_text == [THINK.skip_text] and prompt.endswith("assistant\n<think>\n")
 
 
 def test_the_answer_bound_and_no_thinking(toy):
@@ -113,11 +134,11 @@ def test_a_multi_token_close_marker_below_the_minimum_is_rewound(toy):
     assert result.stats.forced_text[-1] == QWQ_PREVIEW.forced_close_text
 
 
-def test_the_loop_guard_nudges_a_repeated_sentence_only_when_on(toy):
-    toy.engine.say(0, "the cat sat down. " * 3)
-    guarded = toy.generate("Hi", max_thinking_tokens=80, max_answer_tokens=1, **GREEDY)
+def test_the_loop_guard_nudges_a_repeated_sentence_only_when_on(either):
+    either.engine.say(0, "the cat sat down. " * 3)
+    guarded = either.generate("Hi", max_thinking_tokens=80, max_answer_tokens=1, **GREEDY)
     assert guarded.stats.interventions.get("loop-nudge") == 1
-    unguarded = toy.generate("Hi", max_thinking_tokens=80, max_answer_tokens=1, loop_guard=False, **GREEDY)
+    unguarded = either.generate("Hi", max_thinking_tokens=80, max_answer_tokens=1, loop_guard=False, **GREEDY)
     assert "loop-nudge" not in unguarded.stats.interventions
 
 

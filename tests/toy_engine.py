@@ -126,7 +126,15 @@ class ToyEngine:
     #: Its passes cost the same for any number of tokens, so speculation always drafts.
     pass_costs = ((1, 1.0), (2, 1.0))
 
-    def __init__(self, *, seed: int = 0, dim: int = 16, context_length: int = 512, path: str = "toy") -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        dim: int = 16,
+        context_length: int = 512,
+        path: str = "toy",
+        chat_template: str | None = None,
+    ) -> None:
         self.vocab = ToyVocab()
         size = len(self.vocab)
         rng = np.random.default_rng(seed)
@@ -150,7 +158,7 @@ class ToyEngine:
             context_length=context_length,
             trained_context_length=context_length,
             vocab_size=size,
-            chat_template=None,
+            chat_template=chat_template,
             device="cpu (numpy)",
         )
 

@@ -98,6 +98,9 @@ class CatalogEntry:
     family_file: str = field(default="", compare=False)
     #: A catalog model (same tokenizer, much smaller) that drafts for this one (``--draft auto``).
     draft: str | None = None
+    #: Sampling when it answers without thinking, where the model card gives other values
+    #: (a hybrid model's non-thinking mode); ``None``: ``sampling``.
+    sampling_no_think: SamplingParams | None = None
 
     def source(self, format: str, quant: str | None = None) -> Source:
         """The download for ``format`` (and ``quant``, else the first listed).
@@ -160,10 +163,8 @@ def _source(data: dict[str, Any]) -> Source:
 def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
     where = f"{family_file}: {data.get('name', '?')}"
     _check(data, where)
-    try:
-        sampling = SamplingParams(**data["sampling"])
-    except (TypeError, InvalidRequestError) as error:
-        raise CatalogError(f"{where}: bad sampling ({error})") from None
+    sampling = _sampling(data["sampling"], where)
+    no_think = data.get("sampling_no_think")
     sources = tuple(_source(s) for s in data["sources"])
     fields = {key: data[key] for key in _REQUIRED if key not in ("sampling", "sources", "match")}
     return CatalogEntry(
@@ -176,7 +177,17 @@ def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
         rope_scaling=data.get("rope_scaling"),
         family_file=family_file,
         draft=data.get("draft"),
+        sampling_no_think=_sampling(no_think, where, "sampling_no_think") if no_think is not None else None,
     )
+
+
+def _sampling(values: Any, where: str, key: str = "sampling") -> SamplingParams:
+    if not isinstance(values, dict):
+        raise CatalogError(f"{where}: {key} must be a dict")
+    try:
+        return SamplingParams(**values)
+    except (TypeError, InvalidRequestError) as error:
+        raise CatalogError(f"{where}: bad {key} ({error})") from None
 
 
 def _catalog_files() -> list[Any]:

@@ -19,6 +19,8 @@ class Family:
     sampling: SamplingParams
     system_prompt: str | None = None
     effort: dict[str, int] = field(default_factory=dict)
+    #: The sampling defaults when it answers without thinking, where they differ (Qwen3's card).
+    sampling_no_think: SamplingParams | None = None
 
 
 GENERIC = Family("generic", SamplingParams())
@@ -33,5 +35,5 @@ def family_for(model_name: str) -> Family:
     words = _words(model_name)
     for entry in load_catalog():
         if entry.match and all(word in words for word in entry.match):
-            return Family(entry.name, entry.sampling, entry.system_prompt, dict(entry.effort))
+            return Family(entry.name, entry.sampling, entry.system_prompt, dict(entry.effort), entry.sampling_no_think)
     return GENERIC

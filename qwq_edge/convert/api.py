@@ -106,7 +106,7 @@ def convert_to_gguf(
     threads: int | None = None,
     progress: Progress = no_progress,
 ) -> ConversionSummary:
-    """A Hugging Face Qwen2 checkpoint (folder or hub id) → one GGUF file."""
+    """A Hugging Face Qwen2 or Qwen3 checkpoint (folder or hub id) → one GGUF file."""
     if quant not in GGUF_QUANTS:
         raise ConversionError(f"unknown GGUF quantization {quant}; choose one of {', '.join(GGUF_QUANTS)}")
     spec = GGUF_QUANTS[quant]
@@ -212,7 +212,7 @@ def convert_to_hf(
     verify: bool = True,
     progress: Progress = no_progress,
 ) -> ConversionSummary:
-    """A qwen2 GGUF file → a Hugging Face checkpoint folder (dequantized to ``dtype``)."""
+    """A qwen2 or qwen3 GGUF file → a Hugging Face checkpoint folder (dequantized to ``dtype``)."""
     if dtype not in HF_DTYPES:
         raise ConversionError(f"unknown dtype {dtype}; choose one of {', '.join(HF_DTYPES)}")
     gguf_path = resolve_source(source)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..architecture.config import read_json_object
-from ..architecture.qwen2 import Qwen2Config, tensor_names
+from ..architecture.qwen import QwenConfig, tensor_names
 from ..errors import CheckpointError
 from .safetensors_io import SafetensorsFile
 
@@ -48,7 +48,7 @@ class Checkpoint:
         config_path = self.folder / "config.json"
         if not config_path.is_file():
             raise CheckpointError(f"{self.folder} has no config.json")
-        self.config = Qwen2Config.from_dict(_read_json(config_path), str(self.folder))
+        self.config = QwenConfig.from_dict(_read_json(config_path), str(self.folder))
         if not (self.folder / "tokenizer.json").is_file():
             raise CheckpointError(f"{self.folder} has no tokenizer.json (the tokenizer is needed for the conversion)")
         self.tokenizer = _read_json(self.folder / "tokenizer.json")

@@ -1,10 +1,12 @@
-"""A plain numpy Qwen2 forward pass: the reference converted models are checked against.
+"""A plain numpy Qwen forward pass: the reference converted models are checked against.
 
-RMSNorm, rotary position embeddings (NeoX layout, as Qwen2 uses), grouped-query
-attention with QKV bias, SwiGLU MLP, untied or tied output head. It runs layer by
-layer over all sequences and converts one layer's weights to float32 at a time,
-so its memory is one layer plus activations, never the whole model. For small
-models it is exact to float32 tolerance; it knows nothing about any engine.
+RMSNorm, rotary position embeddings (NeoX layout, as Qwen uses), grouped-query
+attention (Qwen2: with a QKV bias; Qwen3: an RMSNorm on each query and key head, an
+explicit head size), SwiGLU MLP (Qwen3 MoE: a softmax router over SwiGLU experts),
+untied or tied output head. It runs layer by layer over all sequences and converts
+one layer's weights to float32 at a time, so its memory is one layer plus
+activations, never the whole model. For small models it is exact to float32
+tolerance; it knows nothing about any engine.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..architecture.qwen2 import Qwen2Config
+from ..architecture.qwen import QwenConfig
 from .checkpoint import Checkpoint
 from .safetensors_io import bf16_to_float32
 
@@ -23,7 +25,7 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(variance + eps) * weight
 
 
-def rope_tables(config: Qwen2Config, length: int) -> tuple[np.ndarray, np.ndarray]:
+def rope_tables(config: QwenConfig, length: int) -> tuple[np.ndarray, np.ndarray]:
     dim = config.head_dim
     inv_freq = 1.0 / (config.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
     angles = np.outer(np.arange(length, dtype=np.float64), inv_freq)
@@ -48,8 +50,8 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
-class Qwen2Reference:
-    """Next-token logits of a Hugging Face Qwen2 checkpoint, in numpy."""
+class QwenReference:
+    """Next-token logits of a Hugging Face Qwen checkpoint, in numpy."""
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint
@@ -62,12 +64,17 @@ class Qwen2Reference:
         c = self.config
         length, dim = x.shape[0], c.head_dim
 
-        def project(name: str, heads: int) -> np.ndarray:
-            out = x @ self._w(f"{prefix}self_attn.{name}.weight").T + self._w(f"{prefix}self_attn.{name}.bias")
-            return out.reshape(length, heads, dim).transpose(1, 0, 2)
+        def project(name: str, heads: int, norm: str = "") -> np.ndarray:
+            out = x @ self._w(f"{prefix}self_attn.{name}.weight").T
+            if c.attention_bias:
+                out = out + self._w(f"{prefix}self_attn.{name}.bias")
+            out = out.reshape(length, heads, dim)
+            if norm and c.qk_norm:  # per head, before the rotary embedding
+                out = rms_norm(out, self._w(f"{prefix}self_attn.{norm}.weight"), c.rms_norm_eps)
+            return out.transpose(1, 0, 2)
 
-        q = apply_rope(project("q_proj", c.num_attention_heads), cos, sin)
-        k = apply_rope(project("k_proj", c.num_key_value_heads), cos, sin)
+        q = apply_rope(project("q_proj", c.num_attention_heads, "q_norm"), cos, sin)
+        k = apply_rope(project("k_proj", c.num_key_value_heads, "k_norm"), cos, sin)
         v = project("v_proj", c.num_key_value_heads)
         group = c.num_attention_heads // c.num_key_value_heads
         k, v = np.repeat(k, group, axis=0), np.repeat(v, group, axis=0)
@@ -77,9 +84,27 @@ class Qwen2Reference:
         return attended @ self._w(f"{prefix}self_attn.o_proj.weight").T
 
     def _mlp(self, x: np.ndarray, prefix: str) -> np.ndarray:
-        gate = x @ self._w(f"{prefix}mlp.gate_proj.weight").T
-        up = x @ self._w(f"{prefix}mlp.up_proj.weight").T
-        return (silu(gate) * up) @ self._w(f"{prefix}mlp.down_proj.weight").T
+        gate = x @ self._w(f"{prefix}gate_proj.weight").T
+        up = x @ self._w(f"{prefix}up_proj.weight").T
+        return (silu(gate) * up) @ self._w(f"{prefix}down_proj.weight").T
+
+    def _experts(self, x: np.ndarray, prefix: str) -> np.ndarray:
+        """Qwen3 MoE: each token's top experts by the router's softmax, weighted."""
+        experts = self.config.experts
+        assert experts is not None
+        probabilities = softmax(x @ self._w(f"{prefix}mlp.gate.weight").T)
+        chosen = np.argsort(-probabilities, axis=-1, kind="stable")[:, : experts.per_token]
+        weights = np.take_along_axis(probabilities, chosen, axis=-1)
+        if experts.normalize:
+            weights = weights / weights.sum(axis=-1, keepdims=True)
+        out = np.zeros_like(x)
+        for expert in np.unique(chosen):
+            rows, slot = np.nonzero(chosen == expert)
+            out[rows] += weights[rows, slot, None] * self._mlp(x[rows], f"{prefix}mlp.experts.{expert}.")
+        return out
+
+    def _ffn(self, x: np.ndarray, layer: int, prefix: str) -> np.ndarray:
+        return self._experts(x, prefix) if self.config.sparse(layer) else self._mlp(x, prefix + "mlp.")
 
     def logits(self, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
         """Logits (length × vocab) after every token of each sequence."""
@@ -93,7 +118,7 @@ class Qwen2Reference:
             ffn_norm = self._w(prefix + "post_attention_layernorm.weight")
             for i, (cos, sin) in enumerate(tables):
                 h = states[i] + self._attention(rms_norm(states[i], attn_norm, c.rms_norm_eps), prefix, cos, sin)
-                states[i] = h + self._mlp(rms_norm(h, ffn_norm, c.rms_norm_eps), prefix)
+                states[i] = h + self._ffn(rms_norm(h, ffn_norm, c.rms_norm_eps), layer, prefix)
         norm = self._w("model.norm.weight")
         head = self._w("model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight")
         return [rms_norm(h, norm, c.rms_norm_eps) @ head.T for h in states]

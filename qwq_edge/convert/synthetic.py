@@ -1,9 +1,10 @@
-"""Random-weight Qwen2 checkpoints with a real byte-level BPE tokenizer.
+"""Random-weight Qwen checkpoints (Qwen2, Qwen3, Qwen3 MoE) with a real byte-level BPE tokenizer.
 
-Tests, benchmarks and ``doctor`` need Qwen2 checkpoints they can make offline:
+Tests, benchmarks and ``doctor`` need Qwen checkpoints they can make offline:
 the weights are random (seeded), the tokenizer is a small BPE trained here with
 Qwen2's own pre-tokenizer (split regex + byte level), ChatML special tokens and
-``<think>``/``</think>`` as added tokens, exactly the layout of QwQ's tokenizer.
+``<think>``/``</think>`` as added tokens, exactly the layout of QwQ's tokenizer (a Qwen3
+checkpoint gets Qwen3's added tokens and its own chat template, shipped in ``qwq_edge/data``).
 Weights are written tensor by tensor, so a 1.5B checkpoint needs little memory.
 """
 
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from ..architecture.qwen2 import Qwen2Config, tensor_shapes
+from ..architecture.qwen import SUPPORTED_ARCHITECTURES, QwenConfig, tensor_shapes
 from ..text.template import CHATML_TEMPLATE
 from .safetensors_io import PlannedTensor, SafetensorsWriter
 
@@ -27,6 +29,8 @@ QWEN2_SPLIT = (
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 ADDED_TOKENS = ("<think>", "</think>")
 THINK_TEMPLATE = CHATML_TEMPLATE.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n<think>\\n'")
+#: The tokens Qwen3's tokenizer adds after Qwen2.5's (ids 151665 to 151668 in Qwen's vocabulary), not special.
+QWEN3_ADDED_TOKENS = ("<tool_response>", "</tool_response>", "<think>", "</think>")
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog. Reasoning models think before they answer.",
@@ -53,6 +57,14 @@ class SyntheticSpec:
     tokenizer_vocab: int = 900
     tie_word_embeddings: bool = False
     torch_dtype: str = "bfloat16"
+    #: ``qwen2``, ``qwen3`` or ``qwen3_moe``.
+    architecture: str = "qwen2"
+    #: Qwen3's explicit head size (``None``: hidden ÷ heads).
+    head_dim: int | None = None
+    #: Qwen3 MoE: experts, how many each token uses, and their width.
+    experts: int = 4
+    experts_per_token: int = 2
+    expert_intermediate_size: int = 64
 
 
 TINY = SyntheticSpec()
@@ -84,11 +96,35 @@ def train_tokenizer(vocab: int) -> Tokenizer:
     return tokenizer
 
 
+def qwen3_chat_template() -> str:
+    """Qwen3's own chat template (from Qwen/Qwen3-0.6B's tokenizer_config.json): thinking
+    switched by ``enable_thinking``."""
+    return files("qwq_edge").joinpath("data", "qwen3-chat-template.jinja").read_text(encoding="utf-8").rstrip("\n")
+
+
+_ARCHITECTURES = {kind: name for name, kind in SUPPORTED_ARCHITECTURES.items()}
+
+
+def _qwen3_config(spec: SyntheticSpec) -> dict:
+    """What a Qwen3 config.json adds to Qwen2's keys (and, for MoE, its experts)."""
+    config = {"head_dim": spec.head_dim or spec.hidden_size // spec.num_attention_heads, "attention_bias": False}
+    if spec.architecture == "qwen3_moe":
+        config |= {
+            "num_experts": spec.experts,
+            "num_experts_per_tok": spec.experts_per_token,
+            "moe_intermediate_size": spec.expert_intermediate_size,
+            "norm_topk_prob": True,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+        }
+    return config
+
+
 def _config(spec: SyntheticSpec, tokenizer: Tokenizer) -> dict:
     eos = tokenizer.token_to_id("<|im_end|>")
     return {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": [_ARCHITECTURES[spec.architecture]],
+        "model_type": spec.architecture,
         "vocab_size": spec.vocab_size,
         "hidden_size": spec.hidden_size,
         "intermediate_size": spec.intermediate_size,
@@ -104,6 +140,7 @@ def _config(spec: SyntheticSpec, tokenizer: Tokenizer) -> dict:
         "bos_token_id": tokenizer.token_to_id("<|endoftext|>"),
         "eos_token_id": eos,
         "use_sliding_window": False,
+        **(_qwen3_config(spec) if spec.architecture != "qwen2" else {}),
     }
 
 
@@ -121,7 +158,7 @@ def _random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) 
 def make_checkpoint(
     folder: str | Path, spec: SyntheticSpec = TINY, *, seed: int = 0, tokenizer_json: Path | None = None
 ) -> Path:
-    """Write a random Qwen2 checkpoint (config, tokenizer, one safetensors file) into ``folder``.
+    """Write a random Qwen checkpoint (config, tokenizer, one safetensors file) into ``folder``.
 
     ``tokenizer_json`` uses an existing tokenizer (e.g. Qwen's own, whose vocabulary
     fills ``spec.vocab_size``) instead of training a small one.
@@ -129,11 +166,15 @@ def make_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = Tokenizer.from_file(str(tokenizer_json)) if tokenizer_json else train_tokenizer(spec.tokenizer_vocab)
+    qwen3 = spec.architecture != "qwen2"
+    if qwen3:
+        missing = [token for token in QWEN3_ADDED_TOKENS if tokenizer.token_to_id(token) is None]
+        tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in missing])
     tokenizer.save(str(folder / "tokenizer.json"))
     config = _config(spec, tokenizer)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     tokenizer_config = {
-        "chat_template": THINK_TEMPLATE,
+        "chat_template": qwen3_chat_template() if qwen3 else THINK_TEMPLATE,
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",
         "bos_token": None,
@@ -143,7 +184,7 @@ def make_checkpoint(
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": config["eos_token_id"]}))
-    shapes = tensor_shapes(Qwen2Config.from_dict(config, "synthetic"))
+    shapes = tensor_shapes(QwenConfig.from_dict(config, "synthetic"))
     dtype = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}[spec.torch_dtype]
     plan = [PlannedTensor(name, "F32" if len(shape) == 1 else dtype, shape) for name, shape in shapes.items()]
     writer = SafetensorsWriter(folder / "model.safetensors", plan)

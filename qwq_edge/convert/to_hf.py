@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGUFReader
+from gguf import GGUFReader, ReaderTensor
 from gguf.quants import dequantize
 
 from ..errors import CheckpointError
@@ -30,18 +30,29 @@ def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
     return default if field is None else field.contents()
 
 
-def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict[str, Any]:
+#: GGUF architecture → Hugging Face architecture.
+HF_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "qwen3moe": "Qwen3MoeForCausalLM"}
+#: GGUF architecture → Hugging Face ``model_type``.
+MODEL_TYPES = {"qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe"}
+
+
+def _architecture(reader: GGUFReader) -> str:
     arch = _field(reader, "general.architecture")
-    if arch != "qwen2":
-        raise CheckpointError(f"GGUF architecture {arch} is not supported; supported: qwen2")
+    if arch not in HF_ARCHITECTURES:
+        raise CheckpointError(f"GGUF architecture {arch} is not supported; supported: {', '.join(HF_ARCHITECTURES)}")
+    return str(arch)
+
+
+def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict[str, Any]:
+    arch = _architecture(reader)
 
     def key(name: str, default: Any = None) -> Any:
-        return _field(reader, f"qwen2.{name}", default)
+        return _field(reader, f"{arch}.{name}", default)
 
     config = {
         "_name_or_path": _field(reader, "general.name", ""),
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": [HF_ARCHITECTURES[arch]],
+        "model_type": MODEL_TYPES[arch],
         "vocab_size": vocab_size,
         "hidden_size": key("embedding_length"),
         "intermediate_size": key("feed_forward_length"),
@@ -58,6 +69,17 @@ def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict
         "eos_token_id": _field(reader, "tokenizer.ggml.eos_token_id"),
         "use_sliding_window": False,
     }
+    if arch != "qwen2":
+        config |= {"head_dim": key("attention.key_length"), "attention_bias": False}
+    if arch == "qwen3moe":  # llama.cpp's qwen3moe: experts in every layer, their weights rescaled
+        config |= {
+            "num_experts": key("expert_count"),
+            "num_experts_per_tok": key("expert_used_count"),
+            "moe_intermediate_size": key("expert_feed_forward_length"),
+            "norm_topk_prob": True,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+        }
     if key("rope.scaling.type") == "yarn":
         config["rope_scaling"] = {
             "type": "yarn",
@@ -102,11 +124,29 @@ def write_tokenizer_files(folder: Path, vocab: GGUFVocab, context_length: int) -
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": vocab.eos_id}))
 
 
+def _unstacked(reader: GGUFReader) -> dict[str, tuple[ReaderTensor, int | None]]:
+    """Each Hugging Face tensor's GGUF tensor, and its expert's index in a stack of experts."""
+    tensors: dict[str, tuple[ReaderTensor, int | None]] = {}
+    for tensor in reader.tensors:
+        if tensor.name == "rope_freqs.weight":
+            continue
+        name = to_hf(tensor.name)
+        if ".mlp.experts." not in name:
+            tensors[name] = (tensor, None)
+            continue
+        prefix, projection = name.rsplit(".", 2)[0], name.rsplit(".", 2)[1]
+        for expert in range(int(tensor.shape[-1])):  # GGUF lists dimensions innermost first
+            tensors[f"{prefix}.{expert}.{projection}.weight"] = (tensor, expert)
+    return tensors
+
+
 def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> int:
-    """Write a Hugging Face checkpoint of a qwen2 GGUF into ``folder``; return the parameter count."""
+    """Write a Hugging Face checkpoint of a qwen2, qwen3 or qwen3moe GGUF into ``folder`` (a
+    stack of experts written back one tensor per expert); return the parameter count."""
     reader = GGUFReader(gguf_path)
+    _architecture(reader)  # before the tensors' names are read
     vocab = gguf_vocab(reader)
-    tensors = {to_hf(t.name): t for t in reader.tensors if t.name != "rope_freqs.weight"}
+    tensors = _unstacked(reader)
     tied = "lm_head.weight" not in tensors
     config = _config(reader, len(vocab.tokens), tied, dtype)
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,24 +154,42 @@ def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> i
     write_tokenizer_files(folder, vocab, int(config["max_position_embeddings"]))
     storage = HF_DTYPES[dtype]
     shards: list[list[PlannedTensor]] = [[]]
-    for name, tensor in tensors.items():
-        shape = tuple(int(d) for d in reversed(tensor.shape))
+    for name, (tensor, expert) in tensors.items():
+        shape = tuple(int(d) for d in reversed(tensor.shape))[0 if expert is None else 1 :]
         planned = PlannedTensor(name, "F32" if len(shape) == 1 else storage, shape)
         if shards[-1] and sum(p.nbytes for p in shards[-1]) + planned.nbytes > SHARD_BYTES:
             shards.append([])
         shards[-1].append(planned)
     total, done, weight_map = sum(p.nbytes for shard in shards for p in shard), 0, {}
+    values = _Dequantized()
     for index, shard in enumerate(shards, start=1):
         file_name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
         writer = SafetensorsWriter(folder / file_name, shard)
         for planned in shard:
-            tensor = tensors[planned.name]
-            values = dequantize(tensor.data, tensor.tensor_type).reshape(planned.shape)
-            writer.write(planned.name, values.astype(np.float32))
+            tensor, expert = tensors[planned.name]
+            data = values(tensor)
+            writer.write(planned.name, (data if expert is None else data[expert]).reshape(planned.shape))
             weight_map[planned.name] = file_name
             done += planned.nbytes
             progress("dequantizing", done, total)
         writer.close()
     index_data = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index_data, indent=2))
-    return sum(int(t.n_elements) for t in tensors.values())
+    return sum(int(np.prod(p.shape)) for shard in shards for p in shard)
+
+
+class _Dequantized:
+    """A GGUF tensor as float32, the last one kept: a stack's experts are written one after another."""
+
+    def __init__(self) -> None:
+        self._name: str | None = None
+        self._values: np.ndarray | None = None
+
+    def __call__(self, tensor: ReaderTensor) -> np.ndarray:
+        if tensor.name != self._name:
+            self._values = None  # free the last one first
+            shape = tuple(int(d) for d in reversed(tensor.shape))
+            self._values = dequantize(tensor.data, tensor.tensor_type).reshape(shape).astype(np.float32)
+            self._name = tensor.name
+        assert self._values is not None
+        return self._values

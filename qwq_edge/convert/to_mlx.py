@@ -1,6 +1,8 @@
-"""Hugging Face Qwen2 checkpoint → MLX model folder (mlx-lm's format), tensor by tensor.
+"""Hugging Face Qwen2 / Qwen3 / Qwen3 MoE checkpoint → MLX model folder (mlx-lm's format), tensor by tensor.
 
-Each weight is quantized on its own with ``mx.quantize`` and written into
+Each weight (a MoE layer's experts stacked per projection into mlx-lm's ``switch_mlp``) is
+quantized on its own with ``mx.quantize`` (a MoE router at 8 bits, as mlx-lm's own
+``quant_predicate`` for qwen3_moe asks) and written into
 safetensors shards of bounded size, with the ``quantization`` block that
 ``mlx_lm.load`` reads (per-layer entries for mixed recipes). The mixed recipes
 are mlx-lm's own (``mixed_quant_predicate_builder``), asked about module paths
@@ -16,6 +18,8 @@ from typing import Any
 
 from ..errors import ConversionError
 from .checkpoint import TOKENIZER_FILES, Checkpoint
+from .layout import Planned, tensor_plan
+from .names import ROUTER
 from .output import Progress
 
 MLX_RECIPES = ("mixed_2_6", "mixed_3_4", "mixed_3_6", "mixed_4_6")
@@ -27,7 +31,8 @@ class _ModuleIndex:
     """What mlx-lm's recipe builder reads of a model: its module paths and layer count."""
 
     def __init__(self, checkpoint: Checkpoint) -> None:
-        self._paths = [name.rsplit(".", 1)[0] for name in checkpoint.names if name.endswith(".weight")]
+        names = [mlx_name(planned.name) for planned in tensor_plan(checkpoint)]
+        self._paths = [name.rsplit(".", 1)[0] for name in names if name.endswith(".weight")]
         self.layers = range(checkpoint.config.num_hidden_layers)
 
     def named_modules(self) -> list[tuple[str, None]]:
@@ -43,8 +48,10 @@ def _quantization_rule(checkpoint: Checkpoint, bits: int, group_size: int, recip
         recipe_predicate = mixed_quant_predicate_builder(recipe, _ModuleIndex(checkpoint), group_size)
 
     def rule(module: str, shape: tuple[int, ...]) -> dict[str, Any] | None:
-        if len(shape) != 2 or shape[-1] % group_size:
+        if len(shape) < 2 or shape[-1] % group_size:
             return None
+        if module.endswith(ROUTER.removesuffix(".weight")):
+            return {"group_size": group_size, "bits": 8, "mode": "affine"}
         if recipe_predicate is not None:
             return dict(recipe_predicate(module, None))
         return {"group_size": group_size, "bits": bits, "mode": "affine"}
@@ -75,10 +82,11 @@ def write_mlx(
     shards = _ShardWriter(mx, folder)
     per_layer: dict[str, Any] = {}
     total, done = sum(checkpoint.nbytes(n) for n in checkpoint.names), 0
-    for name in checkpoint.names:
-        weight = _as_mlx(mx, checkpoint, name)
+    for planned in tensor_plan(checkpoint):
+        name = mlx_name(planned.name)
+        weight = _planned_mlx(mx, checkpoint, planned)
         module = name.rsplit(".", 1)[0]
-        params = rule(module, checkpoint.shape(name)) if quantize and name.endswith(".weight") else None
+        params = rule(module, planned.shape) if quantize and name.endswith(".weight") else None
         if params is None:
             arrays = {name: weight.astype(dtype)}
         else:
@@ -87,7 +95,7 @@ def write_mlx(
             per_layer[module] = params
         mx.eval(*arrays.values())
         shards.add(arrays)
-        done += checkpoint.nbytes(name)
+        done += sum(checkpoint.nbytes(source) for source in planned.sources)
         progress("quantizing MLX" if quantize else "converting", done, total)
     shards.flush()
     _write_config(checkpoint, folder, quantize, bits, group_size, per_layer)
@@ -101,6 +109,17 @@ def _write_index_and_tokenizer(checkpoint: Checkpoint, folder: Path, weight_map:
     for file_name in TOKENIZER_FILES:
         if (checkpoint.folder / file_name).is_file():
             shutil.copy2(checkpoint.folder / file_name, folder / file_name)
+
+
+def mlx_name(name: str) -> str:
+    """The name mlx-lm gives a tensor: stacked experts live in ``switch_mlp``."""
+    return name.replace(".mlp.experts.", ".mlp.switch_mlp.")
+
+
+def _planned_mlx(mx: Any, checkpoint: Checkpoint, planned: Planned) -> Any:
+    if not planned.stacked:
+        return _as_mlx(mx, checkpoint, planned.sources[0])
+    return mx.stack([_as_mlx(mx, checkpoint, source) for source in planned.sources])
 
 
 def _as_mlx(mx: Any, checkpoint: Checkpoint, name: str) -> Any:

@@ -22,7 +22,7 @@ from ..architecture.safetensors_header import saved_format
 from ..engines.registry import spec_for_path
 from ..errors import ConversionError
 from .checkpoint import Checkpoint
-from .reference import Qwen2Reference
+from .reference import QwenReference
 
 TEXTS = (
     "<|im_start|>user\nHow many r are in the word strawberry? Think step by step.<|im_end|>\n<|im_start|>assistant\n",
@@ -88,7 +88,7 @@ def token_sequences(tokenizer_json: Path, vocab_limit: int) -> list[list[int]]:
 def logits_for(path: Path, sequences: Sequence[Sequence[int]]) -> list[np.ndarray]:
     """The numpy reference's logits for a checkpoint; else those of the engine that runs ``path``."""
     if _is_checkpoint(path):
-        return Qwen2Reference(Checkpoint(path)).logits(sequences)
+        return QwenReference(Checkpoint(path)).logits(sequences)
     spec = spec_for_path(path)
     if spec.logits is None:
         raise ConversionError(f"the {spec.name} engine gives no logits to verify {path} with")

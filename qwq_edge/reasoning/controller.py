@@ -154,12 +154,15 @@ class ReasoningController:
 
     def __post_init__(self) -> None:
         thinking = self.fmt.thinks
-        self.phase = THINKING if thinking else ANSWER
+        # a format with a template switch has its thinking closed in the prompt when it is off
+        closed_in_prompt = thinking and not self.limits.think and bool(self.fmt.switch)
+        self.phase = THINKING if thinking and not closed_in_prompt else ANSWER
         self._block = self._new_block() if thinking else None
         reopens = thinking and self.fmt.open_marker and self.grammar is None  # a grammar's text is never thinking
         self._opener = MarkerScanner(self.fmt.open_marker) if reopens else None
-        self._pending: Action | None = Force(self.tokens.skip, "skip") if thinking and not self.limits.think else None
-        if self._pending is not None:
+        skips = thinking and not self.limits.think and not closed_in_prompt
+        self._pending: Action | None = Force(self.tokens.skip, "skip") if skips else None
+        if thinking and not self.limits.think:
             self.counts.thinking_closed_by = "skipped"
         self._model_stopped = False
         self._whole = True

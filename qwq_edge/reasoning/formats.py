@@ -8,7 +8,9 @@ adding a row here, not an ``if`` in the generation loop.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from ..errors import InvalidRequestError
 from .texts import texts_for
@@ -24,7 +26,11 @@ class ReasoningFormat:
     ``closing``: what the runtime forces after its wrap-up sentence when it ends the
     thinking itself; it contains the close marker. ``skip_text``: what the runtime
     forces to answer without thinking at all (also a forced close with nothing to
-    wrap up).
+    wrap up). ``switch``: the chat template's variable that turns the thinking on and
+    off (Qwen3's ``enable_thinking``), for a model that thinks or not on request: with
+    the thinking off, the template closes it in the prompt with its own empty block
+    (``open_text`` + ``skip_text`` when the template has no such form), the reply starts
+    with the answer, and ``/think`` or ``/no_think`` in a message switches it per turn.
     """
 
     name: str
@@ -32,6 +38,7 @@ class ReasoningFormat:
     close_marker: str = ""
     closing: str = ""
     skip_text: str = ""
+    switch: str = ""
 
     @property
     def thinks(self) -> bool:
@@ -67,16 +74,23 @@ QWQ_PREVIEW = ReasoningFormat(
     skip_text="**Final Answer**\n\n",
 )
 
+#: Qwen3's hybrid thinking: ``think``'s blocks, switched off by the template's ``enable_thinking``.
+HYBRID = replace(THINK, name="hybrid", switch="enable_thinking")
+
 NONE = ReasoningFormat(name="none")
 
-FORMATS: dict[str, ReasoningFormat] = {fmt.name: fmt for fmt in (THINK, QWQ_PREVIEW, NONE)}
+FORMATS: dict[str, ReasoningFormat] = {fmt.name: fmt for fmt in (THINK, HYBRID, QWQ_PREVIEW, NONE)}
 FORMAT_CHOICES = ("auto", *FORMATS)
+#: Qwen3's soft switches: the last one written in the user's and system messages wins.
+_SOFT_SWITCH = re.compile(r"(?<![\w/])/(no_)?think\b")
 
 
 def detect_format(chat_template: str | None, model_name: str) -> ReasoningFormat:
     """Guess a model's reasoning format from its chat template and name."""
     template = chat_template or ""
     name = model_name.lower()
+    if HYBRID.switch in template and "<think>" in template:
+        return HYBRID
     if "<think>" in template or "</think>" in template:
         return THINK
     if ("qwq" in name and "preview" in name) or "You should think step-by-step" in template:
@@ -95,3 +109,13 @@ def resolve_format(requested: str | ReasoningFormat, chat_template: str | None, 
     if requested not in FORMATS:
         raise InvalidRequestError(f"unknown reasoning format {requested!r}; choose one of {', '.join(FORMAT_CHOICES)}")
     return FORMATS[requested]
+
+
+def soft_switch(texts: Iterable[str]) -> bool | None:
+    """The thinking the last ``/think`` or ``/no_think`` in ``texts`` (the user's and system
+    messages, in order) asks for: ``True``, ``False``, or ``None`` when there is none."""
+    last = None
+    for text in texts:
+        for match in _SOFT_SWITCH.finditer(text):
+            last = match.group(1) is None
+    return last

@@ -28,7 +28,7 @@ from ..errors import DistributedError, InvalidRequestError
 from ..events import Done, Event, GenerationResult, collect
 from ..reasoning.controller import ReasoningController
 from ..reasoning.factory import ControllerFactory
-from ..reasoning.formats import NONE, ReasoningFormat, resolve_format
+from ..reasoning.formats import NONE, ReasoningFormat, resolve_format, soft_switch
 from ..reasoning.language import detect_language, resolve_language
 from ..sampling import SamplingParams
 from ..speculation.proposers import DraftModels, Proposer, WhileAlone
@@ -78,6 +78,8 @@ class Model:
         self.family = family_for(self.info.model_name)
         self.reasoning_format = resolve_format(reasoning_format, self.info.chat_template, self.info.model_name)
         self.sampling: SamplingParams = self.family.sampling
+        #: The defaults when the model answers without thinking (a hybrid model's card gives its own).
+        self.sampling_no_think: SamplingParams = self.family.sampling_no_think or self.sampling
         self.prompts = PromptBuilder(engine.tokenize, engine.special_texts, self.info.chat_template)
         self.controllers = ControllerFactory(
             lambda text, special: engine.tokenize(text, special=special),
@@ -118,18 +120,27 @@ class Model:
         ``scheduler.stale_after`` seconds).
         """
         options = (options or GenerationOptions()).replace(**overrides)
-        fmt = self._format(options)
-        messages = self.prompt_messages(prompt, options.system)
-        tokens = self.prompts.build(messages, fmt, options.offered_tools())
+        fmt, options, messages, tokens = self._prompt(prompt, options)
         user_text = "\n".join(message.content for message in messages if message.role == "user")
         return self._start(tokens, fmt, options, user_text, messages[-1].content)
 
     def prompt_tokens(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> list[int]:
         """The token ids ``stream`` would evaluate for ``prompt`` (template, system prompt
         and opened thinking included): what the model is shown, to check or count."""
-        options = (options or GenerationOptions()).replace(**overrides)
+        return self._prompt(prompt, (options or GenerationOptions()).replace(**overrides))[3]
+
+    def _prompt(
+        self, prompt: Prompt, options: GenerationOptions
+    ) -> tuple[ReasoningFormat, GenerationOptions, list[Message], list[int]]:
+        """A request's format, its options with the thinking as the messages switch it (a
+        format with a template switch honours ``/think`` and ``/no_think``), its messages and
+        its prompt tokens."""
+        fmt = self._format(options)
         messages = self.prompt_messages(prompt, options.system)
-        return self.prompts.build(messages, self._format(options), options.offered_tools())
+        if fmt.switch and options.think:
+            switched = soft_switch(m.content for m in messages if m.role in ("system", "user"))
+            options = options.replace(think=switched) if switched is not None else options
+        return fmt, options, messages, self.prompts.build(messages, fmt, options.offered_tools(), options.think)
 
     def complete(
         self, prompt: str | Sequence[int], options: GenerationOptions | None = None, **overrides: Any
@@ -157,6 +168,10 @@ class Model:
             return default or self.reasoning_format
         return resolve_format(options.reasoning_format, self.info.chat_template, self.info.model_name)
 
+    def default_sampling(self, fmt: ReasoningFormat, think: bool = True) -> SamplingParams:
+        """The model's sampling defaults for a reply that thinks (``fmt`` thinks and ``think``) or not."""
+        return self.sampling if fmt.thinks and think else self.sampling_no_think
+
     def _start(
         self, tokens: list[int], fmt: ReasoningFormat, options: GenerationOptions, user_text: str, last: str
     ) -> Stream:
@@ -172,7 +187,7 @@ class Model:
             options.answer_grammar(),
         )
         controller.check_room(len(tokens), self.info.context_length)
-        sampling = options.sampling(self.sampling)
+        sampling = options.sampling(self.default_sampling(fmt, options.think))
         seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
         cancel = threading.Event()
         # In a pool, a generation drafts only while no other shares its passes.

@@ -107,12 +107,13 @@ class GenerationOptions:
     answer); ``min_thinking_tokens`` makes it think at least that long (an early
     close becomes "Wait"); ``effort`` (low, medium, high, max) sets both from
     a table, explicit numbers win. ``max_answer_tokens`` caps the answer;
-    ``think=False`` skips the thinking; ``loop_guard`` nudges a thinking that loops
+    ``think=False`` skips the thinking (a hybrid model's template renders its own no-think
+    form; ``/no_think`` in a message does the same for it); ``loop_guard`` nudges a thinking that loops
     (masking the loop's n-grams for a stretch), then closes it if it loops again;
     ``language`` (``auto``, ``en``, ``zh``, …, ``off``) keeps the answer (and with
     ``language_in_thinking`` the thinking) in one language, sparing code, math, URLs
     and the user's own words, and makes the runtime's forced texts speak it.
-    ``reasoning_format`` overrides the model's (``think``, ``qwq-preview``,
+    ``reasoning_format`` overrides the model's (``think``, ``hybrid``, ``qwq-preview``,
     ``none``); ``system`` replaces the model's default system prompt. The sampling
     fields override the model's defaults; a fixed ``seed`` makes a reply
     reproducible on the same engine. ``draft`` speculates: ``ngram`` drafts tokens from
@@ -157,7 +158,7 @@ class GenerationOptions:
     language_in_thinking: bool = option(False, "Apply --language to the thinking too.")
     reasoning_format: str | None = option(
         None,
-        "How the model marks its thinking (think, qwq-preview, none); default: read from the model.",
+        "How the model marks its thinking (think, hybrid, qwq-preview, none); default: read from the model.",
         flags=None,
         no_flag="--reasoning-format is a load option on the CLI (model_options): it applies to every turn",
         choices=FORMAT_CHOICES,

@@ -136,10 +136,14 @@ def _template_call(call: dict[str, Any]) -> dict[str, Any]:
 
 
 def _render_slotted(
-    template: str, messages: Sequence[Message], special: dict[str, str], tools: Sequence[dict[str, Any]] = ()
+    template: str,
+    messages: Sequence[Message],
+    special: dict[str, Any],
+    tools: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The template rendered with a placeholder per message; a ``TemplateProblem`` if it fails or
-    does not show each message exactly once."""
+    does not show each message exactly once. ``special``: the special tokens' texts and any
+    other variable the template reads (``enable_thinking``)."""
     variables = {"messages": _slotted(messages), "add_generation_prompt": True, **special}
     rendered = render_template(template, **variables, **({"tools": list(tools)} if tools else {}))
     for i in range(len(messages)):
@@ -205,21 +209,25 @@ class PromptBuilder:
             return None
         return re.compile("|".join(re.escape(text) for text in self._special_texts))
 
-    def render_parts(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> list[PromptPart]:
+    def render_parts(
+        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = (), variables: dict[str, Any] | None = None
+    ) -> list[PromptPart]:
         """The rendered prompt as trusted template text and untrusted message text; ``tools``:
-        OpenAI's function tools, offered in the template's tools section."""
+        OpenAI's function tools, offered in the template's tools section; ``variables``: more
+        the template reads (``{"enable_thinking": False}``)."""
         for message in messages:
             check_text(message.content)
         fallback = CHATML_TOOLS_TEMPLATE if tools or any(m.role == "tool" or m.tool_calls for m in messages) else None
         template = self.chat_template if "tools" in self.chat_template or fallback is None else fallback
+        special = {**self._special, **(variables or {})}
         try:
-            rendered = _render_slotted(template, messages, self._special, tools)
+            rendered = _render_slotted(template, messages, special, tools)
         except TemplateProblem as problem:
             if template != self.chat_template:
                 raise
             notice = f"the model's chat template cannot render this conversation ({problem}); using ChatML for it"
             warnings.warn(notice, TemplateFallbackWarning, stacklevel=2)
-            rendered = _render_slotted(fallback or CHATML_TEMPLATE, messages, self._special, tools)
+            rendered = _render_slotted(fallback or CHATML_TEMPLATE, messages, special, tools)
         parts = []
         for i, piece in enumerate(re.split("\x00qwq-edge-message-(\\d+)\x00", rendered)):
             if i % 2:
@@ -244,12 +252,22 @@ class PromptBuilder:
         return tokens + self.tokenize_untrusted(text[position:])
 
     def build(
-        self, messages: Sequence[Message], fmt: ReasoningFormat, tools: Sequence[dict[str, Any]] = ()
+        self,
+        messages: Sequence[Message],
+        fmt: ReasoningFormat,
+        tools: Sequence[dict[str, Any]] = (),
+        think: bool = True,
     ) -> list[int]:
-        """Prompt tokens for a reply to ``messages`` (``tools`` offered), with the thinking opened."""
-        parts = self.render_parts(messages, tools)
+        """Prompt tokens for a reply to ``messages`` (``tools`` offered), with the thinking opened;
+        for a format with a template switch and ``think=False``, with the thinking closed as the
+        template closes it (its own empty block)."""
+        parts = self.render_parts(messages, tools, {fmt.switch: think} if fmt.switch else None)
         rendered_end = parts[-1].text if parts and parts[-1].trusted else ""
-        if fmt.open_text and not rendered_end.endswith(fmt.open_text):
+        if fmt.switch and not think:
+            if fmt.close_marker not in rendered_end:  # a template without a no-think form: the same block
+                opened = rendered_end.endswith(fmt.open_text)
+                parts.append(PromptPart(("" if opened else fmt.open_text) + fmt.skip_text, trusted=True))
+        elif fmt.open_text and not rendered_end.endswith(fmt.open_text):
             parts.append(PromptPart(fmt.open_text, trusted=True))
         tokens: list[int] = []
         for part in parts:

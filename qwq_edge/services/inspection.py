@@ -30,6 +30,7 @@ from ..engines.registry import choose_engine, gather_over_group, spec_for_path, 
 from ..errors import DistributedError, QwqEdgeError
 from ..reasoning.formats import detect_format
 from ..runtime.prompt import describe_template
+from ..sampling import SamplingParams
 from ..system.distributed import launched
 from ..system.machine import apple_silicon, available_memory, gpu_offload_supported, metal_available, total_memory
 
@@ -60,7 +61,8 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         "reasoning_format": detect_format(facts.chat_template, shape.name).name,
         "prompt_template": describe_template(facts.chat_template),
         "family": family.key,
-        "sampling_defaults": {k: v for k, v in asdict(family.sampling).items() if k != "seed"},
+        "sampling_defaults": _sampling(family.sampling),
+        **_no_think_sampling(family.sampling_no_think),
         "files": facts.files,
         "weights_bytes": shape.weights_bytes,
         "engine": engine,
@@ -96,7 +98,8 @@ def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = Non
         "kv_heads": entry.kv_heads,
         "head_dim": entry.head_dim,
         "context_length": entry.context_length,
-        "sampling_defaults": {k: v for k, v in asdict(entry.sampling).items() if k != "seed"},
+        "sampling_defaults": _sampling(entry.sampling),
+        **_no_think_sampling(entry.sampling_no_think),
         "download": f"{source.format}:{source.quant}",
         "weights_bytes": source.size_bytes,
         "default_context": shape.trained_context,
@@ -104,6 +107,15 @@ def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = Non
         "budget_bytes": budget,
         "plan": plan.to_dict() if plan else None,
     }
+
+
+def _sampling(params: SamplingParams) -> dict[str, Any]:
+    return {k: v for k, v in asdict(params).items() if k != "seed"}
+
+
+def _no_think_sampling(params: SamplingParams | None) -> dict[str, Any]:
+    """A hybrid model's sampling defaults without thinking, where its card gives other values."""
+    return {"sampling_defaults_without_thinking": _sampling(params)} if params else {}
 
 
 def _cpu_name() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ...architecture.config import read_json_object, read_model_config
-from ...architecture.qwen2 import Qwen2Config
+from ...architecture.qwen import folder_config
 from ...architecture.shape import ModelShape, shape_from_config
 from ...system.machine import apple_silicon, metal_available
 from ..adapter import AutoChoice, EngineOptions, EngineSpec, ModelFacts, RawRunner
@@ -43,11 +43,10 @@ def _facts(path: Path) -> ModelFacts:
     tokenizer_config = path / "tokenizer_config.json"
     template = read_json_object(tokenizer_config).get("chat_template") if tokenizer_config.is_file() else None
     # Quantized weights hide the parameter count; the config gives it.
-    qwen2 = Qwen2Config.from_dict({"architectures": ["Qwen2ForCausalLM"], **config}, str(path))
     return ModelFacts(
         format="mlx",
         architecture=config.get("model_type"),
-        parameters=qwen2.parameter_count,
+        parameters=folder_config(config, str(path)).parameter_count,
         quantization=_quantization(config),
         chat_template=template if isinstance(template, str) else None,
         files={p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()},
@@ -69,9 +68,9 @@ def _rank_shape(path: Path, ranks: int) -> ModelShape:
     embeddings and the output head whole on every rank."""
     config, shape = read_model_config(path), _shape(path)
     check_split(config, ranks, shape.name)
-    qwen2 = Qwen2Config.from_dict({"architectures": ["Qwen2ForCausalLM"], **config}, str(path))
-    whole = qwen2.vocab_size * qwen2.hidden_size * (1 if qwen2.tie_word_embeddings else 2)
-    replicated = int(shape.weights_bytes * whole / qwen2.parameter_count)
+    qwen = folder_config(config, str(path))
+    whole = qwen.vocab_size * qwen.hidden_size * (1 if qwen.tie_word_embeddings else 2)
+    replicated = int(shape.weights_bytes * whole / qwen.parameter_count)
     per_rank = replicated + (shape.weights_bytes - replicated) // ranks
     return replace(shape, kv_heads=shape.kv_heads // ranks, weights_bytes=per_rank)
 
