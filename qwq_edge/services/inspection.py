@@ -31,7 +31,14 @@ from ..errors import DistributedError, QwqEdgeError
 from ..reasoning.formats import detect_format
 from ..runtime.prompt import describe_template
 from ..system.distributed import launched
-from ..system.machine import apple_silicon, available_memory, gpu_offload_supported, metal_available, total_memory
+from ..system.machine import (
+    apple_silicon,
+    available_memory,
+    cpu_name,
+    gpu_offload_supported,
+    metal_available,
+    total_memory,
+)
 
 PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
 
@@ -106,15 +113,6 @@ def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = Non
     }
 
 
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _version(package: str) -> str | None:
     try:
         return version(package)
@@ -127,7 +125,7 @@ def system_report() -> dict[str, Any]:
     return {
         "os": platform.platform(),
         "python": sys.version.split()[0],
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "ram_total_bytes": total_memory(),
         "ram_available_bytes": available_memory(),
