@@ -202,9 +202,15 @@ def bandwidth_override() -> float | None:
         return None
     cleaned = text.strip().removesuffix("/s").removesuffix("/S")
     try:
-        return float(cleaned) if "e" in cleaned.lower() else float(parse_size(cleaned, BANDWIDTH_ENV))
+        value = float(cleaned)
     except ValueError:
-        raise InvalidRequestError(f"{BANDWIDTH_ENV} must be bytes per second such as 50GB/s, not {text!r}") from None
+        try:
+            value = float(parse_size(cleaned, BANDWIDTH_ENV))
+        except InvalidRequestError:
+            value = 0.0
+    if not value > 0:
+        raise InvalidRequestError(f"{BANDWIDTH_ENV} must be bytes per second such as 50GB/s, not {text!r}")
+    return value
 
 
 def _apple_compute(chip: AppleChip) -> float:

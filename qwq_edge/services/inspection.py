@@ -19,10 +19,13 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from ..architecture.shape import KV_ELEMENT_BYTES
+from ..architecture.shape import KV_ELEMENT_BYTES, ModelShape
 from ..catalog.entries import CatalogEntry, Source
 from ..catalog.families import family_for
+from ..catalog.fits import FORMAT_ENGINES
 from ..catalog.planner import fitting_plan, largest_context, memory_budget, model_shape, plan_for
+from ..catalog.speed import machine_speed, medium_thought, predict
+from ..catalog.store import preferred_format
 from ..convert import ConversionSummary, convert_to_gguf, convert_to_mlx
 from ..convert.synthetic import make_checkpoint
 from ..engines.base import KV_CACHE_TYPES
@@ -30,6 +33,7 @@ from ..engines.registry import choose_engine, gather_over_group, spec_for_path, 
 from ..errors import DistributedError, QwqEdgeError
 from ..reasoning.formats import detect_format
 from ..runtime.prompt import describe_template
+from ..system.bandwidth import measured_speed
 from ..system.distributed import launched
 from ..system.machine import (
     apple_silicon,
@@ -72,7 +76,18 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         "weights_bytes": shape.weights_bytes,
         "engine": engine,
         "engine_reason": reason,
+        "speed": predicted_speed(shape, "f16", engine, family.effort),
     }
+
+
+def predicted_speed(shape: ModelShape, kv_cache: str, engine: str, effort: dict[str, int] | None) -> dict[str, Any]:
+    """How fast the model would think here with ``engine`` (see ``catalog/speed.py``), in numbers and words;
+    ``None`` figures when this machine's speed cannot be told (a GPU other than Apple's)."""
+    machine = None if engine.startswith("none") else machine_speed(engine)  # "none (auto)": no engine runs it
+    if machine is None:
+        return {"predicted_decode_tokens_per_s": None, "words": "not known on this device (see QWQ_EDGE_BANDWIDTH)"}
+    prediction = predict(shape, kv_cache, machine, medium_thought(effort))
+    return {**prediction.to_dict(), "words": prediction.describe(), "machine": machine.describe()}
 
 
 def model_memory(path: str | Path, parallel: int = 1) -> dict[str, Any]:
@@ -110,6 +125,23 @@ def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = Non
         "needs_bytes": {kv: plan_for(shape, shape.trained_context, kv, budget).total_bytes for kv in KV_ELEMENT_BYTES},
         "budget_bytes": budget,
         "plan": plan.to_dict() if plan else None,
+        "speed": predicted_speed(
+            shape, plan.kv_cache if plan else "q8_0", FORMAT_ENGINES.get(source.format, "llama.cpp"), entry.effort
+        ),
+    }
+
+
+def speed_report(refresh: bool = True) -> dict[str, Any]:
+    """``doctor``'s speed facts: the probe, run again (``refresh``), and the figures predictions use here."""
+    probe = measured_speed(refresh)
+    engine = FORMAT_ENGINES.get(preferred_format(), "llama.cpp")
+    machine = machine_speed(engine)
+    return {
+        "memory_bandwidth_bytes_per_s": probe.bandwidth_bytes_per_s,
+        "matmul_flops": probe.matmul_flops,
+        "probe_seconds": probe.seconds,
+        "measured_at": probe.measured_at,
+        "predictions_use": machine.describe() if machine else "no figures for this GPU: set QWQ_EDGE_BANDWIDTH",
     }
 
 

@@ -2,7 +2,7 @@
 
 Decoding a token reads every weight once, so its speed is bounded by the memory
 bandwidth; reading a prompt is bounded by compute. On a CPU a short probe measures
-both (about a second): every core reduces its slice of a 512 MiB array (a float32 sum
+both (about a second): every core reduces its slice of a 256 MiB array (a float32 sum
 and a 64-bit max; the faster read sets the figure; best of several tries), then a
 float32 matrix product gives the compute. The result is kept in
 ``QWQ_EDGE_HOME/machine-speed.json`` under this machine's identity (host, processor,
@@ -18,6 +18,7 @@ import json
 import platform
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +34,7 @@ GB = 1e9
 #: (~21 GB/s per core on this project's CI machine, where a 64-bit max reads ~34 GB/s).
 READ_KERNELS = {"float32 sum": (np.float32, np.sum), "int64 max": (np.int64, np.max)}
 #: Larger than any CPU's last-level cache, small enough for a machine with little memory.
-PROBE_BYTES = 512 * 2**20
+PROBE_BYTES = 256 * 2**20
 PROBE_TRIES = 8
 MATMUL_SIZE = 1024
 CACHE_FILE = "machine-speed.json"
@@ -68,7 +69,7 @@ def read_bandwidth(threads: int, size_bytes: int = PROBE_BYTES, tries: int = PRO
 
 
 def matmul_flops(size: int = MATMUL_SIZE, tries: int = 5) -> float:
-    """Floating-point operations per second of a float32 matrix product (numpy's BLAS, every core), best of ``tries``."""
+    """Operations per second of a float32 matrix product (numpy's BLAS, every core), best of ``tries``."""
     a = np.ones((size, size), dtype=np.float32)
     best = 0.0
     for _ in range(tries):
@@ -115,10 +116,8 @@ def measured_speed(refresh: bool = False) -> Probe:
         kept = kept if isinstance(kept, dict) else {}
     except (OSError, ValueError):
         kept = {}
-    try:
+    with suppress(OSError):  # a read-only home: measure again next time
         write_text_atomic(cache_path(), json.dumps({**kept, identity: asdict(probe)}, indent=2) + "\n")
-    except OSError:
-        pass  # a read-only home: measure again next time
     return probe
 
 
