@@ -19,6 +19,7 @@ chip's bandwidth and GPU cores as the discussion lists them. Target: |error| ≤
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
@@ -119,25 +120,38 @@ def here_row(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     probe = run_probe()
     measured = measure(path, args.tokens, args.repetitions)
     shape = model_shape(path)
-    context = PROMPT_TOKENS + measured["generated_tokens"] / 2
-    kv = shape.kv_bytes_per_token("f16")
-    predicted = decode_tokens_per_s(probe.bandwidth_bytes_per_s, shape.decode_bytes, kv, context, shape.layers, CPU)
-    predicted_prefill = probe.matmul_flops * CPU.compute_fraction / (2 * shape.matmul_parameters)
-    return {
+    row = {
         "model": name,
         "file_bytes": shape.weights_bytes,
         "decode_bytes": shape.decode_bytes,
         "layers": shape.layers,
-        "kv_bytes_per_token": kv,
-        "context": context,
+        "kv_bytes_per_token": shape.kv_bytes_per_token("f16"),
+        "context": PROMPT_TOKENS + measured["generated_tokens"] / 2,
         "matmul_parameters": shape.matmul_parameters,
         "bandwidth_bytes_per_s": probe.bandwidth_bytes_per_s,
         "matmul_flops": probe.matmul_flops,
         **measured,
-        "predicted_decode_tokens_per_s": predicted,
-        "decode_error": predicted / measured["decode_tokens_per_s"] - 1,
-        "predicted_prefill_tokens_per_s": predicted_prefill,
-        "prefill_error": predicted_prefill / measured["prefill_tokens_per_s"] - 1,
+    }
+    return predicted(row)
+
+
+def predicted(row: dict[str, Any], efficiency: Efficiency = CPU) -> dict[str, Any]:
+    """``row`` with the speed model's figures for what was measured, and their errors."""
+    decode = decode_tokens_per_s(
+        row["bandwidth_bytes_per_s"],
+        row["decode_bytes"],
+        row["kv_bytes_per_token"],
+        row["context"],
+        row["layers"],
+        efficiency,
+    )
+    prefill = row["matmul_flops"] * efficiency.compute_fraction / (2 * row["matmul_parameters"])
+    return {
+        **row,
+        "predicted_decode_tokens_per_s": decode,
+        "decode_error": decode / row["decode_tokens_per_s"] - 1,
+        "predicted_prefill_tokens_per_s": prefill,
+        "prefill_error": prefill / row["prefill_tokens_per_s"] - 1,
     }
 
 
@@ -207,10 +221,8 @@ def apple_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = decode_parser(__doc__.splitlines()[0], tokens=32, repetitions=2)
-    parser.add_argument("--sizes", default="1.5B,3B,7B", help="random models to make and measure (of SHAPES)")
-    args = quick(parser.parse_args(argv))
+def measure_here(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The fixture, then each random model (made, measured, deleted in turn)."""
     sizes = [] if args.quick else [s for s in args.sizes.split(",") if s]
     rows = [here_row("fixture: Qwen2.5-Coder-0.5B Q4_K_M", fixture_model_path(), args)]
     with tempfile.TemporaryDirectory(prefix="qwq-edge-speed-") as temp:
@@ -218,8 +230,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             path = synthetic_gguf(size, Path(temp))
             rows.append(here_row(f"random {size} Q4_K_M", path, args))
             path.unlink()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = decode_parser(__doc__.splitlines()[0], tokens=32, repetitions=2)
+    parser.add_argument("--sizes", default="1.5B,3B,7B", help="random models to make and measure (of SHAPES)")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="no measuring: predict the saved measurements (results/speed_model.json) again with the code's constants",
+    )
+    args = quick(parser.parse_args(argv))
+    if args.again:
+        saved = json.loads((args.out / "speed_model.json").read_text())
+        rows, settings = [predicted(row) for row in saved["rows"]], saved["settings"]
+    else:
+        rows = measure_here(args)
+        settings = {"tokens": args.tokens, "repetitions": args.repetitions, "sizes": args.sizes.split(",")}
     apple = apple_rows()
-    fraction, layer_seconds = fit_decode(rows) if len(rows) > 1 else (CPU.fraction, CPU.layer_seconds)
+    fraction, layer_seconds = fit_decode(rows) if len(rows) > 2 else (CPU.fraction, CPU.layer_seconds)
     compute = statistics.median(
         r["prefill_tokens_per_s"] * 2 * r["matmul_parameters"] / r["matmul_flops"] for r in rows
     )
@@ -228,9 +258,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{compute:.2f} (the code's: {CPU.fraction}, {CPU.layer_seconds * 1e3:g} ms, {CPU.compute_fraction})."
     )
     footer = (
-        f"llama.cpp on the CPU, {usable_cores()} threads; best of {args.repetitions} runs of {args.tokens} greedy "
-        f"tokens "
-        f"after a {PROMPT_TOKENS}-token prompt; the probe ran just before each model. {fitted}"
+        f"llama.cpp on the CPU, {usable_cores()} threads; best of {settings['repetitions']} runs of "
+        f"{settings['tokens']} greedy tokens after a {PROMPT_TOKENS}-token prompt; the probe ran just before each "
+        f"model. {fitted}"
     )
     table = (
         "\n".join(here_table(rows))
@@ -242,8 +272,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     data = {
         "benchmark": "speed_model",
-        "machine": machine(),
-        "settings": {"tokens": args.tokens, "repetitions": args.repetitions, "sizes": sizes},
+        "machine": saved["machine"] if args.again else machine(),
+        "settings": settings,
         "rows": rows,
         "apple": apple,
         "fit": {"fraction": fraction, "layer_seconds": layer_seconds, "compute_fraction": compute},

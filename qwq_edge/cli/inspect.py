@@ -228,6 +228,7 @@ def _print_doctor(console: Console, report: dict[str, Any]) -> None:
             "engine": f"{model['engine']} ({model['engine_reason']})",
             "weights": decimal(memory["weights_bytes"]),
             "usable memory": decimal(memory["budget_bytes"]),
+            "speed": model["speed"]["words"],
         }
         sequences = f" for each of {memory['parallel']} sequences" if memory["parallel"] > 1 else ""
         for kv, per_token in memory["kv_bytes_per_token"].items():
