@@ -203,6 +203,8 @@ def test_the_first_run_says_why_and_how_fast(cli_command, offline):
     assert lines[0].startswith("qwq-32b-preview:q4_k_m would think here at ~0.6 tokens/s")
     assert "chose deepseek-r1-distill-qwen-1.5b:q4_k_m" in lines[0] and "≈ 3 min" in lines[0]
     assert lines[-1].startswith("error: bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF is not in the local")
+    pull = next(line for line in lines if line.startswith("DeepSeek-R1-Distill-Qwen-1.5B q4_k_m (gguf) fits: "))
+    assert "; it thinks here at ~12.0 tokens/s: a medium thought (~2,048 tokens) ≈ 3 min" in pull
     proc = qwq(cli_command, "run", "--yes", "--min-speed", "2", "hi", env=offline)
     assert "chose deepseek-r1-distill-qwen-7b:q4_k_m" in proc.stderr and "2 tokens/s (--min-speed" in proc.stderr
 
