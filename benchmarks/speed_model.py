@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +92,12 @@ LLAMA2_7B_Q4_0 = ModelShape(
 
 
 def synthetic_gguf(name: str, folder: Path) -> Path:
-    """A random-weight Qwen2 of ``SHAPES[name]``, converted to Q4_K_M (the checkpoint is deleted after)."""
-    checkpoint = make_checkpoint(folder / f"checkpoint-{name}", SHAPES[name])
+    """A random-weight Qwen2 of ``SHAPES[name]``, converted to Q4_K_M (the checkpoint is deleted after);
+    one already in ``folder`` is used as it is."""
     out = folder / f"synthetic-{name}-q4_k_m.gguf"
+    if out.exists():
+        return out
+    checkpoint = make_checkpoint(folder / f"checkpoint-{name}", SHAPES[name])
     convert_to_gguf(checkpoint, out, quant="q4_k_m", verify=False)
     for file in checkpoint.iterdir():
         file.unlink()
@@ -115,8 +120,18 @@ def measure(path: Path, tokens: int, repetitions: int) -> dict[str, float]:
     }
 
 
+def wait_for_quiet(most: float, limit_s: float = 1800) -> float:
+    """Wait (up to ``limit_s``) until the 1-minute load average is below ``most``: on a machine shared
+    with other work the measurement is otherwise of the other work. Returns the load average then."""
+    deadline = time.monotonic() + limit_s
+    while os.getloadavg()[0] >= most and time.monotonic() < deadline:
+        time.sleep(15)
+    return os.getloadavg()[0]
+
+
 def here_row(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Probe, measure, predict: one model on this machine."""
+    """Probe, measure, predict: one model on this machine (once it is quiet enough, with ``--quiet``)."""
+    load = wait_for_quiet(args.quiet) if args.quiet else os.getloadavg()[0]
     probe = run_probe()
     measured = measure(path, args.tokens, args.repetitions)
     shape = model_shape(path)
@@ -130,6 +145,7 @@ def here_row(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
         "matmul_parameters": shape.matmul_parameters,
         "bandwidth_bytes_per_s": probe.bandwidth_bytes_per_s,
         "matmul_flops": probe.matmul_flops,
+        "load_average": load,
         **measured,
     }
     return predicted(row)
@@ -194,15 +210,16 @@ def fit_decode(rows: list[dict[str, Any]]) -> tuple[float, float]:
 def here_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| model | bytes read per token | layers | probe: bandwidth | decode measured | predicted | error "
-        "| prompt measured | predicted | error |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| prompt measured | predicted | error | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['decode_bytes'] / 1e6:,.0f} MB | {r['layers']} | "
             f"{r['bandwidth_bytes_per_s'] / GB:.1f} GB/s | {r['decode_tokens_per_s']:.1f} | "
             f"{r['predicted_decode_tokens_per_s']:.1f} | **{r['decode_error']:+.0%}** | "
-            f"{r['prefill_tokens_per_s']:.1f} | {r['predicted_prefill_tokens_per_s']:.1f} | {r['prefill_error']:+.0%} |"
+            f"{r['prefill_tokens_per_s']:.1f} | {r['predicted_prefill_tokens_per_s']:.1f} | "
+            f"{r['prefill_error']:+.0%} | {r.get('load_average', float('nan')):.1f} |"
         )
     return lines
 
@@ -226,16 +243,26 @@ def measure_here(args: argparse.Namespace) -> list[dict[str, Any]]:
     sizes = [] if args.quick else [s for s in args.sizes.split(",") if s]
     rows = [here_row("fixture: Qwen2.5-Coder-0.5B Q4_K_M", fixture_model_path(), args)]
     with tempfile.TemporaryDirectory(prefix="qwq-edge-speed-") as temp:
+        folder = args.keep or Path(temp)
+        folder.mkdir(parents=True, exist_ok=True)
         for size in sizes:
-            path = synthetic_gguf(size, Path(temp))
+            path = synthetic_gguf(size, folder)
             rows.append(here_row(f"random {size} Q4_K_M", path, args))
-            path.unlink()
+            if args.keep is None:
+                path.unlink()
     return rows
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = decode_parser(__doc__.splitlines()[0], tokens=32, repetitions=2)
     parser.add_argument("--sizes", default="1.5B,3B,7B", help="random models to make and measure (of SHAPES)")
+    parser.add_argument("--keep", type=Path, help="keep the random models in this folder (and use those found there)")
+    parser.add_argument(
+        "--quiet",
+        type=float,
+        metavar="LOAD",
+        help="before each model, wait (up to 30 min) until the 1-minute load average is below LOAD",
+    )
     parser.add_argument(
         "--again",
         action="store_true",
@@ -247,7 +274,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows, settings = [predicted(row) for row in saved["rows"]], saved["settings"]
     else:
         rows = measure_here(args)
-        settings = {"tokens": args.tokens, "repetitions": args.repetitions, "sizes": args.sizes.split(",")}
+        settings = {
+            "tokens": args.tokens,
+            "repetitions": args.repetitions,
+            "sizes": args.sizes.split(","),
+            "quiet": args.quiet,
+        }
     apple = apple_rows()
     fraction, layer_seconds = fit_decode(rows) if len(rows) > 2 else (CPU.fraction, CPU.layer_seconds)
     compute = statistics.median(
@@ -257,10 +289,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"Best fit here: fraction {fraction:.2f}, {layer_seconds * 1e3:.3f} ms per layer, compute fraction "
         f"{compute:.2f} (the code's: {CPU.fraction}, {CPU.layer_seconds * 1e3:g} ms, {CPU.compute_fraction})."
     )
+    quiet = f", once the 1-minute load average was below {settings['quiet']}" if settings.get("quiet") else ""
     footer = (
         f"llama.cpp on the CPU, {usable_cores()} threads; best of {settings['repetitions']} runs of "
         f"{settings['tokens']} greedy tokens after a {PROMPT_TOKENS}-token prompt; the probe ran just before each "
-        f"model. {fitted}"
+        f"model{quiet}. {fitted}"
     )
     table = (
         "\n".join(here_table(rows))
