@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from time import perf_counter
 
 import llama_cpp
-import numpy as np
 
 from qwq_edge import SamplingParams
 from qwq_edge.catalog.planner import model_shape
@@ -35,6 +32,7 @@ from qwq_edge.engines.gguf_file import read_gguf_header
 from qwq_edge.engines.llama_cpp.baseline import RawLlamaCpp
 from qwq_edge.services.benchmarking.measure import time_raw
 from qwq_edge.services.testdata import fixture_model_path
+from qwq_edge.system.bandwidth import read_bandwidth
 from qwq_edge.system.machine import usable_cores
 
 try:
@@ -43,29 +41,6 @@ except ImportError:  # run as a script from the repository root
     from common import decode_parser, machine, median, quick, save
 
 GB = 1e9
-
-
-#: Read kernels for the bandwidth test: the fastest one sets the limit. A float32 sum is
-#: not enough on its own: on this project's CI machine it is compute-bound at ~21 GB/s
-#: per core, while a 64-bit max reads ~34 GB/s.
-READ_KERNELS = {"float32 sum": (np.float32, np.sum), "int64 max": (np.int64, np.max)}
-
-
-def memory_bandwidth(threads: int, size_bytes: int = 1 << 30, tries: int = 10) -> dict[str, float]:
-    """Bytes per second read by ``threads`` threads, each reducing a slice of one array
-    (numpy releases the GIL), best of ``tries``, for each read kernel."""
-    data = np.ones(size_bytes // 8, dtype=np.int64)
-    rates = {}
-    with ThreadPoolExecutor(threads) as pool:
-        for name, (dtype, reduce) in READ_KERNELS.items():
-            slices = np.array_split(data.view(dtype), threads)
-            best = 0.0
-            for _ in range(tries):
-                start = perf_counter()
-                list(pool.map(reduce, slices))
-                best = max(best, data.nbytes / (perf_counter() - start))
-            rates[name] = best
-    return rates
 
 
 def bytes_per_token(path: Path, position: int) -> float:
@@ -139,7 +114,7 @@ def measure_all(path: Path, args: argparse.Namespace) -> list[dict]:
     size = (1 << 28) if args.quick else (1 << 30)
     rows = []
     for threads in sorted({int(t) for t in args.threads.split(",")}):
-        kernels = memory_bandwidth(threads, size)
+        kernels = read_bandwidth(threads, size, tries=10)  # the probe's kernels, on more memory
         rows += [measure(path, threads, mmap, args, kernels) for mmap in ([True] if args.quick else [True, False])]
     return rows
 

@@ -117,12 +117,14 @@ def gguf_with(placeholder: Path, out: Path, template: bytes, name: bytes = b"tin
 
 @pytest.fixture
 def offline(tmp_path: Path) -> dict[str, str]:
-    """The environment of a user without network: an empty hub cache and ``QWQ_EDGE_HOME``, offline."""
+    """The environment of a user without network: an empty hub cache and ``QWQ_EDGE_HOME``, offline, on
+    a machine fast enough for any model (``QWQ_EDGE_BANDWIDTH``: the speed floor leaves the choice to memory)."""
     return {
         **os.environ,
         "HF_HUB_CACHE": str(tmp_path / "hub"),
         "HF_HUB_OFFLINE": "1",
         "QWQ_EDGE_HOME": str(tmp_path / "home"),
+        "QWQ_EDGE_BANDWIDTH": "800GB/s",
     }
 
 

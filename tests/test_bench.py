@@ -54,6 +54,11 @@ def test_bench_command_measures_raw_and_qwq_edge_and_writes_json(cli_command, gg
     memory = data["memory"]
     assert memory["peak_rss_bytes"] >= memory["rss_after_load_bytes"] > 300e6  # the 0.5B Q4_K_M is ~400 MB
     assert 0.3 < data["ratios"][f"decode: {ON} ÷ {RAW}"] < 3
+    # the speed model's figures for the same runs, beside the measured ones (how close: benchmarks/speed_model.py)
+    assert data["predicted_decode_tokens_per_s"] == data["prediction"]["predicted_decode_tokens_per_s"] > 0
+    assert (
+        data["prediction"]["predicted_prefill_tokens_per_s"] > 0 and "llama.cpp on cpu" in data["prediction"]["machine"]
+    )
 
 
 def test_bench_command_prints_a_table(cli_command, gguf_path):
@@ -62,6 +67,7 @@ def test_bench_command_prints_a_table(cli_command, gguf_path):
     assert "engine: llama.cpp on cpu" in proc.stderr and "memory: " in proc.stderr
     assert "decode tok/s" in proc.stdout and "controls on" in proc.stdout and "greedy" in proc.stdout
     assert "raw engine" not in proc.stdout
+    assert "speed model: decode" in proc.stdout and "measured" in proc.stdout
 
 
 def test_bench_command_refuses_a_context_too_small(cli_command, gguf_path):

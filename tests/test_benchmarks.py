@@ -13,6 +13,7 @@ from benchmarks import (
     overhead_mlx,
     parallel,
     roofline,
+    speed_model,
 )
 
 #: Each benchmark's quick mode runs a real model (the 0.5B GGUF, or MLX) in this process.
@@ -114,3 +115,13 @@ def test_parallel_benchmark_quick_mode_on_mlx_beside_mlx_lms_own_batching(tmp_pa
     assert four["streams"] == 4 and four["tokens_per_s"] > 0 and four["peer_speedup"] > 0
     assert four["diverged"] == []  # each batched stream's greedy text is its text alone
     assert "mlx-lm batch_generate" in (tmp_path / "parallel_quick_mlx.md").read_text()
+
+
+def test_speed_model_quick_mode(tmp_path):
+    data = speed_model.main(["--quick", "--out", str(tmp_path)])
+    (row,) = data["rows"]  # the fixture only
+    assert row["decode_tokens_per_s"] > 0 and row["predicted_decode_tokens_per_s"] > 0
+    assert row["bandwidth_bytes_per_s"] > 1e9 and row["decode_bytes"] > 300e6
+    assert len(data["apple"]) == len(speed_model.DISCUSSION_4167)
+    assert all(abs(r["decode_error"]) <= 0.25 for r in data["apple"])  # published figures: no timing involved
+    assert "| M1 | 68 GB/s | 8 | 14.2 |" in (tmp_path / "speed_model_quick.md").read_text()

@@ -6,12 +6,21 @@ import subprocess
 
 import pytest
 
-from qwq_edge import plan_catalog
+from qwq_edge import plan_catalog as plan_catalog_here
 from qwq_edge.catalog.fits import choose, why
 from qwq_edge.catalog.planner import GiB, apple_gpu_budget, parse_size, wired_limit_hint
+from qwq_edge.catalog.speed import LLAMA_CPP_CPU, MachineSpeed
 from qwq_edge.errors import InsufficientMemoryError, InvalidRequestError
 
 GB = 10**9
+#: A machine fast enough that the speed floor never matters: these tests are about memory.
+FAST = MachineSpeed("llama.cpp", "cpu", 800 * GB, LLAMA_CPP_CPU, "a test's")
+
+
+def plan_catalog(budget, format):
+    return plan_catalog_here(budget, format, FAST)
+
+
 #: What the first run takes under each budget: (the download, its context, its KV cache), for GGUF and MLX.
 EXPECTED = {
     ("gguf", 4): ("qwen3-4b:q4_k_m", 11264, "q8_0"),  # a Qwen3 thinking model for a small laptop
@@ -120,7 +129,7 @@ def test_list_catalog_fits(cli_command, offline):
     rows = [line for line in proc.stdout.splitlines() if ":" in line and "│" in line]
     assert "qwq-32b-preview:q4_k_m" in rows[0] and "does not fit" in rows[0]
     assert "qwq-32b-preview:iq3_xs" in rows[2] and "fits with 8-bit KV" in rows[2] and "9472" in rows[2]
-    assert "16.0 GB usable; a first run takes qwq-32b-preview:iq3_xs." in proc.stdout
+    assert "16.0 GB usable; a first run takes qwq-32b-preview:iq3_xs (~" in proc.stdout
     data = json.loads(qwq(cli_command, "list", "--fits", "--format", "mlx", "--json", env=offline).stdout)
     assert data["budget_bytes"] == 16 * GB
     first = data["downloads"][0]

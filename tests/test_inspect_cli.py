@@ -75,8 +75,12 @@ def test_doctor_checks_the_engines_for_real_and_plans_a_model(cli_command, gguf_
     memory = report["model"]["memory"]
     assert memory["kv_bytes_per_token"]["f16"] == 12288
     assert memory["largest_context"]["f16"] == 32768
+    speed = report["speed"]  # the bandwidth probe, run again
+    assert speed["memory_bandwidth_bytes_per_s"] > 1e9 and speed["matmul_flops"] > 1e9 and speed["probe_seconds"] > 0
+    assert report["model"]["speed"]["predicted_decode_tokens_per_s"] > 0
     text = qwq(cli_command, "doctor").stdout
     assert "Engines" in text and "ok: decoded 1 token" in text
+    assert "GB/s memory bandwidth" in text and "predictions use" in text
 
 
 #: ``qwq-edge doctor`` in a Python where mlx and mlx_lm cannot be imported, as on a Linux install without the extra.

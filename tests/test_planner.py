@@ -57,7 +57,8 @@ def test_the_planner_reads_real_files(gguf_path, tmp_path):
     folder = tmp_path / "qwq-config-only"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(QWQ_PREVIEW_CONFIG))
-    assert model_shape(folder) == ModelShape("qwq-config-only", 64, 8, 128, 0, 32768)
+    # no weights, but the config gives the weights a prompt token multiplies (all but 2 × 152064 × 5120)
+    assert model_shape(folder) == ModelShape("qwq-config-only", 64, 8, 128, 0, 32768, matmul_parameters=31_206_740_992)
 
 
 def test_load_plans_before_loading(gguf_path):

@@ -17,7 +17,7 @@ from typing import Any
 
 import tomllib
 
-from ..architecture.shape import ModelShape
+from ..architecture.shape import ModelShape, embedding_split
 from ..errors import InvalidRequestError, QwqEdgeError
 from ..reasoning.formats import FORMATS
 from ..sampling import SamplingParams
@@ -45,6 +45,9 @@ _REQUIRED = {
 }
 
 _OPTIONAL_SOURCE = {"quant": str, "quality": str, "checked": bool}
+#: The embedding tables' sizes (config.json's ``vocab_size``, ``hidden_size``, ``tie_word_embeddings``):
+#: the speed model leaves an untied input table out of what decoding reads.
+_OPTIONAL_ENTRY = {"vocab_size": int, "hidden_size": int, "tied_embeddings": bool}
 
 
 class CatalogError(QwqEdgeError):
@@ -101,6 +104,9 @@ class CatalogEntry:
     #: Sampling when it answers without thinking, where the model card gives other values
     #: (a hybrid model's non-thinking mode); ``None``: ``sampling``.
     sampling_no_think: SamplingParams | None = None
+    vocab_size: int = 0
+    hidden_size: int = 0
+    tied_embeddings: bool = False
 
     def source(self, format: str, quant: str | None = None) -> Source:
         """The download for ``format`` (and ``quant``, else the first listed).
@@ -122,6 +128,7 @@ class CatalogEntry:
 
     def shape(self, source: Source) -> ModelShape:
         """What the memory planner needs, from the catalog alone."""
+        sizes = (self.parameters, self.vocab_size, self.hidden_size, self.tied_embeddings)
         return ModelShape(
             self.display_name,
             self.layers,
@@ -129,12 +136,16 @@ class CatalogEntry:
             self.head_dim,
             source.size_bytes,
             min(self.context_length, 32768),
+            **embedding_split(source.size_bytes, *sizes),
         )
 
 
 def _check(data: dict[str, Any], where: str) -> None:
     for key, kind in _REQUIRED.items():
         if not isinstance(data.get(key), kind):
+            raise CatalogError(f"{where}: {key} must be a {kind.__name__}")
+    for key, kind in _OPTIONAL_ENTRY.items():
+        if key in data and not isinstance(data[key], kind):
             raise CatalogError(f"{where}: {key} must be a {kind.__name__}")
     if data["reasoning_format"] not in FORMATS:
         raise CatalogError(f"{where}: unknown reasoning format {data['reasoning_format']}")
@@ -178,6 +189,7 @@ def _entry(data: dict[str, Any], family_file: str) -> CatalogEntry:
         family_file=family_file,
         draft=data.get("draft"),
         sampling_no_think=_sampling(no_think, where, "sampling_no_think") if no_think is not None else None,
+        **{key: data[key] for key in _OPTIONAL_ENTRY if key in data},
     )
 
 

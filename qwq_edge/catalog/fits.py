@@ -5,7 +5,9 @@ then in smaller ones (largest first); then the other reasoning models, largest f
 each in its quantizations, largest first; then the catalog's other models. A download
 *fits* when the memory planner gives it at least ``MIN_FIT_CONTEXT`` tokens of context
 (with an fp16 KV cache, else an 8-bit one). The first run, with no ``--model``, takes
-the first reasoning model in that order that fits (one already on disk first).
+the first reasoning model in that order that fits and thinks at or above a floor (by
+default a medium thought within five minutes; see ``catalog/speed.py``), one already on
+disk first; when none that fits is that fast, the fastest that fits.
 """
 
 from __future__ import annotations
@@ -26,8 +28,19 @@ from .planner import (
     total_memory,
     wired_limit_hint,
 )
+from .speed import (
+    MachineSpeed,
+    Prediction,
+    describe_floor,
+    fast_enough,
+    machine_speed,
+    medium_thought,
+    predict,
+)
 from .store import preferred_format
 
+#: The engine a download of each format runs on.
+FORMAT_ENGINES = {"gguf": "llama.cpp", "mlx": "mlx"}
 VERDICTS = {"f16": "fits", "q8_0": "fits with 8-bit KV", None: "does not fit"}
 
 
@@ -40,6 +53,8 @@ class Candidate:
     plan: MemoryPlan | None
     #: What it needs at the least context that counts (``MIN_FIT_CONTEXT`` tokens, 8-bit KV cache).
     needed: MemoryPlan
+    #: How fast it would think here (``None``: not known on this machine's GPU).
+    speed: Prediction | None = None
 
     @property
     def spec(self) -> str:
@@ -58,10 +73,15 @@ class Candidate:
         where = f"{self.source.size_bytes / GB:.1f} GB from {self.source.repo}"
         if self.plan is None:
             return f"({where}; needs {self.needed.total_bytes / GB:.1f} GB)"
-        return f"({where}; {self.plan.context} tokens, {self.plan.kv_cache} KV cache)"
+        speed = f"; ~{self.speed.decode_tokens_per_s:.1f} tokens/s" if self.speed else ""
+        return f"({where}; {self.plan.context} tokens, {self.plan.kv_cache} KV cache{speed})"
 
     def describe(self) -> str:
-        return f"{self.spec} {self.details()}"
+        """The download, its plan and, when known, its speed in words."""
+        where = f"{self.source.size_bytes / GB:.1f} GB from {self.source.repo}"
+        plan = f"{self.plan.context} tokens, {self.plan.kv_cache} KV cache" if self.plan else "does not fit"
+        speed = f"; {self.speed.describe()}" if self.speed else ""
+        return f"{self.spec} ({where}; {plan}{speed})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +98,7 @@ class Candidate:
             "verdict": self.verdict,
             "plan": self.plan.to_dict() if self.plan else None,
             "needed_bytes": self.needed.total_bytes,
+            **(self.speed.to_dict() if self.speed else {"predicted_decode_tokens_per_s": None}),
         }
 
 
@@ -102,16 +123,25 @@ def ranked_sources(format: str) -> list[tuple[CatalogEntry, Source]]:
     return [(entry, source) for entry in (default, *others) for source in _entry_sources(entry, format)]
 
 
-def candidate(entry: CatalogEntry, source: Source, budget: int) -> Candidate:
+def candidate(entry: CatalogEntry, source: Source, budget: int, machine: MachineSpeed | None = None) -> Candidate:
+    """A download's plan under ``budget`` and its speed on ``machine`` (with the KV cache it would run with)."""
     shape = entry.shape(source)
     least = min(MIN_FIT_CONTEXT, shape.trained_context)
-    return Candidate(entry, source, fitting_plan(shape, budget), plan_for(shape, least, "q8_0", budget))
+    plan, needed = fitting_plan(shape, budget), plan_for(shape, least, "q8_0", budget)
+    kv = (plan or needed).kv_cache
+    speed = predict(shape, kv, machine, medium_thought(entry.effort)) if machine else None
+    return Candidate(entry, source, plan, needed, speed)
 
 
-def plan_catalog(budget: int | None = None, format: str | None = None) -> list[Candidate]:
-    """Every catalog download with its plan (``budget``: this machine's, or ``QWQ_EDGE_MEMORY_BUDGET``)."""
+def plan_catalog(
+    budget: int | None = None, format: str | None = None, machine: MachineSpeed | None = None
+) -> list[Candidate]:
+    """Every catalog download with its plan (``budget``: this machine's, or ``QWQ_EDGE_MEMORY_BUDGET``)
+    and its speed (``machine``: this one's, for the engine of ``format``)."""
     budget = memory_budget() if budget is None else budget
-    return [candidate(entry, source, budget) for entry, source in ranked_sources(format or preferred_format())]
+    format = format or preferred_format()
+    machine = machine or machine_speed(FORMAT_ENGINES.get(format, "llama.cpp"))
+    return [candidate(entry, source, budget, machine) for entry, source in ranked_sources(format)]
 
 
 def fitting(candidates: list[Candidate]) -> list[Candidate]:
@@ -119,8 +149,10 @@ def fitting(candidates: list[Candidate]) -> list[Candidate]:
     return [c for c in candidates if c.reasoning and c.plan is not None]
 
 
-def choose(candidates: list[Candidate], pulled: set[str] = frozenset()) -> Candidate:
-    """The first run's choice: the best fitting download already on disk (``pulled``: specs), else the best."""
+def choose(candidates: list[Candidate], pulled: set[str] = frozenset(), floor: float | None = None) -> Candidate:
+    """The first run's choice among the reasoning downloads that fit: of those that think at or above
+    ``floor`` (tokens/s; ``None``: a medium thought within five minutes), one already on disk
+    (``pulled``: specs), else the best; when none is that fast, the fastest."""
     best = fitting(candidates)
     if not best:
         smallest = min((c for c in candidates if c.reasoning), key=lambda c: c.needed.total_bytes)
@@ -128,18 +160,33 @@ def choose(candidates: list[Candidate], pulled: set[str] = frozenset()) -> Candi
             f"no reasoning model of the catalog fits this machine's memory with {MIN_FIT_CONTEXT} tokens of context: "
             f"the smallest, {smallest.spec}, needs {smallest.needed.describe()}"
         )
-    return next((c for c in best if c.spec in pulled), best[0])
+    quick = [c for c in best if fast_enough(c.speed, floor)]
+    if not quick:
+        return max(best, key=lambda c: c.speed.decode_tokens_per_s if c.speed else 0.0)
+    return next((c for c in quick if c.spec in pulled), quick[0])
 
 
-def why(choice: Candidate, candidates: list[Candidate]) -> str | None:
-    """One line saying why the first run chose ``choice`` over the default download (``None`` if it is the default)."""
+def why(choice: Candidate, candidates: list[Candidate], floor: float | None = None) -> str | None:
+    """One line saying why the first run chose ``choice`` over the default download (``None`` if it is
+    the default), with how fast ``choice`` thinks here."""
     default = candidates[0]
     if choice is default:
         return None
-    missed = f"{default.spec} needs {default.needed.total_bytes / GB:.1f} GB with {default.needed.context} tokens"
-    if default.plan is not None:
-        missed = f"{choice.spec} is already on disk"
-    return f"{missed}; {default.needed.budget_bytes / GB:.1f} GB usable here: chose {choice.describe()}"
+    reason = f"{choice.spec} is already on disk"
+    if default.plan is None:
+        reason = (
+            f"{default.spec} needs {default.needed.total_bytes / GB:.1f} GB with {default.needed.context} tokens; "
+            f"{default.needed.budget_bytes / GB:.1f} GB usable here"
+        )
+    elif default.speed and not fast_enough(default.speed, floor):
+        reason = f"{default.spec} would think here at {default.speed.describe()}"
+    if choice.speed and not fast_enough(choice.speed, floor):
+        floor_words = describe_floor(choice.speed, floor)
+        return f"{reason}; nothing that fits thinks at {floor_words}: chose the fastest, {choice.describe()}"
+    slower = [c for c in fitting(candidates) if c.speed and not fast_enough(c.speed, floor)]
+    if slower and choice.speed:
+        reason += f"; {len(slower)} that fit think slower than {describe_floor(choice.speed, floor)}"
+    return f"{reason}: chose {choice.describe()}"
 
 
 def mac_hint(needed: MemoryPlan) -> str | None:

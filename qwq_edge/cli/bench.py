@@ -16,7 +16,7 @@ from ..files import write_text_atomic
 from ..runtime.options import GenerationOptions
 from ..services.benchmarking import BenchReport, BenchSettings, run_bench
 from ..services.benchmarking.parallel import run_parallel, table
-from ..services.benchmarking.suite import RAW
+from ..services.benchmarking.suite import OFF, RAW
 from ..services.benchmarking.workloads import WORKLOADS
 from .library import model_path
 from .options import draft_path, load_kwargs, model_options
@@ -80,7 +80,7 @@ def bench(
         options=GenerationOptions(temperature=0.0 if greedy else None),
         workload=workload,
     )
-    path = model_path(params["model_path"], params["yes"])
+    path = model_path(params["model_path"], params["yes"], params["min_speed"])
     if params["parallel"] > 1:
         _bench_parallel(path, params["parallel"], gen_tokens, as_json, out, params)
         return
@@ -158,6 +158,8 @@ def _print_report(console: Console, report: BenchReport) -> None:
             f"{m['decode_tokens_per_s'] / raw_decode:.3f}" if raw_decode else "-",
         )
     console.print(table)
+    if report.prediction:
+        console.print(_predicted_line(report.prediction, medians.get(OFF, {})), highlight=False)
     memory = report.memory
     line = f"memory: {decimal(memory['rss_after_load_bytes'])} resident after loading"
     if "raw_engine_added_rss_bytes" in memory:
@@ -168,6 +170,18 @@ def _print_report(console: Console, report: BenchReport) -> None:
     ratios = report.ratios()
     if ratios:
         console.print("median per-run ratios: " + "; ".join(f"{name} {value:.3f}" for name, value in ratios.items()))
+
+
+def _predicted_line(prediction: dict[str, Any], measured: dict[str, float]) -> str:
+    """``speed model: decode 41.0 tok/s predicted, 39.8 measured (-3%); prefill …; from …`` (measured:
+    qwq-edge with the controls off)."""
+    parts = []
+    for what in ("decode", "prefill"):
+        predicted, actual = prediction.get(f"predicted_{what}_tokens_per_s"), measured.get(f"{what}_tokens_per_s")
+        if predicted:
+            off = f" ({actual / predicted - 1:+.0%})" if actual else ""
+            parts.append(f"{what} {predicted:.1f} tok/s predicted, {actual or 0:.1f} measured{off}")
+    return f"speed model: {'; '.join(parts)}; from {prediction['machine']}"
 
 
 def _print_ranks(console: Console, ranks: list[dict[str, Any]]) -> None:

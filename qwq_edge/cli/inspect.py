@@ -24,6 +24,7 @@ from ..services.inspection import (
     rank_differences,
     smoke_engines,
     smoke_test,
+    speed_report,
     system_report,
 )
 
@@ -101,6 +102,11 @@ def _readable(details: dict[str, Any]) -> dict[str, Any]:
         shown["memory"] = ", ".join(f"{memory['parallel']} × {n} tokens with {kv} KV cache" for kv, n in fits)
     if "files" in details:
         shown["files"] = ", ".join(f"{name} ({decimal(size)})" for name, size in details["files"].items())
+    if "speed" in details:
+        speed = details["speed"]
+        prefill = speed.get("predicted_prefill_tokens_per_s")
+        reads = f"; reads a prompt at ~{prefill:,.0f} tokens/s" if prefill else ""
+        shown["speed"] = f"{speed['words']}{reads}" + (f" ({speed['machine']})" if "machine" in speed else "")
     return shown
 
 
@@ -182,7 +188,7 @@ def doctor(model: Path | None, as_json: bool, distributed: bool, parallel: int) 
     if distributed:
         _doctor_ranks(model, as_json)
         return
-    report: dict[str, Any] = {"system": system_report()}
+    report: dict[str, Any] = {"system": system_report(), "speed": speed_report()}
     report["engines"] = [smoke_test(engine) for engine in smoke_engines()]
     if model is not None:
         report["model"] = {**describe_model(model), "memory": model_memory(model, parallel)}
@@ -207,6 +213,12 @@ def _print_doctor(console: Console, report: dict[str, Any]) -> None:
         system[key.removesuffix("_bytes")] = decimal(system.pop(key))
     versions = system.pop("versions")
     console.print(_table("System", system))
+    speed = report["speed"]
+    probe = (
+        f"{speed['memory_bandwidth_bytes_per_s'] / GB:.1f} GB/s memory bandwidth, "
+        f"{speed['matmul_flops'] / GB:.0f} GFLOP/s float32 matrix products (measured in {speed['probe_seconds']:.1f} s)"
+    )
+    console.print(_table("Speed", {"this CPU": probe, "predictions use": speed["predictions_use"]}))
     engines = {e["engine"]: _engine_status(e) for e in report["engines"]}
     console.print(_table("Engines (one-token run on a generated tiny model)", engines))
     console.print(_table("Versions", {k: v or "not installed" for k, v in versions.items()}))
@@ -216,6 +228,7 @@ def _print_doctor(console: Console, report: dict[str, Any]) -> None:
             "engine": f"{model['engine']} ({model['engine_reason']})",
             "weights": decimal(memory["weights_bytes"]),
             "usable memory": decimal(memory["budget_bytes"]),
+            "speed": model["speed"]["words"],
         }
         sequences = f" for each of {memory['parallel']} sequences" if memory["parallel"] > 1 else ""
         for kv, per_token in memory["kv_bytes_per_token"].items():

@@ -12,11 +12,14 @@ from rich.filesize import decimal
 from rich.table import Column, Table
 
 from ..catalog.entries import CatalogEntry, Source, load_catalog, split_name
-from ..catalog.fits import Candidate, alternatives, choose, mac_hint, plan_catalog, why
-from ..catalog.planner import GB, MemoryPlan, memory_budget
+from ..catalog.families import family_for
+from ..catalog.fits import FORMAT_ENGINES, Candidate, alternatives, choose, mac_hint, plan_catalog, why
+from ..catalog.planner import GB, MemoryPlan, memory_budget, model_shape
+from ..catalog.speed import describe_floor, duration, fast_enough, machine_speed, medium_thought, min_speed, predict
 from ..catalog.store import ModelNotPulledError, check_pull, choose_source, installed, pull, remove, resolve_model
-from ..errors import InsufficientMemoryError
-from .tables import Field, print_fitted
+from ..engines.registry import choose_engine
+from ..errors import InsufficientMemoryError, QwqEdgeError
+from .tables import Field, fit_widths, print_fitted, room
 
 
 def confirm_download(description: str, yes: bool) -> None:
@@ -66,7 +69,10 @@ def pull_with_checks(spec: str, format: str | None, yes: bool) -> Path:
     """Plan memory from the catalog, confirm the size, then download; return the local path."""
     entry, source = choose_source(spec, format)
     plan = _checked_plan(entry, source, format)
-    click.echo(f"{entry.display_name} {source.quant} ({source.format}) fits: {plan.describe()}", err=True)
+    machine = machine_speed(FORMAT_ENGINES.get(source.format, "llama.cpp"))
+    speed = predict(entry.shape(source), plan.kv_cache, machine, medium_thought(entry.effort)) if machine else None
+    thinks = f"; it thinks here at {speed.describe()}" if speed else ""
+    click.echo(f"{entry.display_name} {source.quant} ({source.format}) fits: {plan.describe()}{thinks}", err=True)
     if source.convert:
         checkpoint = next(s for s in entry.sources if s.format == "hf")
         description = (
@@ -79,25 +85,61 @@ def pull_with_checks(spec: str, format: str | None, yes: bool) -> Path:
     return Path(pull(spec, format).path)
 
 
-def first_run_spec() -> str:
-    """The catalog download a run without ``--model`` uses: the default model if it fits here, else the
-    best that does (see ``qwq_edge.fits``), saying why in one line; one already on disk comes first."""
+def _pulled_specs() -> set[str]:
+    return {f"{p.name}:{p.quant}" for p in installed()}
+
+
+def first_run_spec(floor: float | None = None) -> str:
+    """The catalog download a run without ``--model`` uses: the default model if it fits here and thinks
+    at or above ``floor`` (see ``qwq_edge.catalog.fits``), else the best that does, saying why in one
+    line; one already on disk comes first."""
     candidates = plan_catalog()
-    choice = choose(candidates, {f"{p.name}:{p.quant}" for p in installed()})
-    reason = why(choice, candidates)
+    choice = choose(candidates, _pulled_specs(), floor)
+    reason = why(choice, candidates, floor)
     if reason:
         hint = mac_hint(candidates[0].needed)
         click.echo(reason + (f"\n({candidates[0].spec}: {hint})" if hint else ""), err=True)
     return choice.spec
 
 
-def model_path(spec: str | None, yes: bool) -> Path:
-    """The path for ``--model``; with none, the default catalog model or the best one that fits (pulled first)."""
-    spec = spec or first_run_spec()
+def local_path(spec: str, yes: bool) -> Path:
+    """The local path of what ``--model`` or ``--draft`` names (a catalog download not on disk is pulled first)."""
     try:
         return resolve_model(spec)
     except ModelNotPulledError:
         return pull_with_checks(spec, None, yes)
+
+
+def model_path(spec: str | None, yes: bool, speed_floor: float | None = None) -> Path:
+    """The path for ``--model``; with none, the first run's choice (``speed_floor``: ``--min-speed``).
+    A model named explicitly is never refused for speed: if it thinks below the floor, one warning says so."""
+    floor = min_speed(speed_floor)
+    if spec is None:
+        return local_path(first_run_spec(floor), yes)
+    path = local_path(spec, yes)
+    warning = slow_warning(path, floor)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    return path
+
+
+def slow_warning(path: Path, floor: float | None) -> str | None:
+    """What to say when the model at ``path`` would think below ``floor`` here (``None`` if it would not,
+    or if its speed cannot be told)."""
+    try:
+        shape = model_shape(path)
+        machine = machine_speed(choose_engine(path)[0])
+    except QwqEdgeError:
+        return None  # loading says what is wrong
+    if machine is None:
+        return None
+    speed = predict(shape, "f16", machine, medium_thought(family_for(shape.name).effort))
+    if fast_enough(speed, floor):
+        return None
+    return (
+        f"{shape.name} thinks here at {speed.describe()}, below {describe_floor(speed, floor)}; "
+        "`qwq-edge list --catalog --fits` shows what thinks faster"
+    )
 
 
 @click.command(name="pull")
@@ -110,7 +152,8 @@ def pull_command(spec: str, format_: str | None, yes: bool) -> None:
     click.echo(f"{split_name(spec)[0]} is ready: {path}")
 
 
-#: ``list --fits``'s columns; on a narrow terminal the repository goes first, then the size, then the context.
+#: ``list --fits``'s columns; on a narrow terminal the repository goes first, then the size, then the context
+#: and a thought's time (the predicted speed stays).
 FITS_FIELDS = (
     Field("#"),
     Field("download", wraps=True),
@@ -118,6 +161,8 @@ FITS_FIELDS = (
     Field("plan", wraps=True),
     Field("context", drop=3),
     Field("needs"),
+    Field("tok/s"),
+    Field("thought", drop=4),
     Field("repository", drop=1),
 )
 
@@ -140,17 +185,42 @@ def _fits_row(rank: int, c: Candidate) -> list[str]:
         c.verdict,
         str(c.plan.context) if c.plan else "-",
         f"{(c.plan or c.needed).total_bytes / GB:.1f} GB",
+        _tokens_per_s(c.speed.decode_tokens_per_s) if c.speed else "-",
+        duration(c.speed.thought_seconds) if c.speed else "-",
         c.source.repo,
     ]
 
 
-def _print_fits(console: Console, candidates: list[Candidate]) -> None:
+def _tokens_per_s(rate: float) -> str:
+    return f"{rate:.1f}" if rate < 100 else f"{rate:.0f}"
+
+
+def first_run_choice(candidates: list[Candidate]) -> Candidate | None:
+    """What a first run would take (``None``: no reasoning model fits)."""
+    try:
+        return choose(candidates, _pulled_specs(), min_speed())
+    except InsufficientMemoryError:
+        return None
+
+
+def _print_fits(console: Console, candidates: list[Candidate], chosen: Candidate | None) -> None:
     budget = memory_budget()
     rows = [_fits_row(rank, c) for rank, c in enumerate(candidates, 1)]
     print_fitted(console, FITS_FIELDS, rows)
-    chosen = next((c for c in candidates if c.reasoning and c.plan), None)
     first = f"a first run takes {chosen.spec}" if chosen else "no reasoning model fits"
+    if chosen and chosen.speed:
+        first += f" ({chosen.speed.describe()})"
     console.print(f"{budget / GB:.1f} GB usable; {first}.", highlight=False)
+    machine = machine_speed(FORMAT_ENGINES.get(candidates[0].source.format, "llama.cpp")) if candidates else None
+    if machine is not None:
+        thought = candidates[0].speed.thought_tokens if candidates[0].speed else 2048
+        shown = [FITS_FIELDS[i].header for i in fit_widths(FITS_FIELDS, rows, room(console))]
+        time = "; thought: how long it takes" if "thought" in shown else ""
+        console.print(
+            f"tok/s: the predicted decoding speed over a medium thought (~{thought:,} tokens){time}; "
+            f"from {machine.describe()}.",
+            highlight=False,
+        )
 
 
 @click.command(name="list")
@@ -163,10 +233,12 @@ def list_command(catalog: bool, fits: bool, format_: str | None, as_json: bool) 
     console = Console()
     if fits:
         candidates = plan_catalog(format=format_)
+        chosen = first_run_choice(candidates)
         if as_json:
-            click.echo(json.dumps({"budget_bytes": memory_budget(), "downloads": [c.to_dict() for c in candidates]}))
+            downloads = [{**c.to_dict(), "first_run": c is chosen} for c in candidates]
+            click.echo(json.dumps({"budget_bytes": memory_budget(), "downloads": downloads}))
         else:
-            _print_fits(console, candidates)
+            _print_fits(console, candidates, chosen)
         return
     if catalog:
         print_fitted(console, CATALOG_FIELDS, [_catalog_row(entry) for entry in load_catalog()])

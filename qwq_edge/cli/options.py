@@ -20,7 +20,7 @@ from ..reasoning.effort import effort_table
 from ..reasoning.formats import FORMAT_CHOICES
 from ..runtime.model import Model, load
 from ..runtime.options import DECLARED, TYPES, Declared, GenerationOptions
-from .library import model_path, with_alternatives
+from .library import local_path, model_path, with_alternatives
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -60,6 +60,13 @@ model_options = _apply(
             help="A GGUF file, an MLX folder, a catalog name (NAME[:QUANT]) or a hub repo id; default: the catalog's.",
         ),
         click.option("--yes", "-y", is_flag=True, help="Do not ask before downloading the model."),
+        click.option(
+            "--min-speed",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="TOK_PER_S",
+            help="Without --model: the first run picks a model that thinks at least this fast here "
+            "(default: a medium thought within 5 minutes; QWQ_EDGE_MIN_SPEED).",
+        ),
         click.option("--engine", type=click.Choice(ENGINE_CHOICES), default="auto", show_default=True),
         click.option(
             "--ctx",
@@ -219,7 +226,8 @@ def load_model(params: dict[str, Any]) -> Model:
     so a command's own code runs on rank 0 only.
     """
     try:
-        model = load(model_path(params["model_path"], params["yes"]), **load_kwargs(params))
+        path = model_path(params["model_path"], params["yes"], params["min_speed"])
+        model = load(path, **load_kwargs(params))
     except InsufficientMemoryError as error:
         raise with_alternatives(error, None) from None
     if model.rank != 0:
@@ -288,4 +296,4 @@ def draft_path(draft: str, yes: bool, model_name: str | None) -> str:
         if entry is None or entry.draft is None:
             raise InvalidRequestError(f"the catalog names no draft model for {model_name}; use --draft ngram or a path")
         draft = entry.draft
-    return str(model_path(draft, yes))
+    return str(local_path(draft, yes))

@@ -19,10 +19,13 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from ..architecture.shape import KV_ELEMENT_BYTES
+from ..architecture.shape import KV_ELEMENT_BYTES, ModelShape
 from ..catalog.entries import CatalogEntry, Source
 from ..catalog.families import family_for
+from ..catalog.fits import FORMAT_ENGINES
 from ..catalog.planner import fitting_plan, largest_context, memory_budget, model_shape, plan_for
+from ..catalog.speed import machine_speed, medium_thought, predict
+from ..catalog.store import preferred_format
 from ..convert import ConversionSummary, convert_to_gguf, convert_to_mlx
 from ..convert.synthetic import make_checkpoint
 from ..engines.base import KV_CACHE_TYPES
@@ -31,8 +34,16 @@ from ..errors import DistributedError, QwqEdgeError
 from ..reasoning.formats import detect_format
 from ..runtime.prompt import describe_template
 from ..sampling import SamplingParams
+from ..system.bandwidth import measured_speed
 from ..system.distributed import launched
-from ..system.machine import apple_silicon, available_memory, gpu_offload_supported, metal_available, total_memory
+from ..system.machine import (
+    apple_silicon,
+    available_memory,
+    cpu_name,
+    gpu_offload_supported,
+    metal_available,
+    total_memory,
+)
 
 PACKAGES = ("qwq-edge", "llama-cpp-python", "mlx", "mlx-lm", "gguf", "numpy", "huggingface-hub")
 
@@ -67,7 +78,18 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         "weights_bytes": shape.weights_bytes,
         "engine": engine,
         "engine_reason": reason,
+        "speed": predicted_speed(shape, "f16", engine, family.effort),
     }
+
+
+def predicted_speed(shape: ModelShape, kv_cache: str, engine: str, effort: dict[str, int] | None) -> dict[str, Any]:
+    """How fast the model would think here with ``engine`` (see ``catalog/speed.py``), in numbers and words;
+    ``None`` figures when this machine's speed cannot be told (a GPU other than Apple's)."""
+    machine = None if engine.startswith("none") else machine_speed(engine)  # "none (auto)": no engine runs it
+    if machine is None:
+        return {"predicted_decode_tokens_per_s": None, "words": "not known on this device (see QWQ_EDGE_BANDWIDTH)"}
+    prediction = predict(shape, kv_cache, machine, medium_thought(effort))
+    return {**prediction.to_dict(), "words": prediction.describe(), "machine": machine.describe()}
 
 
 def model_memory(path: str | Path, parallel: int = 1) -> dict[str, Any]:
@@ -106,6 +128,9 @@ def catalog_memory(entry: CatalogEntry, source: Source, budget: int | None = Non
         "needs_bytes": {kv: plan_for(shape, shape.trained_context, kv, budget).total_bytes for kv in KV_ELEMENT_BYTES},
         "budget_bytes": budget,
         "plan": plan.to_dict() if plan else None,
+        "speed": predicted_speed(
+            shape, plan.kv_cache if plan else "q8_0", FORMAT_ENGINES.get(source.format, "llama.cpp"), entry.effort
+        ),
     }
 
 
@@ -118,13 +143,18 @@ def _no_think_sampling(params: SamplingParams | None) -> dict[str, Any]:
     return {"sampling_defaults_without_thinking": _sampling(params)} if params else {}
 
 
-def _cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+def speed_report(refresh: bool = True) -> dict[str, Any]:
+    """``doctor``'s speed facts: the probe, run again (``refresh``), and the figures predictions use here."""
+    probe = measured_speed(refresh)
+    engine = FORMAT_ENGINES.get(preferred_format(), "llama.cpp")
+    machine = machine_speed(engine)
+    return {
+        "memory_bandwidth_bytes_per_s": probe.bandwidth_bytes_per_s,
+        "matmul_flops": probe.matmul_flops,
+        "probe_seconds": probe.seconds,
+        "measured_at": probe.measured_at,
+        "predictions_use": machine.describe() if machine else "no figures for this GPU: set QWQ_EDGE_BANDWIDTH",
+    }
 
 
 def _version(package: str) -> str | None:
@@ -139,7 +169,7 @@ def system_report() -> dict[str, Any]:
     return {
         "os": platform.platform(),
         "python": sys.version.split()[0],
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "ram_total_bytes": total_memory(),
         "ram_available_bytes": available_memory(),

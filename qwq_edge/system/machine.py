@@ -63,14 +63,35 @@ def available_memory() -> int:
     return total_memory()
 
 
+def _sysctl(name: str) -> str:
+    """A macOS ``sysctl`` value as text ("" when there is none)."""
+    try:
+        return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def cpu_name() -> str:
+    """The processor's name: ``Apple M2 Pro`` on a Mac, ``/proc/cpuinfo``'s model name on Linux."""
+    if sys.platform == "darwin":
+        name = _sysctl("machdep.cpu.brand_string")
+        if name:
+            return name
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def wired_limit_mb() -> int:
     """macOS's ``iogpu.wired_limit_mb``: what the GPU may wire, when raised (0: the default limit, or not a Mac)."""
     if not apple_silicon():
         return 0
     try:
-        out = subprocess.run(["sysctl", "-n", "iogpu.wired_limit_mb"], capture_output=True, text=True, timeout=5)
-        return int(out.stdout.strip() or 0)
-    except (OSError, ValueError, subprocess.SubprocessError):
+        return int(_sysctl("iogpu.wired_limit_mb") or 0)
+    except ValueError:
         return 0
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from gguf import LlamaFileType
 
-from ...architecture.shape import ModelShape
+from ...architecture.shape import ModelShape, embedding_split
 from ...system.machine import gpu_offload_supported
 from ..adapter import AutoChoice, EngineOptions, EngineSpec, ModelFacts, RawRunner
 from ..base import Engine
-from ..gguf_file import read_gguf_header
+from ..gguf_file import GGUFHeader, read_gguf_header
 
 _MAGIC = b"GGUF"
 
@@ -31,6 +31,16 @@ def _claims(path: Path) -> bool:
         return handle.read(len(_MAGIC)) == _MAGIC
 
 
+def _embedding(header: GGUFHeader) -> dict[str, int]:
+    """What decoding skips of the token-embedding table (all but a row, when the output layer
+    is a tensor of its own) and the parameters a prompt token is multiplied by."""
+    vocab = int(header.metadata.get("tokenizer.ggml.tokens", 0))
+    hidden = int(header.metadata.get(f"{header.architecture}.embedding_length", 0))
+    tied = "output.weight" not in header.tensor_bytes
+    split = embedding_split(header.file_size, header.parameter_count, vocab, hidden, tied)
+    return {**split, "embedding_bytes": 0 if tied else header.tensor_bytes.get("token_embd.weight", 0)}
+
+
 def _shape(path: Path) -> ModelShape:
     header = read_gguf_header(path)
     meta, arch = header.metadata, header.architecture
@@ -43,6 +53,7 @@ def _shape(path: Path) -> ModelShape:
         head_dim=head_dim,
         weights_bytes=header.file_size,
         trained_context=header.context_length or 4096,
+        **_embedding(header),
     )
 
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from ...architecture.config import read_json_object, read_model_config
 from ...architecture.qwen import folder_config
-from ...architecture.shape import ModelShape, shape_from_config
+from ...architecture.shape import ModelShape, embedding_split, shape_from_config
+from ...errors import CheckpointError
 from ...system.machine import apple_silicon, metal_available
 from ..adapter import AutoChoice, EngineOptions, EngineSpec, ModelFacts, RawRunner
 from ..base import Engine
@@ -25,7 +26,13 @@ from .folder import check_split
 def _shape(path: Path) -> ModelShape:
     config = read_model_config(path)
     weights = sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    return shape_from_config(str(config.get("_name_or_path") or path.name), config, weights)
+    shape = shape_from_config(str(config.get("_name_or_path") or path.name), config, weights)
+    try:
+        qwen2 = folder_config(config, str(path))
+    except CheckpointError:
+        return shape  # not a Qwen2 config: the speed model reads every weight
+    sizes = (qwen2.parameter_count, qwen2.vocab_size, qwen2.hidden_size, qwen2.tie_word_embeddings)
+    return replace(shape, **embedding_split(weights, *sizes))
 
 
 def _quantization(config: dict[str, Any]) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+from ...catalog.planner import model_shape
+from ...catalog.speed import machine_speed, predict
 from ...errors import InvalidRequestError
 from ...reasoning.formats import THINK, ReasoningFormat
 from ...resources import peak_rss_bytes, rss_bytes
@@ -56,6 +58,8 @@ class BenchReport:
     runs: dict[str, list[RunTiming]] = field(default_factory=dict)
     #: In a distributed run: each rank's memory and its own decode speed (rank order).
     ranks: list[dict[str, Any]] | None = None
+    #: What the speed model predicted for these runs (``catalog/speed.py``), before measuring.
+    prediction: dict[str, Any] | None = None
 
     def medians(self) -> dict[str, dict[str, float]]:
         """Per variant: median time to first token, prefill and decode speed."""
@@ -87,6 +91,7 @@ class BenchReport:
         }
         data["medians"] = self.medians()
         data["ratios"] = self.ratios()
+        data["predicted_decode_tokens_per_s"] = (self.prediction or {}).get("predicted_decode_tokens_per_s")
         return data
 
 
@@ -204,7 +209,24 @@ def _new_report(
         settings={**asdict(settings), "sampling": asdict(params), "prompt_tokens": prompt_tokens, "raw_label": None},
         load_seconds={"qwq-edge": qwq_load},
         memory={"rss_after_load_bytes": rss_bytes()},
+        prediction=_prediction(model, settings, prompt_tokens),
     )
+
+
+def _prediction(model: Model, settings: BenchSettings, prompt_tokens: int) -> dict[str, Any] | None:
+    """The speed model's figures for these runs: ``gen_tokens`` decoded after ``prompt_tokens`` (``None``
+    when this device has none, or for a model split over machines)."""
+    machine = machine_speed(model.info.engine)
+    if machine is None or model.rank_reports() is not None:
+        return None
+    kv = model.memory_plan.kv_cache if model.memory_plan else "f16"
+    shape = model_shape(model.info.model_path)
+    predicted = predict(shape, kv, machine, settings.gen_tokens, prompt_tokens)
+    return {
+        "predicted_decode_tokens_per_s": predicted.decode_tokens_per_s,
+        "predicted_prefill_tokens_per_s": predicted.prefill_tokens_per_s or None,
+        "machine": machine.describe(),
+    }
 
 
 def _take_turns(

@@ -1,0 +1,235 @@
+"""The speed model (a pure function of bandwidth, sizes and context), the bandwidth probe and its cache,
+and what a user sees of it: the first run's choice under a memory budget and a given speed, ``list
+--catalog --fits``, the warning for a slow ``--model``, ``info``."""
+
+import json
+import subprocess
+from dataclasses import replace
+from time import perf_counter
+
+import pytest
+
+from qwq_edge.architecture.shape import ModelShape
+from qwq_edge.catalog.fits import choose, plan_catalog, why
+from qwq_edge.catalog.speed import (
+    LLAMA_CPP_CPU,
+    METAL,
+    MachineSpeed,
+    Prediction,
+    bandwidth_override,
+    decode_tokens_per_s,
+    duration,
+    min_speed,
+    predict,
+    prefill_tokens_per_s,
+)
+from qwq_edge.errors import InvalidRequestError
+from qwq_edge.system import bandwidth
+
+GB = 10**9
+SLOW = MachineSpeed("llama.cpp", "cpu", 20 * GB, LLAMA_CPP_CPU, "a slow CPU")
+FAST = MachineSpeed("llama.cpp", "cpu", 400 * GB, LLAMA_CPP_CPU, "a fast machine")
+BASE_M1 = MachineSpeed("llama.cpp", "metal", 68 * GB, METAL, "Apple M1")
+NO_LAYER_COST = replace(LLAMA_CPP_CPU, fraction=0.5, layer_seconds=0.0)
+
+
+@pytest.mark.parametrize(
+    ("bandwidth", "weights", "kv_per_token", "context", "layers", "efficiency", "expected"),
+    [
+        (50 * GB, 1 * GB, 0, 0, 24, NO_LAYER_COST, 25.0),  # 25 GB/s reach the weights: 25 tokens/s
+        (100 * GB, 1 * GB, 0, 0, 24, NO_LAYER_COST, 50.0),  # twice the bandwidth, twice the speed
+        (50 * GB, 2 * GB, 0, 0, 24, NO_LAYER_COST, 12.5),  # twice the weights, half the speed
+        (50 * GB, 1 * GB, 100_000, 10_000, 24, NO_LAYER_COST, 12.5),  # 10k tokens of KV read as much as the weights
+        (50 * GB, 1 * GB, 100_000, 0, 24, NO_LAYER_COST, 25.0),  # an empty cache costs nothing
+        # 3.6 GB at 90% of 400 GB/s is 10 ms, plus 32 layers × 0.16 ms: 15.12 ms a token
+        (400 * GB, 3.6 * GB, 0, 0, 32, METAL, 1 / 0.01512),
+        (20 * GB, 19.4 * GB, 262_144, 1024, 64, LLAMA_CPP_CPU, 20 * 0.6 / (19.4 + 0.268435456)),
+    ],
+)
+def test_decode_speed_from_bandwidth_sizes_and_context(
+    bandwidth, weights, kv_per_token, context, layers, efficiency, expected
+):
+    assert decode_tokens_per_s(bandwidth, weights, kv_per_token, context, layers, efficiency) == pytest.approx(
+        expected, rel=1e-3
+    )
+
+
+def test_a_thought_prompt_speed_and_their_words():
+    assert prefill_tokens_per_s(100 * GB, GB) == 50 and prefill_tokens_per_s(0, GB) == 0
+    assert [duration(s) for s in (40, 300, 840, 5400, 9000)] == ["40 s", "5 min", "14 min", "1.5 h", "2.5 h"]
+    thought = Prediction(2048 / 840, 2048)  # 2,048 tokens in 14 minutes
+    assert thought.thought_seconds == pytest.approx(840)
+    assert thought.describe() == "~2.4 tokens/s: a medium thought (~2,048 tokens) ≈ 14 min"
+    assert thought.to_dict()["predicted_decode_tokens_per_s"] == 2.44
+
+
+def test_a_prediction_reads_all_but_an_untied_embedding_table_and_the_cache_at_the_thought_s_middle():
+    shape = ModelShape("m", 10, 2, 64, 2 * GB, 32768, embedding_bytes=GB, matmul_parameters=GB)
+    kv = shape.kv_bytes_per_token("f16")  # 10 × 2 × 64 × 2 × 2 = 5120 bytes
+    machine = MachineSpeed("llama.cpp", "cpu", 50 * GB, NO_LAYER_COST, "test", compute_flops=100 * GB)
+    got = predict(shape, "f16", machine, thought_tokens=2000, prompt_tokens=500)
+    assert kv == 5120
+    assert got.decode_tokens_per_s == pytest.approx(25 * GB / (GB + kv * 1500))
+    assert got.prefill_tokens_per_s == 50 and got.thought_tokens == 2000
+
+
+def test_apple_chips_by_name_and_cores():
+    assert bandwidth.apple_chip("Apple M1", 8).bandwidth_bytes_per_s == 68 * GB
+    assert bandwidth.apple_chip("Apple M2 Pro", 12).bandwidth_bytes_per_s == 200 * GB
+    assert bandwidth.apple_chip("Apple M3 Max", 14).bandwidth_bytes_per_s == 300 * GB  # the narrower bus
+    assert bandwidth.apple_chip("Apple M3 Max", 16).bandwidth_bytes_per_s == 400 * GB
+    assert bandwidth.apple_chip("Apple M4 Max", 14).bandwidth_bytes_per_s == 410 * GB
+    assert bandwidth.apple_chip("Apple M4 Max", 16).bandwidth_bytes_per_s == 546 * GB
+    assert bandwidth.apple_chip("Apple M4 Pro", 14).generation == "M4"
+    assert bandwidth.apple_chip("Intel(R) Xeon(R) Processor", 2) is None
+    assert bandwidth.apple_chip("Apple M9 Max", 16) is None  # unknown: the probe decides
+
+
+def test_qwq_32b_on_a_base_m1_thinks_at_about_three_tokens_per_second():
+    """The issue's example: 19.9 GB of weights over 68 GB/s."""
+    candidates = plan_catalog(64 * GB, "gguf", BASE_M1)
+    qwq = next(c for c in candidates if c.spec == "qwq-32b-preview:q4_k_m")
+    assert 2.5 < qwq.speed.decode_tokens_per_s < 3.5
+    assert "a medium thought (~2,048 tokens) ≈ 1" in qwq.speed.describe()  # 11 or so minutes
+
+
+def test_the_probe_is_positive_quick_and_kept_under_this_machine_s_identity(tmp_path, monkeypatch):
+    monkeypatch.setenv("QWQ_EDGE_HOME", str(tmp_path))
+    probe = bandwidth.measured_speed()
+    assert probe.bandwidth_bytes_per_s > 1e9 and probe.matmul_flops > 1e9
+    assert probe.seconds < 3
+    kept = json.loads((tmp_path / "machine-speed.json").read_text())
+    assert list(kept) == [bandwidth.machine_identity()] and kept[probe.identity]["seconds"] == probe.seconds
+    start = perf_counter()
+    assert bandwidth.measured_speed() == probe  # from the file: no second probe
+    assert perf_counter() - start < 0.5
+    again = bandwidth.measured_speed(refresh=True)  # what doctor does
+    assert again.seconds != probe.seconds
+    assert json.loads((tmp_path / "machine-speed.json").read_text())[probe.identity]["seconds"] == again.seconds
+    monkeypatch.setattr(bandwidth, "machine_identity", lambda: "another machine")
+    other = bandwidth.measured_speed()  # a home shared with another machine: its own probe
+    assert other.identity == "another machine" and len(json.loads((tmp_path / "machine-speed.json").read_text())) == 2
+
+
+def test_the_environment_overrides_are_checked(monkeypatch):
+    monkeypatch.setenv("QWQ_EDGE_BANDWIDTH", "50GB/s")
+    assert bandwidth_override() == 50 * GB
+    monkeypatch.setenv("QWQ_EDGE_BANDWIDTH", "400e9")
+    assert bandwidth_override() == 400 * GB
+    monkeypatch.setenv("QWQ_EDGE_BANDWIDTH", "fast")
+    with pytest.raises(InvalidRequestError, match="QWQ_EDGE_BANDWIDTH must be bytes per second"):
+        bandwidth_override()
+    monkeypatch.setenv("QWQ_EDGE_MIN_SPEED", "2.5")
+    assert min_speed() == 2.5 and min_speed(10) == 10
+    for bad in ("0", "-1", "slow"):
+        monkeypatch.setenv("QWQ_EDGE_MIN_SPEED", bad)
+        with pytest.raises(InvalidRequestError, match="QWQ_EDGE_MIN_SPEED must be a number of tokens per second"):
+            min_speed()
+
+
+#: The first run's choice (GGUF) under each budget: on a slow CPU (20 GB/s) the floor (a medium thought
+#: within 5 minutes: 6.8 tokens/s) leaves only the 1.5B; on a fast machine (400 GB/s) memory decides.
+EXPECTED = {
+    ("slow", 8): "deepseek-r1-distill-qwen-1.5b:q4_k_m",
+    ("slow", 16): "deepseek-r1-distill-qwen-1.5b:q4_k_m",
+    ("slow", 24): "deepseek-r1-distill-qwen-1.5b:q4_k_m",
+    ("slow", 64): "deepseek-r1-distill-qwen-1.5b:q4_k_m",
+    ("fast", 8): "deepseek-r1-distill-qwen-7b:q4_k_m",
+    ("fast", 16): "qwq-32b-preview:iq3_xs",
+    ("fast", 24): "qwq-32b-preview:q4_k_m",
+    ("fast", 64): "qwq-32b-preview:q4_k_m",
+    ("base M1", 8): "deepseek-r1-distill-qwen-7b:q4_k_m",
+    ("base M1", 64): "deepseek-r1-distill-qwen-7b:q4_k_m",  # QwQ fits, at ~3 tokens/s
+}
+MACHINES = {"slow": SLOW, "fast": FAST, "base M1": BASE_M1}
+
+
+@pytest.mark.parametrize(("machine", "budget"), list(EXPECTED))
+def test_the_first_run_picks_a_model_that_fits_and_answers_in_minutes(machine, budget):
+    candidates = plan_catalog(budget * GB, "gguf", MACHINES[machine])
+    choice = choose(candidates)
+    assert choice.spec == EXPECTED[machine, budget]
+    assert choice.plan.fits and choice.speed.thought_seconds <= 300
+    better = [c for c in candidates[: candidates.index(choice)] if c.reasoning and c.plan]
+    assert all(c.speed.thought_seconds > 300 for c in better)  # each better one that fits is too slow
+    reason = why(choice, candidates)
+    assert (reason is None) == (choice is candidates[0])
+    if reason:
+        assert reason.endswith(f"tokens) ≈ {duration(choice.speed.thought_seconds)})") and "chose" in reason
+
+
+def test_a_floor_of_one_s_own_and_none_fast_enough():
+    candidates = plan_catalog(24 * GB, "gguf", SLOW)
+    speeds = {c.spec: c.speed.decode_tokens_per_s for c in candidates}
+    assert speeds["qwq-32b-preview:q4_k_m"] == pytest.approx(0.61, abs=0.01)
+    assert choose(candidates, floor=0.5).spec == "qwq-32b-preview:q4_k_m"  # the default, slow but allowed
+    assert choose(candidates, floor=1).spec == "deepseek-r1-distill-qwen-14b:q4_k_m"
+    assert choose(candidates, floor=2).spec == "deepseek-r1-distill-qwen-7b:q4_k_m"
+    assert choose(candidates, {"deepseek-r1-distill-qwen-7b:q4_k_m"}, floor=1).spec.endswith("7b:q4_k_m")  # on disk
+    fastest = choose(candidates, {"qwq-32b:q2_k"}, floor=50)  # nothing that fast: the fastest, not what is on disk
+    assert fastest.spec == "deepseek-r1-distill-qwen-1.5b:q4_k_m"
+    reason = why(fastest, candidates, 50)
+    assert "nothing that fits thinks at 50 tokens/s (--min-speed or QWQ_EDGE_MIN_SPEED): chose the fastest" in reason
+
+
+def qwq(cli_command, *args, env, budget="24GB", speed="20GB/s", **extra):
+    env = {**env, "QWQ_EDGE_MEMORY_BUDGET": budget, "QWQ_EDGE_BANDWIDTH": speed, "COLUMNS": "80", **extra}
+    return subprocess.run([*cli_command, *args], capture_output=True, text=True, timeout=300, env=env, check=False)
+
+
+def test_list_fits_carries_the_predictions_and_the_first_run(cli_command, offline):
+    data = json.loads(qwq(cli_command, "list", "--catalog", "--fits", "--json", env=offline).stdout)
+    expected = {c.spec: c.speed for c in plan_catalog(24 * GB, "gguf", SLOW)}
+    for download in data["downloads"]:
+        assert download["predicted_decode_tokens_per_s"] == round(expected[download["spec"]].decode_tokens_per_s, 2)
+        assert download["predicted_thought_seconds"] == round(expected[download["spec"]].thought_seconds, 1)
+    assert [d["spec"] for d in data["downloads"] if d["first_run"]] == ["deepseek-r1-distill-qwen-1.5b:q4_k_m"]
+    floor = {"QWQ_EDGE_MIN_SPEED": "2"}
+    data = json.loads(qwq(cli_command, "list", "--catalog", "--fits", "--json", env=offline, **floor).stdout)
+    assert [d["spec"] for d in data["downloads"] if d["first_run"]] == ["deepseek-r1-distill-qwen-7b:q4_k_m"]
+    table = qwq(cli_command, "list", "--catalog", "--fits", env=offline).stdout.splitlines()
+    assert max(len(line) for line in table) <= 80 and "tok/s" in table[1] and "thought" not in table[1]
+    assert "│ 0.6   │" in next(line for line in table if "qwq-32b-preview:q4_k_m" in line)  # 0.6 tokens/s
+    assert "a first run takes deepseek-r1-distill-qwen-1.5b:q4_k_m (~12.0 tokens/s" in " ".join(" ".join(table).split())
+    wide = qwq(cli_command, "list", "--catalog", "--fits", env=offline, COLUMNS="100").stdout.splitlines()
+    assert max(len(line) for line in wide) <= 100 and "thought" in wide[1]
+    assert "│ 0.6   │ 56 min  │" in next(line for line in wide if "qwq-32b-preview:q4_k_m" in line)
+
+
+def test_the_first_run_says_why_and_how_fast(cli_command, offline):
+    proc = qwq(cli_command, "run", "--yes", "hi", env=offline)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert lines[0].startswith("qwq-32b-preview:q4_k_m would think here at ~0.6 tokens/s")
+    assert "chose deepseek-r1-distill-qwen-1.5b:q4_k_m" in lines[0] and "≈ 3 min" in lines[0]
+    assert lines[-1].startswith("error: bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF is not in the local")
+    pull = next(line for line in lines if line.startswith("DeepSeek-R1-Distill-Qwen-1.5B q4_k_m (gguf) fits: "))
+    assert "; it thinks here at ~12.0 tokens/s: a medium thought (~2,048 tokens) ≈ 3 min" in pull
+    proc = qwq(cli_command, "run", "--yes", "--min-speed", "2", "hi", env=offline)
+    assert "chose deepseek-r1-distill-qwen-7b:q4_k_m" in proc.stderr and "2 tokens/s (--min-speed" in proc.stderr
+
+
+def test_an_explicit_model_is_warned_about_once_and_never_refused(cli_command, offline, gguf_path):
+    args = ["run", "--model", str(gguf_path), "--max-answer-tokens", "2", "--temperature", "0", "hi"]
+    proc = qwq(cli_command, *args, env=offline, speed="0.1GB/s")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "thinks here at ~0.1 tokens/s" in warnings[0], proc.stderr
+    assert "below 3.4 tokens/s (a medium thought within 5 min)" in warnings[0]
+    assert "warning" not in qwq(cli_command, *args, env=offline, speed="50GB/s").stderr
+
+
+def test_info_shows_the_prediction_next_to_memory(cli_command, offline):
+    info = json.loads(qwq(cli_command, "info", "deepseek-r1-distill-qwen-7b", "--json", env=offline).stdout)
+    speed = next(c.speed for c in plan_catalog(24 * GB, "gguf", SLOW) if c.spec == "deepseek-r1-distill-qwen-7b:q4_k_m")
+    assert info["speed"]["predicted_decode_tokens_per_s"] == round(speed.decode_tokens_per_s, 2)
+    assert info["speed"]["machine"] == "20 GB/s (QWQ_EDGE_BANDWIDTH), llama.cpp on cpu"
+    text = qwq(cli_command, "info", "deepseek-r1-distill-qwen-7b", env=offline).stdout
+    assert "~2.7 tokens/s: a medium thought" in text and "≈ 13" in text
+
+
+def test_a_bad_speed_setting_is_one_line(cli_command, offline):
+    proc = qwq(cli_command, "list", "--catalog", "--fits", env=offline, speed="fast")
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        "error: QWQ_EDGE_BANDWIDTH must be bytes per second such as 50GB/s, not 'fast'"
+    ]
