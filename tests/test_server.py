@@ -81,6 +81,16 @@ def test_the_budget_holds_and_the_runtime_says_who_closed_the_thinking(client):
     assert reply.choices[0].finish_reason in ("stop", "length")
 
 
+def test_max_tokens_bounds_every_token_of_the_reply_the_forced_close_included(client):
+    """The budget forces a close 4 tokens in; a bound that leaves less room than the wrap-up
+    gets the end marker alone, or ends the reply: never more tokens than asked."""
+    for bound in (1, 3, 6, 8, 24):
+        reply = ask(client, LONG_THINKING_PROMPT, max_thinking_tokens=4, max_tokens=bound)
+        usage, counts = reply.usage, extension(reply.choices[0])
+        assert usage.completion_tokens <= bound, (bound, counts)
+        assert usage.completion_tokens == counts["thinking_tokens"] + counts["forced_tokens"] + counts["answer_tokens"]
+
+
 def test_a_thinking_control_on_a_request_that_does_not_think_comes_back_with_a_warning(client):
     """The request is served (it stays valid for any model), and the reply says once, in its
     ``qwq_edge`` field, that the budget does nothing without thinking and how to turn it on."""

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from serving import running_server
 
@@ -196,17 +196,28 @@ def _post(server, path: str, body: dict[str, Any]) -> None:
     check_answer(status, kind, raw, body.get("max_completion_tokens"))
 
 
-def test_fuzz_chat_requests(server):
-    @settings(FUZZ, max_examples=30)
-    @given(CHAT_BODIES)
+#: Body strategies per endpoint, and how many examples each gets.
+POSTS = {
+    "chat, any fields": ("/v1/chat/completions", CHAT_BODIES, 30),
+    "chat, fields of their own types": ("/v1/chat/completions", CHAT_FIELDS, 30),
+    "completion": ("/v1/completions", COMPLETION_BODIES, 20),
+}
+
+
+@pytest.mark.parametrize("kind", POSTS)
+def test_fuzz_request_bodies(server, kind):
+    path, bodies, count = POSTS[kind]
+
+    @settings(FUZZ, max_examples=count)
+    @given(bodies)
     def case(body: dict[str, Any]) -> None:
-        _post(server, "/v1/chat/completions", body)
+        _post(server, path, body)
 
     case()
     still_answers(server)
 
 
-#: Cases the fuzz must always try: each once gave a 500 (issue 25).
+#: Cases that once gave a 500 (issue 25), tried on every run.
 HI = [{"role": "user", "content": "Hi"}]
 KNOWN = [
     {"messages": HI, "seed": -1, "temperature": 0.9},
@@ -217,29 +228,9 @@ KNOWN = [
 ]
 
 
-def test_fuzz_chat_fields_that_reach_the_engine(server):
-    @settings(FUZZ, max_examples=30)
-    @given(CHAT_FIELDS)
-    @example(KNOWN[0])
-    @example(KNOWN[1])
-    @example(KNOWN[2])
-    @example(KNOWN[3])
-    @example(KNOWN[4])
-    def case(body: dict[str, Any]) -> None:
-        _post(server, "/v1/chat/completions", body)
-
-    case()
-    still_answers(server)
-
-
-def test_fuzz_completion_requests(server):
-    @settings(FUZZ, max_examples=20)
-    @given(COMPLETION_BODIES)
-    def case(body: dict[str, Any]) -> None:
-        _post(server, "/v1/completions", body)
-
-    case()
-    still_answers(server)
+@pytest.mark.parametrize("body", KNOWN)
+def test_known_cases(server, body):
+    _post(server, "/v1/chat/completions", body)
 
 
 def test_fuzz_bodies_that_are_any_json_or_bytes(server):

@@ -50,11 +50,7 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
     multiple=True,
     help="A name the Host header may give besides the bound address and localhost (repeatable; * for any).",
 )
-@click.option(
-    "--max-prompt-chars",
-    type=click.IntRange(min=1),
-    help="Characters a prompt may hold (default: 8 per token of the context).",
-)
+@click.option("--max-prompt-chars", type=click.IntRange(min=1), help="Most prompt characters (default: 8 × context).")
 @click.option(
     "--max-body-mb", type=click.IntRange(min=1), default=16, show_default=True, help="Largest request body, in MiB."
 )
