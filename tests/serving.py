@@ -67,14 +67,17 @@ def running_server(command: list[str], model_path: Path, *options: str, timeout:
 @dataclass
 class Answer:
     status: int
-    headers: dict[str, str]
+    headers: dict[str, str]  # names in lower case
     body: Any
 
 
-def http(method: str, url: str, body: bytes | dict | None = None, key: str | None = None) -> Answer:
-    """One plain HTTP request (for what an OpenAI client would not send); a JSON body is decoded."""
+def http(
+    method: str, url: str, body: bytes | dict | None = None, key: str | None = None, headers: dict | None = None
+) -> Answer:
+    """One plain HTTP request (for what an OpenAI client would not send: any ``headers``, ``Host``
+    and ``Origin`` too); a JSON body is decoded, another is text."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, method=method)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if key is not None:
         request.add_header("Authorization", f"Bearer {key}")
     try:
@@ -82,4 +85,6 @@ def http(method: str, url: str, body: bytes | dict | None = None, key: str | Non
             status, headers, raw = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         status, headers, raw = error.code, dict(error.headers), error.read()
-    return Answer(status, headers, json.loads(raw) if raw else None)
+    headers = {name.lower(): value for name, value in headers.items()}
+    is_json = "json" in headers.get("content-type", "")
+    return Answer(status, headers, (json.loads(raw) if is_json else raw.decode("utf-8", "replace")) if raw else None)

@@ -161,8 +161,9 @@ def test_end_of_generation_below_the_minimum_becomes_wait():
     c.on_sampled("Hmm", 10)
     assert not c.review(99)
     action = c.next_action(ROOM)
-    assert action.kind == "wait" and c.counts.wait_extensions == 1
+    assert action.kind == "wait"
     c.on_forced(action, "\n\nWait,")
+    assert c.counts.wait_extensions == 1  # counted when done
     for position in range(11, 13):
         c.on_sampled(" more", position)
     assert not c.review(99)
@@ -206,7 +207,9 @@ def test_loops_get_a_nudge_then_a_close():
     for _ in range(3):
         position += 1
         c.on_sampled(sentence, position)
-    assert c.next_action(ROOM).kind == "loop-close"
+    close = c.next_action(ROOM)
+    assert close.kind == "loop-close"
+    c.on_forced(close, THINK.forced_close_text)
     assert c.counts.loop_interventions == 2 and c.counts.thinking_closed_by == "loop-close"
 
 
@@ -268,3 +271,38 @@ def test_a_max_tokens_too_small_for_the_close_ends_in_the_thinking():
     n = controller(fmt=NONE, max_tokens=1)
     n.on_sampled("a", 104)
     assert n.next_action(ROOM) == Finish("length")
+
+
+def test_a_close_that_max_tokens_cannot_hold_forces_the_end_marker_alone():
+    c = controller(max_tokens=3)  # the close is 3 tokens, the end marker alone 2
+    c.on_sampled("I think", 101)
+    assert not c.review(99)  # the model ends while thinking, with 2 tokens left
+    action = c.next_action(ROOM)
+    assert action == Force((4, 5), "eos-close")
+    c.on_forced(action, "\n</think>\n\n")
+    assert c.counts.thinking_closed_by == "eos-close" and c.counts.interventions == {"eos-close": 1}
+    assert c.next_action(ROOM) == Finish("length")
+    assert c.counts.thinking_tokens + c.counts.forced_tokens == 3
+
+
+def test_a_budget_close_fits_max_tokens_too():
+    c = controller(max_thinking_tokens=1, max_tokens=3)
+    c.on_sampled("step ", 101)
+    assert c.next_action(ROOM) == Force((4, 5), "budget", detail="closed at a word end")
+
+
+def test_where_not_even_the_end_marker_fits_the_generation_ends_and_nothing_is_counted_as_done():
+    c = controller(max_tokens=2)
+    c.on_sampled("I think", 101)
+    assert not c.review(99)
+    assert c.next_action(ROOM) == Finish("length")
+    assert c.counts.thinking_closed_by == "none" and c.counts.interventions == {}
+    assert controller(think=False, max_tokens=1).next_action(ROOM) == Finish("length")  # the skip is 2 tokens
+
+
+def test_the_minimum_gives_way_when_max_tokens_leaves_only_room_to_close():
+    c = controller(min_thinking_tokens=100, max_tokens=3 + 16 + 2)
+    for _ in range(2):
+        c.on_sampled("step ", 101)
+    assert not c.review(99)  # below the minimum, but "Wait" would pass the bound
+    assert c.next_action(ROOM).kind == "eos-close"

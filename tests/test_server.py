@@ -47,8 +47,10 @@ def test_a_plain_answer_has_both_reasoning_fields_and_usage(client):
     assert message.reasoning_content and message.reasoning == message.reasoning_content
     assert reply.choices[0].finish_reason in ("stop", "length")
     assert usage.prompt_tokens > 0 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    assert 0 < usage.completion_tokens_details.reasoning_tokens <= 12
-    assert extension(reply.choices[0])["thinking_tokens"] == usage.completion_tokens_details.reasoning_tokens
+    counts = extension(reply.choices[0])
+    assert 0 < counts["thinking_tokens"] <= 12  # the budget holds the model's own thinking
+    assert usage.completion_tokens_details.reasoning_tokens == counts["thinking_tokens"] + counts["forced_tokens"]
+    assert usage.completion_tokens == usage.completion_tokens_details.reasoning_tokens + counts["answer_tokens"]
 
 
 def test_a_streamed_answer_carries_thinking_in_both_fields_then_usage(client):
@@ -66,15 +68,27 @@ def test_a_streamed_answer_carries_thinking_in_both_fields_then_usage(client):
     assert thinking and thinking == "".join(d.model_extra.get("reasoning") or "" for d in deltas)
     assert "".join(d.content or "" for d in deltas)
     finish = [c.choices[0] for c in chunks if c.choices and c.choices[0].finish_reason]
-    assert len(finish) == 1 and extension(finish[0])["thinking_closed_by"] in ("budget", "model")
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens_details.reasoning_tokens <= 8
+    counts = extension(finish[0])
+    assert len(finish) == 1 and counts["thinking_closed_by"] in ("budget", "model") and counts["thinking_tokens"] <= 8
+    reasoning = counts["thinking_tokens"] + counts["forced_tokens"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens_details.reasoning_tokens == reasoning
 
 
 def test_the_budget_holds_and_the_runtime_says_who_closed_the_thinking(client):
     reply = ask(client, LONG_THINKING_PROMPT, max_thinking_tokens=6)
-    assert reply.usage.completion_tokens_details.reasoning_tokens <= 6
+    assert extension(reply.choices[0])["thinking_tokens"] <= 6
     assert extension(reply.choices[0])["thinking_closed_by"] == "budget"
     assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_max_tokens_bounds_every_token_of_the_reply_the_forced_close_included(client):
+    """The budget forces a close 4 tokens in; a bound that leaves less room than the wrap-up
+    gets the end marker alone, or ends the reply: never more tokens than asked."""
+    for bound in (1, 3, 6, 8, 24):
+        reply = ask(client, LONG_THINKING_PROMPT, max_thinking_tokens=4, max_tokens=bound)
+        usage, counts = reply.usage, extension(reply.choices[0])
+        assert usage.completion_tokens <= bound, (bound, counts)
+        assert usage.completion_tokens == counts["thinking_tokens"] + counts["forced_tokens"] + counts["answer_tokens"]
 
 
 def test_a_thinking_control_on_a_request_that_does_not_think_comes_back_with_a_warning(client):
@@ -96,7 +110,7 @@ def test_thinking_off_effort_and_the_total_bound(client):
     assert bounded.usage.completion_tokens <= 40 and bounded.choices[0].finish_reason == "length"
     assert extension(bounded.choices[0])["thinking_closed_by"] == "max-tokens"
     low = ask(client, reasoning_effort="low", max_thinking_tokens=4)
-    assert low.usage.completion_tokens_details.reasoning_tokens <= 4
+    assert extension(low.choices[0])["thinking_tokens"] <= 4
 
 
 def test_user_text_never_becomes_control_tokens(client, server):

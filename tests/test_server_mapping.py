@@ -181,7 +181,9 @@ def test_a_result_becomes_a_response_with_usage():
     assert (message["content"], message["reasoning_content"], message["reasoning"]) == ("answer", "thought", "thought")
     assert usage(STATS) == body["usage"]
     assert body["usage"]["completion_tokens"] == 10 and body["usage"]["total_tokens"] == 30
-    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 5}
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 5 + 2}  # the forced close is thinking
+    skipped = GenerationStats(answer_tokens=3, forced_tokens=2, thinking_closed_by="skipped")
+    assert usage(skipped)["completion_tokens_details"] == {"reasoning_tokens": 0}  # an empty thinking is none
     length = GenerationResult("", "a", GenerationStats(finish_reason="length"))
     assert chat_response(length, REPLY)["choices"][0]["finish_reason"] == "length"
 

@@ -63,6 +63,17 @@ def test_the_forced_close_comes_between_the_thinking_and_the_answer(toy):
     assert isinstance(events[-1], Done)
 
 
+@pytest.mark.parametrize("max_tokens", [1, 2, 3, 5, 8, 13, 21, 34])
+def test_max_tokens_bounds_every_token_the_forced_close_included(toy, max_tokens):
+    toy.engine.script = {1: toy.engine.id("<|im_end|>")}  # the model ends while thinking
+    result = toy.generate("Hi", max_tokens=max_tokens, **GREEDY)
+    stats = result.stats
+    assert stats.generated_tokens <= max_tokens and stats.finish_reason == "length"
+    assert toy.engine.position == stats.prompt_tokens + stats.generated_tokens  # what was counted was fed
+    budgeted = toy.generate("Hi", max_tokens=max_tokens, max_thinking_tokens=2, **GREEDY).stats
+    assert budgeted.generated_tokens <= max_tokens
+
+
 def test_the_minimum_turns_an_early_close_into_wait(either):
     either.engine.script = {2: either.engine.id("</think>")}
     result = either.generate("Hi", min_thinking_tokens=6, max_thinking_tokens=10, max_answer_tokens=2, **GREEDY)

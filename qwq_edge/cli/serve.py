@@ -44,6 +44,16 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
 @click.option("--api-key", envvar="QWQ_EDGE_API_KEY", help="Require this key (Bearer) on /v1/*; also QWQ_EDGE_API_KEY.")
 @click.option("--max-queue", type=click.IntRange(min=0), default=8, show_default=True, help="Requests that may wait.")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="A web origin allowed to call the API (repeatable).")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A name the Host header may give besides the bound address and localhost (repeatable; * for any).",
+)
+@click.option("--max-prompt-chars", type=click.IntRange(min=1), help="Most prompt characters (default: 8 × context).")
+@click.option(
+    "--max-body-mb", type=click.IntRange(min=1), default=16, show_default=True, help="Largest request body, in MiB."
+)
 @click.option("--model-id", help="The name /v1/models lists (default: the model file's name).")
 def serve(
     host: str,
@@ -51,6 +61,9 @@ def serve(
     api_key: str | None,
     max_queue: int,
     cors_origins: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
+    max_prompt_chars: int | None,
+    max_body_mb: int,
     model_id: str | None,
     **params: Any,
 ) -> None:
@@ -62,12 +75,22 @@ def serve(
         import uvicorn
 
         from ..server.app import create_app
+        from ..server.limits import Limits, prompt_chars_for
     except ImportError:
         raise click.ClickException(NEEDS_EXTRA) from None
     model = load_model(params)
     defaults = options_from_params(params, model)  # after the load: --draft auto names the model's draft
+    prompt_chars = max_prompt_chars or prompt_chars_for(model.info.context_length)
     app = create_app(
-        model, defaults=defaults, model_id=model_id, api_key=api_key, max_queue=max_queue, cors_origins=cors_origins
+        model,
+        defaults=defaults,
+        model_id=model_id,
+        api_key=api_key,
+        max_queue=max_queue,
+        cors_origins=cors_origins,
+        host=host,
+        allowed_hosts=allowed_hosts,
+        limits=Limits(max_body_bytes=max_body_mb * 1024 * 1024, max_prompt_chars=prompt_chars),
     )
     warning = bind_warning(host, api_key)
     if warning:

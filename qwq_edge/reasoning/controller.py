@@ -20,7 +20,7 @@ sampled token before it is appended, and reports what was appended with
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -40,6 +40,8 @@ ANSWER = "answer"
 
 #: Tokens kept free at the end of the context for the answer after a forced close.
 ANSWER_RESERVE = 16
+#: The kinds of a forced close of the thinking (``thinking_closed_by``).
+CLOSES = frozenset({"budget", "eos-close", "context-close", "max-tokens", "loop-close"})
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,7 @@ class ReasoningController:
     def check_room(self, prompt_tokens: int, context_length: int) -> None:
         """Refuse a prompt that leaves no room for the forced close and a short answer,
         so that the guarantees can hold."""
-        needed = prompt_tokens + (len(self.tokens.close) + ANSWER_RESERVE if self.fmt.thinks else 1)
+        needed = prompt_tokens + (self._closing() if self.fmt.thinks else 1)
         if needed > context_length:
             raise ContextOverflowError(
                 f"the prompt is {prompt_tokens} tokens and needs {needed} with room to answer, but the context "
@@ -190,10 +192,10 @@ class ReasoningController:
         """What to do next, given ``room`` free positions left in the context."""
         if self._pending is not None:
             action, self._pending = self._pending, None
-            return action
+            return self._within_max_tokens(action)
         left = self._tokens_left()
         if self.phase == THINKING:
-            return self._next_thinking_action(room, left)
+            return self._within_max_tokens(self._next_thinking_action(room, left))
         if self._model_stopped or (self.grammar is not None and self.grammar.ended):
             return Finish("budget" if self.counts.thinking_closed_by == "budget" else "stop")
         limit = self.limits.max_answer_tokens
@@ -220,6 +222,26 @@ class ReasoningController:
         counts = self.counts
         return self.limits.max_tokens - counts.thinking_tokens - counts.answer_tokens - counts.forced_tokens
 
+    def _within_max_tokens(self, action: Action) -> Action:
+        """``action``, unless the text it forces would pass ``max_tokens``. A close then forces
+        the end marker alone (a loop nudge gives way to a close), and where even that does not
+        fit the generation ends (``length``). Counted after the decision: a budget cut's rewind
+        gives tokens back."""
+        force = action.then if isinstance(action, Rewind) else action
+        left = self._tokens_left()
+        if not isinstance(force, Force) or len(force.tokens) <= left:
+            return action
+        closes = force.tokens in (self.tokens.close, self.tokens.skip) and force.kind != "skip"
+        if not closes and (isinstance(action, Rewind) or force.kind != "loop-nudge"):
+            return Finish("length")  # the skip at the start, or a "Wait" re-creating taken-back text
+        if not closes:
+            force = self._close("max-tokens")
+        for tokens in (self.tokens.close, self.tokens.skip):
+            if len(tokens) <= left:
+                fitted = replace(force, tokens=tokens)
+                return Rewind(action.position, fitted) if isinstance(action, Rewind) else fitted
+        return Finish("length")
+
     def _next_thinking_action(self, room: int, left: int) -> Action:
         if self._model_stopped:
             self._model_stopped = False
@@ -227,7 +249,7 @@ class ReasoningController:
         budget = self.limits.max_thinking_tokens
         if budget is not None and self.counts.thinking_tokens >= budget:
             return self._budget_close()
-        closing = len(self.tokens.close) + ANSWER_RESERVE
+        closing = self._closing()
         if room <= closing:
             return self._close("context-close")
         if left <= 0:
@@ -261,8 +283,6 @@ class ReasoningController:
 
     def _close(self, kind: str, detail: str = "", bare: bool = False) -> Force:
         """Force the end of the thinking: the wrap-up and end marker, or (``bare``) the end marker alone."""
-        self.counts.thinking_closed_by = kind
-        self._count(kind)
         return Force(self.tokens.skip if bare else self.tokens.close, kind, detail=detail)
 
     def _budget_close(self) -> Force | Rewind:
@@ -276,12 +296,17 @@ class ReasoningController:
         return Rewind(cut.mark.position, force) if cut.mark is not None else force
 
     def _below_minimum(self) -> bool:
-        return self.phase == THINKING and self.counts.thinking_tokens < self.limits.min_thinking_tokens
+        """Is the thinking short of its minimum? Not once ``max_tokens`` leaves only room to close
+        (the runtime closes it itself then), so that "Wait" never pushes past that bound."""
+        short = self.counts.thinking_tokens < self.limits.min_thinking_tokens
+        return self.phase == THINKING and short and self._tokens_left() > self._closing()
+
+    def _closing(self) -> int:
+        """The tokens a forced close and a short answer need."""
+        return len(self.tokens.close) + ANSWER_RESERVE
 
     def _wait(self, keep: tuple[int, ...] = ()) -> Force:
         """Force "Wait", after ``keep`` (tokens re-creating text already shown, after a rewind)."""
-        self.counts.wait_extensions += 1
-        self._count("wait")
         return Force(keep + self.tokens.wait, "wait", self.tokens.wait_text if keep else None)
 
     # -- observations --------------------------------------------------------------
@@ -323,8 +348,14 @@ class ReasoningController:
         return self._route(text)
 
     def on_forced(self, force: Force, text: str) -> list[Event]:
-        """The runtime appended ``force.tokens``, whose text is ``text``."""
+        """The runtime appended ``force.tokens``, whose text is ``text``; what it did is counted
+        here, when it is done (``max_tokens`` may have changed a decision)."""
         self.counts.forced_tokens += len(force.tokens)
+        if force.kind in CLOSES:
+            self.counts.thinking_closed_by = force.kind
+        if force.kind != "skip":
+            self._count(force.kind)
+        self.counts.wait_extensions += force.kind == "wait"
         shown = text if force.shown is None else force.shown
         self.counts.forced_text.append(shown)
         self._whole = True
@@ -420,7 +451,6 @@ class ReasoningController:
         time, close the thinking (above the minimum)."""
         self.counts.loop_interventions += 1
         if self.counts.loop_interventions == 1 or self._below_minimum():
-            self._count("loop-nudge")
             self._pending = Force(self.tokens.nudge, "loop-nudge")
             if self._steer is not None:
                 self._steer.arm(self.tokens.nudge)

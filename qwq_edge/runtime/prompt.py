@@ -86,10 +86,23 @@ def as_messages(items: Iterable[Message | dict]) -> list[Message]:
         if not isinstance(message.content, str):
             raise InvalidRequestError("message content must be text")
         check_text(message.content)
-    last = messages[-1] if messages else None
-    if last is None or last.role not in ("user", "tool") or (last.role == "user" and not last.content.strip()):
-        raise InvalidRequestError("the prompt is empty: the last message must be non-empty user text or a tool result")
+    if not _answerable(messages):
+        raise InvalidRequestError(
+            "the prompt is empty: the last message must be non-empty user text or a tool result "
+            "(or every message system text)"
+        )
     return messages
+
+
+def _answerable(messages: Sequence[Message]) -> bool:
+    """Is there something to answer: a user's text or a tool's result last, or only system text
+    (which OpenAI answers too)?"""
+    if not messages:
+        return False
+    last = messages[-1]
+    if all(message.role == "system" for message in messages):
+        return any(message.content.strip() for message in messages)
+    return last.role == "tool" or (last.role == "user" and bool(last.content.strip()))
 
 
 def _message(item: dict) -> Message:

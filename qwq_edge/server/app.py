@@ -31,13 +31,14 @@ from ..runtime.notices import THINKING_CONTROLS, requested_format, thinking_cont
 from ..runtime.options import GenerationOptions
 from ..text.tool_calls import ToolCallScanner
 from .errors import APIError, error_body
+from .guard import Hosts, RequestGuard
+from .limits import ClientGone, Limits, check_prompt, decode_json, prompt_chars_for, read_body
 from .logs import RequestLog
-from .mapping import Reply, completion_prompt, messages_from_request, options_from_request
+from .mapping import Reply, check_schemas, completion_prompt, messages_from_request, options_from_request
 from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields, parse
-from .service import Service, read_json
+from .service import Service, gone
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
 def default_model_id(model: Model) -> str:
@@ -54,12 +55,21 @@ def create_app(
     api_key: str | None = None,
     max_queue: int = 8,
     cors_origins: Sequence[str] = (),
+    host: str = "127.0.0.1",
+    allowed_hosts: Sequence[str] = (),
+    limits: Limits | None = None,
 ) -> Starlette:
     """The server for ``model``. ``defaults``: the options a request's fields change;
     ``api_key``: required on ``/v1/*`` when set; ``max_queue``: requests that may wait
-    while one runs (more get 429); ``cors_origins``: web origins allowed to call it."""
-    service = Service(model, model_id or default_model_id(model), defaults or GenerationOptions(), api_key, max_queue)
-    middleware = [Middleware(RequestLog)]
+    while one runs (more get 429); ``cors_origins``: web origins allowed to call it;
+    ``host``: the address it is bound to, which (with ``localhost``, loopback addresses and
+    ``allowed_hosts``) a request's ``Host`` must name; ``limits``: what a request may hold
+    (default: ``Limits`` with 8 prompt characters per token of the model's context)."""
+    limits = limits or Limits(max_prompt_chars=prompt_chars_for(model.info.context_length))
+    name = model_id or default_model_id(model)
+    service = Service(model, name, defaults or GenerationOptions(), api_key, max_queue, limits)
+    guard = Middleware(RequestGuard, hosts=Hosts(host, allowed_hosts), origins=cors_origins)
+    middleware = [Middleware(RequestLog), guard]
     if cors_origins:
         allowed = {"allow_methods": ["GET", "POST", "OPTIONS"], "allow_headers": ["Authorization", "Content-Type"]}
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), **allowed))
@@ -70,10 +80,10 @@ def create_app(
             APIError: _http_error,
             HTTPException: _http_error,
             QwqEdgeError: _library_error,
+            ClientGone: _client_gone,
             Exception: _internal_error,
         },
         lifespan=_lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.service = service
     app.state.started = int(time.time())
@@ -86,6 +96,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     service.loop = asyncio.get_running_loop()
     yield
     service.runner.shutdown()
+    service.prompts.shutdown(wait=False, cancel_futures=True)
 
 
 def _service(request: Request) -> Service:
@@ -123,19 +134,28 @@ COMPLETION = _Kind(
 
 
 async def _generate(request: Request, kind: _Kind) -> Response:
-    """Key, body, model name, options; the prompt built (a 400 if it cannot fit); then the queue."""
+    """Key, body (its limits checked as it is read and parsed), model name, options; then a
+    place in the queue, where the prompt is built (a 400 if it cannot fit) and generated."""
     service = _service(request)
     service.check_key(request)
-    body = parse(kind.schema, await read_json(request))
+    limits = service.limits
+    body = parse(kind.schema, decode_json(await read_body(request, limits.max_body_bytes), limits.max_depth))
+    check_prompt(body, limits)
     service.check_model(body.model)
     options = options_from_request(body, service.defaults)
+    check_schemas(options)
     prompt = kind.prompt(body)
-    events = await asyncio.to_thread(kind.start, service.model, prompt, options)
     reply = Reply(service.model_id, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
     reply.warnings = _ignored_controls(service.model, body, kind)
-    if body.return_token_ids:
-        reply.prompt_token_ids = await asyncio.to_thread(kind.tokens, service.model, prompt, options)
-    return await service.respond(request, body, events, reply)
+
+    def build() -> Iterator[Event]:
+        """The prompt's tokens and the generation's controller (tokenizing: in the service's pool)."""
+        events = kind.start(service.model, prompt, options)
+        if body.return_token_ids:
+            reply.prompt_token_ids = kind.tokens(service.model, prompt, options)
+        return events
+
+    return await service.respond(request, body, build, reply)
 
 
 def _ignored_controls(model: Model, body: Any, kind: _Kind) -> list[str]:
@@ -229,6 +249,11 @@ async def _library_error(request: Request, error: Exception) -> Response:
         code = "context_length_exceeded" if isinstance(error, ContextOverflowError) else "invalid_value"
         return JSONResponse(error_body(str(error), "invalid_request_error", None, code), status_code=400)
     return JSONResponse(error_body(str(error), "server_error"), status_code=500)
+
+
+async def _client_gone(request: Request, error: Exception) -> Response:
+    """The client left while sending its body."""
+    return gone(request)
 
 
 async def _internal_error(request: Request, error: Exception) -> Response:

@@ -46,8 +46,23 @@ def options_from_request(request: GenerationFields, defaults: GenerationOptions)
     if request.think is None and template_kwargs is not None:
         changes["think"] = template_kwargs.enable_thinking
     changes["draft"] = _draft(request.draft, defaults.draft)
+    if request.seed is not None:
+        changes["seed"] = engine_seed(request.seed)
     given = {name: (None if value is _CLEARED else value) for name, value in changes.items() if value is not None}
     return defaults.replace(**given)
+
+
+def engine_seed(seed: int) -> int:
+    """A request's seed (any 64-bit integer, as OpenAI takes) as the engines' (an unsigned one):
+    a negative seed is the unsigned number with the same bits."""
+    return seed % 2**64
+
+
+def check_schemas(options: GenerationOptions) -> None:
+    """Every offered tool's parameters compile (a 400 if not), whether or not a call is forced:
+    the options compile only the schemas the answer must follow."""
+    if options.tools:
+        options.replace(tool_choice="required")  # its grammar holds every tool's parameters
 
 
 #: What a request's ``draft`` may name: a path is never taken from a request, since the
@@ -135,14 +150,17 @@ class Reply:
 
 
 def usage(stats: GenerationStats) -> dict[str, Any]:
-    """OpenAI's usage: every generated token counts, the thinking as reasoning tokens."""
+    """OpenAI's usage: every generated token counts; the reasoning tokens are the thinking's and
+    what the runtime forced into it (a close, "Wait", a nudge: every forced text but the empty
+    thinking of a request that does not think), so that the rest is the answer's."""
     completion = stats.generated_tokens
+    forced = stats.forced_tokens if stats.thinking_closed_by != "skipped" else 0
     return {
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": stats.prompt_tokens + completion,
         "prompt_tokens_details": {"cached_tokens": stats.cached_prompt_tokens, "cached_from": stats.cached_prompt_from},
-        "completion_tokens_details": {"reasoning_tokens": stats.thinking_tokens},
+        "completion_tokens_details": {"reasoning_tokens": stats.thinking_tokens + forced},
     }
 
 

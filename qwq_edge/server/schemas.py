@@ -56,11 +56,21 @@ class TemplateKwargs(_Body):
     enable_thinking: bool | None = None
 
 
+#: Whole numbers a request may give: what the engines take (a C ``int``), a seed any 64-bit
+#: integer (``mapping.engine_seed`` makes it the engines' unsigned one).
+INT_RANGE = (-(2**31), 2**31 - 1)
+INT_RANGES = {"seed": (-(2**63), 2**64 - 1)}
+
+
 def _declared_field(name: str, declared: Declared) -> tuple[Any, Any]:
     """A request field for the option ``name``: its type, range and HTTP names, from its declaration."""
+    low, high = declared.low, declared.high
+    if TYPES[name] == int | None:
+        least, most = INT_RANGES.get(name, INT_RANGE)
+        low, high = max(least, low if low is not None else least), min(most, high if high is not None else most)
     bounds = {
-        ("gt" if declared.low_open else "ge"): declared.low,
-        ("lt" if declared.high_open else "le"): declared.high,
+        ("gt" if declared.low_open else "ge"): low,
+        ("lt" if declared.high_open else "le"): high,
     }
     names = declared.http or (name,)
     alias = AliasChoices(*names) if names != (name,) else None

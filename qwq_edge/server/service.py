@@ -12,6 +12,7 @@ import hmac
 import json
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,7 +25,8 @@ from ..events import Done, Event, GenerationResult
 from ..runtime.model import Model
 from ..runtime.options import GenerationOptions
 from ..text.stops import stop_at
-from .errors import APIError, bad_request, error_body
+from .errors import APIError, error_body
+from .limits import Limits
 from .mapping import (
     Reply,
     chat_chunk,
@@ -61,11 +63,15 @@ class Service:
     defaults: GenerationOptions = field(default_factory=GenerationOptions)
     api_key: str | None = None
     max_queue: int = 8
+    limits: Limits = field(default_factory=Limits)
     runner: Runner = field(init=False)
+    #: Where prompts are built (templated, tokenized): as many threads as generations run at once.
+    prompts: ThreadPoolExecutor = field(init=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.runner = Runner(self.max_queue, self.model.parallel)
+        self.prompts = ThreadPoolExecutor(self.model.parallel, thread_name_prefix="qwq-edge-prompt")
 
     def check_key(self, request: Request) -> None:
         """401 unless the request carries the key (when one is set); compared in constant time."""
@@ -87,35 +93,40 @@ class Service:
             self.loop.call_soon_threadsafe(self.runner.shutdown)
 
     async def respond(
-        self, request: Request, body: GenerationFields, events: Iterator[Event], reply: Reply
+        self, request: Request, body: GenerationFields, build: Callable[[], Iterator[Event]], reply: Reply
     ) -> Response:
-        """Queue the generation and answer: a stream of chunks, or one JSON response."""
+        """Take a place in the queue (or 429), build the prompt in the ``prompts`` pool, then
+        generate and answer: a stream of chunks, or one JSON response."""
         admission = self.runner.admit()
+        try:
+            events = await _until_disconnect(asyncio.get_running_loop().run_in_executor(self.prompts, build), request)
+        except BaseException:
+            admission.release()
+            raise
+        if events is None:
+            admission.release()
+            return gone(request)  # left while its prompt waited or was built
         cancel = getattr(events, "cancel", self.model.cancel)  # the model's streams stop one by one
         run = self.runner.events(admission, lambda: stop_at(events, stop_strings(body), cancel), cancel)
         weakref.finalize(run, admission.release)  # a stream whose body never starts still gives its place back
         if body.stream:
             started = await _until_disconnect(_started(run), request)
             if started is None:
-                request.state.disconnected = True
-                return Response(status_code=499)  # gone while waiting or prefilling
+                return gone(request)  # gone while waiting or prefilling
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             chunks = _sse(started, request, reply, include_usage)
             return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
         result = await _until_disconnect(_result(run), request)
         if result is None:
-            request.state.disconnected = True
-            return Response(status_code=499)  # the client is gone: nobody reads this
+            return gone(request)
         request.state.stats = result.stats
         return JSONResponse(RESPONSES[reply.kind](result, reply))
 
 
-async def read_json(request: Request) -> Any:
-    """The decoded body, or a 400 when it is not JSON."""
-    try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise bad_request("the request body is not valid JSON", code="invalid_json") from None
+def gone(request: Request) -> Response:
+    """The client is gone: nobody reads this; the log says 499, as nginx does."""
+    request.state.disconnected = True
+    return Response(status_code=499)
 
 
 def _data(chunk: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 
 const CHAT_KEY = "qwq-edge.chat";
 const SETTINGS_KEY = "qwq-edge.settings";
+const API_KEY = "qwq-edge.api-key"; // in sessionStorage: kept for this tab's session only
 const $ = (id) => document.getElementById(id);
 
 let history = load(CHAT_KEY, []);
@@ -23,7 +24,7 @@ function save() {
 
 // -- settings -------------------------------------------------------------------
 
-const SETTINGS = ["budget", "effort", "language", "api-key"];
+const SETTINGS = ["budget", "effort", "language"];
 
 function restoreSettings() {
   const saved = load(SETTINGS_KEY, {});
@@ -31,6 +32,9 @@ function restoreSettings() {
     $(id).value = saved[id] ?? "";
     $(id).addEventListener("change", storeSettings);
   }
+  if ("api-key" in saved) storeSettings(); // an older page kept the key here: drop it
+  $("api-key").value = sessionStorage.getItem(API_KEY) ?? "";
+  $("api-key").addEventListener("change", () => sessionStorage.setItem(API_KEY, $("api-key").value));
 }
 
 function storeSettings() {
