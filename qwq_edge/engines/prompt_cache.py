@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import QwqEdgeWarning
-from ..files import write_atomic_with
+from ..files import write_bytes_atomic
 
 #: A prefix shorter than this is not worth a copy of its state.
 MIN_MEMORY_TOKENS = 64
@@ -175,14 +175,8 @@ class DiskCache:
     def _save(self, tokens: tuple[int, ...], state: bytes) -> None:
         path = self._path(tokens)
         header = json.dumps({**self.identity, "tokens": list(tokens), "state_bytes": len(state)}).encode()
-
-        def write(temporary: Path) -> None:
-            with open(temporary, "wb") as out:
-                out.write(MAGIC + len(header).to_bytes(8, "little") + header)
-                out.write(state)
-
-        self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic_with(path, write)
+        # A temporary file of its own (two processes may write one prefix at once), renamed into place.
+        write_bytes_atomic(path, MAGIC + len(header).to_bytes(8, "little") + header + state)
         with self._lock:
             if self._index is not None:
                 self._index[path] = tokens
