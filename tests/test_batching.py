@@ -1,6 +1,7 @@
 """Continuous batching (``qwq_edge.engines.scheduler``) on the toy engine's pool: several generations in
 threads, one pass per step for all of them, in well under a second."""
 
+import threading
 import time
 
 import pytest
@@ -119,6 +120,20 @@ def test_a_sequence_freed_while_its_last_token_is_in_the_pass_waits_for_the_pass
     assert pool.changed_mid_pass == 0
     assert [r.answer for r in results] == [alone(p, max_answer_tokens=3) for p in prompts]
     model.close()
+
+
+def test_a_new_holder_never_inherits_the_tokens_the_last_one_fed_but_never_ran():
+    """A generation that stops right after feeding leaves tokens no pass has run: a pass must not
+    run them for the next holder while its prefill rewrites the sequence (or restores a state)."""
+    model = pooled(1)
+    sequence = model.engine.sequences[0]
+    first = model.scheduler.claim(threading.Event(), [1, 2])
+    sequence.feed([1, 2, 3])
+    sequence.logits()  # runs the pass
+    sequence.feed([4, 5])  # fed, never run: the generation ends here
+    model.scheduler.release(first)
+    model.scheduler.claim(threading.Event(), [1, 2, 3, 9])
+    assert sequence.pending == 0 and sequence.cached_tokens == [1, 2, 3]
 
 
 def test_a_rewind_waits_for_the_pass_that_evaluates_the_tokens_it_takes_back():

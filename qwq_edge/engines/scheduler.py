@@ -81,6 +81,7 @@ class Scheduler:
             while (index := self._free(tokens) if self._queue[0] is ticket else None) is None:
                 self._changed.wait(self._take_over_stale())
             self._queue.popleft()
+            _drop_unrun_tokens(self.pool.sequences[index])
             claim = self._holders[index] = Claim(index, self.pool.sequences[index], cancel)
             self._used[index] = monotonic()
             self._changed.notify_all()  # the next in the queue may take another free sequence
@@ -244,6 +245,13 @@ class Scheduler:
         self._first = (self._first + 1) % count
         claims = [self._holders[index] for index in order]
         return [c for c in claims if c is not None and c.engine.pending and not self._idle(c, now)]
+
+
+def _drop_unrun_tokens(sequence: Any) -> None:
+    """Forget the tokens the last holder fed but never ran: a pass would otherwise run them for
+    the new holder while its prefill replaces the sequence's tokens (or restores a cached state)."""
+    if getattr(sequence, "pending", 0):
+        sequence.rewind(sequence.position - sequence.pending)
 
 
 class SoloPool:

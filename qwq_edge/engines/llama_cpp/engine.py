@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 from collections import deque
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,9 +121,15 @@ def place(batch: Any, at: int, tokens: Sequence[int], start: int, seq_id: int, r
         batch.seq_id[j][0], batch.logits[j] = seq_id, position >= rows_from
 
 
-def decode(llama: llama_cpp.Llama, batch: Any) -> None:
-    """One ``llama_decode`` of ``batch``, on the llama.cpp thread (``thread``)."""
-    if on_llama_thread(lambda: llama_cpp.llama_decode(llama.ctx, batch)) != 0:
+def decode(llama: llama_cpp.Llama, batch: Any, before: Callable[[], None]) -> None:
+    """One ``llama_decode`` of ``batch``, ``before()`` first, on the llama.cpp thread (``thread``):
+    a KV cache edited from another thread while a restore runs there loses cells or keeps stale ones."""
+
+    def run() -> int:
+        before()
+        return llama_cpp.llama_decode(llama.ctx, batch)
+
+    if on_llama_thread(run) != 0:
         raise RuntimeError(f"llama_decode failed on a batch of {batch.n_tokens} tokens")
 
 

@@ -105,16 +105,21 @@ class LlamaCppPool(LlamaCppModel):
         for seq, count in taken:
             start, end = seq.evaluated, seq.evaluated + count
             first = seq.first_row() if end == seq.position else LAST_ONLY
-            llama_cpp.llama_memory_seq_rm(self.memory, seq.seq_id, start, -1)
             place(batch, used, seq.cached_tokens[start:end], start, seq.seq_id, first)
             placed.append((seq, used - start, end, first))
             used += count
         batch.n_tokens = used
-        decode(self.llama, batch)
+        rewound = [(seq.seq_id, seq.evaluated) for seq, _ in taken]
+        decode(self.llama, batch, lambda: self._drop_after(rewound))
         for seq, offset, end, first in placed:
             seq.evaluated = end
             if first != LAST_ONLY:
                 seq.rows, seq.wanted_from = (offset + first, first), LAST_ONLY
+
+    def _drop_after(self, rewound: list[tuple[int, int]]) -> None:
+        """Clear each sequence's KV cells from its first pending position on (rewound tokens)."""
+        for seq_id, start in rewound:
+            llama_cpp.llama_memory_seq_rm(self.memory, seq_id, start, -1)
 
     def close(self) -> None:
         llama_cpp.llama_batch_free(self._batch)
