@@ -1,5 +1,5 @@
 """The prompt cache (``engines/prompt_cache.py``): no text prefilled twice, across sequences,
-requests and restarts. Its bookkeeping on real files; its states on real llama.cpp."""
+requests and restarts. Its bookkeeping on real files; its states on real llama.cpp and MLX."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from serving import http, running_server
 from test_batching import GREEDY, pooled
 
 from qwq_edge import load
+from qwq_edge.convert import convert_to_mlx
+from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.engines.base import reusable_prefix
 from qwq_edge.engines.prompt_cache import MAGIC, DiskCache, PromptCache
+from qwq_edge.services.testdata import fixture_tokenizer_json
 
 IDENTITY = {"model": "m.gguf", "size": 1, "engine": "llama.cpp", "kv_cache": "f16"}
 #: A document long enough for the disk cache (over 1,024 tokens), in a chat's first message.
@@ -187,3 +190,58 @@ def _flushed(folder: Path) -> bool:
     while not list(folder.glob("*.qpc")) and time.monotonic() < deadline:
         time.sleep(0.1)
     return bool(list(folder.glob("*.qpc")))
+
+
+# -- real MLX ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["bfloat16", "float16"])
+def mlx_folder(request, tmp_path_factory) -> Path:
+    """A random Qwen2 with Qwen2.5's tokenizer in MLX format (its KV cache in the weights' type)."""
+    root = tmp_path_factory.mktemp(f"mlx-{request.param}")
+    spec = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, request.param)
+    source = make_checkpoint(root / "tiny", spec, tokenizer_json=fixture_tokenizer_json())
+    convert_to_mlx(source, root / "tiny-mlx", bits=16, verify=False)
+    return root / "tiny-mlx"
+
+
+@pytest.mark.mlx
+def test_an_mlx_conversation_after_an_unrelated_request_starts_from_memory_with_the_same_text(mlx_folder):
+    with load(mlx_folder, engine="mlx", context_length=2048, disk_cache=False) as model:
+        first = model.generate(QUESTION, **SHORT)
+        model.generate(SIDE, **SHORT)  # the one cache now holds the side request: the question's state is kept
+        again = model.generate(QUESTION, **SHORT)
+    assert again.stats.cached_prompt_from == "memory"
+    assert again.stats.cached_prompt_tokens == again.stats.prompt_tokens - 1
+    assert again.answer == first.answer
+    with load(mlx_folder, engine="mlx", context_length=2048, cache_ram=0, disk_cache=False) as plain:
+        assert plain.generate(QUESTION, **SHORT).answer == first.answer
+
+
+@pytest.mark.mlx
+def test_an_mlx_pool_serves_a_prefix_to_another_sequence_and_to_one_in_the_batch(mlx_folder):
+    with load(mlx_folder, engine="mlx", context_length=2048, parallel=2, disk_cache=False) as model:
+        one, two = model.engine.sequences
+        tokens, greedy = model.prompt_tokens(QUESTION), model.sampling.replace(temperature=0.0)
+        one.prefill(tokens)
+        expected = one.new_sampler(greedy, 0).sample()
+        one.prefill(model.prompt_tokens(SIDE))  # drops the long prompt (its state is kept); one is in the batch
+        assert two.prefill(tokens) == len(tokens) - 1 and two.cached_from == "memory"
+        assert two.new_sampler(greedy, 0).sample() == expected
+        two.prefill(model.prompt_tokens(SIDE))
+        assert two in model.engine._rows  # so the next restore takes it out of the batch first
+        assert two.prefill(tokens) == len(tokens) - 1 and two.cached_from == "memory"
+        assert two.new_sampler(greedy, 0).sample() == expected
+
+
+@pytest.mark.mlx
+def test_an_mlx_disk_cache_serves_the_next_load(mlx_folder, tmp_path):
+    answers = []
+    for _ in range(2):
+        with load(mlx_folder, engine="mlx", context_length=2048, prompt_cache_dir=tmp_path) as model:
+            result = model.generate(QUESTION, **SHORT)
+            model.engine.prompt_cache.disk.flush()
+        answers.append(result)
+    assert answers[0].stats.cached_prompt_tokens == 0
+    assert answers[1].stats.cached_prompt_from == "disk"
+    assert answers[1].answer == answers[0].answer

@@ -134,7 +134,7 @@ EXPECTED = {
     ("slow", 16): "deepseek-r1-distill-qwen-1.5b:q4_k_m",
     ("slow", 24): "deepseek-r1-distill-qwen-1.5b:q4_k_m",
     ("slow", 64): "deepseek-r1-distill-qwen-1.5b:q4_k_m",
-    ("fast", 8): "deepseek-r1-distill-qwen-7b:q4_k_m",
+    ("fast", 8): "deepseek-r1-0528-qwen3-8b:q4_k_m",
     ("fast", 16): "qwq-32b-preview:iq3_xs",
     ("fast", 24): "qwq-32b-preview:q4_k_m",
     ("fast", 64): "qwq-32b-preview:q4_k_m",
@@ -164,10 +164,10 @@ def test_a_floor_of_one_s_own_and_none_fast_enough():
     assert speeds["qwq-32b-preview:q4_k_m"] == pytest.approx(0.61, abs=0.01)
     assert choose(candidates, floor=0.5).spec == "qwq-32b-preview:q4_k_m"  # the default, slow but allowed
     assert choose(candidates, floor=1).spec == "deepseek-r1-distill-qwen-14b:q4_k_m"
-    assert choose(candidates, floor=2).spec == "deepseek-r1-distill-qwen-7b:q4_k_m"
+    assert choose(candidates, floor=2).spec == "deepseek-r1-0528-qwen3-8b:q4_k_m"
     assert choose(candidates, {"deepseek-r1-distill-qwen-7b:q4_k_m"}, floor=1).spec.endswith("7b:q4_k_m")  # on disk
     fastest = choose(candidates, {"qwq-32b:q2_k"}, floor=50)  # nothing that fast: the fastest, not what is on disk
-    assert fastest.spec == "deepseek-r1-distill-qwen-1.5b:q4_k_m"
+    assert fastest.spec == "qwen3-0.6b:q8_0"
     reason = why(fastest, candidates, 50)
     assert "nothing that fits thinks at 50 tokens/s (--min-speed or QWQ_EDGE_MIN_SPEED): chose the fastest" in reason
 
@@ -186,7 +186,7 @@ def test_list_fits_carries_the_predictions_and_the_first_run(cli_command, offlin
     assert [d["spec"] for d in data["downloads"] if d["first_run"]] == ["deepseek-r1-distill-qwen-1.5b:q4_k_m"]
     floor = {"QWQ_EDGE_MIN_SPEED": "2"}
     data = json.loads(qwq(cli_command, "list", "--catalog", "--fits", "--json", env=offline, **floor).stdout)
-    assert [d["spec"] for d in data["downloads"] if d["first_run"]] == ["deepseek-r1-distill-qwen-7b:q4_k_m"]
+    assert [d["spec"] for d in data["downloads"] if d["first_run"]] == ["deepseek-r1-0528-qwen3-8b:q4_k_m"]
     table = qwq(cli_command, "list", "--catalog", "--fits", env=offline).stdout.splitlines()
     assert max(len(line) for line in table) <= 80 and "tok/s" in table[1] and "thought" not in table[1]
     assert "│ 0.6   │" in next(line for line in table if "qwq-32b-preview:q4_k_m" in line)  # 0.6 tokens/s
@@ -206,7 +206,7 @@ def test_the_first_run_says_why_and_how_fast(cli_command, offline):
     pull = next(line for line in lines if line.startswith("DeepSeek-R1-Distill-Qwen-1.5B q4_k_m (gguf) fits: "))
     assert "; it thinks here at ~12.0 tokens/s: a medium thought (~2,048 tokens) ≈ 3 min" in pull
     proc = qwq(cli_command, "run", "--yes", "--min-speed", "2", "hi", env=offline)
-    assert "chose deepseek-r1-distill-qwen-7b:q4_k_m" in proc.stderr and "2 tokens/s (--min-speed" in proc.stderr
+    assert "chose deepseek-r1-0528-qwen3-8b:q4_k_m" in proc.stderr and "2 tokens/s (--min-speed" in proc.stderr
 
 
 def test_an_explicit_model_is_warned_about_once_and_never_refused(cli_command, offline, gguf_path):

@@ -108,10 +108,14 @@ def test_the_conversation_is_kept_in_local_storage(page):
     assert page.find_elements(By.CSS_SELECTOR, ".turn") == []
 
 
-def test_the_api_key_is_kept_for_the_tab_s_session_only(page):
+def _open_settings(page) -> None:
     settings = page.find_element(By.ID, "settings")
     if not settings.get_attribute("open"):
         settings.find_element(By.TAG_NAME, "summary").click()
+
+
+def test_the_api_key_is_kept_for_the_tab_s_session_only(page):
+    _open_settings(page)
     page.find_element(By.ID, "api-key").send_keys("sk-secret-key")
     page.find_element(By.ID, "prompt").click()  # leaving the field stores it
     stored = page.execute_script("return [sessionStorage.getItem('qwq-edge.api-key'), JSON.stringify(localStorage)]")
@@ -119,4 +123,5 @@ def test_the_api_key_is_kept_for_the_tab_s_session_only(page):
     page.refresh()  # the same tab: still there
     wait(page, lambda d: d.find_element(By.ID, "api-key").get_attribute("value") == "sk-secret-key", timeout=10)
     page.execute_script("sessionStorage.clear()")
+    _open_settings(page)  # a reload closes the settings again
     page.find_element(By.ID, "api-key").clear()

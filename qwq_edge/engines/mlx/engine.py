@@ -18,6 +18,7 @@ from ...errors import EngineUnavailableError, ModelFormatError
 from ...sampling import SamplingParams
 from ..base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo
 from ..pooled import LAST_ONLY, PooledSequence
+from ..prompt_cache import PromptCache
 from ..scheduler import Scheduler
 from .folder import check_mlx_folder
 from .thread import on_mlx_thread
@@ -29,6 +30,8 @@ try:
     from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
     from mlx_lm.utils import load as mlx_load
+
+    from .states import cache_bytes, cache_from_bytes, keeps_states
 except ImportError as error:  # pragma: no cover - depends on the install
     raise EngineUnavailableError(
         f"the MLX engine needs mlx and mlx-lm (pip install 'qwq-edge[mlx]'): {error}"
@@ -211,6 +214,9 @@ class MlxEngine(MlxModel, PooledSequence):
         PooledSequence.__init__(self, self, 0)
         self._kv_bits = 8 if kv_cache == "q8_0" else None
         self.cache = make_prompt_cache(self.model)
+        if self._kv_bits is None and keeps_states(self.cache):
+            #: States of recent prompts (``load`` sets it; None: none kept).
+            self.prompt_cache: PromptCache | None = None
         #: Tokens the KV cache holds: more than ``evaluated`` after a rewind, until the next pass trims it.
         self.held = 0
         #: The last pass's logits, one row per token that kept them; row 0 chooses the
@@ -250,6 +256,16 @@ class MlxEngine(MlxModel, PooledSequence):
     def row(self, at: int | None) -> int:
         """The row of ``logits`` that chooses the token at position ``at`` (None: the next one)."""
         return (self.position if at is None else at) - 1 - self._rows_from
+
+    def save_state(self) -> bytes:
+        return on_mlx_thread(lambda: cache_bytes(self.cache, self.evaluated))
+
+    def restore_state(self, state: bytes) -> None:
+        def restore() -> None:
+            self.cache = cache_from_bytes(state, len(self.cache))
+            self.held = self.cache[0].offset
+
+        on_mlx_thread(restore)
 
     def greedy(self, row: int) -> int:
         """The argmax of one row, read back once per pass."""

@@ -25,6 +25,7 @@ from typing import Any
 from ...errors import InvalidRequestError
 from ...sampling import SamplingParams
 from ..pooled import LAST_ONLY, PooledSequence
+from ..prompt_cache import PromptCache
 from ..scheduler import Scheduler
 from .engine import (  # through engine, which says what is missing when mlx-lm is
     BatchKVCache,
@@ -35,6 +36,7 @@ from .engine import (  # through engine, which says what is missing when mlx-lm 
     mx,
     trim_prompt_cache,
 )
+from .states import cache_bytes, cache_from_bytes, keeps_states
 from .thread import on_mlx_thread
 
 #: Pending tokens (beyond those that need logits) above which a sequence runs them alone
@@ -73,6 +75,12 @@ class MlxSequence(PooledSequence):
     def new_sampler(self, params: SamplingParams, seed: int) -> MlxSampler:
         return MlxSampler(self, params, seed)
 
+    def save_state(self) -> bytes:
+        return on_mlx_thread(lambda: cache_bytes(self.pool.layers_of(self), self.evaluated))
+
+    def restore_state(self, state: bytes) -> None:
+        on_mlx_thread(lambda: self.pool.restore(self, state))
+
 
 class MlxPool(MlxModel):
     """An MLX model with ``parallel`` sequences, each ``context_length`` long, run in batched passes."""
@@ -90,6 +98,22 @@ class MlxPool(MlxModel):
         self.sequences = [MlxSequence(self, index) for index in range(parallel)]
         self._rows: list[MlxSequence] = []  # the sequences in the batch cache, in row order
         self._cache: list[Any] = []
+        if keeps_states(make_prompt_cache(self.model)):
+            #: States of recent prompts shared by the sequences (``load`` sets it; None: none kept).
+            self.prompt_cache: PromptCache | None = None
+
+    def layers_of(self, seq: MlxSequence) -> list[Any]:
+        """``seq``'s KV cache, a layer's cache each (its row of the batch, or its own)."""
+        if seq in self._rows:
+            return [layer.extract(self._rows.index(seq)) for layer in self._cache]
+        return seq.own
+
+    def restore(self, seq: MlxSequence, state: bytes) -> None:
+        """Make ``seq`` hold a saved state: out of the batch, with a cache of its own."""
+        if seq in self._rows:
+            self._leave([seq])
+        seq.own = cache_from_bytes(state, len(self.model.layers))
+        seq.held = seq.own[0].offset
 
     def decode(self, sequences: Sequence[MlxSequence]) -> None:
         """One batched pass over the pending tokens of ``sequences`` (all of them: MLX has no batch capacity)."""
@@ -117,16 +141,7 @@ class MlxPool(MlxModel):
         """Make the batch hold exactly ``taken``: the others leave, the newcomers join."""
         wide = [seq for seq in taken if seq.first_row() - seq.evaluated > WIDE]
         staying = [seq for seq in self._rows if seq in taken and seq not in wide]
-        leaving = [index for index, seq in enumerate(self._rows) if seq not in staying]
-        for index in leaving:
-            own = self._rows[index].own = [layer.extract(index) for layer in self._cache]
-            mx.eval([layer.state for layer in own])
-        if not staying:
-            self._cache = []
-        elif leaving:
-            kept = mx.array([index for index, seq in enumerate(self._rows) if seq in staying])
-            for layer in self._cache:
-                layer.filter(kept)
+        self._leave([seq for seq in self._rows if seq not in staying])
         joining = [seq for seq in taken if seq not in staying]
         for seq in joining:
             self._prepare_to_join(seq)
@@ -140,6 +155,22 @@ class MlxPool(MlxModel):
         for seq in joining:
             seq.own = []
         self._rows = staying + joining
+
+    def _leave(self, leaving: list[MlxSequence]) -> None:
+        """Take ``leaving`` out of the batch, each with its KV copied into a cache of its own."""
+        if not leaving:
+            return
+        for seq in leaving:
+            seq.own = [layer.extract(self._rows.index(seq)) for layer in self._cache]
+            mx.eval([layer.state for layer in seq.own])
+        staying = [seq for seq in self._rows if seq not in leaving]
+        if staying:
+            kept = mx.array([index for index, seq in enumerate(self._rows) if seq in staying])
+            for layer in self._cache:
+                layer.filter(kept)
+        else:
+            self._cache = []
+        self._rows = staying
 
     def _prepare_to_join(self, seq: MlxSequence) -> None:
         """Give ``seq`` a cache holding its evaluated tokens, then run into it alone all its
