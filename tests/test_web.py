@@ -119,4 +119,3 @@ def test_the_api_key_is_kept_for_the_tab_s_session_only(page):
     page.refresh()  # the same tab: still there
     wait(page, lambda d: d.find_element(By.ID, "api-key").get_attribute("value") == "sk-secret-key", timeout=10)
     page.execute_script("sessionStorage.clear()")
-    page.find_element(By.ID, "api-key").clear()
