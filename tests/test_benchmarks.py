@@ -93,6 +93,16 @@ def test_serve_load_quick_mode(tmp_path):
     assert "clients ×" in (tmp_path / "serve_load_quick.md").read_text()
 
 
+def test_soak_quick_mode(tmp_path):
+    from benchmarks import soak
+
+    data = soak.main(["--quick", "--out", str(tmp_path)])
+    (row,) = data["rows"]
+    assert row["statuses"] == {200: 18, 400: 2} and len(row["samples"]) == 5
+    assert all(sample["rss"] >= sample["anon"] > 0 for sample in row["samples"])
+    assert "slope after warm-up" in (tmp_path / "soak_quick.md").read_text()
+
+
 def test_structured_quick_mode(tmp_path):
     from benchmarks import structured
 

@@ -138,24 +138,25 @@ def check_prompt(body: Any, limits: Limits) -> None:
     sizes = [(f"messages.{i}.content", _chars(message.content)) for i, message in enumerate(messages or ())]
     prompt = getattr(body, "prompt", None)
     if prompt is not None:
-        sizes.append(("prompt", len(prompt) if not isinstance(prompt, list) else sum(map(_chars, prompt))))
+        sizes.append(("prompt", _chars(prompt)))
     tools = getattr(body, "tools", None)
     if tools:
         sizes.append(("tools", len(json.dumps(tools))))
     for param, size in sizes:
         _check_size(param, size, limits.max_prompt_chars, "it")
-    _check_size(
-        "messages" if messages else "prompt", sum(size for _, size in sizes), limits.max_prompt_chars, "the prompt"
-    )
+    total = sum(size for _, size in sizes)
+    _check_size("messages" if messages else "prompt", total, limits.max_prompt_chars, "the prompt")
 
 
-def _chars(content: Any) -> int:
-    """Characters of a message's content (text, or text parts), or 1 for a token id."""
-    if content is None or isinstance(content, int):
-        return 1 if isinstance(content, int) else 0
-    if isinstance(content, str):
-        return len(content)
-    return sum(len(getattr(part, "text", None) or "") for part in content)
+def _chars(value: Any) -> int:
+    """Characters of a text, of text parts or texts, or a count of token ids (one each)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int):
+        return 1
+    if isinstance(value, list):
+        return sum(map(_chars, value))
+    return _chars(getattr(value, "text", None) or "")  # a content part, or no content
 
 
 def _check_size(param: str, size: int, limit: int, what: str) -> None:
