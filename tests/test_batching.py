@@ -136,6 +136,40 @@ def test_a_new_holder_never_inherits_the_tokens_the_last_one_fed_but_never_ran()
     assert sequence.pending == 0 and sequence.cached_tokens == [1, 2, 3]
 
 
+class HeldPool(ToyPool):
+    """A pool whose pass, once it has run every sequence's tokens, waits for ``proceed``."""
+
+    def __init__(self, parallel: int) -> None:
+        super().__init__(parallel)
+        self.ran, self.proceed = threading.Event(), threading.Event()
+
+    def decode(self, sequences):
+        super().decode(sequences)
+        self.ran.set()
+        assert self.proceed.wait(10)
+
+
+def test_logits_are_read_only_once_the_pass_that_ran_their_tokens_has_ended():
+    """A pass marks a sequence's tokens run before it says where their logits are: a generation
+    that looks between the two (no tokens pending) would read another sequence's row."""
+    pool = HeldPool(2)
+    first, second = pool.sequences
+    for sequence in pool.sequences:
+        pool.scheduler.claim(threading.Event(), [])
+        sequence.feed([1, 2])
+    runner = threading.Thread(target=second.logits)
+    runner.start()
+    assert pool.ran.wait(10) and first.pending == 0  # its tokens are run, the pass not over
+    reader = threading.Thread(target=first.logits)
+    reader.start()
+    reader.join(0.3)
+    waited = reader.is_alive()
+    pool.proceed.set()
+    runner.join(10)
+    reader.join(10)
+    assert waited and not reader.is_alive() and not runner.is_alive()
+
+
 def test_a_rewind_waits_for_the_pass_that_evaluates_the_tokens_it_takes_back():
     """A budget cut takes back tokens right after they were fed, while their pass may run."""
     pool = SlowPool(2)

@@ -248,8 +248,7 @@ class ToySequence(ToyEngine):
         del self._states[len(self._tokens) - 1 :]
 
     def logits(self, at: int | None = None) -> np.ndarray:
-        if self.pending:
-            self.scheduler.evaluate(self)
+        self.scheduler.evaluate(self)  # also waits for a pass that ran its tokens but has not ended
         return super().logits(at)
 
 

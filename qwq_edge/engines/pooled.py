@@ -113,8 +113,9 @@ class PooledSequence:
         self.feed(tokens)
 
     def evaluate_pending(self) -> None:
-        if self.pending:
-            self.scheduler.evaluate(self)
+        """Wait until the pending tokens have run and their pass has ended (the scheduler knows
+        both: with none pending, their pass may still be running)."""
+        self.scheduler.evaluate(self)
 
     def close(self) -> None:
         """The pool frees the model."""

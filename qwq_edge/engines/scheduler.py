@@ -157,8 +157,9 @@ class Scheduler:
                 self._changed.wait()
 
     def evaluate(self, sequence: Any) -> None:
-        """Wait until the pending tokens of ``sequence`` have been run: run the pass once every
-        claimed sequence is ready, unless another generation's thread is running one."""
+        """Wait until the pending tokens of ``sequence`` have been run and their pass has ended:
+        run the pass once every claimed sequence is ready, unless another generation's thread
+        is running one."""
         with self._changed:
             claim = self._holders[sequence.index]
             if claim is None or claim.engine is not sequence:
@@ -166,7 +167,7 @@ class Scheduler:
                     self._run_alone(sequence)
                 return  # else taken over: the generation touches the engine no more
             self._changed.notify_all()
-            while sequence.pending and claim.error is None:
+            while self._unevaluated(sequence) and claim.error is None:
                 if self._closed:
                     raise QwqEdgeError("the model was closed while a generation was running")
                 if not self._in_flight and self._ready():
@@ -176,6 +177,11 @@ class Scheduler:
             error, claim.error = claim.error, None
         if error is not None:
             raise error
+
+    def _unevaluated(self, sequence: Any) -> bool:
+        """Its tokens wait for a pass, or the pass running them has not ended: a pass marks a
+        sequence's tokens evaluated before it says where their logits are."""
+        return bool(sequence.pending) or sequence.index in self._in_flight
 
     def _run_alone(self, sequence: Any) -> None:
         while sequence.pending:
