@@ -306,3 +306,63 @@ def test_the_minimum_gives_way_when_max_tokens_leaves_only_room_to_close():
         c.on_sampled("step ", 101)
     assert not c.review(99)  # below the minimum, but "Wait" would pass the bound
     assert c.next_action(ROOM).kind == "eos-close"
+
+
+PARAGRAPH = "Let me add the numbers again. Two plus two is four. So the answer is four."
+
+
+def answer_every_wait_with(c: ReasoningController, thoughts: list[str]) -> list[str]:
+    """The model writes each thought, then tries to close (end of generation), in the generation
+    loop's order; what the controller forced, until it ended the thinking."""
+    did = []
+    for position, thought in enumerate(thoughts, start=1):
+        c.on_sampled(thought, position)
+        action = c.next_action(ROOM)
+        if isinstance(action, Sample) and not c.review(99):
+            action = c.next_action(ROOM)
+        did.append(action.kind)
+        if action.kind not in ("wait", "loop-nudge"):
+            break
+        c.on_forced(action, "\n\nWait," if action.kind == "wait" else "\n\nI keep repeating myself.\n\n")
+    return did
+
+
+def test_a_minimum_forces_no_wait_that_brings_the_same_thought_again():
+    c = controller(min_thinking_tokens=1000)
+    assert answer_every_wait_with(c, [PARAGRAPH] * 5) == ["wait", "eos-close"]
+    assert c.counts.wait_extensions == 1 and c.counts.loop_interventions == 0
+
+
+def test_a_minimum_forces_no_wait_that_brings_the_same_thought_again_even_without_the_loop_guard():
+    c = controller(min_thinking_tokens=1000, loop_guard=False)
+    assert answer_every_wait_with(c, [PARAGRAPH] * 5) == ["wait", "eos-close"]
+
+
+def test_new_thinking_after_each_wait_earns_the_next_one():
+    c = controller(min_thinking_tokens=1000)
+    thoughts = [f"Let me try the case where n is {word} and see what happens." for word in ("one", "two", "three")]
+    assert answer_every_wait_with(c, thoughts) == ["wait", "wait", "wait"]
+
+
+def test_a_thought_repeated_after_a_wait_is_a_loop_that_ends_the_minimum():
+    """Each return brings one new sentence (so each Wait is earned) but repeats the paragraph:
+    the second repeat is a loop (a nudge, and the minimum forces no more Wait), the next a close."""
+    c = controller(min_thinking_tokens=1000)
+    thoughts = [f"{PARAGRAPH} Attempt number {word} is done." for word in ("one", "two", "three", "four")]
+    did = answer_every_wait_with(c, thoughts)
+    assert did[:2] == ["wait", "wait"] and "loop-nudge" in did[2:], did
+    assert c.counts.loop_interventions >= 1 and did[-1] in ("eos-close", "loop-close")
+    assert c.counts.wait_extensions == 2
+
+
+def test_before_any_wait_a_loop_below_the_minimum_is_nudged_again_not_closed():
+    c = controller(min_thinking_tokens=1000)
+    sentence = "I need to check the answer again carefully. "
+    kinds = []
+    for position in range(12):
+        c.on_sampled(sentence, position)
+        action = c.next_action(ROOM)
+        if isinstance(action, Force):
+            kinds.append(action.kind)
+            c.on_forced(action, "\n\nI keep repeating myself.\n\n")
+    assert kinds and set(kinds) == {"loop-nudge"}

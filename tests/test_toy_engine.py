@@ -82,6 +82,17 @@ def test_the_minimum_turns_an_early_close_into_wait(either):
     assert either.engine._tokens.count(either.engine.id("</think>")) == 1  # only the forced close's
 
 
+@pytest.mark.parametrize("ending", ["</think>", "<|im_end|>"])
+def test_a_model_that_answers_every_wait_with_the_same_paragraph_is_caught_within_two_repeats(either, ending):
+    paragraph = "Let me add the numbers again. Two plus two is four. So the answer is four."
+    draws = len(either.engine.vocab.encode(paragraph, special=False)) + 1
+    for repeat in range(8):  # the paragraph, then an attempt to end; again after every Wait
+        either.engine.say(repeat * draws, paragraph + ending)
+    result = either.generate("Hi", min_thinking_tokens=2000, max_thinking_tokens=3000, max_answer_tokens=2, **GREEDY)
+    assert 1 <= result.stats.wait_extensions <= 2
+    assert result.thinking.count("Two plus two is four.") <= 3 and result.stats.thinking_tokens < 2000
+
+
 def test_a_close_above_the_minimum_is_the_models_own(either):
     either.engine.script = {8: either.engine.id("</think>")}
     result = either.generate("Hi", min_thinking_tokens=6, max_answer_tokens=2, **GREEDY)

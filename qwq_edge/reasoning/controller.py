@@ -169,8 +169,13 @@ class ReasoningController:
         self._model_stopped = False
         self._whole = True
         self._started = {THINKING: False, ANSWER: False}
-        self._loops = LoopDetector() if self.limits.loop_guard and thinking else None
-        self._steer = LoopSteer() if self._loops is not None else None
+        # the detector also tells whether a forced "Wait" brought new thinking, guard or not
+        self._loops = LoopDetector() if thinking else None
+        self._steer = LoopSteer() if self.limits.loop_guard and thinking else None
+        #: The detector's count of new sentences at the last forced "Wait" (None: none yet).
+        self._new_at_wait: int | None = None
+        #: The minimum forces no more "Wait": the thinking looped after one, or brought nothing new.
+        self._minimum_ended = False
         self._spans = SpanScanner()
         self._joined: dict[tuple[frozenset[int], frozenset[int]], frozenset[int]] = {}
         self.thinking_text: list[str] = []
@@ -298,8 +303,17 @@ class ReasoningController:
     def _below_minimum(self) -> bool:
         """Is the thinking short of its minimum? Not once ``max_tokens`` leaves only room to close
         (the runtime closes it itself then), so that "Wait" never pushes past that bound."""
-        short = self.counts.thinking_tokens < self.limits.min_thinking_tokens
+        short = self.counts.thinking_tokens < self.limits.min_thinking_tokens and not self._minimum_ended
         return self.phase == THINKING and short and self._tokens_left() > self._closing()
+
+    def _wait_earned(self) -> bool:
+        """May the minimum force another "Wait"? The first, always; a later one only when the
+        thinking since the last wrote a sentence it had not written before. Otherwise the
+        minimum ends here: a "Wait" answered with the same thought again would only loop."""
+        if self._new_at_wait is None or self._loops is None or self._loops.has_new_since(self._new_at_wait):
+            return True
+        self._minimum_ended = True
+        return False
 
     def _closing(self) -> int:
         """The tokens a forced close and a short answer need."""
@@ -324,10 +338,12 @@ class ReasoningController:
         closes_early = token == self.tokens.close_token and self._below_minimum()
         if not ends_generation and not closes_early:
             return True
-        if self._below_minimum():
+        if self._below_minimum() and self._wait_earned():
             self._pending = self._wait()
-        else:
-            self._model_stopped = True
+            return False
+        if closes_early:
+            return True  # the minimum ended: the model's own end marker stands
+        self._model_stopped = True
         return False
 
     def on_sampled(self, text: str, position: int, token: int | None = None, whole: bool = True) -> list[Event]:
@@ -362,8 +378,10 @@ class ReasoningController:
         events = self._release_all() if self.phase == THINKING else []
         if force.kind != "skip":
             events.append(Intervention(force.kind, shown, force.detail))
-        if force.kind in ("wait", "loop-nudge") and self._loops is not None:
+        if force.kind == "loop-nudge" and self._loops is not None:
             self._loops.reset()
+        if force.kind == "wait" and self._loops is not None:
+            self._waited()
         if self._steer is not None and self.phase == THINKING:
             self._steer.record(force.tokens)
         events += self._route(shown, sampled=False)
@@ -392,9 +410,9 @@ class ReasoningController:
         before, marker_at = self._block.feed(text)
         if self.tokens.language_in_thinking:
             self._spans.feed(before)
-        if sampled and marker_at is not None and self._below_minimum() and self._block.sampled:
+        if sampled and marker_at is not None and self._below_minimum() and self._block.sampled and self._wait_earned():
             return self._thinking_events(self._block.release(marker_at)) + self._take_back_marker(marker_at)
-        if sampled and self._loops is not None and before and self._loops.feed(before):
+        if sampled and self._loops is not None and before and self._loops.feed(before) and self.limits.loop_guard:
             self._on_loop()
         if marker_at is None:
             return self._release_safe() if sampled else self._release_all()
@@ -446,10 +464,21 @@ class ReasoningController:
         self._pending = Rewind(mark.position, self._wait(self.tokenize(keep) if keep else ()))
         return []
 
+    def _waited(self) -> None:
+        """A forced "Wait" ends the sentence before it; the detector keeps what came before (a
+        thought repeated after the Wait is a loop), and the new sentences so far are counted."""
+        assert self._loops is not None
+        if self._loops.end_sentence() and self.limits.loop_guard:
+            self._on_loop()
+        self._new_at_wait = self._loops.new_sentences
+
     def _on_loop(self) -> None:
         """First a nudge away from the loop (and its n-grams masked for a stretch); the second
-        time, close the thinking (above the minimum)."""
+        time, close the thinking (above the minimum). A loop after a forced "Wait" ends the
+        minimum, so that the second one closes; before any, the minimum keeps nudging."""
         self.counts.loop_interventions += 1
+        if self._new_at_wait is not None:
+            self._minimum_ended = True
         if self.counts.loop_interventions == 1 or self._below_minimum():
             self._pending = Force(self.tokens.nudge, "loop-nudge")
             if self._steer is not None:
