@@ -25,10 +25,18 @@ def run(model, prompt, **options):
     return events, events[-1].result
 
 
+BUDGET_OPTIONS = {"reasoning_format": "think", "max_answer_tokens": 4}
+
+
+@pytest.fixture(scope="module")
+def free(model):
+    """The problem's thinking without a cut (long enough for every budget below), run once."""
+    return run(model, PROBLEM, max_thinking_tokens=400, **BUDGET_OPTIONS)[1]
+
+
 @pytest.mark.parametrize("budget", [40, 64, 100])
-def test_the_budget_cut_ends_the_thinking_at_a_sentence_or_word_end(model, budget):
-    options = {"reasoning_format": "think", "max_answer_tokens": 4}
-    _, free = run(model, PROBLEM, max_thinking_tokens=400, **options)
+def test_the_budget_cut_ends_the_thinking_at_a_sentence_or_word_end(model, free, budget):
+    options = BUDGET_OPTIONS
     events, result = run(model, PROBLEM, max_thinking_tokens=budget, **options)
     stats = result.stats
     assert stats.budget_cut != "none" and stats.thinking_tokens + stats.budget_cut_tokens == budget
