@@ -20,10 +20,13 @@ from .text.tool_calls import ToolCall, split_tool_calls
 
 @dataclass(frozen=True)
 class ThinkingDelta:
-    """New text of the model's thinking; ``thinking_tokens`` counts the tokens so far."""
+    """New text of the thinking; ``thinking_tokens`` counts the tokens so far. ``forced``
+    names the runtime's text (``wait``, ``loop-nudge``, or a close's wrap-up: ``budget``, …;
+    the ``Intervention`` event's kind) and is empty for the model's own."""
 
     text: str
     thinking_tokens: int = 0
+    forced: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class ReasoningCounts:
     #: ``token``, or ``none`` (no budget cut); and how many thinking tokens it took back.
     budget_cut: str = "none"
     budget_cut_tokens: int = 0
+    #: Where the runtime's texts are in the thinking: ``{"kind", "start", "end"}``, character
+    #: offsets into ``GenerationResult.thinking`` (the thinking stays the exact text generated).
+    forced_spans: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

@@ -57,6 +57,8 @@ def test_run_reads_the_prompt_from_stdin_and_prints_json(cli_command, gguf_path)
     assert data["prompt_tokens"] > 0 and data["thinking"] and data["answer"]
     for key in ("time_to_first_token", "prefill_tokens_per_s", "decode_tokens_per_s", "forced_text"):
         assert key in data
+    (span,) = data["forced_spans"]  # where the budget's wrap-up is in the thinking
+    assert span["kind"] == "budget" and "Thinking time is up." in data["thinking"][span["start"] : span["end"]]
 
 
 def test_hidden_thinking_and_the_same_seed(cli_command, gguf_path):

@@ -266,6 +266,13 @@ def test_quoted_paths_exist(page):
 
 
 @pytest.mark.parametrize("page", documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_placeholder_is_left_where_a_measured_table_goes(page):
+    """A line that is only an upper-case name (``SOAK_TABLE``) waits for a benchmark's table."""
+    placeholders = re.findall(r"^[A-Z][A-Z0-9]*_[A-Z0-9_]+$", page.read_text(encoding="utf-8"), re.MULTILINE)
+    assert placeholders == []
+
+
+@pytest.mark.parametrize("page", documents(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_quoted_python_names_import(page):
     assert unknown_names(page, page.read_text(encoding="utf-8")) == []
 

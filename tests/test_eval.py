@@ -21,13 +21,13 @@ def test_eval_writes_table_json_and_png_and_resumes(cli_command, gguf_path, tmp_
     out = tmp_path / "eval"
     args = [
         "eval", "-m", str(gguf_path), "--ctx", "2048", "--reasoning-format", "think", "--budgets", "8,32",
-        "--limit", "3", "--max-answer-tokens", "48", "--temperature", "0", "--out", str(out),
+        "--limit", "2", "--max-answer-tokens", "24", "--temperature", "0", "--out", str(out),
     ]  # fmt: skip
     proc = qwq(cli_command, *args)
     assert proc.returncode == 0, proc.stderr
     assert "accuracy" in proc.stdout and "mean thinking tokens" in proc.stdout
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and {r["budget"] for r in rows} == {8, 32}
+    assert len(rows) == 4 and {r["budget"] for r in rows} == {8, 32}
     assert all(r["thinking_tokens"] <= r["budget"] for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert [b["budget"] for b in summary["budgets"]] == [8, 32]
@@ -38,8 +38,8 @@ def test_eval_writes_table_json_and_png_and_resumes(cli_command, gguf_path, tmp_
     again = qwq(cli_command, *args, "--json")
     assert again.returncode == 0, again.stderr
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert len([line for line in lines if line.endswith("}")]) == 6
-    assert json.loads(again.stdout)["budgets"][0]["runs"] == 3
+    assert len([line for line in lines if line.endswith("}")]) == 4
+    assert json.loads(again.stdout)["budgets"][0]["runs"] == 2
 
 
 def test_eval_bad_input_is_one_line(cli_command, gguf_path, tmp_path):

@@ -74,6 +74,27 @@ def test_a_streamed_answer_carries_thinking_in_both_fields_then_usage(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens_details.reasoning_tokens == reasoning
 
 
+def test_a_streamed_reply_marks_the_runtime_s_words_and_says_where_they_are(client):
+    """The budget's wrap-up arrives in chunks named ``forced``; the last chunk's spans point at it
+    in the thinking, which stays the exact text."""
+    chunks = list(
+        client.chat.completions.create(
+            model="",
+            messages=[{"role": "user", "content": LONG_THINKING_PROMPT}],
+            stream=True,
+            extra_body={"max_thinking_tokens": 6, "max_answer_tokens": 4},
+        )
+    )
+    choices = [c.choices[0] for c in chunks if c.choices]
+    pieces = [(c.delta.model_extra.get("reasoning_content") or "", extension(c).get("forced", "")) for c in choices]
+    thinking = "".join(text for text, _ in pieces)
+    (span,) = extension(next(c for c in choices if c.finish_reason))["forced_spans"]
+    assert span["kind"] == "budget"
+    assert thinking[span["start"] : span["end"]] == "".join(text for text, kind in pieces if kind == "budget")
+    assert "Thinking time is up." in thinking[span["start"] : span["end"]]
+    assert "Thinking time is up." not in "".join(text for text, kind in pieces if not kind)
+
+
 def test_the_budget_holds_and_the_runtime_says_who_closed_the_thinking(client):
     reply = ask(client, LONG_THINKING_PROMPT, max_thinking_tokens=6)
     assert extension(reply.choices[0])["thinking_tokens"] <= 6

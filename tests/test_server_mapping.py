@@ -167,6 +167,8 @@ def test_events_become_chat_chunks():
     assert thinking["object"] == "chat.completion.chunk" and thinking["id"] == "chatcmpl-1"
     assert thinking["choices"][0]["delta"] == {"reasoning_content": "hm", "reasoning": "hm"}
     assert thinking["choices"][0]["qwq_edge"] == {"thinking_tokens": 4}
+    wait = chat_chunk(ThinkingDelta("\n\nWait,", 4, forced="wait"), REPLY)["choices"][0]
+    assert wait["delta"]["reasoning_content"] == "\n\nWait," and wait["qwq_edge"]["forced"] == "wait"
     assert chat_chunk(AnswerDelta("Hi"), REPLY)["choices"][0]["delta"] == {"content": "Hi"}
     assert chat_chunk(AnswerDelta(""), REPLY) is None
     steer = chat_chunk(Intervention("budget", "…"), REPLY)["choices"][0]

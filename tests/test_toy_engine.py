@@ -10,7 +10,7 @@ import json
 import pytest
 from toy_engine import ToyEngine, toy_registered
 
-from qwq_edge import Done, EngineUnavailableError, Model, ModelFormatError, load
+from qwq_edge import Done, EngineUnavailableError, Model, ModelFormatError, ThinkingDelta, load
 from qwq_edge.convert.synthetic import qwen3_chat_template
 from qwq_edge.engines.registry import choose_engine, engine_choices
 from qwq_edge.reasoning.formats import HYBRID, QWQ_PREVIEW, THINK
@@ -91,6 +91,25 @@ def test_a_model_that_answers_every_wait_with_the_same_paragraph_is_caught_withi
     result = either.generate("Hi", min_thinking_tokens=2000, max_thinking_tokens=3000, max_answer_tokens=2, **GREEDY)
     assert 1 <= result.stats.wait_extensions <= 2
     assert result.thinking.count("Two plus two is four.") <= 3 and result.stats.thinking_tokens < 2000
+
+
+def test_the_runtime_s_words_are_marked_in_the_stream_and_in_the_stats(either):
+    """The Wait a minimum forces and the budget's wrap-up are deltas of their own, named, and
+    the stats say where they are in the thinking; the thinking stays the whole text."""
+    either.engine.script = {2: either.engine.id("</think>")}
+    events = list(either.stream("Hi", min_thinking_tokens=6, max_thinking_tokens=10, max_answer_tokens=2, **GREEDY))
+    result = events[-1].result
+    deltas = [e for e in events if isinstance(e, ThinkingDelta)]
+    assert "".join(d.text for d in deltas) == result.thinking
+    spans = result.stats.forced_spans
+    assert [s["kind"] for s in spans] == ["wait", "budget"]
+    for span in spans:
+        marked = "".join(d.text for d in deltas if d.forced == span["kind"])
+        assert result.thinking[span["start"] : span["end"]] == marked
+    assert "Wait," in result.thinking[spans[0]["start"] : spans[0]["end"]]
+    assert result.thinking[spans[1]["start"] :].lstrip().startswith("Thinking time is up")
+    model_text = "".join(d.text for d in deltas if not d.forced)
+    assert "Wait" not in model_text and "Thinking time" not in model_text
 
 
 def test_a_close_above_the_minimum_is_the_models_own(either):
@@ -211,3 +230,23 @@ def test_the_first_answer_token_is_never_the_end(toy):
     toy.engine.script = {0: toy.engine.id("<|im_end|>")}
     result = toy.generate("Hi", think=False, max_answer_tokens=2, **GREEDY)
     assert result.stats.answer_tokens == 2 and result.stats.finish_reason == "length"
+
+
+def test_the_terminal_shows_the_runtime_s_words_in_a_style_of_their_own(toy):
+    """The model's thinking is dim; the Wait and the wrap-up the runtime wrote are italic yellow."""
+    import io
+
+    from rich.console import Console
+
+    from qwq_edge.cli.render import EventRenderer
+
+    toy.engine.script = {2: toy.engine.id("</think>")}
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, color_system="standard", width=200)
+    EventRenderer(console, answer=io.StringIO()).render(
+        toy.stream("Hi", min_thinking_tokens=6, max_thinking_tokens=10, max_answer_tokens=2, **GREEDY)
+    )
+    shown = screen.getvalue()
+    italic_yellow, dim = "\x1b[3;33m", "\x1b[2m"
+    assert f"{italic_yellow}Wait," in shown and f"{italic_yellow}Thinking time is up." in shown
+    assert f"{dim}n" in shown  # the model's own first token

@@ -85,6 +85,20 @@ def test_thinking_then_the_answer_stream_into_the_page(page):
     assert page.find_element(By.ID, "send").is_enabled() and not page.find_element(By.ID, "stop").is_enabled()
 
 
+def test_the_runtime_s_words_are_marked_in_the_thinking_and_kept_after_a_reload(page):
+    ask(page, LONG_THINKING_PROMPT, "6")
+    wait(page, lambda d: d.find_element(By.ID, "status").text not in ("", "writing…"))
+    turns = len(page.find_elements(By.CSS_SELECTOR, ".turn"))
+    marked = last(page, ".turn.assistant").find_elements(By.CSS_SELECTOR, ".thinking-text .forced")
+    assert [m.get_attribute("data-kind") for m in marked] == ["budget"]
+    wrap_up = marked[0].get_attribute("textContent")
+    assert "Thinking time is up." in wrap_up
+    page.refresh()
+    wait(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".turn")) == turns, timeout=10)
+    kept = last(page, ".turn.assistant").find_elements(By.CSS_SELECTOR, ".thinking-text .forced")
+    assert [(k.get_attribute("data-kind"), k.get_attribute("textContent")) for k in kept] == [("budget", wrap_up)]
+
+
 def test_stop_cancels_the_generation_on_the_server(page, server):
     ask(page, LONG_THINKING_PROMPT, "")
     wait(page, lambda d: int(last(d, ".thinking-count").get_attribute("textContent") or 0) >= 5)

@@ -30,6 +30,8 @@ INTERVENTION_LABELS = {
     "loop-close": "the thinking still loops: closing it",
 }
 SUMMARY_SENTENCES = 2
+#: How the runtime's own words in the thinking (wrap-up, "Wait,", nudge) are shown.
+FORCED_STYLE = "italic yellow"
 #: The thinking controls by the flags that set them, for the notice that a model does not think.
 THINKING_FLAGS = {
     "max_thinking_tokens": "--budget",
@@ -102,7 +104,8 @@ class EventRenderer:
         if self.show_thinking:
             text = event.text.lstrip("\n") if self._after_label else event.text
             self._after_label = self._after_label and not text
-            self.console.print(text, style="dim", end="", markup=False, highlight=False, soft_wrap=True)
+            style = FORCED_STYLE if event.forced else "dim"  # the runtime's words, not the model's
+            self.console.print(text, style=style, end="", markup=False, highlight=False, soft_wrap=True)
         elif self._status is not None:
             self._status.update(f"Thinking… {event.thinking_tokens} tokens")
 

@@ -180,6 +180,9 @@ class ReasoningController:
         self._joined: dict[tuple[frozenset[int], frozenset[int]], frozenset[int]] = {}
         self.thinking_text: list[str] = []
         self.answer_text: list[str] = []
+        #: The kind of the forced text being routed now ("" while the text is the model's).
+        self._forcing = ""
+        self._thinking_chars = 0
 
     def check_room(self, prompt_tokens: int, context_length: int) -> None:
         """Refuse a prompt that leaves no room for the forced close and a short answer,
@@ -378,6 +381,7 @@ class ReasoningController:
         events = self._release_all() if self.phase == THINKING else []
         if force.kind != "skip":
             events.append(Intervention(force.kind, shown, force.detail))
+        self._forcing = force.kind
         if force.kind == "loop-nudge" and self._loops is not None:
             self._loops.reset()
         if force.kind == "wait" and self._loops is not None:
@@ -385,6 +389,7 @@ class ReasoningController:
         if self._steer is not None and self.phase == THINKING:
             self._steer.record(force.tokens)
         events += self._route(shown, sampled=False)
+        self._forcing = ""
         if self.phase == THINKING and self._block is not None:
             self._block.fence()
         return events
@@ -498,7 +503,10 @@ class ReasoningController:
         if not text:
             return []
         self.thinking_text.append(text)
-        return [ThinkingDelta(text, self.counts.thinking_tokens)]
+        start, self._thinking_chars = self._thinking_chars, self._thinking_chars + len(text)
+        if self._forcing:
+            self.counts.forced_spans.append({"kind": self._forcing, "start": start, "end": self._thinking_chars})
+        return [ThinkingDelta(text, self.counts.thinking_tokens, self._forcing)]
 
     def _answer_events(self, text: str) -> list[Event]:
         self._spans.feed(text)

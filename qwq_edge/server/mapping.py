@@ -173,6 +173,7 @@ def extension(stats: GenerationStats) -> dict[str, Any]:
         "answer_tokens": stats.answer_tokens,
         "forced_tokens": stats.forced_tokens,
         "interventions": stats.interventions,
+        "forced_spans": stats.forced_spans,
         "cached_prompt_tokens": stats.cached_prompt_tokens,
         "cached_prompt_from": stats.cached_prompt_from,
         **(_speculation(stats) if stats.draft != "off" else {}),
@@ -212,10 +213,8 @@ def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
     if isinstance(event, ThinkingDelta):
         if not event.text:
             return None
-        delta, extra = (
-            {"reasoning_content": event.text, "reasoning": event.text},
-            {"thinking_tokens": event.thinking_tokens},
-        )
+        delta = {"reasoning_content": event.text, "reasoning": event.text}
+        extra = {"thinking_tokens": event.thinking_tokens} | ({"forced": event.forced} if event.forced else {})
     elif isinstance(event, AnswerDelta):
         delta, extra = _answer_delta(event.text, reply), None
         if not delta:

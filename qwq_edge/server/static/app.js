@@ -79,7 +79,7 @@ function assistantTurn(message) {
     answer: turn.querySelector(".answer"),
   };
   if (message) {
-    showThinking(view, message.thinking || "", message.thinking_tokens || 0);
+    showSavedThinking(view, message);
     view.answer.textContent = message.content;
     finishThinking(view);
     if (message.stopped) turn.classList.add("stopped");
@@ -87,11 +87,40 @@ function assistantTurn(message) {
   return view;
 }
 
-function showThinking(view, text, tokens) {
+// What each kind of text the runtime writes into the thinking is, for its tooltip.
+const FORCED = {
+  wait: "written by qwq-edge: the thinking was below its minimum",
+  "loop-nudge": "written by qwq-edge: the thinking was repeating itself",
+};
+
+// Thinking text; `forced` names the runtime's own words (shown apart from the model's).
+function showThinking(view, text, tokens, forced = "") {
   if (!text) return;
   view.panel.classList.add("used");
-  view.thinking.textContent += text;
+  if (forced) {
+    const mark = document.createElement("span");
+    mark.className = "forced";
+    mark.dataset.kind = forced;
+    mark.title = FORCED[forced] ?? "written by qwq-edge: the thinking was closed";
+    mark.textContent = text;
+    view.thinking.append(mark);
+  } else {
+    view.thinking.append(text);
+  }
   view.count.textContent = String(tokens);
+}
+
+// A saved reply's thinking, with the runtime's words where the server said they are.
+function showSavedThinking(view, message) {
+  const text = message.thinking || "";
+  const tokens = message.thinking_tokens || 0;
+  let at = 0;
+  for (const span of message.forced_spans || []) {
+    showThinking(view, text.slice(at, span.start), tokens);
+    showThinking(view, text.slice(span.start, span.end), tokens, span.kind);
+    at = span.end;
+  }
+  showThinking(view, text.slice(at), tokens);
 }
 
 function finishThinking(view) {
@@ -143,7 +172,7 @@ function apply(chunk, view, reply) {
   if (delta.reasoning_content) {
     reply.thinking += delta.reasoning_content;
     reply.thinking_tokens = extra.thinking_tokens ?? reply.thinking_tokens;
-    showThinking(view, delta.reasoning_content, reply.thinking_tokens);
+    showThinking(view, delta.reasoning_content, reply.thinking_tokens, extra.forced);
   }
   if (delta.content) {
     if (!reply.content) finishThinking(view);
@@ -152,6 +181,7 @@ function apply(chunk, view, reply) {
   }
   if (choice.finish_reason) {
     reply.thinking_tokens = extra.thinking_tokens ?? reply.thinking_tokens;
+    reply.forced_spans = extra.forced_spans ?? [];
     view.count.textContent = String(reply.thinking_tokens);
     $("status").textContent = outcome(extra, reply.thinking_tokens, view.budget);
   }
