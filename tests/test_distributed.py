@@ -52,12 +52,23 @@ def _make_close_early(folder: Path, prompt: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("distributed")
-    source = make_checkpoint(root / "tiny", replace(TINY, torch_dtype="float32"))
-    folder = Path(convert_to_mlx(source, root / "tiny-mlx", bits=16, verify=False).output)
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("distributed") / "tiny", replace(TINY, torch_dtype="float32"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_checkpoint) -> Path:
+    """The tiny model, made to close its thinking early (so that a minimum forces "Wait")."""
+    folder = Path(convert_to_mlx(tiny_checkpoint, tiny_checkpoint.parent / "tiny-mlx", bits=16, verify=False).output)
     _make_close_early(folder, "Hello there")
     return folder
+
+
+@pytest.fixture(scope="module")
+def long_thinker(tiny_checkpoint) -> Path:
+    """The tiny model as it is: greedy, it thinks until the budget (with no loop guard)."""
+    target = tiny_checkpoint.parent / "long-thinker-mlx"
+    return Path(convert_to_mlx(tiny_checkpoint, target, bits=16, verify=False).output)
 
 
 @pytest.fixture
@@ -139,7 +150,8 @@ def test_bench_reports_every_rank_and_doctor_checks_them(cli_command, tiny, mark
     assert doctor["ranks"][1]["versions"]["mlx"] and doctor["ranks"][1]["model"] == doctor["ranks"][0]["model"]
 
 
-LONG = ["--temperature", "0", "--min-thinking-tokens", "3000", "--max-thinking-tokens", "4000"]
+#: A long thought, for the model that does not close early.
+LONG = ["--temperature", "0", "--no-loop-guard", "--max-thinking-tokens", "4000"]
 
 
 def _hurt_rank_one_when_thinking(process: subprocess.Popen, env: dict[str, str], how: int) -> tuple[bytes, float]:
@@ -155,13 +167,15 @@ def _hurt_rank_one_when_thinking(process: subprocess.Popen, env: dict[str, str],
     [(signal.SIGKILL, []), (signal.SIGSTOP, ["--rank-timeout", "5"])],
     ids=["killed", "stopped"],
 )
-def test_a_rank_killed_or_hung_mid_generation_stops_the_run_with_one_line(cli_command, tiny, marked_env, how, extra):
+def test_a_rank_killed_or_hung_mid_generation_stops_the_run_with_one_line(
+    cli_command, long_thinker, marked_env, how, extra
+):
     """A stopped rank never answers and ignores SIGTERM: rank 0's watchdog ends the run, and
     the launcher kills what is left after its grace time."""
-    with load(tiny, engine="mlx", context_length=4096) as single:  # it thinks long: the signal comes mid-way
-        stats = single.generate("Count", temperature=0.0, min_thinking_tokens=250, max_thinking_tokens=300).stats
+    with load(long_thinker, engine="mlx", context_length=4096) as single:  # it thinks long: the signal comes mid-way
+        stats = single.generate("Count", temperature=0.0, loop_guard=False, max_thinking_tokens=300).stats
     assert stats.thinking_closed_by == "budget"
-    args = ["run", "-m", str(tiny), "--engine", "mlx", "--ctx", "4096", *LONG, *extra, "Count"]
+    args = ["run", "-m", str(long_thinker), "--engine", "mlx", "--ctx", "4096", *LONG, *extra, "Count"]
     process = subprocess.Popen(
         [*cli_command, "launch", "-n", "2", "--", *args],
         stdin=subprocess.PIPE,

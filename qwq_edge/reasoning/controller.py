@@ -169,11 +169,12 @@ class ReasoningController:
         self._model_stopped = False
         self._whole = True
         self._started = {THINKING: False, ANSWER: False}
-        # the detector also tells whether a forced "Wait" brought new thinking, guard or not
-        self._loops = LoopDetector() if thinking else None
-        self._steer = LoopSteer() if self.limits.loop_guard and thinking else None
-        #: The detector's count of new sentences at the last forced "Wait" (None: none yet).
-        self._new_at_wait: int | None = None
+        self._loops = LoopDetector() if self.limits.loop_guard and thinking else None
+        self._steer = LoopSteer() if self._loops is not None else None
+        #: The model's own thinking text (what a forced "Wait" must have added to), and its
+        #: length at the last forced "Wait" (None: none yet).
+        self._model_thinking = ""
+        self._at_wait: int | None = None
         #: The minimum forces no more "Wait": the thinking looped after one, or brought nothing new.
         self._minimum_ended = False
         self._spans = SpanScanner()
@@ -311,9 +312,11 @@ class ReasoningController:
 
     def _wait_earned(self) -> bool:
         """May the minimum force another "Wait"? The first, always; a later one only when the
-        thinking since the last wrote a sentence it had not written before. Otherwise the
+        thinking since the last wrote something it had not written before. Otherwise the
         minimum ends here: a "Wait" answered with the same thought again would only loop."""
-        if self._new_at_wait is None or self._loops is None or self._loops.has_new_since(self._new_at_wait):
+        if self._at_wait is None or _is_new(
+            self._model_thinking[self._at_wait :], self._model_thinking[: self._at_wait]
+        ):
             return True
         self._minimum_ended = True
         return False
@@ -384,7 +387,7 @@ class ReasoningController:
         self._forcing = force.kind
         if force.kind == "loop-nudge" and self._loops is not None:
             self._loops.reset()
-        if force.kind == "wait" and self._loops is not None:
+        if force.kind == "wait":
             self._waited()
         if self._steer is not None and self.phase == THINKING:
             self._steer.record(force.tokens)
@@ -417,7 +420,9 @@ class ReasoningController:
             self._spans.feed(before)
         if sampled and marker_at is not None and self._below_minimum() and self._block.sampled and self._wait_earned():
             return self._thinking_events(self._block.release(marker_at)) + self._take_back_marker(marker_at)
-        if sampled and self._loops is not None and before and self._loops.feed(before) and self.limits.loop_guard:
+        if sampled:
+            self._model_thinking += before
+        if sampled and self._loops is not None and before and self._loops.feed(before):
             self._on_loop()
         if marker_at is None:
             return self._release_safe() if sampled else self._release_all()
@@ -471,18 +476,17 @@ class ReasoningController:
 
     def _waited(self) -> None:
         """A forced "Wait" ends the sentence before it; the detector keeps what came before (a
-        thought repeated after the Wait is a loop), and the new sentences so far are counted."""
-        assert self._loops is not None
-        if self._loops.end_sentence() and self.limits.loop_guard:
+        thought repeated after the Wait is a loop), and where the model's thinking stands is kept."""
+        if self._loops is not None and self._loops.end_sentence():
             self._on_loop()
-        self._new_at_wait = self._loops.new_sentences
+        self._at_wait = len(self._model_thinking)
 
     def _on_loop(self) -> None:
         """First a nudge away from the loop (and its n-grams masked for a stretch); the second
         time, close the thinking (above the minimum). A loop after a forced "Wait" ends the
         minimum, so that the second one closes; before any, the minimum keeps nudging."""
         self.counts.loop_interventions += 1
-        if self._new_at_wait is not None:
+        if self._at_wait is not None:
             self._minimum_ended = True
         if self.counts.loop_interventions == 1 or self._below_minimum():
             self._pending = Force(self.tokens.nudge, "loop-nudge")
@@ -515,3 +519,9 @@ class ReasoningController:
             return []
         self.answer_text.append(text)
         return [AnswerDelta(text)]
+
+
+def _is_new(text: str, before: str) -> bool:
+    """Does ``text`` say something ``before`` did not (case and spacing aside)?"""
+    words = " ".join(text.lower().split())
+    return bool(words) and words not in " ".join(before.lower().split())

@@ -47,9 +47,6 @@ class LoopDetector:
     _sentences: Counter = field(default_factory=Counter)
     _paragraphs: list[set[str]] = field(default_factory=list)
     _near_repeats: int = 0
-    #: Sentences seen for the first time (a reset forgets the sentences, not this count): the
-    #: new thinking a forced "Wait" has to show for before the minimum forces another one.
-    new_sentences: int = 0
 
     def feed(self, text: str) -> bool:
         """Add thinking text; ``True`` when the thinking has started to loop."""
@@ -73,7 +70,6 @@ class LoopDetector:
         if normal is None:
             return False
         self._sentences[normal] += 1
-        self.new_sentences += self._sentences[normal] == 1
         self._current_paragraph().update(_WORD.findall(normal))
         return self._sentences[normal] >= self.repeats
 
@@ -96,14 +92,6 @@ class LoopDetector:
         that sentence makes a loop."""
         sentence, self._text = self._text, ""
         return self._sentence(sentence)
-
-    def has_new_since(self, new_sentences: int) -> bool:
-        """Has the thinking added a sentence not seen before since ``new_sentences`` were counted
-        (the one still being written included)?"""
-        if self.new_sentences > new_sentences:
-            return True
-        unfinished = normalize_sentence(self._text)
-        return unfinished is not None and unfinished not in self._sentences
 
     def reset(self) -> None:
         """Forget the past (after an intervention, only new text counts)."""
