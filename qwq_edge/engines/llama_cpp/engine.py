@@ -123,11 +123,19 @@ def place(batch: Any, at: int, tokens: Sequence[int], start: int, seq_id: int, r
 
 def decode(llama: llama_cpp.Llama, batch: Any, before: Callable[[], None]) -> None:
     """One ``llama_decode`` of ``batch``, ``before()`` first, on the llama.cpp thread (``thread``):
-    a KV cache edited from another thread while a restore runs there loses cells or keeps stale ones."""
+    a KV cache edited from another thread while a restore runs there loses cells or keeps stale ones.
+
+    llama.cpp puts a batch's output rows back in batch order lazily, on the first read of its
+    logits, by swapping rows in place. The sequences of a pass read their rows from their own
+    threads at once, and two reads swapping the same rows put them back out of order (a stream
+    took another's row): the rows are put in order here, once, before any reader runs."""
 
     def run() -> int:
         before()
-        return llama_cpp.llama_decode(llama.ctx, batch)
+        status = llama_cpp.llama_decode(llama.ctx, batch)
+        if status == 0:
+            llama_cpp.llama_get_logits(llama.ctx)  # the lazy reorder, done on this thread
+        return status
 
     if on_llama_thread(run) != 0:
         raise RuntimeError(f"llama_decode failed on a batch of {batch.n_tokens} tokens")
