@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     args.prompts = PROMPTS
     if args.quick:
-        args.prompts, args.seeds, args.budget = PROMPTS[:1], [], 200
+        args.prompts, args.seeds, args.budget = PROMPTS[:1], [], 120
     default = loop_steer.STRETCH
     try:
         with load(args.model or fixture_model_path(), context_length=2048) as model:

@@ -199,7 +199,7 @@ def test_ctrl_c_stops_eval_discards_the_cancelled_run_and_a_rerun_redoes_it(cli_
                 {"id": "long", "question": "List the numbers 1 to 500, one per line.", "answer": "500"}]  # fmt: skip
     data.write_text("".join(json.dumps(p) + "\n" for p in problems))
     out = tmp_path / "out"
-    args = [*cli_command, "eval", "-m", str(gguf_path), "--data", str(data), "--out", str(out), "--budgets", "300",
+    args = [*cli_command, "eval", "-m", str(gguf_path), "--data", str(data), "--out", str(out), "--budgets", "120",
             "--reasoning-format", "think", "--max-answer-tokens", "4", "--temperature", "0"]  # fmt: skip
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = out / "results.jsonl"
