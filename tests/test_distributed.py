@@ -230,6 +230,13 @@ def test_launch_builds_the_mlx_launch_call_and_reads_its_log():
     assert log.failed == {1: "exited with code -9"} and log.exit_code == 1
     log.line("[WARN] Node with rank 0 exited with code 3\n")
     assert log.exit_code == 3
+    assert log.unreported_failure() is None  # a rank said why ("error: rank lost")
+    quiet = LaunchLog()  # rank 0 stopped by mlx.launch before it noticed that rank 1 was gone
+    quiet.line("[WARN] Node with rank 1 exited with code -9\n")
+    quiet.line("[WARN] Node with rank 0 exited with code -15\n")
+    assert quiet.unreported_failure() == (
+        "error: distributed run failed: rank 0 exited with code -15; rank 1 exited with code -9"
+    )
 
 
 def test_launch_dry_run_and_distributed_outside_a_launch(cli_command, tiny):

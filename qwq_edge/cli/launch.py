@@ -72,6 +72,8 @@ def run_launch(command: list[str], log: LaunchLog) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     relay.join(GRACE_SECONDS)
+    if (unreported := log.unreported_failure()) is not None:
+        click.echo(unreported, err=True)
     return status or log.exit_code
 
 

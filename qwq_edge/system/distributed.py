@@ -87,6 +87,8 @@ class LaunchLog:
     def __init__(self, verbose: bool = False) -> None:
         self.verbose = verbose
         self.failed: dict[int, str] = {}
+        #: Whether a rank said why the run failed (an ``error:`` line).
+        self.reported = False
 
     def line(self, text: str) -> bool:
         """Note a line; whether to show it."""
@@ -95,7 +97,16 @@ class LaunchLog:
         if match:
             rank, code = int(match.group(1)), match.group(2)
             self.failed[rank] = "was killed" if code is None else f"exited with code {code}"
+        self.reported |= plain.startswith("error:")
         return self.verbose or not _BACKEND_CHATTER.match(plain)
+
+    def unreported_failure(self) -> str | None:
+        """The one line to print when ranks failed and none said why (``mlx.launch`` may stop
+        rank 0 before it notices that another rank is gone)."""
+        if not self.failed or self.reported:
+            return None
+        ranks = "; ".join(f"rank {rank} {why}" for rank, why in sorted(self.failed.items()))
+        return f"error: distributed run failed: {ranks}"
 
     @property
     def exit_code(self) -> int:
