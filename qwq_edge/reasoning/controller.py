@@ -172,8 +172,8 @@ class ReasoningController:
         self._loops = LoopDetector() if self.limits.loop_guard and thinking else None
         self._steer = LoopSteer() if self._loops is not None else None
         #: The model's own thinking text (what a forced "Wait" must have added to), and its
-        #: length at the last forced "Wait" (None: none yet).
-        self._model_thinking = ""
+        #: count of pieces at the last forced "Wait" (None: none yet).
+        self._model_thinking: list[str] = []
         self._at_wait: int | None = None
         #: The minimum forces no more "Wait": the thinking looped after one, or brought nothing new.
         self._minimum_ended = False
@@ -314,9 +314,8 @@ class ReasoningController:
         """May the minimum force another "Wait"? The first, always; a later one only when the
         thinking since the last wrote something it had not written before. Otherwise the
         minimum ends here: a "Wait" answered with the same thought again would only loop."""
-        if self._at_wait is None or _is_new(
-            self._model_thinking[self._at_wait :], self._model_thinking[: self._at_wait]
-        ):
+        at = self._at_wait
+        if at is None or _is_new("".join(self._model_thinking[at:]), "".join(self._model_thinking[:at])):
             return True
         self._minimum_ended = True
         return False
@@ -420,8 +419,8 @@ class ReasoningController:
             self._spans.feed(before)
         if sampled and marker_at is not None and self._below_minimum() and self._block.sampled and self._wait_earned():
             return self._thinking_events(self._block.release(marker_at)) + self._take_back_marker(marker_at)
-        if sampled:
-            self._model_thinking += before
+        if sampled and before:
+            self._model_thinking.append(before)
         if sampled and self._loops is not None and before and self._loops.feed(before):
             self._on_loop()
         if marker_at is None:
@@ -479,7 +478,7 @@ class ReasoningController:
         thought repeated after the Wait is a loop), and where the model's thinking stands is kept."""
         if self._loops is not None and self._loops.end_sentence():
             self._on_loop()
-        self._at_wait = len(self._model_thinking)
+        self._at_wait = len(self._model_thinking)  # pieces, joined only when a Wait is weighed
 
     def _on_loop(self) -> None:
         """First a nudge away from the loop (and its n-grams masked for a stretch); the second
