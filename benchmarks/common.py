@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,12 @@ RESULTS = Path(__file__).parent / "results"
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def spread(values: Sequence[float]) -> str:
+    """``2.31–2.72``: the lowest and highest of ``values`` (the one value when there is one)."""
+    low, high = min(values), max(values)
+    return f"{low:.2f}" if len(values) == 1 else f"{low:.2f}–{high:.2f}"
 
 
 def save(name: str, data: dict[str, Any], table: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:

@@ -35,10 +35,10 @@ from qwq_edge.services.testdata import fixture_model_path
 from qwq_edge.system.machine import usable_cores
 
 try:
-    from benchmarks.common import RESULTS, machine, median, save
+    from benchmarks.common import RESULTS, machine, median, save, spread
     from benchmarks.speculation import WORKLOADS, workload_tokens
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, machine, median, save
+    from common import RESULTS, machine, median, save, spread
     from speculation import WORKLOADS, workload_tokens
 
 SPECULATION = ("ngram-simple", "ngram-mod")
@@ -87,23 +87,34 @@ def prompt_tokens(path: Path) -> tuple[dict[str, list[int]], list[list[int]]]:
 
 
 def speculation(args: argparse.Namespace, workloads: dict[str, list[int]]) -> dict[str, Any]:
-    """Decode tokens/s per workload without drafts and with each n-gram mode (median of repetitions)."""
+    """Decode tokens/s per workload without drafts and with each n-gram mode. The modes take
+    turns round after round (a server each), so that the machine's drift falls on all of them;
+    each mode ÷ off is taken within a round, then the median of the rounds."""
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {name: {} for name in workloads}
+    for _ in range(args.repetitions):
+        for mode in ("off", *SPECULATION):
+            extra = ("--spec-type", mode) if mode != "off" else ()
+            with running(args.server, args.model, args.port, args.threads, "-c", "4096", "-np", "1", *extra) as url:
+                for name, tokens in workloads.items():
+                    rounds[name].setdefault(mode, []).append(complete(url, tokens, args.tokens))
+    return {name: _modes(runs) for name, runs in rounds.items()}
+
+
+def _modes(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One workload's rounds per mode: median decode speed, the last text and drafts, and ÷ off per round."""
+    speeds = {mode: [run["timings"]["predicted_per_second"] for run in rs] for mode, rs in runs.items()}
     results: dict[str, Any] = {}
-    for mode in ("off", *SPECULATION):
-        extra = ("--spec-type", mode) if mode != "off" else ()
-        with running(args.server, args.model, args.port, args.threads, "-c", "4096", "-np", "1", *extra) as url:
-            for name, tokens in workloads.items():
-                runs = [complete(url, tokens, args.tokens) for _ in range(args.repetitions)]
-                timings = runs[-1]["timings"]
-                results.setdefault(name, {})[mode] = {
-                    "decode_tokens_per_s": median([run["timings"]["predicted_per_second"] for run in runs]),
-                    "text": runs[-1]["content"],
-                    "drafts": [timings.get("draft_n_accepted", 0), timings.get("draft_n", 0)],
-                }
-    for modes in results.values():
-        for mode in SPECULATION:
-            modes[mode]["vs_off"] = modes[mode]["decode_tokens_per_s"] / modes["off"]["decode_tokens_per_s"]
-            modes[mode]["same_text"] = modes[mode]["text"] == modes["off"]["text"]
+    for mode, rs in runs.items():
+        timings = rs[-1]["timings"]
+        results[mode] = {
+            "decode_tokens_per_s": median(speeds[mode]),
+            "text": rs[-1]["content"],
+            "drafts": [timings.get("draft_n_accepted", 0), timings.get("draft_n", 0)],
+        }
+        if mode != "off":
+            ratios = [s / o for s, o in zip(speeds[mode], speeds["off"], strict=True)]
+            results[mode] |= {"vs_off": median(ratios), "vs_off_each_round": ratios}
+            results[mode]["same_text"] = results[mode]["text"] == results["off"]["text"]
     return results
 
 
@@ -144,7 +155,8 @@ def parallel(args: argparse.Namespace, streams: list[list[int]]) -> list[dict[st
 
 def table(spec: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        "| workload | llama-server tok/s | ngram-simple | ÷ | drafts accepted | same text | ngram-mod | ÷ |",
+        "| workload | llama-server tok/s | ngram-simple | ÷ (each round) | drafts accepted | same text | ngram-mod "
+        "| ÷ (each round) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, modes in spec.items():
@@ -152,16 +164,17 @@ def table(spec: dict[str, Any], rows: list[dict[str, Any]], args: argparse.Names
         accepted, drafted = simple["drafts"]
         lines.append(
             f"| {name} | {modes['off']['decode_tokens_per_s']:.1f} | {simple['decode_tokens_per_s']:.1f} "
-            f"| **{simple['vs_off']:.2f}×** | {accepted}/{drafted} | {'yes' if simple['same_text'] else 'no'} "
-            f"| {mod['decode_tokens_per_s']:.1f} | {mod['vs_off']:.2f}× |"
+            f"| **{simple['vs_off']:.2f}×** ({spread(simple['vs_off_each_round'])}) | {accepted}/{drafted} "
+            f"| {'yes' if simple['same_text'] else 'no'} | {mod['decode_tokens_per_s']:.1f} "
+            f"| {mod['vs_off']:.2f}× ({spread(mod['vs_off_each_round'])}) |"
         )
     lines += ["", "| streams | tokens | aggregate tok/s | speedup |", "|---|---|---|---|"]
     lines += [f"| {r['streams']} | {r['tokens']} | {r['tokens_per_s']:.1f} | {r['speedup']:.2f}× |" for r in rows]
     return "\n".join(lines) + (
         f"\n\nllama-server built from the llama.cpp that llama-cpp-python 0.3.36 vendors, {args.model.name}, CPU, "
         f"{args.threads} threads, greedy, the prompt token ids of `speculation.py` ({args.tokens} tokens, median of "
-        f"{args.repetitions}) and `parallel.py` (128 tokens a stream); decode tokens/s from the server's timings, "
-        "aggregate tokens/s over the wall time.\n"
+        f"{args.repetitions} rounds, the modes taking turns) and `parallel.py` (128 tokens a stream); decode "
+        "tokens/s from the server's timings, aggregate tokens/s over the wall time.\n"
     )
 
 
@@ -170,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--server", type=Path, required=True, help="the llama-server executable")
     parser.add_argument("--model", type=Path, default=None, help="a GGUF (default: the 0.5B test model)")
     parser.add_argument("--tokens", type=int, default=300)
-    parser.add_argument("--repetitions", type=int, default=2)
+    parser.add_argument("--repetitions", type=int, default=3, help="rounds of the speculation modes")
     parser.add_argument("--threads", type=int, default=usable_cores())
     parser.add_argument("--port", type=int, default=18931)
     parser.add_argument("--out", type=Path, default=RESULTS)

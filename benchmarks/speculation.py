@@ -31,9 +31,9 @@ from qwq_edge.services.testdata import fixture_model_path
 from qwq_edge.system.machine import usable_cores
 
 try:
-    from benchmarks.common import RESULTS, decode_parser, machine, median, quick, save
+    from benchmarks.common import RESULTS, decode_parser, machine, median, quick, save, spread
 except ImportError:  # run as a script from the repository root
-    from common import RESULTS, decode_parser, machine, median, quick, save
+    from common import RESULTS, decode_parser, machine, median, quick, save, spread
 
 #: Workload → reasoning format: the 0.5B model answers directly, except in the think format.
 WORKLOADS = {"edit": "none", "story": "none", "sort": "none", "reasoning": "think"}
@@ -120,6 +120,7 @@ def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict
             generated[draft] = stats.pop("tokens")
             runs[draft].append(stats)
     speed = {draft: median([s["decode_tokens_per_s"] for s in runs[draft]]) for draft in ("off", "ngram")}
+    each_round = [s["decode_tokens_per_s"] / r for s, r in zip(runs["ngram"], runs["raw"], strict=True)]
     last = runs["ngram"][-1]
     return {
         "prompt_tokens": len(tokens),
@@ -127,7 +128,8 @@ def measure(model: Model, raw: Any, name: str, n: int, repetitions: int) -> dict
         "runs": runs,
         "decode_tokens_per_s": {"raw": median(runs["raw"]), **speed},
         # Per repetition, each against the raw run just before it: the machine's load drifts.
-        "ngram_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["ngram"], runs["raw"], strict=True)]),
+        "ngram_vs_raw": median(each_round),
+        "ngram_vs_raw_each_round": each_round,
         "off_vs_raw": median([s["decode_tokens_per_s"] / r for s, r in zip(runs["off"], runs["raw"], strict=True)]),
         "identical_with_and_without_speculation": generated["ngram"][:n] == generated["off"][:n],
         "first_divergence": divergence(model, tokens, generated["off"], generated["ngram"]),
@@ -146,27 +148,31 @@ def same_tokens(result: dict[str, Any]) -> str:
 
 
 def llama_server_column(out: Path) -> dict[str, str]:
-    """llama-server's ngram-simple ÷ its own decode per workload, from ``llama_server.py``'s results if run."""
+    """llama-server's ngram-simple ÷ its own decode per workload (each round's, then the drafts
+    accepted), from ``llama_server.py``'s results if run."""
     path = out / "llama_server.json"
     if not path.is_file():
         return {}
     figures = {}
     for name, modes in json.loads(path.read_text())["speculation"].items():
         simple = modes["ngram-simple"]
-        figures[name] = f"{simple['vs_off']:.2f}× ({simple['drafts'][0]}/{simple['drafts'][1]})"
+        rounds = spread(simple.get("vs_off_each_round", [simple["vs_off"]]))
+        figures[name] = f"{simple['vs_off']:.2f}× ({rounds}; {simple['drafts'][0]}/{simple['drafts'][1]})"
     return figures
 
 
 def table(results: dict[str, dict[str, Any]], footer: str, peer: dict[str, str]) -> str:
     lines = [
-        "| workload | raw llama-cpp-python tok/s | qwq-edge, no draft | qwq-edge, `--draft ngram` | ngram ÷ raw "
-        "| drafts accepted | tokens per pass | same tokens | llama-server ngram-simple ÷ its own decode |",
+        "| workload | raw llama-cpp-python tok/s | qwq-edge, no draft | qwq-edge, `--draft ngram` "
+        "| ngram ÷ raw (each round) | drafts accepted | tokens per pass | same tokens "
+        "| llama-server ngram-simple ÷ its own decode |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         speed, drafts = r["decode_tokens_per_s"], r["drafts"]
         lines.append(
-            f"| {name} | {speed['raw']:.1f} | {speed['off']:.1f} | {speed['ngram']:.1f} | **{r['ngram_vs_raw']:.2f}×** "
+            f"| {name} | {speed['raw']:.1f} | {speed['off']:.1f} | {speed['ngram']:.1f} "
+            f"| **{r['ngram_vs_raw']:.2f}×** ({spread(r['ngram_vs_raw_each_round'])}) "
             f"| {drafts['draft_accepted']}/{drafts['draft_proposed']} | {r['tokens_per_pass']:.2f} "
             f"| {same_tokens(r)} | {peer.get(name, '-')} |"
         )
@@ -174,7 +180,7 @@ def table(results: dict[str, dict[str, Any]], footer: str, peer: dict[str, str])
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = decode_parser(__doc__.splitlines()[0], tokens=300, repetitions=2)
+    parser = decode_parser(__doc__.splitlines()[0], tokens=300, repetitions=3)
     parser.add_argument("--model", type=Path, help="GGUF file (default: the 0.5B test model)")
     parser.add_argument("--threads", type=int, default=usable_cores())
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
@@ -190,9 +196,10 @@ def main(argv: list[str] | None = None) -> dict:
         model.close()
     footer = (
         f"{path.name}, llama.cpp on the CPU, {args.threads} threads, greedy, {args.tokens} tokens per run, median of "
-        f"{args.repetitions} repetitions (decode tokens/s from the first to the last token; ngram ÷ raw: the median of "
-        "each repetition's ratio, the three runs taking turns; thinking timed until its last token, not closed by a "
-        "budget). The llama-server column is `benchmarks/llama_server.py`'s (llama.cpp's server built from the "
+        f"{args.repetitions} rounds (decode tokens/s from the first to the last token; ngram ÷ raw: the median of "
+        "each round's ratio, with every round's in brackets, the three runs taking turns; thinking timed until "
+        "its last token, not closed by a budget). The llama-server column is `benchmarks/llama_server.py`'s "
+        "(llama.cpp's server built from the "
         "llama.cpp that llama-cpp-python 0.3.36 vendors, the same prompt token ids, greedy; its text differs from "
         "llama-cpp-python's). Mac figures are not measured here."
     )

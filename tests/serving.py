@@ -88,3 +88,14 @@ def http(
     headers = {name.lower(): value for name, value in headers.items()}
     is_json = "json" in headers.get("content-type", "")
     return Answer(status, headers, (json.loads(raw) if is_json else raw.decode("utf-8", "replace")) if raw else None)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a ``/metrics`` text (parsed by prometheus-client), 0 when absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items()):
+                return sample.value
+    return 0.0

@@ -170,6 +170,29 @@ def test_ctrl_c_stops_the_answer_and_keeps_the_conversation(cli_command, gguf_pa
     assert [m["content"] for m in messages if m["role"] == "user"] == [LONG_THINKING_PROMPT, "Say OK."]
 
 
+def test_the_first_ctrl_c_while_thinking_answers_now_and_the_second_stops(cli_command, gguf_path):
+    child = spawn_chat(cli_command, gguf_path, "--min-thinking-tokens", "1500", "--max-answer-tokens", "30")
+    child.sendline(LONG_THINKING_PROMPT)
+    child.expect("Thinking…")
+    time.sleep(2)  # well into the thinking, far from its minimum
+    child.sendintr()
+    child.expect(r"answer now: the thinking closes at its next sentence end \(Ctrl-C again stops\)")
+    child.expect("answering now: closing the thinking")
+    child.expect(r"thought for (\d+) tokens")
+    assert int(child.match.group(1)) < 1500  # the minimum gave way
+    child.expect(">>> ")  # the answer followed
+    assert "cancelled" not in child.before, child.before
+    child.sendline(LONG_THINKING_PROMPT)  # now Ctrl-C twice: answer now, then stop
+    child.expect("Thinking…")
+    time.sleep(1)
+    child.sendintr()
+    time.sleep(0.2)
+    child.sendintr()
+    child.expect(r"\[stopped: cancelled\]")
+    child.expect(">>> ")
+    close_with_ctrl_d(child)
+
+
 def test_resume_continues_a_saved_chat_and_ctrl_c_at_the_prompt_exits(cli_command, gguf_path, tmp_path):
     saved = tmp_path / "resume.json"
     child = spawn_chat(cli_command, gguf_path, "--budget", "2", "--max-answer-tokens", "6", "--resume", str(saved))

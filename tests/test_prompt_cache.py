@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import in_threads
-from serving import http, running_server
+from serving import http, metric, running_server
 from test_batching import GREEDY, pooled
 
 from qwq_edge import load
@@ -178,9 +178,12 @@ def test_a_disk_cache_survives_a_server_restart(cli_command, gguf_path, tmp_path
         with running_server(cli_command, gguf_path, *flags) as server:
             replies.append(http("POST", f"{server.url}/v1/chat/completions", body).body)
             assert _flushed(tmp_path)
+            scraped = http("GET", f"{server.url}/metrics").body
     first, second = (reply["usage"]["prompt_tokens_details"] for reply in replies)
     assert first["cached_tokens"] == 0
     assert second["cached_from"] == "disk" and second["cached_tokens"] >= replies[1]["usage"]["prompt_tokens"] - 1
+    assert metric(scraped, "qwq_edge_prompt_cache_hits_total", source="disk") == 1  # the second server's
+    assert metric(scraped, "qwq_edge_tokens_total", kind="cached_prompt") == second["cached_tokens"]
     assert replies[0]["choices"][0]["message"]["content"] == replies[1]["choices"][0]["message"]["content"]
 
 

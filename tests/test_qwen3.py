@@ -28,6 +28,7 @@ from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint, qwen3_cha
 from qwq_edge.engines.gguf_file import read_gguf_header
 from qwq_edge.engines.registry import spec_for_path
 from qwq_edge.errors import ConversionError
+from qwq_edge.reasoning.controller import ANSWER_NOW_REACH
 from qwq_edge.reasoning.effort import EFFORTS
 from qwq_edge.reasoning.formats import HYBRID
 from qwq_edge.services.testdata import fixture_tokenizer_json
@@ -289,6 +290,25 @@ def test_thinking_off_starts_in_the_answer_with_nothing_forced_on_each_engine(qw
     assert stats.answer_tokens == 4 and result.thinking == ""
     block = qwen3.engine.tokenize("<think>\n\n</think>\n\n", special=True)
     assert qwen3.engine.cached_tokens[: stats.prompt_tokens][-len(block) :] == block
+
+
+def test_answer_now_closes_the_thinking_on_each_engine(qwen3):
+    """Mid-thought, through the Python API: the thinking closes within the reach (a random model
+    writes no sentence ends), the wrap-up is written, and the answer follows; the minimum gives way."""
+    stream = qwen3.stream(PROMPT, min_thinking_tokens=300, max_answer_tokens=3, temperature=1.0, seed=5)
+    said = None
+    for event in stream:
+        if said is None and getattr(event, "thinking_tokens", 0) >= 4:
+            said = stream.answer_now()
+        result = getattr(event, "result", None)
+    stats = result.stats
+    assert (
+        said is True
+        and stats.thinking_closed_by == "answer-now"
+        and stats.thinking_tokens < 4 + 2 * ANSWER_NOW_REACH + 2
+    )
+    assert [span["kind"] for span in stats.forced_spans] == ["answer-now"] and stats.answer_tokens >= 1
+    assert stream.answer_now() is False
 
 
 def test_soft_switches_on_each_engine(qwen3):

@@ -15,7 +15,7 @@ import jsonschema
 import openai
 import pytest
 from conftest import LONG_THINKING_PROMPT
-from serving import KEY, http, running_server
+from serving import KEY, http, metric, running_server
 
 IM_START, IM_END = 151644, 151645
 
@@ -93,6 +93,36 @@ def test_a_streamed_reply_marks_the_runtime_s_words_and_says_where_they_are(clie
     assert thinking[span["start"] : span["end"]] == "".join(text for text, kind in pieces if kind == "budget")
     assert "Thinking time is up." in thinking[span["start"] : span["end"]]
     assert "Thinking time is up." not in "".join(text for text, kind in pieces if not kind)
+
+
+def test_a_second_client_answers_a_streamed_request_now(client, server):
+    """The reply names its id (a header, every chunk's id); POST /v1/requests/{id}/answer
+    closes its thinking, whatever minimum it asked; once the thinking is over it says so."""
+    body = {"min_thinking_tokens": 150, "max_answer_tokens": 100}
+    messages = [{"role": "user", "content": LONG_THINKING_PROMPT}]
+    raw = client.chat.completions.with_raw_response.create(model="", messages=messages, stream=True, extra_body=body)
+    request_id = raw.headers["x-request-id"]
+    answer = f"{server.url}/v1/requests/{request_id}/answer"
+    assert http("POST", answer).status == 401  # the same key as the request's
+    said, later, kinds, text, last = None, None, [], "", None
+    for chunk in raw.parse():
+        assert chunk.id == request_id
+        choice = chunk.choices[0]
+        kinds += [extension(choice).get("intervention", {}).get("kind")]
+        thinking = (choice.delta.model_extra or {}).get("reasoning_content")
+        if said is None and thinking and extension(choice)["thinking_tokens"] >= 10:
+            said = http("POST", answer, key=KEY)
+        text += choice.delta.content or ""
+        if later is None and choice.delta.content:
+            later = http("POST", answer, key=KEY)  # the answer has begun
+        last = choice
+    assert said.status == 200 and said.body["answering"] is True
+    assert later.status == 200 and later.body["answering"] is False and "already over" in later.body["message"]
+    assert "answer-now" in kinds and text.strip()
+    counts = extension(last)
+    assert counts["thinking_closed_by"] == "answer-now" and counts["thinking_tokens"] < 150
+    gone = http("POST", answer, key=KEY)
+    assert gone.status == 404 and gone.body["error"]["code"] == "request_not_found"
 
 
 def test_the_budget_holds_and_the_runtime_says_who_closed_the_thinking(client):
@@ -173,11 +203,16 @@ def test_a_request_asks_for_ngram_drafts_and_never_names_a_file(client):
 
 
 def test_serve_draft_is_every_request_s_default_and_model_names_it(cli_command, gguf_path):
-    with running_server(cli_command, gguf_path, "--draft", str(gguf_path)) as served:
-        client = openai.OpenAI(base_url=f"{served.url}/v1", api_key="none", max_retries=0, timeout=120)
+    flags = ("--draft", str(gguf_path), "--api-key", KEY, "--metrics-public")
+    with running_server(cli_command, gguf_path, *flags) as served:
+        client = openai.OpenAI(base_url=f"{served.url}/v1", api_key=KEY, max_retries=0, timeout=120)
         drafted = extension(ask(client, temperature=0).choices[0])
         assert drafted["draft"] == extension(ask(client, draft="model").choices[0])["draft"] != "ngram"
         assert extension(ask(client, draft="ngram").choices[0])["draft"] == "ngram"
+        scraped = http("GET", f"{served.url}/metrics")  # no key: --metrics-public
+        assert scraped.status == 200
+        proposed = metric(scraped.body, "qwq_edge_draft_tokens_total", outcome="proposed")
+        assert 0 < metric(scraped.body, "qwq_edge_draft_tokens_total", outcome="accepted") <= proposed
 
 
 WEATHER = {
@@ -377,6 +412,40 @@ def _settled_log(server, quiet: float = 0.5, limit: float = 10.0) -> str:
             return log
         log = server.log
     raise AssertionError("the server kept logging")
+
+
+def test_metrics_count_what_the_runtime_did_behind_the_key(client, server):
+    assert http("GET", f"{server.url}/metrics").status == 401
+    _settled_log(server)  # earlier tests' streams have ended and been counted
+
+    def scrape() -> str:
+        answer = http("GET", f"{server.url}/metrics", key=KEY)
+        assert answer.status == 200 and answer.headers["content-type"].startswith("text/plain; version=")
+        return answer.body
+
+    before = scrape()
+    reply = ask(client, LONG_THINKING_PROMPT, max_thinking_tokens=6)
+    stats = extension(reply.choices[0])
+    after = scrape()
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    model = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert grew("qwq_edge_requests_total", route="/v1/chat/completions", status="200") == 1
+    assert grew("qwq_edge_requests_total", route="/metrics", status="200") == 1  # the first scrape
+    assert metric(after, "qwq_edge_requests_total", route="/metrics", status="401") >= 1
+    assert stats["budget_cut"] != "none"
+    assert grew("qwq_edge_budget_cuts_total", model=model, at=stats["budget_cut"]) == 1
+    assert grew("qwq_edge_interventions_total", model=model, kind="budget") == 1
+    assert grew("qwq_edge_tokens_total", model=model, kind="thinking") == stats["thinking_tokens"]
+    assert grew("qwq_edge_tokens_total", model=model, kind="prompt") == reply.usage.prompt_tokens
+    assert grew("qwq_edge_generations_total", model=model, finish_reason=stats["finish_reason"]) == 1
+    for histogram in ("time_to_first_token_seconds", "decode_tokens_per_second", "queue_wait_seconds"):
+        assert grew(f"qwq_edge_{histogram}_count", model=model) == 1, histogram
+    assert metric(after, "qwq_edge_model_loaded", model=model) == 1
+    assert metric(after, "qwq_edge_model_memory_bytes", model=model) > 300e6  # the 0.5B's weights at least
+    assert metric(after, "qwq_edge_requests_waiting", model=model) == 0
 
 
 def test_one_log_line_per_request(client, server):

@@ -93,6 +93,49 @@ def test_a_model_that_answers_every_wait_with_the_same_paragraph_is_caught_withi
     assert result.thinking.count("Two plus two is four.") <= 3 and result.stats.thinking_tokens < 2000
 
 
+def _answer_now_after(model: Model, tokens: int, **options) -> tuple[list, bool, bool]:
+    """Stream with a minimum and no budget; ask "answer now" once ``tokens`` thinking tokens are out.
+    The events, what the call said mid-thought, and what it says once the stream is over."""
+    stream = model.stream("Hi", min_thinking_tokens=1000, max_answer_tokens=3, **GREEDY, **options)
+    events, said = [], None
+    for event in stream:
+        events.append(event)
+        if said is None and isinstance(event, ThinkingDelta) and event.thinking_tokens >= tokens:
+            said = stream.answer_now()
+    return events, bool(said), stream.answer_now()
+
+
+def test_answer_now_closes_the_thinking_at_the_next_sentence_end_whatever_the_minimum(either):
+    either.engine.say(20, "so that is it. ")
+    events, said, after = _answer_now_after(either, 5)
+    result = events[-1].result
+    stats = result.stats
+    assert said and not after  # once the thinking is over it is a no-op that says so
+    assert stats.thinking_closed_by == "answer-now" and stats.interventions == {"answer-now": 1}
+    assert stats.wait_extensions == 0 and stats.answer_tokens == 3 and result.answer
+    (span,) = stats.forced_spans
+    assert span["kind"] == "answer-now" and result.thinking[: span["start"]].rstrip().endswith("so that is it.")
+    assert result.thinking[span["start"] :].lstrip().startswith("Thinking time is up.")
+
+
+def test_answer_now_without_a_sentence_end_closes_at_a_word_end_within_its_reach(toy):
+    from qwq_edge.reasoning.controller import ANSWER_NOW_REACH
+
+    toy.engine.say(5 + ANSWER_NOW_REACH + 2, "abc, ")  # the toy writes letters, no sentence end
+    events, said, _ = _answer_now_after(toy, 5)
+    stats = events[-1].result.stats
+    assert said and stats.thinking_closed_by == "answer-now"
+    assert 5 + ANSWER_NOW_REACH <= stats.thinking_tokens <= 5 + ANSWER_NOW_REACH + 8
+    thinking = events[-1].result.thinking
+    assert thinking[: stats.forced_spans[0]["start"]].rstrip().endswith("abc,")  # at a word end
+
+
+def test_answer_now_is_a_no_op_where_nothing_thinks(toy):
+    stream = toy.complete("Hi", max_tokens=3, **GREEDY)
+    assert stream.answer_now() is False
+    assert list(stream)[-1].result.stats.interventions == {}
+
+
 def test_the_runtime_s_words_are_marked_in_the_stream_and_in_the_stats(either):
     """The Wait a minimum forces and the budget's wrap-up are deltas of their own, named, and
     the stats say where they are in the thinking; the thinking stays the whole text."""

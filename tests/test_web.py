@@ -99,6 +99,19 @@ def test_the_runtime_s_words_are_marked_in_the_thinking_and_kept_after_a_reload(
     assert [(k.get_attribute("data-kind"), k.get_attribute("textContent")) for k in kept] == [("budget", wrap_up)]
 
 
+def test_answer_now_closes_the_thinking_and_the_answer_follows(page):
+    assert not page.find_element(By.ID, "answer-now").is_enabled()  # nothing is thinking
+    ask(page, LONG_THINKING_PROMPT, "")
+    wait(page, lambda d: int(last(d, ".thinking-count").get_attribute("textContent") or 0) >= 5)
+    button = page.find_element(By.ID, "answer-now")
+    wait(page, lambda d: button.is_enabled())
+    button.click()
+    wait(page, lambda d: d.find_element(By.ID, "status").text.startswith("Answered on request"))
+    marked = last(page, ".turn.assistant").find_elements(By.CSS_SELECTOR, ".thinking-text .forced")
+    assert [m.get_attribute("data-kind") for m in marked] == ["answer-now"]
+    assert last(page, ".answer").text and not button.is_enabled()
+
+
 def test_stop_cancels_the_generation_on_the_server(page, server):
     ask(page, LONG_THINKING_PROMPT, "")
     wait(page, lambda d: int(last(d, ".thinking-count").get_attribute("textContent") or 0) >= 5)

@@ -14,7 +14,7 @@ from ..reasoning.effort import EFFORTS
 from ..reasoning.language import LANGUAGE_CHOICES
 from ..runtime.chat import Chat
 from ..runtime.notices import no_thinking_notice, requested_format
-from .interrupt import cancel_on_interrupt
+from .interrupt import answer_now_on_interrupt
 from .options import (
     display_options,
     generation_changes,
@@ -36,7 +36,8 @@ HELP = """\
 /save FILE                save the conversation (continue it later with --resume FILE)
 /help                     this list
 /exit                     leave (Ctrl-D or Ctrl-C at the prompt work too)
-Ctrl-C while the model writes stops that answer; the conversation stays."""
+Ctrl-C while the model thinks: answer now (a second Ctrl-C stops); while it answers: stop
+that answer. The conversation stays."""
 
 THINK_MODES = ("on", "off", "hide", "summary")
 #: How a chat's thinking is turned on, for the notice that its model does not think.
@@ -93,12 +94,12 @@ class ChatRepl:
 
     def turn(self, text: str) -> None:
         """Answer ``text``; the question is saved before the model starts, the answer after."""
-        model = self.session.model
         try:
             events = self.session.stream(text)
             self.autosave()
-            with cancel_on_interrupt(model):
-                EventRenderer(self.console, display=DISPLAY_FOR_MODE[self.think_mode]).render(events)
+            with answer_now_on_interrupt(events) as interrupt:
+                renderer = EventRenderer(self.console, display=DISPLAY_FOR_MODE[self.think_mode])
+                renderer.render(events, lambda: interrupt.answering)
         except QwqEdgeError as error:
             self._say(f"error: {error}", "red")
         self.autosave()

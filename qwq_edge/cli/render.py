@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import TextIO
 
@@ -28,7 +28,10 @@ INTERVENTION_LABELS = {
     "wait": "below the minimum thinking: continuing with Wait",
     "loop-nudge": "the thinking repeats itself: nudging it",
     "loop-close": "the thinking still loops: closing it",
+    "answer-now": "answering now: closing the thinking",
 }
+#: What the terminal says once Ctrl-C asked for the answer while the model thinks.
+ANSWERING_NOW = "answer now: the thinking closes at its next sentence end (Ctrl-C again stops)"
 SUMMARY_SENTENCES = 2
 #: How the runtime's own words in the thinking (wrap-up, "Wait,", nudge) are shown.
 FORCED_STYLE = "italic yellow"
@@ -73,10 +76,15 @@ class EventRenderer:
         self._status: Status | None = None
         self._after_label = False
 
-    def render(self, events: Iterable[Event]) -> GenerationResult | None:
-        """Consume ``events``; return the result, or ``None`` if the stream broke off."""
+    def render(self, events: Iterable[Event], answering: Callable[[], bool] = lambda: False) -> GenerationResult | None:
+        """Consume ``events``; return the result, or ``None`` if the stream broke off.
+        ``answering``: whether the answer was asked for now (said once, while thinking)."""
+        told = False
         try:
             for event in events:
+                if not told and self._thinking_open and answering():
+                    told = True
+                    self._tell(ANSWERING_NOW)
                 if isinstance(event, ThinkingDelta):
                     self._thinking(event)
                 elif isinstance(event, Intervention):
@@ -114,6 +122,14 @@ class EventRenderer:
             label = INTERVENTION_LABELS.get(event.kind, event.kind)
             label = f"{label} ({event.detail})" if event.detail else label
             self.console.print(f"\n[{label}]", style="yellow", markup=False, highlight=False)
+            self._after_label = True
+
+    def _tell(self, notice: str) -> None:
+        """A line of the runtime's between the thinking's text, or the spinner's text."""
+        if self._status is not None:
+            self._status.update(notice)
+        else:
+            self.console.print(f"\n[{notice}]", style="yellow", markup=False, highlight=False)
             self._after_label = True
 
     def _close_thinking(self) -> None:

@@ -41,7 +41,11 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
     "--host", default="127.0.0.1", show_default=True, help="Address to bind (another than loopback: set a key)."
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port.")
-@click.option("--api-key", envvar="QWQ_EDGE_API_KEY", help="Require this key (Bearer) on /v1/*; also QWQ_EDGE_API_KEY.")
+@click.option(
+    "--api-key",
+    envvar="QWQ_EDGE_API_KEY",
+    help="Require this key (Bearer) on /v1/* and /metrics; also QWQ_EDGE_API_KEY.",
+)
 @click.option("--max-queue", type=click.IntRange(min=0), default=8, show_default=True, help="Requests that may wait.")
 @click.option("--cors-origin", "cors_origins", multiple=True, help="A web origin allowed to call the API (repeatable).")
 @click.option(
@@ -55,6 +59,7 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
     "--max-body-mb", type=click.IntRange(min=1), default=16, show_default=True, help="Largest request body, in MiB."
 )
 @click.option("--model-id", help="The name /v1/models lists (default: the model file's name).")
+@click.option("--metrics-public", is_flag=True, help="Serve /metrics without the API key.")
 def serve(
     host: str,
     port: int,
@@ -65,6 +70,7 @@ def serve(
     max_prompt_chars: int | None,
     max_body_mb: int,
     model_id: str | None,
+    metrics_public: bool,
     **params: Any,
 ) -> None:
     """Serve the model over OpenAI's chat-completions API, with a web chat page at /.
@@ -91,6 +97,7 @@ def serve(
         host=host,
         allowed_hosts=allowed_hosts,
         limits=Limits(max_body_bytes=max_body_mb * 1024 * 1024, max_prompt_chars=prompt_chars),
+        metrics_public=metrics_public,
     )
     warning = bind_warning(host, api_key)
     if warning:

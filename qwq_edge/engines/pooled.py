@@ -85,7 +85,6 @@ class PooledSequence:
             self.cached_tokens[:] = prefix.tokens
             self.evaluated, self.wanted_from = len(prefix.tokens), LAST_ONLY
             self.cached_from = prefix.where
-            cache.counted(prefix.where)
 
     def save_state(self) -> bytes:
         """The engine's state of this sequence's evaluated tokens (an adapter with a prompt cache sets it)."""

@@ -62,8 +62,6 @@ class PromptCache:
         self.min_tokens = min_tokens
         self._entries: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
-        #: Requests served from each place, for the metrics and ``bench``.
-        self.hits = {"memory": 0, "disk": 0}
 
     @property
     def bytes(self) -> int:
@@ -104,9 +102,6 @@ class PromptCache:
             if found is not None:
                 best = found
         return best
-
-    def counted(self, where: str) -> None:
-        self.hits[where] += 1
 
 
 class DiskCache:

@@ -19,6 +19,7 @@ sampled token before it is appended, and reports what was appended with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -27,6 +28,7 @@ import numpy as np
 from ..errors import ContextOverflowError, InvalidRequestError
 from ..events import AnswerDelta, Event, Intervention, ReasoningCounts, ThinkingDelta
 from .block import ThinkingBlock
+from .cut import word_char
 from .formats import ReasoningFormat
 from .grammar import AnswerGrammar
 from .loop_guard import LoopDetector
@@ -41,7 +43,13 @@ ANSWER = "answer"
 #: Tokens kept free at the end of the context for the answer after a forced close.
 ANSWER_RESERVE = 16
 #: The kinds of a forced close of the thinking (``thinking_closed_by``).
-CLOSES = frozenset({"budget", "eos-close", "context-close", "max-tokens", "loop-close"})
+CLOSES = frozenset({"budget", "eos-close", "context-close", "max-tokens", "loop-close", "answer-now"})
+#: After "answer now", how many more thinking tokens may pass waiting for a sentence end
+#: before the close comes at the next word end.
+ANSWER_NOW_REACH = 48
+#: A sentence or line the model's text ends with (decided without the next token: "3." in
+#: "pi is 3.14" and "2." starting a list item are not sentence ends).
+_ENDS_SENTENCE = re.compile(r"(?:[^\d\s][.!?…]|[。！？])[\"'”’)\]*]*\s*$|\n\s*$")
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,19 @@ class ReasoningController:
         #: The kind of the forced text being routed now ("" while the text is the model's).
         self._forcing = ""
         self._thinking_chars = 0
+        #: The thinking tokens when "answer now" was asked (None: not asked); set from any thread.
+        self._answer_now_at: int | None = None
+
+    def answer_now(self) -> bool:
+        """Close the thinking at the next sentence end (within ``ANSWER_NOW_REACH`` tokens, else
+        at a word end) with the wrap-up, and let the answer follow, whatever minimum was asked.
+        Safe from any thread; ``False`` (and nothing changes) once the thinking is over."""
+        if self.phase != THINKING:
+            return False
+        if self._answer_now_at is None:
+            self._answer_now_at = self.counts.thinking_tokens
+            self._minimum_ended = True
+        return True
 
     def check_room(self, prompt_tokens: int, context_length: int) -> None:
         """Refuse a prompt that leaves no room for the forced close and a short answer,
@@ -265,6 +286,8 @@ class ReasoningController:
             return Finish("length")  # too small a bound to close the thinking and answer
         if len(self.tokens.close) < left <= closing:
             return self._close("max-tokens")
+        if self._answer_now_at is not None and self._may_answer_now():
+            return self._close("answer-now", bare=self._block is not None and not self._block.sampled)
         language = self._language_ban() if self.tokens.language_in_thinking else _NONE
         steer = _NONE
         if self._steer is not None and self._steer.left and self._block is not None:
@@ -303,6 +326,17 @@ class ReasoningController:
         self.counts.budget_cut, self.counts.budget_cut_tokens = cut.kind, dropped
         force = self._close("budget", cut.describe(dropped), bare=not self._block.sampled)
         return Rewind(cut.mark.position, force) if cut.mark is not None else force
+
+    def _may_answer_now(self) -> bool:
+        """Does the thinking end at a sentence (or line) now, or at a word once past the reach?
+        The close is forced after it, so nothing shown is taken back."""
+        assert self._block is not None and self._answer_now_at is not None
+        text = self._block.raw
+        if not text.strip() or _ENDS_SENTENCE.search(text[-64:]):
+            return True
+        waited = self.counts.thinking_tokens - self._answer_now_at
+        at_word = not word_char(text[-1]) or waited >= 2 * ANSWER_NOW_REACH
+        return waited >= ANSWER_NOW_REACH and self._whole and at_word
 
     def _below_minimum(self) -> bool:
         """Is the thinking short of its minimum? Not once ``max_tokens`` leaves only room to close

@@ -30,7 +30,7 @@ _INNER_WORD = "_'’-"
 _JOINERS = ".,:/"
 
 
-def _word_char(char: str) -> bool:
+def word_char(char: str) -> bool:
     return char.isalnum() or char in _INNER_WORD
 
 
@@ -52,7 +52,7 @@ def boundary_kind(text: str, offset: int) -> str | None:
     last = before[-1]
     if last in _JOINERS and before[-2:-1].isalnum() and (after.isalnum() or not after):
         return None  # 3.14, 1,000, a/b, e.g; at the end of the text "4." may still become "4.5"
-    if not _word_char(last) or (after and not _word_char(after)) or char_script(last) in ("han", "kana"):
+    if not word_char(last) or (after and not word_char(after)) or char_script(last) in ("han", "kana"):
         return "word"
     return None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from ..events import Done, Event, GenerationResult, collect
 from ..files import write_text_atomic
 from .options import GenerationOptions
 from .prompt import ROLES, Message, as_messages
+from .stream import Stream
 
 
 class ChatModel(Protocol):
@@ -24,7 +26,7 @@ class ChatModel(Protocol):
 
     info: Any
 
-    def stream(self, prompt: Any, options: GenerationOptions | None = None, **overrides: Any) -> Iterator[Event]: ...
+    def stream(self, prompt: Any, options: GenerationOptions | None = None, **overrides: Any) -> Stream: ...
 
 
 CHAT_FILE_FORMAT = "qwq-edge-chat"
@@ -72,23 +74,25 @@ class Chat:
         last = self.history[-1] if self.history else None
         return last.content if last is not None and last.role == "user" else None
 
-    def stream(self, text: str, **overrides: Any) -> Iterator[Event]:
+    def stream(self, text: str, **overrides: Any) -> Stream:
         """Send ``text``; it joins the history at once, the answer when the stream ends.
 
-        A cancelled turn keeps the user's message and whatever answer was written.
+        A cancelled turn keeps the user's message and whatever answer was written; one
+        answered now keeps the answer that followed.
         """
         options = self.effective_options.replace(**overrides)
         earlier = self.history[:-1] if self.unanswered is not None else self.history
         messages = as_messages([*earlier, Message("user", text)])
         events = self.model.stream(messages, options)
         self.history = messages
-        return self._record(events)
+        return events.around(self._record(events))
 
-    def _record(self, events: Iterator[Event]) -> Iterator[Event]:
-        for event in events:
-            if isinstance(event, Done):
-                self.history.append(Message("assistant", event.result.answer))
-            yield event
+    def _record(self, events: Stream) -> Iterator[Event]:
+        with closing(events):
+            for event in events:
+                if isinstance(event, Done):
+                    self.history.append(Message("assistant", event.result.answer))
+                yield event
 
     def send(self, text: str, **overrides: Any) -> GenerationResult:
         """Send ``text`` and wait for the whole reply."""

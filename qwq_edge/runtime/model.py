@@ -22,6 +22,7 @@ from ..catalog.families import family_for
 from ..catalog.planner import MemoryPlan, memory_budget, model_shape, plan_memory
 from ..engines import open_engine
 from ..engines.base import KV_CACHE_TYPES, Engine, EngineInfo, EnginePool
+from ..engines.prompt_cache import PromptCache
 from ..engines.registry import choose_engine, join_group, rank_shape, spec_named
 from ..engines.scheduler import SoloPool
 from ..errors import DistributedError, InvalidRequestError
@@ -38,28 +39,9 @@ from .generate import generate_step
 from .options import GenerationOptions
 from .prompt import Message, PromptBuilder, as_messages
 from .prompt_caching import attach_prompt_cache
+from .stream import Stream
 
 Prompt = str | Iterable[Message | dict[str, Any]]
-
-
-class Stream(Iterator[Event]):
-    """One generation's events; ``cancel()`` (from any thread) stops it at its next token,
-    and it is still read to its ``Done``."""
-
-    def __init__(self, events: Iterator[Event], cancel: threading.Event) -> None:
-        self._events = events
-        self._cancel = cancel
-
-    def __next__(self) -> Event:
-        return next(self._events)
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def close(self) -> None:
-        close = getattr(self._events, "close", None)
-        if close is not None:
-            close()
 
 
 class Model:
@@ -94,6 +76,11 @@ class Model:
         self.parallel = len(self.pool.sequences)
         self.memory_plan: MemoryPlan | None = None
         self.drafts = DraftModels(engine)  # type: ignore[arg-type]
+
+    @property
+    def prompt_cache(self) -> PromptCache | None:
+        """The prompt cache the engine keeps for every sequence, if it keeps one."""
+        return getattr(self.pool, "prompt_cache", None)
 
     # -- requests --------------------------------------------------------------------
 
@@ -195,7 +182,8 @@ class Model:
         if proposer is not None and self.parallel > 1:
             scheduler = self.scheduler
             proposer = WhileAlone(proposer, lambda: len(scheduler.active) <= 1)
-        return Stream(self._run(tokens, controller, sampling, seed, cancel, proposer), cancel)
+        events = self._run(tokens, controller, sampling, seed, cancel, proposer)
+        return Stream(events, cancel.set, controller.answer_now)
 
     def _run(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,19 +24,20 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import ContextOverflowError, InvalidRequestError, QwqEdgeError
-from ..events import Event
 from ..reasoning.formats import NONE
 from ..runtime.model import Model
 from ..runtime.notices import THINKING_CONTROLS, requested_format, thinking_controls_ignored
 from ..runtime.options import GenerationOptions
+from ..runtime.stream import Stream
 from ..text.tool_calls import ToolCallScanner
 from .errors import APIError, error_body
 from .guard import Hosts, RequestGuard
 from .limits import ClientGone, Limits, check_prompt, decode_json, prompt_chars_for, read_body
 from .logs import RequestLog
 from .mapping import Reply, check_schemas, completion_prompt, messages_from_request, options_from_request
+from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields, parse
-from .service import Service, gone
+from .service import REQUEST_ID, Service, gone
 
 STATIC = Path(__file__).parent / "static"
 
@@ -58,20 +59,28 @@ def create_app(
     host: str = "127.0.0.1",
     allowed_hosts: Sequence[str] = (),
     limits: Limits | None = None,
+    metrics_public: bool = False,
 ) -> Starlette:
     """The server for ``model``. ``defaults``: the options a request's fields change;
     ``api_key``: required on ``/v1/*`` when set; ``max_queue``: requests that may wait
     while one runs (more get 429); ``cors_origins``: web origins allowed to call it;
     ``host``: the address it is bound to, which (with ``localhost``, loopback addresses and
     ``allowed_hosts``) a request's ``Host`` must name; ``limits``: what a request may hold
-    (default: ``Limits`` with 8 prompt characters per token of the model's context)."""
+    (default: ``Limits`` with 8 prompt characters per token of the model's context);
+    ``metrics_public``: ``/metrics`` without the key."""
     limits = limits or Limits(max_prompt_chars=prompt_chars_for(model.info.context_length))
     name = model_id or default_model_id(model)
-    service = Service(model, name, defaults or GenerationOptions(), api_key, max_queue, limits)
+    metrics = Metrics(name, ROUTES)
+    options = defaults or GenerationOptions()
+    service = Service(model, name, options, api_key, max_queue, limits, metrics=metrics, metrics_public=metrics_public)
     guard = Middleware(RequestGuard, hosts=Hosts(host, allowed_hosts), origins=cors_origins)
-    middleware = [Middleware(RequestLog), guard]
+    middleware = [Middleware(RequestLog, metrics=metrics), guard]
     if cors_origins:
-        allowed = {"allow_methods": ["GET", "POST", "OPTIONS"], "allow_headers": ["Authorization", "Content-Type"]}
+        allowed = {
+            "allow_methods": ["GET", "POST", "OPTIONS"],
+            "allow_headers": ["Authorization", "Content-Type"],
+            "expose_headers": [REQUEST_ID],
+        }
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), **allowed))
     app = Starlette(
         routes=ROUTES,
@@ -113,7 +122,7 @@ class _Kind:
     name: str  # "chat" or "completion"
     schema: type[GenerationFields]
     prompt: Callable[[Any], Any]  # body → messages or raw prompt
-    start: Callable[[Model, Any, GenerationOptions], Iterator[Event]]
+    start: Callable[[Model, Any, GenerationOptions], Stream]
     tokens: Callable[[Model, Any, GenerationOptions], list[int]]
 
 
@@ -148,7 +157,7 @@ async def _generate(request: Request, kind: _Kind) -> Response:
     reply = Reply(service.model_id, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
     reply.warnings = _ignored_controls(service.model, body, kind)
 
-    def build() -> Iterator[Event]:
+    def build() -> Stream:
         """The prompt's tokens and the generation's controller (tokenizing: in the service's pool)."""
         events = kind.start(service.model, prompt, options)
         if body.return_token_ids:
@@ -216,6 +225,21 @@ async def health(request: Request) -> Response:
     return JSONResponse({**body, "defaults": defaults})
 
 
+async def answer_now(request: Request) -> Response:
+    """Close a running generation's thinking (its id: the ``X-Request-Id`` header, the chunks' ``id``)."""
+    service = _service(request)
+    service.check_key(request)
+    return JSONResponse(service.answer_now(request.path_params["id"]))
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus's text format; behind the API key unless the server was started with ``--metrics-public``."""
+    service = _service(request)
+    if not service.metrics_public:
+        service.check_key(request)
+    return Response(service.metrics.text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
@@ -223,10 +247,12 @@ async def index(request: Request) -> Response:
 ROUTES = [
     Route("/", index),
     Route("/health", health),
+    Route("/metrics", metrics),
     Route("/v1/models", list_models),
     Route("/v1/models/{name:path}", get_model),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/requests/{id}/answer", answer_now, methods=["POST"]),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]
 

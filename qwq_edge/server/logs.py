@@ -1,4 +1,5 @@
-"""One log line per request: method, path, status, prompt/thinking/answer tokens, seconds.
+"""One log line per request: method, path, status, prompt/thinking/answer tokens, seconds;
+and the request counted in the metrics.
 
 An ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which buffers
 streams): it sees the status as it is sent and writes the line when the response
@@ -15,13 +16,15 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..events import GenerationStats
+from .metrics import Metrics
 
 logger = logging.getLogger("qwq_edge.server")
 
 
 class RequestLog:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,8 +43,10 @@ class RequestLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            line = log_line(scope["method"], scope["path"], status or 500, state.get("stats"), perf_counter() - began)
+            status, stats = status or 500, state.get("stats")
+            line = log_line(scope["method"], scope["path"], status, stats, perf_counter() - began)
             logger.info(line + (" (client disconnected)" if state.get("disconnected") else ""))
+            self.metrics.observe_request(scope, status, stats)
 
 
 def log_line(method: str, path: str, status: int, stats: GenerationStats | None, seconds: float) -> str:

@@ -169,6 +169,7 @@ def extension(stats: GenerationStats) -> dict[str, Any]:
     return {
         "finish_reason": stats.finish_reason,
         "thinking_closed_by": stats.thinking_closed_by,
+        "budget_cut": stats.budget_cut,
         "thinking_tokens": stats.thinking_tokens,
         "answer_tokens": stats.answer_tokens,
         "forced_tokens": stats.forced_tokens,

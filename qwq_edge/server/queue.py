@@ -29,20 +29,25 @@ class Admission:
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
         self.released = False
+        #: Called once, when the place is given back.
+        self.on_release: Callable[[], object] = lambda: None
 
     def release(self) -> None:
         if not self.released:
             self.released = True
             self._runner._admitted -= 1
+            self.on_release()
 
 
 class Runner:
     """Admits up to ``max_queue`` waiting requests besides the ``parallel`` running ones,
     and runs up to ``parallel`` generations at a time."""
 
-    def __init__(self, max_queue: int, parallel: int = 1) -> None:
+    def __init__(self, max_queue: int, parallel: int = 1, on_wait: Callable[[float], object] | None = None) -> None:
         self.max_queue = max_queue
         self.parallel = parallel
+        #: Told how long each request waited for its turn (the metrics).
+        self.on_wait = on_wait or (lambda seconds: None)
         self._admitted = 0
         self._running = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -53,6 +58,10 @@ class Runner:
     @property
     def busy(self) -> bool:
         return self._running > 0
+
+    @property
+    def running(self) -> int:
+        return self._running
 
     @property
     def waiting(self) -> int:
@@ -74,10 +83,12 @@ class Runner:
         """Wait for a place, run ``start()``'s events in a thread and yield them here;
         ``cancel`` stops that generation."""
         try:
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
             await self._take_turn()
             try:
-                loop = asyncio.get_running_loop()
                 began = loop.time()
+                self.on_wait(began - asked)
                 async with aclosing(self._run(start, cancel)) as events:
                     async for event in events:
                         yield event

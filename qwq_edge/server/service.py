@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import json
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from ..errors import QwqEdgeError
 from ..events import Done, Event, GenerationResult
 from ..runtime.model import Model
 from ..runtime.options import GenerationOptions
+from ..runtime.stream import Stream
 from ..text.stops import stop_at
 from .errors import APIError, error_body
 from .limits import Limits
@@ -37,6 +38,7 @@ from .mapping import (
     stop_strings,
     usage_chunk,
 )
+from .metrics import Metrics
 from .queue import Runner
 from .schemas import GenerationFields
 
@@ -52,6 +54,8 @@ RESPONSES: dict[str, Callable[[GenerationResult, Reply], dict[str, Any]]] = {
     "completion": completion_response,
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+#: The header that names a reply's id (its chunks' ``id``), for ``POST /v1/requests/{id}/answer``.
+REQUEST_ID = "X-Request-Id"
 
 
 @dataclass
@@ -64,14 +68,33 @@ class Service:
     api_key: str | None = None
     max_queue: int = 8
     limits: Limits = field(default_factory=Limits)
+    #: What ``/metrics`` shows; ``metrics_public``: shown without the API key.
+    metrics: Metrics = field(kw_only=True)
+    metrics_public: bool = field(default=False, kw_only=True)
     runner: Runner = field(init=False)
+    #: The generations under way by reply id, for ``POST /v1/requests/{id}/answer``.
+    live: dict[str, Stream] = field(init=False, default_factory=dict)
     #: Where prompts are built (templated, tokenized): as many threads as generations run at once.
     prompts: ThreadPoolExecutor = field(init=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.runner = Runner(self.max_queue, self.model.parallel)
+        self.runner = Runner(self.max_queue, self.model.parallel, self.metrics.queue_wait.labels(self.model_id).observe)
         self.prompts = ThreadPoolExecutor(self.model.parallel, thread_name_prefix="qwq-edge-prompt")
+        self._gauges()
+
+    def _gauges(self) -> None:
+        """The metrics read when scraped: the queue, the loaded model, its memory and prompt cache."""
+        plan, cache, gauge = self.model.memory_plan, self.model.prompt_cache, self.metrics.gauge
+        gauge("requests_waiting", "Requests waiting for their turn", lambda: self.runner.waiting)
+        gauge("generations_running", "Generations running now", lambda: self.runner.running)
+        gauge("model_loaded", "1 while the model is loaded", lambda: 1)
+        gauge(
+            "model_memory_bytes",
+            "The model's planned memory (weights, KV cache, overhead)",
+            lambda: plan.total_bytes if plan else 0,
+        )
+        gauge("prompt_cache_bytes", "KV states the prompt cache holds in memory", lambda: cache.bytes if cache else 0)
 
     def check_key(self, request: Request) -> None:
         """401 unless the request carries the key (when one is set); compared in constant time."""
@@ -93,7 +116,7 @@ class Service:
             self.loop.call_soon_threadsafe(self.runner.shutdown)
 
     async def respond(
-        self, request: Request, body: GenerationFields, build: Callable[[], Iterator[Event]], reply: Reply
+        self, request: Request, body: GenerationFields, build: Callable[[], Stream], reply: Reply
     ) -> Response:
         """Take a place in the queue (or 429), build the prompt in the ``prompts`` pool, then
         generate and answer: a stream of chunks, or one JSON response."""
@@ -106,8 +129,9 @@ class Service:
         if events is None:
             admission.release()
             return gone(request)  # left while its prompt waited or was built
-        cancel = getattr(events, "cancel", self.model.cancel)  # the model's streams stop one by one
-        run = self.runner.events(admission, lambda: stop_at(events, stop_strings(body), cancel), cancel)
+        self.live[reply.id] = events
+        admission.on_release = lambda: self.live.pop(reply.id, None)
+        run = self.runner.events(admission, lambda: stop_at(events, stop_strings(body), events.cancel), events.cancel)
         weakref.finalize(run, admission.release)  # a stream whose body never starts still gives its place back
         if body.stream:
             started = await _until_disconnect(_started(run), request)
@@ -115,12 +139,23 @@ class Service:
                 return gone(request)  # gone while waiting or prefilling
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             chunks = _sse(started, request, reply, include_usage)
-            return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+            headers = SSE_HEADERS | {REQUEST_ID: reply.id}
+            return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
         result = await _until_disconnect(_result(run), request)
         if result is None:
             return gone(request)
         request.state.stats = result.stats
-        return JSONResponse(RESPONSES[reply.kind](result, reply))
+        return JSONResponse(RESPONSES[reply.kind](result, reply), headers={REQUEST_ID: reply.id})
+
+    def answer_now(self, request_id: str) -> dict[str, Any]:
+        """Close the thinking of the generation ``request_id`` (404 if none is under way)."""
+        stream = self.live.get(request_id)
+        if stream is None:
+            message = f"no generation {request_id!r} is under way on this server"
+            raise APIError(404, message, param="id", code="request_not_found")
+        answering = stream.answer_now()
+        said = "the thinking closes at its next sentence end" if answering else "the thinking is already over"
+        return {"id": request_id, "object": "qwq_edge.answer_now", "answering": answering, "message": said}
 
 
 def gone(request: Request) -> Response:

@@ -81,8 +81,9 @@ def fixture_tokenizer_json() -> Path:
 
     folder = cache_dir() / "qwen2.5-tokenizer"
     if not (folder / "tokenizer.json").is_file():
+        model = fixture_model_path()  # first: on a fresh machine it makes the cache folder
         with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".tokenizer-") as temp:
-            vocab = gguf_vocab(GGUFReader(fixture_model_path()))
+            vocab = gguf_vocab(GGUFReader(model))
             write_tokenizer_files(Path(temp), vocab, 32768)
             folder.mkdir(parents=True, exist_ok=True)
             for name in ("tokenizer_config.json", "generation_config.json", "tokenizer.json"):

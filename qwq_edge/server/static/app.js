@@ -8,6 +8,8 @@ const $ = (id) => document.getElementById(id);
 
 let history = load(CHAT_KEY, []);
 let running = null; // the AbortController of the reply being written
+let runningId = null; // its id (the chunks' id), for "Answer now"
+let answerAsked = false; // "Answer now" was pressed for it
 let serverDefaults = {}; // the thinking budget and effort a request that gives none gets (from /health)
 
 function load(key, fallback) {
@@ -91,6 +93,7 @@ function assistantTurn(message) {
 const FORCED = {
   wait: "written by qwq-edge: the thinking was below its minimum",
   "loop-nudge": "written by qwq-edge: the thinking was repeating itself",
+  "answer-now": "written by qwq-edge: the answer was asked for now",
 };
 
 // Thinking text; `forced` names the runtime's own words (shown apart from the model's).
@@ -138,8 +141,24 @@ function renderHistory() {
 
 function setRunning(controller) {
   running = controller;
+  runningId = null;
+  answerAsked = false;
   $("send").disabled = controller !== null;
   $("stop").disabled = controller === null;
+  $("answer-now").disabled = true;
+}
+
+// Ask the server to close the running reply's thinking at its next sentence end.
+async function answerNow() {
+  if (!runningId) return;
+  answerAsked = true;
+  $("answer-now").disabled = true;
+  const response = await fetch(`/v1/requests/${encodeURIComponent(runningId)}/answer`, {
+    method: "POST",
+    headers: headers(),
+  });
+  const body = await response.json().catch(() => ({}));
+  $("status").textContent = response.ok ? `answer now: ${body.message}` : `error: ${body.error?.message ?? response.status}`;
 }
 
 // -- streaming -----------------------------------------------------------------
@@ -169,12 +188,15 @@ function apply(chunk, view, reply) {
   if (!choice) return;
   const delta = choice.delta || {};
   const extra = choice.qwq_edge || {};
+  if (!runningId && chunk.id) runningId = chunk.id; // what "Answer now" names
   if (delta.reasoning_content) {
+    $("answer-now").disabled = answerAsked || reply.content !== "";
     reply.thinking += delta.reasoning_content;
     reply.thinking_tokens = extra.thinking_tokens ?? reply.thinking_tokens;
     showThinking(view, delta.reasoning_content, reply.thinking_tokens, extra.forced);
   }
   if (delta.content) {
+    $("answer-now").disabled = true;
     if (!reply.content) finishThinking(view);
     reply.content += delta.content;
     view.answer.textContent = reply.content;
@@ -209,6 +231,7 @@ function outcome(extra, thought, budget) {
     "context-close": "The context was nearly full, so the thinking was closed; answered.",
     "max-tokens": "The thinking was closed to leave room for the answer (max tokens); answered.",
     "loop-close": "The thinking went round in circles, so it was closed; answered.",
+    "answer-now": `Answered on request, after thinking for ${thought} tokens.`,
     skipped: "Answered without thinking.",
   }[extra.thinking_closed_by];
   return closed || (thought ? `Answered after thinking for ${thought} tokens.` : "Answered.");
@@ -289,6 +312,7 @@ $("prompt").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey) submit(event);
 });
 $("stop").addEventListener("click", () => running && running.abort());
+$("answer-now").addEventListener("click", answerNow);
 $("new-chat").addEventListener("click", () => {
   if (running) running.abort();
   history = [];
