@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from test_cli import assert_one_line_error, qwq
 
 from qwq_edge import InvalidRequestError
+from qwq_edge.cli.bench import _print_report
 from qwq_edge.convert import convert_to_mlx
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.reasoning.formats import THINK
@@ -93,3 +95,15 @@ def test_bench_runs_start_from_an_empty_cache(tiny_mlx):
     report = run_bench(tiny_mlx, BenchSettings(prompt_tokens=48, gen_tokens=4, repetitions=3, raw=False), engine="mlx")
     assert set(report.runs) == {OFF, ON} and "raw_engine_added_rss_bytes" not in report.memory
     assert all(r.cached_prompt_tokens == 0 for runs in report.runs.values() for r in runs)
+
+
+def test_bench_shows_what_a_prompt_cache_asked_for_served(tiny_mlx, tmp_path):
+    """With --prompt-cache the runs after the first restore the long prompt from disk, and say so."""
+    settings = BenchSettings(prompt_tokens=1100, gen_tokens=4, repetitions=2, raw=False)
+    report = run_bench(tiny_mlx, settings, engine="mlx", prompt_cache_dir=tmp_path / "cache")
+    served = [(r.cached_prompt_tokens, r.cached_prompt_from) for runs in report.runs.values() for r in runs]
+    assert all(tokens >= 1024 and where == "disk" for tokens, where in served), served
+    console = Console(record=True, width=200)
+    _print_report(console, report)
+    printed = console.export_text()
+    assert "started from up to" in printed and "(disk)" in printed

@@ -69,6 +69,7 @@ def bench(
     The raw engine (plain llama-cpp-python or mlx_lm.stream_generate), qwq-edge with
     every reasoning control off and qwq-edge with all of them on (thinking budget, loop
     guard, language guard) take turns on the same prompt tokens; medians are shown.
+    The prompt cache is off unless --cache-ram or --prompt-cache asks for one.
     With --parallel N: N concurrent greedy streams of --gen-tokens against one (aggregate
     tokens/s, each stream's text against its run alone, time to first token under load).
     """
@@ -129,6 +130,19 @@ def _print_engine(console: Console, model: dict[str, Any]) -> None:
         console.print(f"memory: {model['memory_plan']}")
 
 
+def _print_cached(console: Console, report: BenchReport) -> None:
+    """Say when runs started from cached prompt tokens (a prompt cache was asked for): their TTFT is not prefill."""
+    cached = [r for runs in report.runs.values() for r in runs if r.cached_prompt_tokens]
+    if cached:
+        sources = sorted({r.cached_prompt_from or "sequence" for r in cached})
+        tokens = max(r.cached_prompt_tokens for r in cached)
+        console.print(
+            f"prompt cache: {len(cached)} run{'s' if len(cached) > 1 else ''} started from up to {tokens} cached "
+            f"prompt tokens ({', '.join(sources)}); their time to first token is not a cold prefill",
+            highlight=False,
+        )
+
+
 def _print_report(console: Console, report: BenchReport) -> None:
     model, settings = report.model, report.settings
     sampling = "greedy" if settings["sampling"]["temperature"] == 0 else "the model's sampling, seeded"
@@ -158,6 +172,7 @@ def _print_report(console: Console, report: BenchReport) -> None:
             f"{m['decode_tokens_per_s'] / raw_decode:.3f}" if raw_decode else "-",
         )
     console.print(table)
+    _print_cached(console, report)
     if report.prediction:
         console.print(_predicted_line(report.prediction, medians.get(OFF, {})), highlight=False)
     memory = report.memory

@@ -36,19 +36,23 @@ class RunTiming:
     decode_tokens_per_s: float
     #: Prompt tokens found in the KV cache instead of evaluated: 0 when every run starts cold.
     cached_prompt_tokens: int = 0
+    #: Where they came from: ``sequence``, ``memory`` or ``disk`` ("" when none).
+    cached_prompt_from: str = ""
 
     @property
     def prefill_tokens_per_s(self) -> float:
         return self.prompt_tokens / self.time_to_first_token if self.time_to_first_token > 0 else 0.0
 
 
-def timing(prompt_tokens: int, start: float, marks: list[tuple[int, float]], cached: int = 0) -> RunTiming:
+def timing(
+    prompt_tokens: int, start: float, marks: list[tuple[int, float]], cached: int = 0, cached_from: str = ""
+) -> RunTiming:
     """A ``RunTiming`` from ``(tokens so far, time)`` marks taken as tokens arrived."""
     if not marks:
-        return RunTiming(prompt_tokens, 0, 0.0, 0.0, cached)
+        return RunTiming(prompt_tokens, 0, 0.0, 0.0, cached, cached_from)
     (first_count, first_time), (last_count, last_time) = marks[0], marks[-1]
     decode = (last_count - first_count) / (last_time - first_time) if last_time > first_time else 0.0
-    return RunTiming(prompt_tokens, last_count, first_time - start, decode, cached)
+    return RunTiming(prompt_tokens, last_count, first_time - start, decode, cached, cached_from)
 
 
 def bench_prompt(model: Model, fmt: ReasoningFormat, target: int) -> tuple[str, list[int]]:
@@ -103,7 +107,7 @@ def time_qwq(model: Model, text: str, n: int, options: GenerationOptions, contro
             stats = event.result.stats
         else:
             model.cancel()
-    return timing(stats.prompt_tokens, start, marks, stats.cached_prompt_tokens)
+    return timing(stats.prompt_tokens, start, marks, stats.cached_prompt_tokens, stats.cached_prompt_from)
 
 
 def time_raw(raw: RawRunner, prompt_tokens: list[int], n: int, params: SamplingParams, seed: int) -> RunTiming:

@@ -3,7 +3,8 @@
 Three variants run in one process on the same prompt tokens and sampler settings,
 taking turns repetition by repetition: the raw engine, qwq-edge with every
 reasoning control off, and qwq-edge with every control on. Each run starts from an
-empty KV cache, so time to first token includes reading the whole prompt.
+empty KV cache, so time to first token includes reading the whole prompt: the prompt
+cache is off unless a size or folder for it is given (then the runs show what it served).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def run_bench(
     settings = settings or BenchSettings()
     if load_options.get("distributed"):
         settings = replace(settings, raw=False)
-    model, qwq_load = _timed(lambda: load(path, **load_options))
+    model, qwq_load = _timed(lambda: load(path, **_cold(load_options)))
     if model.rank != 0:
         model.follow()
         return None
@@ -135,6 +136,16 @@ def run_bench(
         return _measure(model, qwq_load, settings, progress)
     finally:
         model.close()
+
+
+def _cold(load_options: dict[str, Any]) -> dict[str, Any]:
+    """No prompt cache unless asked for: with one, every run after the first would time a lookup."""
+    cold = dict(load_options)
+    if cold.get("cache_ram") is None:
+        cold["cache_ram"] = 0
+    if cold.get("prompt_cache_dir") is None:
+        cold["disk_cache"] = False
+    return cold
 
 
 def _measure(model: Model, qwq_load: float, settings: BenchSettings, progress: Callable[[str], None]) -> BenchReport:
