@@ -100,6 +100,8 @@ class GenerationStats(ReasoningCounts):
     #: Where the cached prompt tokens came from: the ``sequence`` itself, the prompt cache's ``memory`` or ``disk``.
     cached_prompt_from: str = ""
     finish_reason: str = "stop"
+    #: The stop string that ended the answer ("" when none did).
+    stop_string: str = ""
     seed: int | None = None
     time_to_first_token: float = 0.0
     prefill_seconds: float = 0.0

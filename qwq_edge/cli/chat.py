@@ -28,7 +28,7 @@ from .render import EventRenderer, thinking_flags_notice
 HELP = """\
 /budget N | /budget off   set or remove the thinking budget (tokens)
 /min N | /min off         think at least N tokens (an earlier close becomes "Wait")
-/effort low|medium|high|max|off   preset budget and minimum
+/effort LEVEL | off        preset budget and minimum: minimal, low, medium, high, max
 /language auto|en|zh|…|off        keep the answer in one language
 /loop on | off            the loop breaker
 /think on|off|hide|summary  show the thinking, answer without it, a spinner, or a summary

@@ -17,6 +17,7 @@ class Effort:
 
 
 EFFORTS: dict[str, Effort] = {
+    "minimal": Effort(max_thinking_tokens=128, min_thinking_tokens=0),
     "low": Effort(max_thinking_tokens=512, min_thinking_tokens=0),
     "medium": Effort(max_thinking_tokens=2048, min_thinking_tokens=0),
     "high": Effort(max_thinking_tokens=8192, min_thinking_tokens=256),

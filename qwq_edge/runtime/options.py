@@ -105,7 +105,7 @@ class GenerationOptions:
     model answers); ``max_tokens`` caps thinking and answer together, as OpenAI's
     ``max_completion_tokens`` does (the thinking is closed in time for a short
     answer); ``min_thinking_tokens`` makes it think at least that long (an early
-    close becomes "Wait"); ``effort`` (low, medium, high, max) sets both from
+    close becomes "Wait"); ``effort`` (minimal, low, medium, high, max) sets both from
     a table, explicit numbers win. ``max_answer_tokens`` caps the answer;
     ``think=False`` skips the thinking (a hybrid model's template renders its own no-think
     form; ``/no_think`` in a message does the same for it); ``loop_guard`` nudges a thinking that loops

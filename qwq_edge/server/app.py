@@ -30,13 +30,17 @@ from ..runtime.notices import THINKING_CONTROLS, requested_format, thinking_cont
 from ..runtime.options import GenerationOptions
 from ..runtime.stream import Stream
 from ..text.tool_calls import ToolCallScanner
-from .errors import APIError, error_body
+from .anthropic_messages import DOOR as ANTHROPIC_MESSAGES
+from .doors import read_request, service_of
+from .errors import APIError
 from .guard import Hosts, RequestGuard
-from .limits import ClientGone, Limits, check_prompt, decode_json, prompt_chars_for, read_body
+from .limits import ClientGone, Limits, check_prompt, prompt_chars_for
 from .logs import RequestLog
-from .mapping import Reply, check_schemas, completion_prompt, messages_from_request, options_from_request
+from .mapping import OpenAIReply, Reply, check_schemas, completion_prompt, messages_from_request, options_from_request
 from .metrics import CONTENT_TYPE_LATEST, Metrics
-from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields, parse
+from .ollama_api import DOOR as OLLAMA
+from .openai_responses import DOOR as OPENAI_RESPONSES
+from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
 from .service import REQUEST_ID, Service, gone
 
 STATIC = Path(__file__).parent / "static"
@@ -73,12 +77,12 @@ def create_app(
     metrics = Metrics(name, ROUTES)
     options = defaults or GenerationOptions()
     service = Service(model, name, options, api_key, max_queue, limits, metrics=metrics, metrics_public=metrics_public)
-    guard = Middleware(RequestGuard, hosts=Hosts(host, allowed_hosts), origins=cors_origins)
+    guard = Middleware(RequestGuard, hosts=Hosts(host, allowed_hosts), origins=cors_origins, respond=error_response)
     middleware = [Middleware(RequestLog, metrics=metrics), guard]
     if cors_origins:
         allowed = {
             "allow_methods": ["GET", "POST", "OPTIONS"],
-            "allow_headers": ["Authorization", "Content-Type"],
+            "allow_headers": ["Authorization", "Content-Type", "x-api-key", "anthropic-version"],
             "expose_headers": [REQUEST_ID],
         }
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors_origins), **allowed))
@@ -106,10 +110,6 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
     service.runner.shutdown()
     service.prompts.shutdown(wait=False, cancel_futures=True)
-
-
-def _service(request: Request) -> Service:
-    return request.app.state.service
 
 
 # -- endpoints ------------------------------------------------------------------------
@@ -145,11 +145,8 @@ COMPLETION = _Kind(
 async def _generate(request: Request, kind: _Kind) -> Response:
     """Key, body (its limits checked as it is read and parsed), model name, options; then a
     place in the queue, where the prompt is built (a 400 if it cannot fit) and generated."""
-    service = _service(request)
-    service.check_key(request)
-    limits = service.limits
-    body = parse(kind.schema, decode_json(await read_body(request, limits.max_body_bytes), limits.max_depth))
-    check_prompt(body, limits)
+    service, body = await read_request(request, kind.schema)
+    check_prompt(body, service.limits)
     service.check_model(body.model)
     options = options_from_request(body, service.defaults)
     check_schemas(options)
@@ -164,7 +161,7 @@ async def _generate(request: Request, kind: _Kind) -> Response:
             reply.prompt_token_ids = kind.tokens(service.model, prompt, options)
         return events
 
-    return await service.respond(request, body, build, reply)
+    return await service.respond(request, build, OpenAIReply(reply, body))
 
 
 def _ignored_controls(model: Model, body: Any, kind: _Kind) -> list[str]:
@@ -186,7 +183,7 @@ async def completions(request: Request) -> Response:
 
 
 def _model_card(request: Request) -> dict[str, object]:
-    service = _service(request)
+    service = service_of(request)
     info = service.model.info
     details = {
         "engine": info.engine,
@@ -203,12 +200,12 @@ def _model_card(request: Request) -> dict[str, object]:
 
 
 async def list_models(request: Request) -> Response:
-    _service(request).check_key(request)
+    service_of(request).check_key(request)
     return JSONResponse({"object": "list", "data": [_model_card(request)]})
 
 
 async def get_model(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     service.check_key(request)
     name = request.path_params["name"]
     service.check_model(name)
@@ -218,7 +215,7 @@ async def get_model(request: Request) -> Response:
 async def health(request: Request) -> Response:
     """Whether the server runs, what it is doing, and the thinking defaults a request that gives none gets
     (the web page shows them; no key needed, as they say nothing a request could not find out)."""
-    service = _service(request)
+    service = service_of(request)
     runner = service.runner
     defaults = {"max_thinking_tokens": service.defaults.max_thinking_tokens, "effort": service.defaults.effort}
     body = {"status": "ok", "model": service.model_id, "busy": runner.busy, "waiting": runner.waiting}
@@ -227,14 +224,14 @@ async def health(request: Request) -> Response:
 
 async def answer_now(request: Request) -> Response:
     """Close a running generation's thinking (its id: the ``X-Request-Id`` header, the chunks' ``id``)."""
-    service = _service(request)
+    service = service_of(request)
     service.check_key(request)
     return JSONResponse(service.answer_now(request.path_params["id"]))
 
 
 async def metrics(request: Request) -> Response:
     """Prometheus's text format; behind the API key unless the server was started with ``--metrics-public``."""
-    service = _service(request)
+    service = service_of(request)
     if not service.metrics_public:
         service.check_key(request)
     return Response(service.metrics.text(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -244,6 +241,8 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC / "index.html")
 
 
+#: The other protocols' doors, each a module of its own.
+DOORS = (ANTHROPIC_MESSAGES, OPENAI_RESPONSES, OLLAMA)
 ROUTES = [
     Route("/", index),
     Route("/health", health),
@@ -253,28 +252,35 @@ ROUTES = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/requests/{id}/answer", answer_now, methods=["POST"]),
+    *(route for door in DOORS for route in door.routes),
     Mount("/static", StaticFiles(directory=STATIC), name="static"),
 ]
+#: Doors whose clients read another error shape than OpenAI's, by path prefix.
+ERROR_SHAPES = [(door.prefix, door.error_body) for door in DOORS if door.error_body is not None]
 
 
 # -- errors ---------------------------------------------------------------------------
 
 
+def error_response(path: str, error: APIError) -> JSONResponse:
+    """``error`` in the shape its door's clients read (OpenAI's unless the path is another door's)."""
+    shape = next((shape for prefix, shape in ERROR_SHAPES if path.startswith(prefix)), APIError.body)
+    return JSONResponse(shape(error), status_code=error.status, headers=error.headers)
+
+
 async def _http_error(request: Request, error: Exception) -> Response:
-    if isinstance(error, APIError):
-        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-    assert isinstance(error, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(error.status_code)
-    return JSONResponse(
-        error_body(str(error.detail), "invalid_request_error", None, code), status_code=error.status_code
-    )
+    if isinstance(error, HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(error.status_code)
+        error = APIError(error.status_code, str(error.detail), code=code)
+    assert isinstance(error, APIError)
+    return error_response(request.url.path, error)
 
 
 async def _library_error(request: Request, error: Exception) -> Response:
     if isinstance(error, InvalidRequestError):
         code = "context_length_exceeded" if isinstance(error, ContextOverflowError) else "invalid_value"
-        return JSONResponse(error_body(str(error), "invalid_request_error", None, code), status_code=400)
-    return JSONResponse(error_body(str(error), "server_error"), status_code=500)
+        return error_response(request.url.path, APIError(400, str(error), code=code))
+    return error_response(request.url.path, APIError(500, str(error), kind="server_error"))
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:
@@ -284,4 +290,4 @@ async def _client_gone(request: Request, error: Exception) -> Response:
 
 async def _internal_error(request: Request, error: Exception) -> Response:
     message = f"internal error: {type(error).__name__}"
-    return JSONResponse(error_body(message, "server_error", None, "internal_error"), status_code=500)
+    return error_response(request.url.path, APIError(500, message, kind="server_error", code="internal_error"))

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_body
+from .errors import APIError
 
 #: The headers of every response: the page runs its own files only and is never framed.
 SECURITY_HEADERS = {
@@ -82,10 +82,18 @@ class RequestGuard:
     """The ASGI middleware: 403 for a foreign ``Origin`` or ``Host``; the security headers on
     every response."""
 
-    def __init__(self, app: ASGIApp, hosts: Hosts, origins: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        hosts: Hosts,
+        origins: Iterable[str] = (),
+        respond: Callable[[str, APIError], Response] = lambda path, error: JSONResponse(error.body(), error.status),
+    ) -> None:
+        """``respond``: an error as a response for the path asked (each door has its error shape)."""
         self.app = app
         self.hosts = hosts
         self.origins = {origin.rstrip("/").lower() for origin in origins}
+        self.respond = respond
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,8 +102,9 @@ class RequestGuard:
         refusal = self.refusal(Headers(scope=scope))
         if refusal is not None:
             code, message = refusal
-            body = error_body(message, "permission_error", None, code)
-            await JSONResponse(body, status_code=403, headers=SECURITY_HEADERS)(scope, receive, send)
+            response = self.respond(scope["path"], APIError(403, message, kind="permission_error", code=code))
+            response.headers.update(SECURITY_HEADERS)
+            await response(scope, receive, send)
             return
 
         async def secured(message: Message) -> None:

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from starlette.requests import Request
@@ -146,6 +147,14 @@ def check_prompt(body: Any, limits: Limits) -> None:
         _check_size(param, size, limits.max_prompt_chars, "it")
     total = sum(size for _, size in sizes)
     _check_size("messages" if messages else "prompt", total, limits.max_prompt_chars, "the prompt")
+
+
+def check_chat(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, limits: Limits) -> None:
+    """``check_prompt`` for a door's messages once mapped to ``{"role", "content"}`` (any protocol)."""
+    check_prompt(
+        SimpleNamespace(messages=[SimpleNamespace(content=m.get("content") or "") for m in messages], tools=tools),
+        limits,
+    )
 
 
 def _chars(value: Any) -> int:

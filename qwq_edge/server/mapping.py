@@ -16,7 +16,8 @@ from typing import Any
 from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
 from ..runtime.options import DECLARED, GenerationOptions
 from ..text.tool_calls import ToolCall, ToolCallScanner
-from .errors import bad_request
+from .errors import bad_request, error_body
+from .replies import Encoder, sse
 from .schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, GenerationFields
 
 #: The options a request carries (``server/schemas.py`` builds its fields from their declarations).
@@ -28,28 +29,37 @@ FINISH_REASONS = {"stop": "stop", "budget": "stop", "length": "length", "cancell
 _THINKING_BLOCK = re.compile(r"^\s*<think>.*?</think>\s*", re.DOTALL)
 
 
-def options_from_request(request: GenerationFields, defaults: GenerationOptions) -> GenerationOptions:
+def options_from_request(
+    request: Any, defaults: GenerationOptions, given: dict[str, Any] | None = None
+) -> GenerationOptions:
     """The options for one request: the server's ``defaults`` with the request's fields.
 
+    ``request`` is any door's parsed body: the option fields it has (by their names) count.
+    ``given``: what the door's own fields say, by option name (Anthropic's thinking budget,
+    Ollama's ``options``); it wins over a field of the same name.
     ``max_completion_tokens`` (else ``max_tokens``) bounds thinking plus answer;
     ``reasoning_effort`` picks an effort preset and, unless the request also gives
     numbers, replaces the server's default budget and minimum;
     ``chat_template_kwargs.enable_thinking`` is ``think`` (an explicit ``think`` wins);
     ``draft`` is ``ngram``, ``off`` or ``model`` (the server's ``--draft`` model).
     """
+    given = given or {}
     changes: dict[str, Any] = {name: getattr(request, name, None) for name in REQUEST_OPTIONS}
-    if request.effort is not None:
+    changes.update(given)
+    changes.update(EFFORT_ALIASES.get(changes["effort"], {}))
+    named = set(getattr(request, "model_fields_set", ())) | set(given)
+    if changes["effort"] is not None:
         for name in ("max_thinking_tokens", "min_thinking_tokens"):
-            if name not in request.model_fields_set:
+            if name not in named:
                 changes[name] = _CLEARED
     template_kwargs = getattr(request, "chat_template_kwargs", None)
-    if request.think is None and template_kwargs is not None:
+    if changes["think"] is None and template_kwargs is not None:
         changes["think"] = template_kwargs.enable_thinking
-    changes["draft"] = _draft(request.draft, defaults.draft)
-    if request.seed is not None:
-        changes["seed"] = engine_seed(request.seed)
-    given = {name: (None if value is _CLEARED else value) for name, value in changes.items() if value is not None}
-    return defaults.replace(**given)
+    changes["draft"] = _draft(changes["draft"], defaults.draft)
+    if changes["seed"] is not None:
+        changes["seed"] = engine_seed(changes["seed"])
+    kept = {name: (None if value is _CLEARED else value) for name, value in changes.items() if value is not None}
+    return defaults.replace(**kept)
 
 
 def engine_seed(seed: int) -> int:
@@ -79,6 +89,12 @@ def _draft(requested: str | None, default: str) -> str | None:
         raise bad_request("this server has no draft model (start it with serve --draft MODEL)", "draft")
     return default
 
+
+#: OpenAI's reasoning efforts that are no preset of their own: ``none`` thinks not, ``xhigh`` is ``max``.
+EFFORT_ALIASES: dict[str | None, dict[str, Any]] = {
+    "none": {"effort": None, "think": False},
+    "xhigh": {"effort": "max"},
+}
 
 _CLEARED = object()  # "set this option back to None", as opposed to "not given"
 
@@ -274,6 +290,32 @@ def completion_response(result: GenerationResult, reply: Reply) -> dict[str, Any
     text = result.thinking + result.answer
     choice = {"index": 0, "text": text, "logprobs": None, **_choice_end(result.stats, reply)}
     return _with_ids({**reply.envelope(False), "choices": [choice], "usage": usage(result.stats)}, reply)
+
+
+class OpenAIReply(Encoder):
+    """A chat completion or a completion: chunks as ``data:`` events ending with ``[DONE]``
+    (and a usage chunk before it when ``stream_options.include_usage``), or one body."""
+
+    def __init__(self, reply: Reply, request: GenerationFields) -> None:
+        super().__init__(reply.id, request.stream, stop_strings(request))
+        self.reply = reply
+        self.include_usage = request.stream_options is not None and request.stream_options.include_usage
+
+    def opening(self) -> list[str]:
+        return [sse(chat_first_chunk(self.reply))] if self.reply.kind == "chat" else []
+
+    def frames(self, event: Event) -> list[str]:
+        chunk = (chat_chunk if self.reply.kind == "chat" else completion_chunk)(event, self.reply)
+        return [sse(chunk)] if chunk is not None else []
+
+    def closing(self, result: GenerationResult) -> list[str]:
+        return [*([sse(usage_chunk(result, self.reply))] if self.include_usage else []), sse("[DONE]")]
+
+    def whole(self, result: GenerationResult) -> dict[str, Any]:
+        return (chat_response if self.reply.kind == "chat" else completion_response)(result, self.reply)
+
+    def failure(self, message: str, kind: str, code: str | None) -> str:
+        return sse(error_body(message, kind, None, code))
 
 
 def _with_ids(body: dict[str, Any], reply: Reply) -> dict[str, Any]:

@@ -19,21 +19,21 @@ from ..runtime.options import DECLARED, TYPES, Declared
 from .errors import APIError, bad_request
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class ContentPart(_Body):
+class ContentPart(Body):
     type: str
     text: str | None = None
 
 
-class FunctionCall(_Body):
+class FunctionCall(Body):
     name: str
     arguments: str = "{}"
 
 
-class ToolCallIn(_Body):
+class ToolCallIn(Body):
     """A call of an earlier assistant turn, as the client sends it back."""
 
     id: str | None = None
@@ -41,18 +41,18 @@ class ToolCallIn(_Body):
     function: FunctionCall
 
 
-class ChatMessage(_Body):
+class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     tool_calls: list[ToolCallIn] | None = None
     tool_call_id: str | None = None
 
 
-class StreamOptions(_Body):
+class StreamOptions(Body):
     include_usage: bool = False
 
 
-class TemplateKwargs(_Body):
+class TemplateKwargs(Body):
     enable_thinking: bool | None = None
 
 
@@ -82,7 +82,15 @@ _OPTION_FIELDS = {name: d for name, d in DECLARED.items() if d.http is not None 
 _CHAT_OPTION_FIELDS = {name: d for name, d in DECLARED.items() if d.http is not None and d.chat_only}
 
 
-class _Request(_Body):
+def option_fields(*excluded: str) -> dict[str, tuple[Any, Any]]:
+    """Every generation option a request may carry (by its name and HTTP names), but ``excluded``:
+    for ``create_model``, so that another door's request keeps qwq-edge's extensions."""
+    return {
+        name: _declared_field(name, d) for name, d in DECLARED.items() if d.http is not None and name not in excluded
+    }
+
+
+class _Request(Body):
     """What both endpoints take besides the generation options."""
 
     model: str | None = None
@@ -129,7 +137,7 @@ _UNSUPPORTED = {
 }
 
 
-def parse(model: type[_Body], body: Any) -> Any:
+def parse(model: type[Body], body: Any) -> Any:
     """``body`` (decoded JSON) as ``model``, or a 400 naming the first bad field."""
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object", code="invalid_json")
@@ -141,7 +149,7 @@ def parse(model: type[_Body], body: Any) -> Any:
     return request
 
 
-def unsupported(request: _Body) -> None:
+def unsupported(request: Body) -> None:
     """A 400 for a field set to what this server cannot do."""
     for name, (acceptable, why) in _UNSUPPORTED.items():
         if name in type(request).model_fields and not acceptable(getattr(request, name)):

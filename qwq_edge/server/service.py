@@ -1,15 +1,14 @@
 """What a generation request goes through: key, body, model name, options, queue, reply.
 
-``Service`` holds the model and the server's settings; the endpoints in ``app``
-call it. Streams are Server-Sent Events ending with ``data: [DONE]``; an error
-after the stream has begun (the server shutting down) is an ``error`` event.
+``Service`` holds the model and the server's settings; every door's endpoints call it
+with an ``Encoder`` (``replies.py``) that gives the reply its protocol's shape. An error
+after a stream has begun (the server shutting down) is that protocol's error frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,33 +25,14 @@ from ..runtime.model import Model
 from ..runtime.options import GenerationOptions
 from ..runtime.stream import Stream
 from ..text.stops import stop_at
-from .errors import APIError, error_body
+from .errors import APIError
 from .limits import Limits
-from .mapping import (
-    Reply,
-    chat_chunk,
-    chat_first_chunk,
-    chat_response,
-    completion_chunk,
-    completion_response,
-    stop_strings,
-    usage_chunk,
-)
 from .metrics import Metrics
 from .queue import Runner
-from .schemas import GenerationFields
+from .replies import Encoder
 
 T = TypeVar("T")
 
-#: Per kind of reply: event → chunk, and result → whole response.
-CHUNKS: dict[str, Callable[[Event, Reply], dict[str, Any] | None]] = {
-    "chat": chat_chunk,
-    "completion": completion_chunk,
-}
-RESPONSES: dict[str, Callable[[GenerationResult, Reply], dict[str, Any]]] = {
-    "chat": chat_response,
-    "completion": completion_response,
-}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 #: The header that names a reply's id (its chunks' ``id``), for ``POST /v1/requests/{id}/answer``.
 REQUEST_ID = "X-Request-Id"
@@ -97,13 +77,15 @@ class Service:
         gauge("prompt_cache_bytes", "KV states the prompt cache holds in memory", lambda: cache.bytes if cache else 0)
 
     def check_key(self, request: Request) -> None:
-        """401 unless the request carries the key (when one is set); compared in constant time."""
+        """401 unless the request carries the key (when one is set) as ``Authorization: Bearer KEY``
+        or, as Anthropic's clients send it, ``x-api-key: KEY``; compared in constant time."""
         if self.api_key is None:
             return
-        given = request.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
-            raise APIError(401, "a valid API key is required (Authorization: Bearer KEY)", code="invalid_api_key")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            message = "a valid API key is required (Authorization: Bearer KEY, or x-api-key: KEY)"
+            raise APIError(401, message, code="invalid_api_key")
 
     def check_model(self, name: str | None) -> None:
         if name and name != self.model_id:
@@ -115,11 +97,9 @@ class Service:
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.runner.shutdown)
 
-    async def respond(
-        self, request: Request, body: GenerationFields, build: Callable[[], Stream], reply: Reply
-    ) -> Response:
+    async def respond(self, request: Request, build: Callable[[], Stream], reply: Encoder) -> Response:
         """Take a place in the queue (or 429), build the prompt in the ``prompts`` pool, then
-        generate and answer: a stream of chunks, or one JSON response."""
+        generate and answer in ``reply``'s protocol: a stream of frames, or one JSON body."""
         admission = self.runner.admit()
         try:
             events = await _until_disconnect(asyncio.get_running_loop().run_in_executor(self.prompts, build), request)
@@ -131,21 +111,19 @@ class Service:
             return gone(request)  # left while its prompt waited or was built
         self.live[reply.id] = events
         admission.on_release = lambda: self.live.pop(reply.id, None)
-        run = self.runner.events(admission, lambda: stop_at(events, stop_strings(body), events.cancel), events.cancel)
+        run = self.runner.events(admission, lambda: stop_at(events, reply.stops, events.cancel), events.cancel)
         weakref.finalize(run, admission.release)  # a stream whose body never starts still gives its place back
-        if body.stream:
+        if reply.stream:
             started = await _until_disconnect(_started(run), request)
             if started is None:
                 return gone(request)  # gone while waiting or prefilling
-            include_usage = body.stream_options is not None and body.stream_options.include_usage
-            chunks = _sse(started, request, reply, include_usage)
             headers = SSE_HEADERS | {REQUEST_ID: reply.id}
-            return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
+            return StreamingResponse(_frames(started, request, reply), media_type=reply.media_type, headers=headers)
         result = await _until_disconnect(_result(run), request)
         if result is None:
             return gone(request)
         request.state.stats = result.stats
-        return JSONResponse(RESPONSES[reply.kind](result, reply), headers={REQUEST_ID: reply.id})
+        return JSONResponse(reply.whole(result), headers={REQUEST_ID: reply.id})
 
     def answer_now(self, request_id: str) -> dict[str, Any]:
         """Close the thinking of the generation ``request_id`` (404 if none is under way)."""
@@ -164,33 +142,24 @@ def gone(request: Request) -> Response:
     return Response(status_code=499)
 
 
-def _data(chunk: dict[str, Any]) -> str:
-    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-
-
-async def _sse(
-    run: AsyncGenerator[Event, None], request: Request, reply: Reply, include_usage: bool
-) -> AsyncIterator[str]:
-    to_chunk = CHUNKS[reply.kind]
+async def _frames(run: AsyncGenerator[Event, None], request: Request, reply: Encoder) -> AsyncIterator[str]:
     result = None
     try:
-        if reply.kind == "chat":
-            yield _data(chat_first_chunk(reply))
+        for frame in reply.opening():
+            yield frame
         async with aclosing(run):
             async for event in run:
                 if isinstance(event, Done):
                     result = event.result
                     request.state.stats = result.stats
-                chunk = to_chunk(event, reply)
-                if chunk is not None:
-                    yield _data(chunk)
-        if include_usage and result is not None:
-            yield _data(usage_chunk(result, reply))
-        yield "data: [DONE]\n\n"
+                for frame in reply.frames(event):
+                    yield frame
+        for frame in reply.closing(result) if result is not None else ():
+            yield frame
     except APIError as error:
-        yield _data(error.body())
+        yield reply.failure(error.message, error.kind, error.code)
     except QwqEdgeError as error:
-        yield _data(error_body(str(error), "server_error"))
+        yield reply.failure(str(error), "server_error", None)
     except (asyncio.CancelledError, GeneratorExit):
         request.state.disconnected = True
         raise

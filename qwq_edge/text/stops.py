@@ -22,13 +22,13 @@ def stop_at(events: Iterator[Event], stops: Sequence[str], cancel: Callable[[], 
     if not stops:
         yield from events
         return
-    pending, shown, stopped = "", [], False
+    pending, shown, stopped = "", [], ""
     for event in events:
         if isinstance(event, Done):
             if pending and not stopped:
                 shown.append(pending)
                 yield AnswerDelta(pending)
-            yield Done(_cut(event.result, "".join(shown)) if stopped else event.result)
+            yield Done(_cut(event.result, "".join(shown), stopped) if stopped else event.result)
         elif not isinstance(event, AnswerDelta):
             if not stopped:
                 yield event
@@ -41,13 +41,14 @@ def stop_at(events: Iterator[Event], stops: Sequence[str], cancel: Callable[[], 
                 yield AnswerDelta(text)
 
 
-def _split(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
-    """(text to show, text to hold back, whether a stop string was found)."""
-    found = [index for index in (text.find(stop) for stop in stops) if index >= 0]
+def _split(text: str, stops: Sequence[str]) -> tuple[str, str, str]:
+    """(text to show, text to hold back, the stop string found first or "")."""
+    found = [(index, stop) for index, stop in ((text.find(stop), stop) for stop in stops) if index >= 0]
     if found:
-        return text[: min(found)], "", True
+        index, stop = min(found)
+        return text[:index], "", stop
     held = max((_overlap(text, stop) for stop in stops), default=0)
-    return text[: len(text) - held], text[len(text) - held :], False
+    return text[: len(text) - held], text[len(text) - held :], ""
 
 
 def _overlap(text: str, stop: str) -> int:
@@ -58,6 +59,6 @@ def _overlap(text: str, stop: str) -> int:
     return 0
 
 
-def _cut(result: GenerationResult, answer: str) -> GenerationResult:
-    stats = dataclasses.replace(result.stats, finish_reason="stop")
+def _cut(result: GenerationResult, answer: str, stop: str) -> GenerationResult:
+    stats = dataclasses.replace(result.stats, finish_reason="stop", stop_string=stop)
     return dataclasses.replace(result, answer=answer, stats=stats)
