@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .sampling import TokenLogprob
 from .text.tool_calls import ToolCall, split_tool_calls
 
 # Why a generation ended (``GenerationStats.finish_reason``):
@@ -27,13 +28,16 @@ class ThinkingDelta:
     text: str
     thinking_tokens: int = 0
     forced: str = ""
+    #: With ``logprobs`` asked for: the sampled tokens that made this text (forced ones have none).
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
 class AnswerDelta:
-    """New text of the answer."""
+    """New text of the answer; ``logprobs`` as in ``ThinkingDelta``."""
 
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,11 +155,12 @@ class GenerationStats(ReasoningCounts):
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """Everything one generation produced."""
+    """Everything one generation produced; ``logprobs``: every sampled token's, with ``logprobs`` asked for."""
 
     thinking: str
     answer: str
     stats: GenerationStats
+    logprobs: tuple[TokenLogprob, ...] = ()
 
     def tool_calls(self) -> tuple[str, list[ToolCall]]:
         """The answer's text outside its ``<tool_call>`` blocks, and the calls they hold."""
@@ -168,6 +173,11 @@ class GenerationResult:
             "answer": self.answer,
             "finish_reason": stats.pop("finish_reason"),
             **stats,
+            **(
+                {"logprobs": [entry.to_openai() | {"thinking": entry.thinking} for entry in self.logprobs]}
+                if self.logprobs
+                else {}
+            ),
         }
 
 

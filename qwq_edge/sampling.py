@@ -100,3 +100,46 @@ def chain_probabilities(logits: np.ndarray, params: SamplingParams) -> np.ndarra
     probabilities = np.zeros(len(logits))
     probabilities[kept] = weights / weights.sum()
     return probabilities
+
+
+#: The most ``top_logprobs`` a request may ask for (OpenAI's bound).
+MAX_TOP_LOGPROBS = 20
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token's natural-log probability under the logits it was drawn from, the runtime's
+    masks applied (a banned id has none) but before temperature, truncation and penalties,
+    as OpenAI reports them; ``top``: the most likely tokens there, most likely first;
+    ``thinking``: drawn in the thinking."""
+
+    token: int
+    bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+    thinking: bool = False
+
+    def to_openai(self) -> dict[str, Any]:
+        """OpenAI's shape: ``token`` (the text), ``logprob``, ``bytes``, ``top_logprobs``."""
+        return {**self._entry(), "top_logprobs": [candidate._entry() for candidate in self.top]}
+
+    def _entry(self) -> dict[str, Any]:
+        return {"token": self.bytes.decode("utf-8", "replace"), "logprob": self.logprob, "bytes": list(self.bytes)}
+
+
+def log_softmax_at(row: np.ndarray, ids: Iterable[int]) -> list[float]:
+    """The log-softmax of ``row`` (``-inf`` where masked) at ``ids``, in float64."""
+    row = np.asarray(row, dtype=np.float64)
+    peak = row[np.isfinite(row)].max()
+    total = peak + np.log(np.exp(row - peak).sum())
+    return [float(row[i] - total) for i in ids]
+
+
+def most_likely(row: np.ndarray, count: int) -> list[int]:
+    """The ``count`` ids of the largest logits, largest first (masked ids never)."""
+    row = np.asarray(row)
+    count = min(count, int(np.isfinite(row).sum()))
+    if count <= 0:
+        return []
+    ids = np.argpartition(row, -count)[-count:]
+    return [int(i) for i in ids[np.argsort(-row[ids], kind="stable")]]

@@ -20,6 +20,9 @@ from qwq_edge.services.testdata import fixture_model_path
 # them, in a folder of this run's own: a state cached by an earlier run would change what a
 # fresh model reports (cached prompt tokens) and how fast it answers.
 os.environ["QWQ_EDGE_HOME"] = tempfile.mkdtemp(prefix="qwq-edge-tests-")
+# The processes tests start (``qwq-edge …``) run this checkout's code, even where another one is installed.
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
 
 #: Greedy, short: the settings most tests use so that runs are fast and repeatable.
 GREEDY = {"temperature": 0.0}
@@ -29,7 +32,7 @@ NEEDS = {
     "model": {"gguf_path", "model"},  # the real 0.5B GGUF
     "engine": {"tiny", "tiny_models", "tiny_mlx", "placeholder_gguf", "wide", "qwen"},  # a real engine, tiny models
     "subprocess": {"cli_command"},  # qwq-edge run as a process
-    "server": {"server", "client"},  # a real uvicorn server
+    "server": {"server", "client", "door_server"},  # a real uvicorn server
     "browser": {"page"},  # headless chromium
 }
 #: Markers the everyday loop (``pytest --quick``) leaves out.
@@ -141,3 +144,12 @@ def in_threads(work: Callable[[int], object], count: int, timeout: float = 60) -
     for thread in threads:
         thread.join(timeout=timeout)
     return results
+
+
+@pytest.fixture(scope="session")
+def door_server(cli_command, gguf_path):
+    """One ``serve --api-key`` for every door's tests (Anthropic, Responses, Ollama): one start for all."""
+    from serving import KEY, running_server
+
+    with running_server(cli_command, gguf_path, "--api-key", KEY, "--max-tokens", "200") as server:
+        yield server

@@ -48,7 +48,7 @@ def test_run_prints_the_answer_on_stdout_and_the_thinking_on_stderr(cli_command,
 def test_run_reads_the_prompt_from_stdin_and_prints_json(cli_command, gguf_path):
     proc = qwq(
         cli_command, "run", "-m", str(gguf_path), *FAST, "--json", "--reasoning-format", "think",
-        "--budget", "16", "--max-answer-tokens", "8", stdin=LONG_THINKING_PROMPT,
+        "--budget", "16", "--max-answer-tokens", "8", "--top-logprobs", "2", stdin=LONG_THINKING_PROMPT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -59,6 +59,8 @@ def test_run_reads_the_prompt_from_stdin_and_prints_json(cli_command, gguf_path)
         assert key in data
     (span,) = data["forced_spans"]  # where the budget's wrap-up is in the thinking
     assert span["kind"] == "budget" and "Thinking time is up." in data["thinking"][span["start"] : span["end"]]
+    answer = [entry for entry in data["logprobs"] if not entry["thinking"]]  # each sampled token's, with 2 others
+    assert len(answer) == data["answer_tokens"] and all(len(entry["top_logprobs"]) == 2 for entry in answer)
 
 
 def test_hidden_thinking_and_the_same_seed(cli_command, gguf_path):

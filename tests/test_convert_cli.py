@@ -151,11 +151,11 @@ def test_verify_command_writes_a_report(cli_command, tiny, tmp_path):
 def test_the_real_model_round_trips_gguf_hf_gguf(cli_command, gguf_path, tmp_path):
     """The 0.5B fixture: GGUF → HF checkpoint → GGUF Q4_K_M, then greedy answers against the original."""
     hf = tmp_path / "hf"
-    proc = qwq(cli_command, "convert", str(gguf_path), "--to", "hf", "-o", str(hf))
+    # --no-verify on both steps (verify is tested on tiny models above; on this model it costs ~20 s):
+    # the teacher-forced comparison below checks the whole round trip, dequantizing included
+    proc = qwq(cli_command, "convert", str(gguf_path), "--to", "hf", "--no-verify", "-o", str(hf))
     assert proc.returncode == 0, proc.stderr
-    assert json.loads((hf / "verify.json").read_text())["verification"]["top1_agreement"] > 0.95
     requantized = tmp_path / "q4.gguf"
-    # --no-verify: the teacher-forced comparison below is this conversion's check
     args = ("--to", "gguf", "--quant", "q4_k_m", "--no-verify", "-o", str(requantized))
     proc = qwq(cli_command, "convert", str(hf), *args)
     assert proc.returncode == 0, proc.stderr

@@ -37,7 +37,9 @@ from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.convert.verify import TEXTS, token_sequences
 from qwq_edge.engines import choose_engine
 from qwq_edge.engines.llama_cpp.baseline import llama_cpp_logits
+from qwq_edge.engines.llama_cpp.thread import on_llama_thread
 from qwq_edge.engines.mlx.baseline import mlx_logits
+from qwq_edge.engines.mlx.thread import on_mlx_thread
 from qwq_edge.errors import DistributedError
 from qwq_edge.reasoning.texts import texts_for
 from qwq_edge.services.benchmarking.workloads import workload_prompt
@@ -593,3 +595,54 @@ def test_an_mlx_pool_cancels_one_stream_and_refuses_an_oversized_prompt_while_th
         again = pooled.generate(prompts[0], **options).answer
     assert [event.result.answer for event in done[:2]] == expected and again == expected[0]
     assert done[2].result.stats.finish_reason == "cancelled" and done[2].result.stats.thinking_tokens < 20
+
+
+def _stepwise_logits(engine: str, path: Path, prompt: list[int], sampled: list[int]) -> list[np.ndarray]:
+    """The raw library's logits before each of ``sampled``, fed one at a time after the prompt (as a
+    generation feeds them, with flash attention as the engine runs llama.cpp: a batch of many rounds
+    differently, ~1e-3 here)."""
+    if engine == "llama.cpp":
+        import llama_cpp
+
+        def run() -> list[np.ndarray]:
+            llama = llama_cpp.Llama(
+                str(path), n_ctx=512, n_gpu_layers=0, flash_attn=True, logits_all=True, verbose=False
+            )
+            rows = []
+            for tokens in [prompt] + [[t] for t in sampled[:-1]]:
+                llama.eval(tokens)
+                rows.append(np.array(llama.scores[llama.n_tokens - 1], dtype=np.float64))
+            llama.close()
+            return rows
+
+        return on_llama_thread(run)
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.models.cache import make_prompt_cache
+
+    def run_mlx() -> list[np.ndarray]:
+        model, _ = mlx_lm.load(str(path))
+        cache = make_prompt_cache(model)
+        rows = []
+        for tokens in [prompt] + [[t] for t in sampled[:-1]]:
+            logits = model(mx.array(tokens)[None], cache=cache)[0, -1].astype(mx.float32)
+            rows.append(np.array(logits, dtype=np.float64))
+        return rows
+
+    return on_mlx_thread(run_mlx)
+
+
+def test_logprobs_are_the_engine_s_log_softmax(tiny, tiny_models):
+    """Each sampled token's log-probability (and the top tokens') equal the log-softmax of the
+    logits the raw library gives before that token."""
+    options = {"reasoning_format": "none", "temperature": 0.8, "seed": 5, "top_logprobs": 3}
+    result = tiny.generate(PROMPT, max_answer_tokens=8, **options)
+    prompt = tiny.prompt_tokens(PROMPT, **options)
+    sampled = [entry.token for entry in result.logprobs]
+    assert len(sampled) == result.stats.answer_tokens == 8 and not any(e.thinking for e in result.logprobs)
+    rows = _stepwise_logits(tiny.info.engine, tiny_models[tiny.info.engine], prompt, sampled)
+    for entry, row in zip(result.logprobs, rows, strict=True):
+        reference = row - row.max() - np.log(np.exp(row - row.max()).sum())
+        assert entry.logprob == pytest.approx(reference[entry.token], abs=1e-4)
+        assert [c.token for c in entry.top] == list(np.argsort(-reference)[:3])
+        assert [c.logprob for c in entry.top] == pytest.approx(sorted(reference)[::-1][:3], abs=1e-4)

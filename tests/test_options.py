@@ -36,6 +36,7 @@ EVERY_OPTION = GenerationOptions(
     frequency_penalty=0.5,
     repetition_penalty=1.1,
     seed=42,
+    top_logprobs=3,
     draft="ngram",
     response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "integer"}}},
     tools=[{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}],

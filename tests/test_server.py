@@ -4,6 +4,7 @@ OpenAI client (and httpx where a client would not send what is tested)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import signal
 import socket
@@ -173,6 +174,48 @@ def test_user_text_never_becomes_control_tokens(client, server):
     body = {"prompt": "<|im_end|><|im_start|>", "max_tokens": 1, "return_token_ids": True}
     raw = http("POST", f"{server.url}/v1/completions", body, KEY).body
     assert IM_START not in raw["prompt_token_ids"] and IM_END not in raw["prompt_token_ids"]
+
+
+def test_logprobs_for_answer_tokens_and_thinking_tokens_as_an_extension(client):
+    reply = ask(client, "Say hi.", logprobs=True, top_logprobs=3)
+    choice = reply.choices[0]
+    content = choice.logprobs.content
+    assert len(content) == reply.usage.completion_tokens - reply.usage.completion_tokens_details.reasoning_tokens
+    assert "".join(entry.token for entry in content).strip() == choice.message.content.strip()
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3 and bytes(entry.bytes).decode() == entry.token
+        assert entry.token == entry.top_logprobs[0].token  # greedy: the most likely one
+        assert sum(math.exp(top.logprob) for top in entry.top_logprobs) <= 1 + 1e-6
+    thinking = extension(choice)["thinking_logprobs"]
+    assert 0 < len(thinking) <= extension(choice)["thinking_tokens"] and thinking[0]["top_logprobs"]
+    plain = ask(client, "Say hi.")
+    assert plain.choices[0].logprobs is None and "thinking_logprobs" not in extension(plain.choices[0])
+    streamed = client.chat.completions.create(
+        model="",
+        messages=[{"role": "user", "content": "Say hi."}],
+        logprobs=True,
+        stream=True,
+        extra_body={"max_thinking_tokens": 12, "max_answer_tokens": 16},
+    )
+    entries = [
+        e
+        for chunk in streamed
+        if chunk.choices and chunk.choices[0].logprobs
+        for e in chunk.choices[0].logprobs.content
+    ]
+    assert [e.token for e in entries] == [e.token for e in content] and all(not e.top_logprobs for e in entries)
+
+
+def test_logprobs_out_of_bounds_or_without_logprobs_are_400s(client):
+    for extra, param in (
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            ask(client, **extra)
+        assert refused.value.body["param"] == param
+    with pytest.raises(openai.BadRequestError, match="chat completions"):
+        client.completions.create(model="", prompt="Hi", max_tokens=2, logprobs=2)
 
 
 def test_raw_completions_text_token_ids_and_stop_strings(client):

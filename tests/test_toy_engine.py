@@ -6,14 +6,17 @@ the whole file runs in about a second.
 """
 
 import json
+import math
 
+import numpy as np
 import pytest
 from toy_engine import ToyEngine, toy_registered
 
-from qwq_edge import Done, EngineUnavailableError, Model, ModelFormatError, ThinkingDelta, load
+from qwq_edge import AnswerDelta, Done, EngineUnavailableError, Model, ModelFormatError, ThinkingDelta, load
 from qwq_edge.convert.synthetic import qwen3_chat_template
 from qwq_edge.engines.registry import choose_engine, engine_choices
 from qwq_edge.reasoning.formats import HYBRID, QWQ_PREVIEW, THINK
+from qwq_edge.sampling import log_softmax_at, most_likely
 from qwq_edge.services.benchmarking.raw import open_raw
 from qwq_edge.services.inspection import describe_model
 
@@ -293,3 +296,32 @@ def test_the_terminal_shows_the_runtime_s_words_in_a_style_of_their_own(toy):
     italic_yellow, dim = "\x1b[3;33m", "\x1b[2m"
     assert f"{italic_yellow}Wait," in shown and f"{italic_yellow}Thinking time is up." in shown
     assert f"{dim}n" in shown  # the model's own first token
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, {"temperature": 0.8, "seed": 3}])
+def test_logprobs_come_with_each_sampled_token_and_the_most_likely_ones(toy, sampling):
+    events = list(toy.stream("Hi", max_thinking_tokens=9, max_answer_tokens=6, top_logprobs=4, **sampling))
+    result = events[-1].result
+    deltas = [e for e in events if isinstance(e, (ThinkingDelta, AnswerDelta))]
+    assert [entry for e in deltas for entry in e.logprobs] == list(result.logprobs)  # each once, in order
+    assert all(not e.logprobs for e in deltas if getattr(e, "forced", ""))  # the runtime's words have none
+    thinking = [entry for entry in result.logprobs if entry.thinking]
+    answer = [entry for entry in result.logprobs if not entry.thinking]
+    assert len(thinking) == result.stats.thinking_tokens and len(answer) == result.stats.answer_tokens
+    assert b"".join(entry.bytes for entry in answer).decode().strip() == result.answer.strip()
+    for entry in result.logprobs:
+        assert len(entry.top) == 4 and [c.logprob for c in entry.top] == sorted(
+            (c.logprob for c in entry.top), reverse=True
+        )
+        assert sum(math.exp(c.logprob) for c in entry.top) <= 1 + 1e-9 and entry.logprob <= 0
+        assert entry.logprob >= entry.top[-1].logprob or entry.token not in {c.token for c in entry.top}
+        if sampling is GREEDY:
+            assert entry.token == entry.top[0].token and entry.logprob == entry.top[0].logprob
+    assert all(not e.logprobs for e in toy.stream("Hi", max_thinking_tokens=3, **GREEDY) if hasattr(e, "logprobs"))
+
+
+def test_a_logprob_is_the_log_softmax_of_the_row_with_the_masks():
+    row = np.array([2.0, 1.0, -np.inf, 0.5])
+    expected = row - np.log(np.exp(row[[0, 1, 3]]).sum())
+    assert log_softmax_at(row, [0, 1, 3]) == pytest.approx(expected[[0, 1, 3]])
+    assert most_likely(row, 3) == [0, 1, 3] and most_likely(row, 9) == [0, 1, 3]

@@ -97,6 +97,7 @@ class ToySampler:
             logits[list(banned)] = -np.inf
         if banned_mask is not None:
             logits[banned_mask] = -np.inf
+        self.last = logits.copy()
         return logits
 
     def _distribution(self, logits: np.ndarray) -> np.ndarray:
@@ -115,6 +116,9 @@ class ToySampler:
         if self._params.greedy:
             return int(np.argmax(logits))
         return int(self.rng.choice(len(logits), p=self._distribution(logits)))
+
+    def masked_row(self) -> np.ndarray:
+        return self.last
 
     def accept(self, tokens: Sequence[int]) -> None:
         """Forced tokens need no record: the toy sampler has no penalties."""

@@ -65,6 +65,11 @@ class TokenSampler(Protocol):
         None where there is none to give (greedy, penalties, an engine that does not say)."""
         ...
 
+    def masked_row(self) -> np.ndarray:
+        """The logits the last ``sample`` (or ``probabilities``) read, its masks applied, before
+        temperature and penalties: log-probabilities come from it. Valid until the next feed."""
+        ...
+
 
 class Engine(Protocol):
     info: EngineInfo

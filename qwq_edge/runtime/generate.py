@@ -10,13 +10,13 @@ no budget rule.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from time import perf_counter
 
 from ..engines.base import Engine, TokenSampler
-from ..events import Done, Event, GenerationResult, GenerationStats
+from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, ThinkingDelta
 from ..reasoning.controller import ANSWER, Finish, Force, ReasoningController, Rewind, Sample
-from ..sampling import SamplingParams
+from ..sampling import SamplingParams, TokenLogprob, log_softmax_at, most_likely
 from ..speculation.proposers import Proposer
 from ..speculation.verifier import Speculation
 from ..text.detokenize import IncrementalDetokenizer
@@ -53,18 +53,30 @@ class _Clock:
 class _Steps:
     """Carries out the controller's actions on the engine, with one sampler and detokenizer."""
 
-    def __init__(self, speculation: Speculation, controller: ReasoningController, sampler: TokenSampler) -> None:
+    def __init__(
+        self,
+        speculation: Speculation,
+        controller: ReasoningController,
+        sampler: TokenSampler,
+        top_logprobs: int | None = None,
+    ) -> None:
         self.engine = speculation.engine
         self.speculation = speculation
         self.controller = controller
         self.sampler = sampler
         self.detokenizer = IncrementalDetokenizer(self.engine.token_bytes)
+        #: With log-probabilities asked for (``top_logprobs`` most likely tokens each): every sampled
+        #: token's, and those whose text has not come out yet (by cache position).
+        self.top_logprobs = top_logprobs
+        self.logprobs: list[TokenLogprob] = []
+        self.pending: list[tuple[int, TokenLogprob]] = []
 
     def apply(self, action: Sample | Force | Rewind) -> list[Event] | None:
         """Do ``action``; the events it gives, or ``None`` when the controller vetoed a sampled token."""
         if isinstance(action, Rewind):
             self.speculation.rewind(action.position)
             self.detokenizer = IncrementalDetokenizer(self.engine.token_bytes)  # its pending bytes were dropped
+            self.pending = [(at, entry) for at, entry in self.pending if at < action.position]
             action = action.then
         if isinstance(action, Force):
             self.speculation.force(action.tokens)
@@ -72,12 +84,38 @@ class _Steps:
             return self.controller.on_forced(action, self.detokenizer.add(action.tokens))
         position = self.speculation.position
         token = self.speculation.sample(self.sampler, action)
+        entry = self._logprob(token) if self.top_logprobs is not None else None
         if not self.controller.review(token):
             self.speculation.drop()
             return None
         self.speculation.commit(token)
         text = self.detokenizer.add((token,))
-        return self.controller.on_sampled(text, position, token, self.detokenizer.whole)
+        events = self.controller.on_sampled(text, position, token, self.detokenizer.whole)
+        if entry is not None:
+            self.pending.append((position, entry))
+        return self.with_logprobs(events)
+
+    def _logprob(self, token: int) -> TokenLogprob:
+        """``token``'s log-probability and the most likely tokens', from the row it was drawn from."""
+        row = self.sampler.masked_row()
+        ids = most_likely(row, self.top_logprobs or 0)
+        chosen, *values = log_softmax_at(row, [token, *ids])
+        top = tuple(TokenLogprob(i, self.engine.token_bytes(i), value) for i, value in zip(ids, values, strict=True))
+        return TokenLogprob(token, self.engine.token_bytes(token), chosen, top, self.controller.phase != ANSWER)
+
+    def with_logprobs(self, events: list[Event]) -> list[Event]:
+        """``events`` with the pending log-probabilities on the first delta of the model's text
+        (a token's text may wait for the bytes of the next)."""
+        if not self.pending:
+            return events
+        for index, event in enumerate(events):
+            if isinstance(event, (ThinkingDelta, AnswerDelta)) and event.text and not getattr(event, "forced", ""):
+                entries = tuple(entry for _, entry in self.pending)
+                self.logprobs.extend(entries)
+                self.pending = []
+                events[index] = replace(event, logprobs=entries)
+                break
+        return events
 
 
 def generate_step(
@@ -88,13 +126,17 @@ def generate_step(
     seed: int,
     cancelled: Callable[[], bool] = lambda: False,
     proposer: Proposer | None = None,
+    top_logprobs: int | None = None,
 ) -> Iterator[Event]:
     """Run one generation; the last event is ``Done`` with the result. A ``proposer`` drafts
-    tokens to verify several per pass (``speculation``); the controller sees the same tokens."""
+    tokens to verify several per pass (``speculation``); the controller sees the same tokens.
+    ``top_logprobs``: give each sampled token's log-probability and that many most likely
+    tokens' (``None``: none)."""
     clock = _Clock(perf_counter())
     cached = engine.prefill(prompt_tokens)
     clock.prefill_seconds = perf_counter() - clock.start
-    steps = _Steps(Speculation(engine, proposer, controller.horizon), controller, engine.new_sampler(sampling, seed))
+    speculation = Speculation(engine, proposer, controller.horizon)
+    steps = _Steps(speculation, controller, engine.new_sampler(sampling, seed), top_logprobs)
     finish_reason = "cancelled"
     while not cancelled():
         action = controller.next_action(engine.info.context_length - steps.speculation.position)
@@ -108,7 +150,8 @@ def generate_step(
         clock.token(was_thinking and controller.phase == ANSWER)
         yield from events
     steps.speculation.drop()  # the cache holds what the controller saw, for the next request
-    yield from controller.finish(steps.detokenizer.flush())
+    yield from steps.with_logprobs(list(controller.finish(steps.detokenizer.flush())))
+    steps.logprobs.extend(entry for _, entry in steps.pending)
     stats = GenerationStats(
         **vars(controller.counts),
         **vars(steps.speculation.counts),
@@ -119,4 +162,5 @@ def generate_step(
         seed=seed,
         **clock.timings(controller.phase != ANSWER),
     )
-    yield Done(GenerationResult("".join(controller.thinking_text), "".join(controller.answer_text), stats))
+    thinking, answer = "".join(controller.thinking_text), "".join(controller.answer_text)
+    yield Done(GenerationResult(thinking, answer, stats, tuple(steps.logprobs)))

@@ -182,7 +182,7 @@ class Model:
         if proposer is not None and self.parallel > 1:
             scheduler = self.scheduler
             proposer = WhileAlone(proposer, lambda: len(scheduler.active) <= 1)
-        events = self._run(tokens, controller, sampling, seed, cancel, proposer)
+        events = self._run(tokens, controller, sampling, seed, cancel, proposer, options.top_logprobs)
         return Stream(events, cancel.set, controller.answer_now)
 
     def _run(
@@ -193,13 +193,16 @@ class Model:
         seed: int,
         cancel: threading.Event,
         proposer: Proposer | None = None,
+        top_logprobs: int | None = None,
     ) -> Iterator[Event]:
         """Own the model (or one sequence of its pool) for the generation, one step at a
         time; ``Done`` comes after it is given back, so a caller that stops at ``Done``
         leaves it free."""
         claim = self.scheduler.claim(cancel, tokens)
         try:
-            steps = generate_step(claim.engine, tokens, controller, sampling, seed, cancel.is_set, proposer)
+            steps = generate_step(
+                claim.engine, tokens, controller, sampling, seed, cancel.is_set, proposer, top_logprobs
+            )
             while True:
                 with self.scheduler.step(claim):
                     event = next(steps)

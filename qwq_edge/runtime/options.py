@@ -24,7 +24,7 @@ from ..reasoning.effort import EFFORTS, apply_effort
 from ..reasoning.formats import FORMAT_CHOICES
 from ..reasoning.grammar import answer_grammar, response_schema
 from ..reasoning.language import LANGUAGE_CHOICES
-from ..sampling import SamplingParams
+from ..sampling import MAX_TOP_LOGPROBS, SamplingParams
 from ..text.tool_calls import check_tools, forced_functions, offered_tools
 
 #: The fields that override the model's sampling defaults.
@@ -187,6 +187,14 @@ class GenerationOptions:
         None, "Divide a repeated token's positive logit by this (multiply a negative one).", low=0, low_open=True
     )
     seed: int | None = option(None, "Fixed seed: the same seed gives the same output.")
+    top_logprobs: int | None = option(
+        None,
+        "Give each sampled token's log-probability and the N most likely tokens' there (0-20; in --json).",
+        low=0,
+        high=MAX_TOP_LOGPROBS,
+        metavar="N",
+        chat_only=True,  # with OpenAI's logprobs: true (server/mapping.py)
+    )
     draft: str = option(
         "off",
         "Speculative decoding, the same tokens faster: ngram drafts from the text itself; auto: the catalog's "

@@ -33,7 +33,7 @@ from .schemas import Body, option_fields
 #: What a thinking block's signature says: any text the client returns unchanged will do.
 SIGNATURE = "qwq-edge"
 #: qwq-edge's finish reasons as Anthropic's stop reasons (a tool call is ``tool_use``).
-STOP_REASONS = {"stop": "end_turn", "cancelled": "end_turn", "length": "max_tokens", "budget": "max_tokens"}
+STOP_REASONS = {"stop": "end_turn", "cancelled": "end_turn", "budget": "end_turn", "length": "max_tokens"}
 #: Anthropic's error types by status.
 ERROR_TYPES = {
     400: "invalid_request_error",

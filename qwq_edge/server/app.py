@@ -41,15 +41,9 @@ from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .ollama_api import DOOR as OLLAMA
 from .openai_responses import DOOR as OPENAI_RESPONSES
 from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
-from .service import REQUEST_ID, Service, gone
+from .service import REQUEST_ID, Service, default_model_id, gone
 
 STATIC = Path(__file__).parent / "static"
-
-
-def default_model_id(model: Model) -> str:
-    """The name ``/v1/models`` lists when none is given: the model file's or folder's name."""
-    path = Path(model.info.model_path)
-    return path.stem if path.suffix == ".gguf" else path.name
 
 
 def create_app(

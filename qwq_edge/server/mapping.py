@@ -15,6 +15,7 @@ from typing import Any
 
 from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
 from ..runtime.options import DECLARED, GenerationOptions
+from ..sampling import TokenLogprob
 from ..text.tool_calls import ToolCall, ToolCallScanner
 from .errors import bad_request, error_body
 from .replies import Encoder, sse
@@ -55,11 +56,22 @@ def options_from_request(
     template_kwargs = getattr(request, "chat_template_kwargs", None)
     if changes["think"] is None and template_kwargs is not None:
         changes["think"] = template_kwargs.enable_thinking
+    changes["top_logprobs"] = _top_logprobs(request, changes["top_logprobs"])
     changes["draft"] = _draft(changes["draft"], defaults.draft)
     if changes["seed"] is not None:
         changes["seed"] = engine_seed(changes["seed"])
     kept = {name: (None if value is _CLEARED else value) for name, value in changes.items() if value is not None}
     return defaults.replace(**kept)
+
+
+def _top_logprobs(request: Any, top: int | None) -> int | None:
+    """OpenAI's pair: ``logprobs: true`` asks for log-probabilities, ``top_logprobs`` for the most
+    likely tokens' too (and needs ``logprobs``)."""
+    if "logprobs" not in getattr(type(request), "model_fields", {}):
+        return top
+    if top is not None and request.logprobs is not True:
+        raise bad_request("top_logprobs needs logprobs: true", "top_logprobs")
+    return 0 if request.logprobs is True and top is None else top
 
 
 def engine_seed(seed: int) -> int:
@@ -227,15 +239,19 @@ def _answer_delta(text: str, reply: Reply) -> dict[str, Any]:
 
 def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
     """The streamed chunk for one event (``None``: nothing to send)."""
+    logprobs = None
     if isinstance(event, ThinkingDelta):
         if not event.text:
             return None
         delta = {"reasoning_content": event.text, "reasoning": event.text}
         extra = {"thinking_tokens": event.thinking_tokens} | ({"forced": event.forced} if event.forced else {})
+        if event.logprobs:
+            extra["logprobs"] = [entry.to_openai() for entry in event.logprobs]
     elif isinstance(event, AnswerDelta):
         delta, extra = _answer_delta(event.text, reply), None
         if not delta:
             return None
+        logprobs = _logprobs(event.logprobs)
     elif isinstance(event, Intervention):
         delta, extra = {}, {"intervention": {"kind": event.kind, "text": event.text}}
     else:
@@ -243,10 +259,15 @@ def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
         end = _choice_end(event.result.stats, reply, reply.calls_sent > 0)
         delta = {"content": held} if held else {}
         return {**reply.envelope(True), "choices": [{"index": 0, "delta": delta, "logprobs": None, **end}]}
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}
     if extra:
         choice["qwq_edge"] = extra
     return {**reply.envelope(True), "choices": [choice]}
+
+
+def _logprobs(entries: tuple[TokenLogprob, ...]) -> dict[str, Any] | None:
+    """OpenAI's ``logprobs`` of a choice or chunk: ``{"content": [...]}``, or None without any."""
+    return {"content": [entry.to_openai() for entry in entries]} if entries else None
 
 
 def chat_first_chunk(reply: Reply) -> dict[str, Any]:
@@ -282,7 +303,11 @@ def chat_response(result: GenerationResult, reply: Reply) -> dict[str, Any]:
     message.update(reasoning_content=thinking, reasoning=thinking)
     if calls:
         message["tool_calls"] = [call.to_openai() for call in calls]
-    choice = {"index": 0, "message": message, "logprobs": None, **_choice_end(result.stats, reply, bool(calls))}
+    answer = _logprobs(tuple(entry for entry in result.logprobs if not entry.thinking))
+    choice = {"index": 0, "message": message, "logprobs": answer, **_choice_end(result.stats, reply, bool(calls))}
+    thinking = [entry.to_openai() for entry in result.logprobs if entry.thinking]
+    if thinking:
+        choice["qwq_edge"]["thinking_logprobs"] = thinking
     return _with_ids({**reply.envelope(False), "choices": [choice], "usage": usage(result.stats)}, reply)
 
 

@@ -6,7 +6,7 @@ type, range, HTTP names), so a new option is a request field with no edit here.
 Types are strict (a string where a number belongs is a 400, not a guess); fields a
 client sends that this server does not know are ignored, as OpenAI-compatible
 servers do, except those whose meaning cannot be honoured (``n`` above 1, ``echo``,
-log-probabilities), which ``unsupported`` names.
+a completion's log-probabilities), which ``unsupported`` names.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ GenerationFields = create_model(
 
 class _ChatFields(GenerationFields):  # type: ignore[misc,valid-type]
     messages: list[ChatMessage] = Field(min_length=1)
+    #: With it, each answer token's log-probability (``top_logprobs``: and the most likely tokens').
+    logprobs: bool | None = None
     chat_template_kwargs: TemplateKwargs | None = None
 
 
@@ -133,7 +135,10 @@ _UNSUPPORTED = {
     "n": (lambda v: v == 1, "only n=1 is supported"),
     "best_of": (lambda v: v in (None, 1), "only best_of=1 is supported"),
     "echo": (lambda v: not v, "echo is not supported"),
-    "logprobs": (lambda v: not v, "log-probabilities are not supported"),
+}
+#: The same for completions only.
+_UNSUPPORTED_IN_COMPLETIONS = {
+    "logprobs": (lambda v: not v, "log-probabilities are given on chat completions (logprobs, top_logprobs)"),
 }
 
 
@@ -151,7 +156,8 @@ def parse(model: type[Body], body: Any) -> Any:
 
 def unsupported(request: Body) -> None:
     """A 400 for a field set to what this server cannot do."""
-    for name, (acceptable, why) in _UNSUPPORTED.items():
+    checks = _UNSUPPORTED | (_UNSUPPORTED_IN_COMPLETIONS if isinstance(request, CompletionRequest) else {})
+    for name, (acceptable, why) in checks.items():
         if name in type(request).model_fields and not acceptable(getattr(request, name)):
             raise bad_request(why, param=name, code="unsupported_value")
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -134,6 +135,12 @@ class Service:
         answering = stream.answer_now()
         said = "the thinking closes at its next sentence end" if answering else "the thinking is already over"
         return {"id": request_id, "object": "qwq_edge.answer_now", "answering": answering, "message": said}
+
+
+def default_model_id(model: Model) -> str:
+    """The name ``/v1/models`` lists when none is given: the model file's or folder's name."""
+    path = Path(model.info.model_path)
+    return path.stem if path.suffix == ".gguf" else path.name
 
 
 def gone(request: Request) -> Response:

@@ -38,7 +38,7 @@ def stop_at(events: Iterator[Event], stops: Sequence[str], cancel: Callable[[], 
                 cancel()
             if text:
                 shown.append(text)
-                yield AnswerDelta(text)
+                yield dataclasses.replace(event, text=text)
 
 
 def _split(text: str, stops: Sequence[str]) -> tuple[str, str, str]:

@@ -192,7 +192,7 @@ class LlamaCppSampler:
 
     def _masked(self, banned: Collection[int], at: int | None, banned_mask: Any = None) -> int:
         """The index of the logits row for ``at``, with ``banned`` and ``banned_mask`` written to ``-inf``."""
-        index = self._engine.logits_index(at)
+        index = self._last_index = self._engine.logits_index(at)
         if banned:
             ids = self._masks.get(banned)
             if ids is None:
@@ -218,6 +218,9 @@ class LlamaCppSampler:
         token = penalized_argmax(self._logits(index), self._recent, self._sampling)
         self._recent.append(token)  # as the chain accepts the token it samples
         return token
+
+    def masked_row(self) -> np.ndarray:
+        return self._logits(self._last_index)  # the masks were written into llama.cpp's buffer
 
     def accept(self, tokens: Sequence[int]) -> None:
         for token in tokens:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from ...errors import DistributedError, QwqEdgeError
 from ...resources import peak_rss_bytes
@@ -102,6 +103,9 @@ class _LeaderSampler:
 
     def probabilities(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> None:
         return self._sampler.probabilities(banned, at, banned_mask)
+
+    def masked_row(self) -> np.ndarray:
+        return self._sampler.masked_row()
 
 
 class LeaderEngine(_GroupEngine):

@@ -14,6 +14,8 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from ...errors import EngineUnavailableError, ModelFormatError
 from ...sampling import SamplingParams
 from ..base import CPU_PASS_COSTS, DEFAULT_CONTEXT, GPU_PASS_COSTS, EngineInfo
@@ -106,6 +108,7 @@ class MlxSampler:
 
     def sample(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> int:
         row = self._engine.row(at)
+        self._last = (row, banned, banned_mask)
         if self._greedy and not banned and banned_mask is None:
             return self._engine.greedy(row)
         token = on_mlx_thread(lambda: self._draw(self._engine.logits[row][None], banned, banned_mask))
@@ -131,6 +134,15 @@ class MlxSampler:
     def probabilities(self, banned: Collection[int] = (), at: int | None = None, banned_mask: Any = None) -> None:
         """mlx-lm's sampler does not give its distribution: a sampled draft is verified by equality."""
         return None
+
+    def masked_row(self) -> np.ndarray:
+        row, banned, banned_mask = self._last
+        logits = on_mlx_thread(lambda: np.array(self._engine.logits[row].astype(mx.float32)))
+        if banned:
+            logits[list(banned)] = -np.inf
+        if banned_mask is not None:
+            logits[banned_mask] = -np.inf
+        return logits
 
 
 class MlxModel:
