@@ -342,7 +342,7 @@ def test_a_budget_closes_the_thinking_on_each_engine(qwen3, budget):
 def test_effort_and_language_on_each_engine(qwen3):
     assert qwen3.family.key == "qwen3-0.6b"  # the catalog's budgets for Qwen3
     levels = {level: GenerationOptions(effort=level).thinking_limits(qwen3.family.effort) for level in EFFORTS}
-    assert [levels[level].max_thinking_tokens for level in EFFORTS] == [1024, 4096, 16384, None]
+    assert [levels[level].max_thinking_tokens for level in EFFORTS] == [128, 1024, 4096, 16384, None]
     result = qwen3.generate(
         PROMPT, effort="high", max_thinking_tokens=12, max_answer_tokens=8, language="en", temperature=1.0, seed=3
     )
