@@ -395,3 +395,52 @@ def test_a_minimum_turns_an_early_close_into_wait_on_each_engine(eager, engine):
         held = model.generate(PROMPT, min_thinking_tokens=24, **sampled)
         assert held.stats.wait_extensions >= 1 and "Wait," in held.thinking
         assert held.stats.thinking_closed_by == "model" and "</think>" not in held.thinking
+
+
+#: The sentence the looping model writes again and again.
+LOOP_SENTENCE = "Let me check this answer again.\n"
+
+
+@pytest.fixture(scope="module")
+def looping(qwen3_models, tmp_path_factory) -> dict[str, Path]:
+    """The engines' Qwen3 made to repeat one sentence: its layers write nothing to the residual
+    (``o_proj`` and ``down_proj`` zeroed), so the last hidden state is the current token's
+    embedding, and each of the sentence's tokens' output row is its predecessor's embedding (as the
+    final norm scales it), so greedy decoding cycles through the sentence from the prompt's "\\n"."""
+    root = tmp_path_factory.mktemp("looping")
+    source = qwen3_models["source"]
+    ids = Tokenizer.from_file(str(source / "tokenizer.json")).encode(LOOP_SENTENCE).ids
+    successors = dict(zip([NEWLINE_ID, *ids[:-1]], ids, strict=True)) | {ids[-1]: ids[0]}
+    checkpoint = Checkpoint(source)
+    values = {name: checkpoint.float32(name).copy() for name in checkpoint.names}
+    for name in values:
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            values[name][:] = 0.0
+    embeddings, final_norm = values["model.embed_tokens.weight"], values["model.norm.weight"]
+    for token, successor in successors.items():
+        direction = embeddings[token] * final_norm
+        values["lm_head.weight"][successor] = 50.0 * direction / np.linalg.norm(direction)
+    folder = root / "qwen3-0.6b-looping"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        (folder / name).write_bytes((source / name).read_bytes())
+    writer = SafetensorsWriter(
+        folder / "model.safetensors", [PlannedTensor(n, "F32", checkpoint.shape(n)) for n in checkpoint.names]
+    )
+    for name in checkpoint.names:
+        writer.write(name, values[name])
+    writer.close()
+    return for_both_engines(folder, "f32")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_loop_breaker_steers_then_closes_a_looping_thought_on_each_engine(looping, engine):
+    with load(looping[engine], engine=engine, context_length=512) as model:
+        greedy = {"max_thinking_tokens": 200, "max_answer_tokens": 1, "temperature": 0}
+        unguarded = model.generate(PROMPT, loop_guard=False, **greedy)
+        assert unguarded.thinking.startswith(LOOP_SENTENCE * 16) and unguarded.stats.thinking_closed_by == "budget"
+        guarded = model.generate(PROMPT, **greedy)
+        stats = guarded.stats
+        assert stats.thinking_closed_by == "loop-close" and stats.loop_interventions == 2
+        assert [span["kind"] for span in stats.forced_spans] == ["loop-nudge", "loop-close"]
+        assert guarded.thinking.count(LOOP_SENTENCE) <= 6
