@@ -62,3 +62,8 @@ class TemplateFallbackWarning(QwqEdgeWarning):
 class DistributedError(QwqEdgeError):
     """A distributed run cannot start (not under ``mlx.launch``, a model that cannot be
     split over this many ranks, ranks that disagree) or lost one of its ranks."""
+
+
+class ServiceError(QwqEdgeError):
+    """``qwq-edge service`` cannot do what it was asked: a platform without systemd or launchd,
+    a command line the unit cannot hold, or ``systemctl`` / ``launchctl`` refused."""

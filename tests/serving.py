@@ -43,12 +43,14 @@ def _first_line(process: subprocess.Popen, timeout: float) -> str:
 
 
 @contextmanager
-def running_server(command: list[str], model_path: Path, *options: str, timeout: float = 60) -> Iterator[Server]:
-    """Start ``qwq-edge serve`` on port 0 and yield it once it prints its URL; stop it after."""
+def running_server(command: list[str], model_path: Path | None, *options: str, timeout: float = 60) -> Iterator[Server]:
+    """Start ``qwq-edge serve`` on port 0 and yield it once it prints its URL; stop it after.
+    ``model_path`` ``None``: no ``--model``, the server loads models on demand."""
     with tempfile.TemporaryDirectory() as folder:
         log_path = Path(folder) / "stderr.log"
         with open(log_path, "w", encoding="utf-8") as log:
-            args = [*command, "serve", "-m", str(model_path), "--port", "0", *FAST, *options]
+            model = ["-m", str(model_path)] if model_path is not None else []
+            args = [*command, "serve", *model, "--port", "0", *FAST, *options]
             process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
             found = re.search(r"http://[\d.]+:\d+", _first_line(process, timeout))

@@ -501,15 +501,21 @@ def test_one_log_line_per_request(client, server):
     assert re.search(r"GET /v1/models 401 [\d.]+s$", lines[1])
 
 
-def test_sigterm_ends_open_streams_with_an_error_and_exits_within_seconds(cli_command, gguf_path):
-    with running_server(cli_command, gguf_path) as s:
+def test_sigterm_drains_open_streams_then_ends_them_with_an_error_and_exits(cli_command, gguf_path):
+    """A service manager's stop: no new connection, the open stream goes on for --drain-seconds,
+    then ends with the protocol's error, and the server exits."""
+    with running_server(cli_command, gguf_path, "--drain-seconds", "1.5") as s:
         client = openai.OpenAI(base_url=f"{s.url}/v1", api_key="none", max_retries=0)
         stream = _long_stream(client)
         next(iter(stream))
         s.process.send_signal(signal.SIGTERM)
-        began = time.monotonic()
+        began, drained = time.monotonic(), 0
         with pytest.raises(openai.APIError, match="shutting down"):
             for _ in stream:
-                pass
+                drained += 1
+                if drained == 5:
+                    with pytest.raises(openai.APIConnectionError):
+                        client.models.list()
+        assert drained > 20 and time.monotonic() - began >= 1.5
         s.process.wait(timeout=10)
-        assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 6

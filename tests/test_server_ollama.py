@@ -76,7 +76,7 @@ def test_a_think_level_qwq_edge_s_options_and_its_account(door_server, name):
     object carries qwq-edge's account, which adds up to Ollama's counts."""
     options = {**SHORT, "seed": 7, "temperature": 0.4, "num_ctx": 1024, "num_thread": 4, "mirostat": 1}
     options |= {"min_thinking_tokens": 0, "language": "en", "loop_guard": False, "max_thinking_tokens": 8}
-    reply = chat_json(door_server, model=name, messages=QUESTION, think="low", options=options, keep_alive="5m")
+    reply = chat_json(door_server, model=name, messages=QUESTION, think="low", options=options, keep_alive="-1")
     counts = reply["qwq_edge"]
     assert reply["message"]["thinking"] and counts["thinking_tokens"] <= 8
     assert reply["eval_count"] == counts["thinking_tokens"] + counts["forced_tokens"] + counts["answer_tokens"]
@@ -150,10 +150,15 @@ def test_list_show_ps_and_version(door_server, client, name, gguf_path):
     parameters = dict(line.split() for line in shown.parameters.splitlines())
     assert parameters["temperature"] == "0.0" and parameters["num_ctx"] == "2048" and parameters["num_predict"] == "200"
     assert shown.details == details
+    client.generate(model=name, prompt="", keep_alive=-1)  # kept loaded for ever
     loaded = client.ps().models
     assert len(loaded) == 1 and loaded[0].name == name and loaded[0].context_length == 2048
     assert loaded[0].size > listed[0].size and loaded[0].size_vram in (0, loaded[0].size)
     assert loaded[0].expires_at.year == 9999
+    client.generate(model=name, prompt="", keep_alive="1h")
+    expires = client.ps().models[0].expires_at
+    assert 3590 < (expires - datetime.now(timezone.utc)).total_seconds() <= 3600
+    client.generate(model=name, prompt="", keep_alive=-1)
     assert http("GET", f"{door_server.url}/api/version").body == {"version": qwq_edge.__version__}  # no key
 
 

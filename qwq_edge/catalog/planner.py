@@ -93,13 +93,16 @@ def apple_gpu_budget(ram: int, wired_mb: int = 0) -> int:
     return wired_mb * MiB if wired_mb > 0 else int(ram * APPLE_GPU_FRACTION)
 
 
-def memory_budget() -> int:
-    """What a model may use on this machine (``QWQ_EDGE_MEMORY_BUDGET`` overrides it)."""
+def memory_budget(reserved: int = 0) -> int:
+    """What a model may use on this machine (``QWQ_EDGE_MEMORY_BUDGET`` overrides it) besides
+    ``reserved`` bytes that models loaded in this process already hold. Fixed budgets (the
+    override, the GPU's share of a Mac's RAM) lose ``reserved``; the memory Linux reports
+    available already went down by what the loaded models took."""
     override = os.environ.get(BUDGET_ENV)
     if override is not None:
-        return parse_size(override)
+        return max(0, parse_size(override) - reserved)
     if apple_silicon():
-        return apple_gpu_budget(total_memory(), wired_limit_mb())
+        return max(0, apple_gpu_budget(total_memory(), wired_limit_mb()) - reserved)
     return available_memory()
 
 

@@ -18,8 +18,10 @@ from .evaluate import evaluate
 from .inspect import doctor, info
 from .launch import launch
 from .library import list_command, pull_command, rm_command
+from .remote import ps, stop
 from .run import run
 from .serve import serve
+from .service import service
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +34,9 @@ for command in (
     chat,
     run,
     serve,
+    ps,
+    stop,
+    service,
     bench,
     convert,
     verify_command,

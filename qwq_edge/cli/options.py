@@ -280,10 +280,21 @@ def _response_format(schema_file: str | bool) -> dict[str, Any]:
 
 def options_from_params(params: dict[str, Any], model: Model | None = None) -> GenerationOptions:
     """The ``GenerationOptions`` the command line asks for (``model``: the one loaded, for ``--draft auto``)."""
+    return options_maker(params)(model)
+
+
+def options_maker(params: dict[str, Any]) -> Callable[[Model | None], GenerationOptions]:
+    """``options_from_params`` for any model loaded later (a server's, on demand), with the command
+    line read now, while click's context is there."""
     changes = generation_changes(params)
-    if "draft" in changes:
-        changes["draft"] = draft_path(changes["draft"], params["yes"], model.info.model_name if model else None)
-    return GenerationOptions().replace(**changes)
+
+    def for_model(model: Model | None) -> GenerationOptions:
+        resolved = dict(changes)
+        if "draft" in resolved:
+            resolved["draft"] = draft_path(resolved["draft"], params["yes"], model.info.model_name if model else None)
+        return GenerationOptions().replace(**resolved)
+
+    return for_model
 
 
 def draft_path(draft: str, yes: bool, model_name: str | None) -> str:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .options import generation_options, load_model, model_options, options_from_params
+from ..catalog.planner import AUTO_CONTEXT_CAP
+from ..errors import QwqEdgeError
+from .options import generation_options, load_kwargs, load_model, model_options, options_maker
 
 if TYPE_CHECKING:
+    from ..server.models import ModelHost
     from ..server.service import Service
 
 NEEDS_EXTRA = "the server needs its extra: pip install 'qwq-edge[server]'"
@@ -59,6 +64,26 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
     "--max-body-mb", type=click.IntRange(min=1), default=16, show_default=True, help="Largest request body, in MiB."
 )
 @click.option("--model-id", help="The name /v1/models lists (default: the model file's name).")
+@click.option(
+    "--models",
+    "model_folders",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder whose GGUF files and MLX folders are served by name, loaded on demand (repeatable).",
+)
+@click.option(
+    "--keep-alive",
+    metavar="DURATION",
+    help="How long an idle model stays loaded: 30s, 5m, 1h or seconds; 0: unload after each reply; -1: always "
+    "(default: 5m; a --model stays unless this is given).",
+)
+@click.option(
+    "--drain-seconds",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="On SIGTERM, how long requests under way may take to finish before they are ended.",
+)
 @click.option("--metrics-public", is_flag=True, help="Serve /metrics without the API key.")
 def serve(
     host: str,
@@ -70,27 +95,33 @@ def serve(
     max_prompt_chars: int | None,
     max_body_mb: int,
     model_id: str | None,
+    model_folders: tuple[Path, ...],
+    keep_alive: str | None,
+    drain_seconds: float,
     metrics_public: bool,
     **params: Any,
 ) -> None:
-    """Serve the model over OpenAI's chat-completions API, with a web chat page at /.
+    """Serve models over OpenAI's, Anthropic's and Ollama's APIs, with a web chat page at /.
 
-    The generation options are the server's defaults; each request's fields change them.
+    With --model, that model is loaded now and requests that name no model get it; every
+    model on disk (`qwq-edge list`, and --models folders) is loaded when a request names it,
+    and unloaded once idle for --keep-alive. The generation options are the server's
+    defaults; each request's fields change them.
     """
     try:
         import uvicorn
 
         from ..server.app import create_app
         from ..server.limits import Limits, prompt_chars_for
+        from ..server.service import default_model_id
     except ImportError:
         raise click.ClickException(NEEDS_EXTRA) from None
-    model = load_model(params)
-    defaults = options_from_params(params, model)  # after the load: --draft auto names the model's draft
-    prompt_chars = max_prompt_chars or prompt_chars_for(model.info.context_length)
+    models = model_host(params, model_folders, keep_alive)
+    model = load_model(params) if params["model_path"] is not None else None
+    context = model.info.context_length if model is not None else AUTO_CONTEXT_CAP
+    prompt_chars = max_prompt_chars or prompt_chars_for(context)
     app = create_app(
-        model,
-        defaults=defaults,
-        model_id=model_id,
+        models,
         api_key=api_key,
         max_queue=max_queue,
         cors_origins=cors_origins,
@@ -99,17 +130,39 @@ def serve(
         limits=Limits(max_body_bytes=max_body_mb * 1024 * 1024, max_prompt_chars=prompt_chars),
         metrics_public=metrics_public,
     )
+    if model is not None:
+        name = model_id or default_model_id(model)
+        models.aliases[name] = Path(model.info.model_path)
+        models.adopt(name, model, models.defaults_for(model), models.keep_alive if keep_alive is not None else None)
     warning = bind_warning(host, api_key)
     if warning:
         click.echo(warning, err=True)
     _log_requests()
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=5
+        app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=drain_seconds + 5
     )
     try:
-        _server_class(uvicorn)(config, app.state.service).run()
+        _server_class(uvicorn)(config, app.state.service, drain_seconds).run()
     finally:
-        model.close()
+        models.close()
+
+
+def model_host(params: dict[str, Any], folders: tuple[Path, ...], keep_alive: str | None) -> ModelHost:
+    """The models the server may load: the pulled ones and those in ``folders``, each loaded with
+    the command line's model options and kept ``keep_alive`` once idle."""
+    from ..catalog.store import installed
+    from ..server.models import DEFAULT_KEEP_ALIVE, ModelHost, keep_alive_seconds, servable_models
+
+    try:
+        seconds = keep_alive_seconds(keep_alive) if keep_alive is not None else DEFAULT_KEEP_ALIVE
+    except QwqEdgeError as error:
+        raise click.BadParameter(str(error), param_hint="--keep-alive") from None
+    return ModelHost(
+        lambda: servable_models(folders, installed),
+        {key: value for key, value in load_kwargs(params).items() if key not in ("distributed", "rank_timeout")},
+        options_maker(params),
+        keep_alive=seconds,
+    )
 
 
 def _log_requests() -> None:
@@ -127,24 +180,38 @@ def _server_class(uvicorn: Any) -> type:
         """uvicorn's server that announces its address and, on SIGINT/SIGTERM, ends open
         requests with an error at once instead of waiting for them."""
 
-        def __init__(self, config: Any, service: Service) -> None:
+        def __init__(self, config: Any, service: Service, drain_seconds: float) -> None:
             super().__init__(config)
             self.service = service
+            self.drain_seconds = drain_seconds
 
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
                 bound_host, bound_port = self.servers[0].sockets[0].getsockname()[:2]
-                info = self.service.model.info
                 url = f"http://{_url_host(bound_host)}:{bound_port}"
-                click.echo(f"qwq-edge serving {self.service.model_id} ({info.engine} on {info.device}) at {url}")
+                click.echo(f"qwq-edge serving {_serving(self.service.models)} at {url}")
                 click.echo(f"  web chat: {url}/   API: {url}/v1   Ctrl-C to stop", err=True)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            self.service.begin_shutdown()
+            """Ctrl-C ends open requests now; SIGTERM (a service manager's stop) lets them finish
+            for ``--drain-seconds``, then ends them (each with its protocol's error) and exits."""
+            self.service.begin_shutdown(self.drain_seconds if sig == signal.SIGTERM else 0.0)
             super().handle_exit(sig, frame)
 
     return Server
+
+
+def _serving(models: ModelHost) -> str:
+    """What the start line says is served: the preloaded model, or how many can be loaded."""
+    loaded = models.loaded.get(models.default or "")
+    if loaded is not None:
+        info = loaded.model.info
+        return f"{loaded.name} ({info.engine} on {info.device})"
+    count = len(models.paths())
+    if not count:
+        return "no model yet (qwq-edge pull NAME, or --models DIR)"
+    return f"{count} model{'s' if count != 1 else ''} on demand"
 
 
 def _url_host(host: str) -> str:

@@ -275,6 +275,7 @@ def load(
     cache_ram: int | None = None,
     prompt_cache_dir: str | Path | None = None,
     disk_cache: bool = True,
+    reserved_bytes: int = 0,
 ) -> Model:
     """Load a GGUF file or an MLX folder, picking its engine (``engine="auto"``).
 
@@ -290,8 +291,47 @@ def load(
     start from (None: a quarter of what the plan leaves free; 0: none); long prompts are
     also kept on disk under ``prompt_cache_dir`` (default: ``QWQ_EDGE_HOME``'s
     ``prompt-cache``) unless ``disk_cache`` is False (engines that can save a sequence's
-    state: llama.cpp).
+    state: llama.cpp). ``reserved_bytes``: memory that models already loaded in this process
+    hold, which the planner counts as taken.
     """
+    plan = plan_load(
+        path,
+        engine=engine,
+        context_length=context_length,
+        kv_cache=kv_cache,
+        parallel=parallel,
+        distributed=distributed,
+        reserved_bytes=reserved_bytes,
+    )
+    loaded, reason = open_engine(
+        path,
+        engine,
+        context_length=plan.context,
+        kv_cache=plan.kv_cache,
+        n_threads=n_threads,
+        n_gpu_layers=n_gpu_layers,
+        distributed=distributed,
+        rank_timeout=rank_timeout,
+        parallel=plan.parallel,
+    )
+    plan = attach_prompt_cache(loaded, plan, cache_ram, prompt_cache_dir if disk_cache else False)
+    model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
+    model.memory_plan = plan
+    return model
+
+
+def plan_load(
+    path: str | Path,
+    *,
+    engine: str = "auto",
+    context_length: int | None = None,
+    kv_cache: str | None = None,
+    parallel: int = 1,
+    distributed: bool = False,
+    reserved_bytes: int = 0,
+) -> MemoryPlan:
+    """The memory plan ``load`` would load ``path`` with (the options as ``load`` takes them),
+    without loading it; raises ``InsufficientMemoryError`` where it cannot fit."""
     if context_length is not None and context_length < 16:
         raise InvalidRequestError(f"context_length must be at least 16, got {context_length}")
     if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
@@ -305,22 +345,7 @@ def load(
     batched = parallel if spec.batches else 1
     if batched > 1 and kv_cache is None:
         kv_cache = spec.batch_kv_cache
-    plan = plan_memory(shape, memory_budget(), context_length, kv_cache, batched)
-    loaded, reason = open_engine(
-        path,
-        engine,
-        context_length=plan.context,
-        kv_cache=plan.kv_cache,
-        n_threads=n_threads,
-        n_gpu_layers=n_gpu_layers,
-        distributed=distributed,
-        rank_timeout=rank_timeout,
-        parallel=batched,
-    )
-    plan = attach_prompt_cache(loaded, plan, cache_ram, prompt_cache_dir if disk_cache else False)
-    model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
-    model.memory_plan = plan
-    return model
+    return plan_memory(shape, memory_budget(reserved_bytes), context_length, kv_cache, batched)
 
 
 def _shape(path: str | Path, distributed: bool) -> ModelShape:

@@ -23,12 +23,14 @@ from starlette.routing import Route
 from ..events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, ThinkingDelta
 from ..runtime.stream import Stream
 from ..text.tool_calls import ToolCall, ToolCallScanner
-from .doors import read_request, service_of
+from .doors import read_request
 from .errors import APIError, bad_request
 from .limits import check_chat
 from .mapping import extension, options_from_request
+from .models import Loaded
 from .replies import Door, Encoder, sse
-from .schemas import Body, option_fields
+from .schemas import Body, KeepAlive, option_fields
+from .service import Service
 
 #: What a thinking block's signature says: any text the client returns unchanged will do.
 SIGNATURE = "qwq-edge"
@@ -89,6 +91,7 @@ class ToolChoice(Body):
 
 class _MessagesBase(Body):
     model: str
+    keep_alive: KeepAlive = None
     messages: list[Message] = Field(min_length=1)
     max_tokens: int = Field(ge=1)
     system: str | list[Block] | None = None
@@ -109,6 +112,7 @@ MessagesRequest = create_model(
 
 class _CountBase(Body):
     model: str
+    keep_alive: KeepAlive = None
     messages: list[Message] = Field(min_length=1)
     system: str | list[Block] | None = None
     thinking: Thinking | None = None
@@ -348,38 +352,38 @@ class MessagesReply(Encoder):
 # -- endpoints ---------------------------------------------------------------------------
 
 
-def _prompt(request: Request, body: Any) -> tuple[Any, list[dict[str, Any]], Any]:
-    """The service, the chat, and the options of a Messages or count_tokens body."""
-    service = service_of(request)
-    service.check_model(body.model)
+def _prompt(service: Service, served: Loaded, body: Any) -> tuple[list[dict[str, Any]], Any]:
+    """The chat and the options of a Messages or count_tokens body, for the model ``served``."""
     messages = messages_of(body)
     given = {**thinking_of(body), **tools_of(body)}
     if "max_tokens" in type(body).model_fields:
         given["max_tokens"] = body.max_tokens
-    options = options_from_request(body, service.defaults, given)
+    options = options_from_request(body, served.defaults, given)
     check_chat(messages, given.get("tools"), service.limits)
-    return service, messages, options
+    return messages, options
 
 
 async def create_message(request: Request) -> Response:
-    _, body = await read_request(request, MessagesRequest)
-    service, messages, options = _prompt(request, body)
-    reply = MessagesReply(service.model_id, body)
+    service, body = await read_request(request, MessagesRequest)
+    async with service.use(body.model, body.keep_alive) as served:
+        messages, options = _prompt(service, served, body)
+        reply = MessagesReply(served.name, body)
 
-    def build() -> Stream:
-        reply.input_tokens = len(service.model.prompt_tokens(messages, options))
-        return service.model.stream(messages, options)
+        def build() -> Stream:
+            reply.input_tokens = len(served.model.prompt_tokens(messages, options))
+            return served.model.stream(messages, options)
 
-    return await service.respond(request, build, reply)
+        return await service.respond(request, served, build, reply)
 
 
 async def count_tokens(request: Request) -> Response:
     """The prompt's tokens as the model's template and tokenizer make them."""
-    _, body = await read_request(request, CountRequest)
-    service, messages, options = _prompt(request, body)
-    tokens = await asyncio.get_running_loop().run_in_executor(
-        service.prompts, lambda: service.model.prompt_tokens(messages, options)
-    )
+    service, body = await read_request(request, CountRequest)
+    async with service.use(body.model, body.keep_alive) as served:
+        messages, options = _prompt(service, served, body)
+        tokens = await asyncio.get_running_loop().run_in_executor(
+            served.prompts, lambda: served.model.prompt_tokens(messages, options)
+        )
     return JSONResponse({"input_tokens": len(tokens)})
 
 

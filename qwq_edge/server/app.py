@@ -38,8 +38,10 @@ from .limits import ClientGone, Limits, check_prompt, prompt_chars_for
 from .logs import RequestLog
 from .mapping import OpenAIReply, Reply, check_schemas, completion_prompt, messages_from_request, options_from_request
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .models import ModelHost
 from .ollama_api import DOOR as OLLAMA
 from .openai_responses import DOOR as OPENAI_RESPONSES
+from .queue import Runner
 from .schemas import ChatCompletionRequest, CompletionRequest, GenerationFields
 from .service import REQUEST_ID, Service, default_model_id, gone
 
@@ -47,7 +49,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
-    model: Model,
+    served: Model | ModelHost,
     *,
     defaults: GenerationOptions | None = None,
     model_id: str | None = None,
@@ -59,18 +61,22 @@ def create_app(
     limits: Limits | None = None,
     metrics_public: bool = False,
 ) -> Starlette:
-    """The server for ``model``. ``defaults``: the options a request's fields change;
-    ``api_key``: required on ``/v1/*`` when set; ``max_queue``: requests that may wait
-    while one runs (more get 429); ``cors_origins``: web origins allowed to call it;
+    """The server for a ``Model`` (served as ``model_id`` with ``defaults``, the options a
+    request's fields change, as long as the server runs) or for the models a ``ModelHost``
+    loads on demand. ``api_key``: required on ``/v1/*`` when set; ``max_queue``: requests that
+    may wait while one runs (more get 429); ``cors_origins``: web origins allowed to call it;
     ``host``: the address it is bound to, which (with ``localhost``, loopback addresses and
     ``allowed_hosts``) a request's ``Host`` must name; ``limits``: what a request may hold
     (default: ``Limits`` with 8 prompt characters per token of the model's context);
     ``metrics_public``: ``/metrics`` without the key."""
-    limits = limits or Limits(max_prompt_chars=prompt_chars_for(model.info.context_length))
-    name = model_id or default_model_id(model)
-    metrics = Metrics(name, ROUTES)
-    options = defaults or GenerationOptions()
-    service = Service(model, name, options, api_key, max_queue, limits, metrics=metrics, metrics_public=metrics_public)
+    metrics = Metrics(ROUTES)
+    models = served if isinstance(served, ModelHost) else ModelHost(dict, {}, lambda model: GenerationOptions())
+    models.runner_for = runner_maker(max_queue, metrics)
+    models.on_change = lambda name, change: metrics.model_changes.labels(name, change).inc()
+    if isinstance(served, Model):
+        limits = limits or Limits(max_prompt_chars=prompt_chars_for(served.info.context_length))
+        models.adopt(model_id or default_model_id(served), served, defaults or GenerationOptions(), None)
+    service = Service(models, api_key, limits or Limits(), metrics=metrics, metrics_public=metrics_public)
     guard = Middleware(RequestGuard, hosts=Hosts(host, allowed_hosts), origins=cors_origins, respond=error_response)
     middleware = [Middleware(RequestLog, metrics=metrics), guard]
     if cors_origins:
@@ -97,13 +103,21 @@ def create_app(
     return app
 
 
+def runner_maker(max_queue: int, metrics: Metrics) -> Callable[[str, Model], Runner]:
+    """Each loaded model's queue: ``max_queue`` may wait besides the generations it runs at once."""
+    return lambda name, model: Runner(max_queue, model.parallel, metrics.queue_wait.labels(name).observe)
+
+
 @asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     service: Service = app.state.service
     service.loop = asyncio.get_running_loop()
+    reaper = asyncio.create_task(service.models.reap())
     yield
-    service.runner.shutdown()
-    service.prompts.shutdown(wait=False, cancel_futures=True)
+    reaper.cancel()
+    for loaded in list(service.models.loaded.values()):
+        loaded.runner.shutdown()
+        loaded.prompts.shutdown(wait=False, cancel_futures=True)
 
 
 # -- endpoints ------------------------------------------------------------------------
@@ -137,25 +151,25 @@ COMPLETION = _Kind(
 
 
 async def _generate(request: Request, kind: _Kind) -> Response:
-    """Key, body (its limits checked as it is read and parsed), model name, options; then a
-    place in the queue, where the prompt is built (a 400 if it cannot fit) and generated."""
+    """Key, body (its limits checked as it is read and parsed), model (loaded if it is not),
+    options; then a place in the queue, where the prompt is built (a 400 if it cannot fit) and generated."""
     service, body = await read_request(request, kind.schema)
     check_prompt(body, service.limits)
-    service.check_model(body.model)
-    options = options_from_request(body, service.defaults)
-    check_schemas(options)
-    prompt = kind.prompt(body)
-    reply = Reply(service.model_id, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
-    reply.warnings = _ignored_controls(service.model, body, kind)
+    async with service.use(body.model, body.keep_alive) as served:
+        options = options_from_request(body, served.defaults)
+        check_schemas(options)
+        prompt = kind.prompt(body)
+        reply = Reply(served.name, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
+        reply.warnings = _ignored_controls(served.model, body, kind)
 
-    def build() -> Stream:
-        """The prompt's tokens and the generation's controller (tokenizing: in the service's pool)."""
-        events = kind.start(service.model, prompt, options)
-        if body.return_token_ids:
-            reply.prompt_token_ids = kind.tokens(service.model, prompt, options)
-        return events
+        def build() -> Stream:
+            """The prompt's tokens and the generation's controller (tokenizing: in the model's pool)."""
+            events = kind.start(served.model, prompt, options)
+            if body.return_token_ids:
+                reply.prompt_token_ids = kind.tokens(served.model, prompt, options)
+            return events
 
-    return await service.respond(request, build, OpenAIReply(reply, body))
+        return await service.respond(request, served, build, OpenAIReply(reply, body))
 
 
 def _ignored_controls(model: Model, body: Any, kind: _Kind) -> list[str]:
@@ -176,43 +190,51 @@ async def completions(request: Request) -> Response:
     return await _generate(request, COMPLETION)
 
 
-def _model_card(request: Request) -> dict[str, object]:
-    service = service_of(request)
-    info = service.model.info
-    details = {
-        "engine": info.engine,
-        "context_length": info.context_length,
-        "format": service.model.reasoning_format.name,
-    }
-    return {
-        "id": service.model_id,
-        "object": "model",
-        "created": request.app.state.started,
-        "owned_by": "qwq-edge",
-        "qwq_edge": details,
-    }
+def _model_card(request: Request, name: str) -> dict[str, object]:
+    """A model as ``/v1/models`` lists it: OpenAI's fields, and whether (and how) it is loaded."""
+    loaded = service_of(request).models.loaded.get(name)
+    details: dict[str, object] = {"loaded": loaded is not None}
+    if loaded is not None:
+        details |= {"format": loaded.model.reasoning_format.name, **loaded.status()}
+    card = {"id": name, "object": "model", "created": request.app.state.started, "owned_by": "qwq-edge"}
+    return card | {"qwq_edge": details}
 
 
 async def list_models(request: Request) -> Response:
-    service_of(request).check_key(request)
-    return JSONResponse({"object": "list", "data": [_model_card(request)]})
+    service = service_of(request)
+    service.check_key(request)
+    return JSONResponse({"object": "list", "data": [_model_card(request, name) for name in service.models.names()]})
 
 
 async def get_model(request: Request) -> Response:
     service = service_of(request)
     service.check_key(request)
-    name = request.path_params["name"]
-    service.check_model(name)
-    return JSONResponse(_model_card(request))
+    return JSONResponse(_model_card(request, service.models.resolve(request.path_params["name"])))
+
+
+async def unload_model(request: Request) -> Response:
+    """Unload a model now (``qwq-edge stop``), or once the requests using it end."""
+    service = service_of(request)
+    service.check_key(request)
+    name = service.models.resolve(request.path_params["name"])
+    loaded = service.models.loaded.get(name)
+    busy = loaded is not None and loaded.holds > 0
+    unloaded = await service.models.unload(name)
+    message = "not loaded" if not unloaded else "unloads once its requests end" if busy else "unloaded"
+    return JSONResponse({"id": name, "object": "qwq_edge.unload", "loaded": busy, "message": message})
 
 
 async def health(request: Request) -> Response:
     """Whether the server runs, what it is doing, and the thinking defaults a request that gives none gets
     (the web page shows them; no key needed, as they say nothing a request could not find out)."""
     service = service_of(request)
-    runner = service.runner
-    defaults = {"max_thinking_tokens": service.defaults.max_thinking_tokens, "effort": service.defaults.effort}
-    body = {"status": "ok", "model": service.model_id, "busy": runner.busy, "waiting": runner.waiting}
+    models = service.models
+    runners = [loaded.runner for loaded in models.loaded.values()]
+    default = models.loaded.get(models.default or "")
+    options = default.defaults if default else models.defaults_for(None)
+    defaults = {"max_thinking_tokens": options.max_thinking_tokens, "effort": options.effort}
+    busy, waiting = any(runner.busy for runner in runners), sum(runner.waiting for runner in runners)
+    body = {"status": "ok", "model": models.default, "loaded": list(models.loaded), "busy": busy, "waiting": waiting}
     return JSONResponse({**body, "defaults": defaults})
 
 
@@ -242,6 +264,7 @@ ROUTES = [
     Route("/health", health),
     Route("/metrics", metrics),
     Route("/v1/models", list_models),
+    Route("/v1/models/{name:path}/unload", unload_model, methods=["POST"]),
     Route("/v1/models/{name:path}", get_model),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/completions", completions, methods=["POST"]),

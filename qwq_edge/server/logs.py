@@ -4,7 +4,7 @@ and the request counted in the metrics.
 An ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which buffers
 streams): it sees the status as it is sent and writes the line when the response
 is over, streamed or not. Handlers leave the generation's stats in
-``request.state.stats``.
+``request.state.stats`` and its model's name in ``request.state.model``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class RequestLog:
             status, stats = status or 500, state.get("stats")
             line = log_line(scope["method"], scope["path"], status, stats, perf_counter() - began)
             logger.info(line + (" (client disconnected)" if state.get("disconnected") else ""))
-            self.metrics.observe_request(scope, status, stats)
+            self.metrics.observe_request(scope, status, stats, state.get("model", ""))
 
 
 def log_line(method: str, path: str, status: int, stats: GenerationStats | None, seconds: float) -> str:

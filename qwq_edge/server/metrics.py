@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
 
@@ -26,11 +28,20 @@ TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 SPEED_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 250, 500)
 
 
-class Metrics:
-    """The server's counters, histograms and gauges (``model``: the served model's name)."""
+#: The gauges read from the loaded models when scraped, by name.
+GAUGES = {
+    "requests_waiting": "Requests waiting for their turn",
+    "generations_running": "Generations running now",
+    "model_loaded": "1 while the model is loaded",
+    "model_memory_bytes": "The model's planned memory (weights, KV cache, overhead, prompt cache)",
+    "prompt_cache_bytes": "KV states the prompt cache holds in memory",
+}
 
-    def __init__(self, model: str, routes: Sequence[BaseRoute]) -> None:
-        self.model = model
+
+class Metrics:
+    """The server's counters, histograms and gauges, by model."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self.routes = routes
         self.registry = CollectorRegistry()
         self.requests = self._counter("requests", "HTTP requests by route and status", "route", "status")
@@ -52,22 +63,22 @@ class Metrics:
         self.cache_hits = self._counter(
             "prompt_cache_hits", "Generations that started from a cached prefix, by its source", "model", "source"
         )
+        self.model_changes = self._counter("model_changes", "Models loaded and unloaded, by change", "model", "change")
         self.ttft = self._histogram("time_to_first_token_seconds", "Time to the first token", TIME_BUCKETS)
         self.decode = self._histogram("decode_tokens_per_second", "Decode speed of a generation", SPEED_BUCKETS)
         self.queue_wait = self._histogram("queue_wait_seconds", "Time a request waited for its turn", TIME_BUCKETS)
 
-    def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
-        """A value read when the metrics are scraped (the queue's depth, the model's memory)."""
-        Gauge(f"qwq_edge_{name}", doc, ["model"], registry=self.registry).labels(self.model).set_function(read)
+    def watch(self, read: Callable[[], dict[str, dict[str, float]]]) -> None:
+        """The ``GAUGES`` read when the metrics are scraped: ``read()`` gives them by model."""
+        self.registry.register(_Gauges(read))
 
-    def observe_request(self, scope: Scope, status: int, stats: GenerationStats | None) -> None:
-        """Count one HTTP request, and its generation's counts when it ran one."""
+    def observe_request(self, scope: Scope, status: int, stats: GenerationStats | None, model: str = "") -> None:
+        """Count one HTTP request, and its generation's counts (on ``model``) when it ran one."""
         self.requests.labels(self._route(scope), str(status)).inc()
         if stats is not None:
-            self.observe_generation(stats)
+            self.observe_generation(stats, model)
 
-    def observe_generation(self, stats: GenerationStats) -> None:
-        model = self.model
+    def observe_generation(self, stats: GenerationStats, model: str) -> None:
         self.generations.labels(model, stats.finish_reason).inc()
         kinds = {
             "prompt": stats.prompt_tokens,
@@ -110,3 +121,17 @@ class Metrics:
 
     def _histogram(self, name: str, doc: str, buckets: Sequence[float]) -> Histogram:
         return Histogram(f"qwq_edge_{name}", doc, ["model"], buckets=buckets, registry=self.registry)
+
+
+class _Gauges(Collector):
+    """The loaded models' gauges, read at each scrape (a model unloaded is no longer listed)."""
+
+    def __init__(self, read: Callable[[], dict[str, dict[str, float]]]) -> None:
+        self.read = read
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        families = {name: GaugeMetricFamily(f"qwq_edge_{name}", doc, labels=["model"]) for name, doc in GAUGES.items()}
+        for model, values in self.read().items():
+            for name, value in values.items():
+                families[name].add_metric([model], value)
+        return list(families.values())

@@ -46,9 +46,10 @@ from .doors import read_request, service_of
 from .errors import APIError, bad_request
 from .limits import check_chat
 from .mapping import EFFORT_ALIASES, check_schemas, extension, options_from_request
+from .models import Loaded, keep_alive_seconds
 from .replies import Door, Encoder, ndjson
-from .schemas import Body, option_fields
-from .service import Service, default_model_id
+from .schemas import Body, KeepAlive, option_fields
+from .service import Service
 
 NDJSON = "application/x-ndjson"
 #: ``think`` as a level: Ollama's ``low``, ``medium``, ``high``, and qwq-edge's other presets.
@@ -107,7 +108,7 @@ class _Generation(Body):
     stream: bool = True
     think: bool | str | None = None
     format: str | dict[str, Any] | None = None
-    keep_alive: str | float | None = None
+    keep_alive: KeepAlive = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
 
@@ -224,11 +225,11 @@ def renamed_options(options: Any) -> dict[str, Any]:
     return given
 
 
-def options_of(body: Any, service: Service) -> GenerationOptions:
+def options_of(body: Any, served: Loaded) -> GenerationOptions:
     """The request's options: Ollama's ``options`` by their meaning, qwq-edge's by their names,
     then ``think``, ``format``, the tools and the log-probabilities."""
     options = body.options or Options()
-    check_context(options.num_ctx, service.model.info.context_length)
+    check_context(options.num_ctx, served.model.info.context_length)
     given = {
         **renamed_options(options),
         **think_of(body.think),
@@ -237,7 +238,7 @@ def options_of(body: Any, service: Service) -> GenerationOptions:
     }
     if getattr(body, "tools", None):
         given["tools"] = body.tools
-    result = options_from_request(options, service.defaults, given)
+    result = options_from_request(options, served.defaults, given)
     check_schemas(result)
     return result
 
@@ -356,20 +357,22 @@ def _catalog_name(model_path: str) -> str | None:
     return next((f"{p.name}:{p.quant}" for p in store.installed() if Path(p.path).resolve() == target), None)
 
 
-def served_name(service: Service) -> str:
-    """The name Ollama's clients see: a pulled model's ``NAME:QUANT`` (unless ``--model-id`` named
-    it otherwise), else the server's model id."""
+def resolve(service: Service, name: str) -> str:
+    """The served model ``name`` names (``:latest`` or not), or a 404 in Ollama's words."""
+    try:
+        return service.models.resolve(name)
+    except APIError:
+        try:
+            return service.models.resolve(name.removesuffix(":latest"))
+        except APIError:
+            raise APIError(404, f"model '{name}' not found", param="model", code="model_not_found") from None
 
-    pulled = _catalog_name(service.model.info.model_path)
-    return pulled if pulled and service.model_id == default_model_id(service.model) else service.model_id
 
-
-def check_model(service: Service, name: str) -> None:
-    """A 404 in Ollama's words unless ``name`` is the served model (any of its names, ``:latest`` or not)."""
-    pulled = _catalog_name(service.model.info.model_path)
-    names = {"", service.model_id, served_name(service), *((pulled, pulled.split(":")[0]) if pulled else ())}
-    if name not in names and name.removesuffix(":latest") not in names:
-        raise APIError(404, f"model '{name}' not found", param="model", code="model_not_found")
+def listed_name(name: str, path: Path) -> str:
+    """The name Ollama's clients see: a pulled model's ``NAME:QUANT`` when the server calls it by
+    its file's name (no ``--model-id``), else the server's."""
+    pulled = _catalog_name(str(path))
+    return pulled if pulled and name == (path.stem if path.suffix == ".gguf" else path.name) else name
 
 
 @lru_cache(maxsize=4)
@@ -383,29 +386,34 @@ def _parameter_size(parameters: int) -> str:
     return f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.0f}M"
 
 
-async def model_card(service: Service) -> dict[str, Any]:
-    """The served model as ``/api/tags`` lists it. ``digest`` is a SHA-256 of its path, size and
+async def model_card(name: str, path: Path) -> dict[str, Any]:
+    """A servable model as ``/api/tags`` lists it. ``digest`` is a SHA-256 of its path, size and
     modification time (not of its bytes: hashing gigabytes on a listing would stall it)."""
-    info = service.model.info
-    facts, mtime_ns = await asyncio.to_thread(_facts, info.model_path)
+    facts, mtime_ns = await asyncio.to_thread(_facts, str(path))
     size = sum(facts.files.values())
-    family = facts.architecture or info.architecture
-    name = served_name(service)
+    name = listed_name(name, path)
     return {
         "name": name,
         "model": name,
         "modified_at": rfc3339(datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc)),
         "size": size,
-        "digest": hashlib.sha256(f"{info.model_path}\0{size}\0{mtime_ns}".encode()).hexdigest(),
+        "digest": hashlib.sha256(f"{path}\0{size}\0{mtime_ns}".encode()).hexdigest(),
         "details": {
             "parent_model": "",
             "format": facts.format,
-            "family": family,
-            "families": [family],
+            "family": facts.architecture,
+            "families": [facts.architecture],
             "parameter_size": _parameter_size(facts.parameters),
             "quantization_level": facts.quantization.upper(),
         },
     }
+
+
+def _servable(service: Service) -> dict[str, Path]:
+    """Every model ``/api/tags`` lists (once each), by name: the loaded ones and those that can be loaded."""
+    models = service.models
+    loaded = {name: Path(m.model.info.model_path) for name, m in models.loaded.items()}
+    return {name: loaded.get(name) or models.paths()[name] for name in models.names()}
 
 
 def _number(text: str) -> Any:
@@ -419,8 +427,8 @@ def _number(text: str) -> Any:
     return text
 
 
-def model_info(service: Service, parameters: int) -> dict[str, Any]:
-    info = service.model.info
+def model_info(served: Loaded, parameters: int) -> dict[str, Any]:
+    info = served.model.info
     metadata = {key: _number(value) for key, value in info.metadata.items() if key != "tokenizer.chat_template"}
     return {
         **metadata,
@@ -430,9 +438,9 @@ def model_info(service: Service, parameters: int) -> dict[str, Any]:
     }
 
 
-def parameters_text(service: Service) -> str:
+def parameters_text(served: Loaded) -> str:
     """The sampling defaults a request that gives none gets, as a Modelfile's ``PARAMETER`` lines."""
-    sampling = service.defaults.sampling(service.model.sampling)
+    sampling = served.defaults.sampling(served.model.sampling)
     values = {
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
@@ -441,8 +449,8 @@ def parameters_text(service: Service) -> str:
         "repeat_penalty": sampling.repetition_penalty,
         "presence_penalty": sampling.presence_penalty,
         "frequency_penalty": sampling.frequency_penalty,
-        "num_ctx": service.model.info.context_length,
-        **({"num_predict": service.defaults.max_tokens} if service.defaults.max_tokens else {}),
+        "num_ctx": served.model.info.context_length,
+        **({"num_predict": served.defaults.max_tokens} if served.defaults.max_tokens else {}),
     }
     return "\n".join(f"{name:<20}{value}" for name, value in values.items())
 
@@ -451,28 +459,30 @@ def parameters_text(service: Service) -> str:
 
 
 def _loaded(model: str, body: Any, chat: bool) -> Response:
-    """Ollama's answer to a request with nothing to answer: the model is loaded (it always is)."""
+    """Ollama's answer to a request with nothing to answer: the model is loaded (or, with
+    ``keep_alive`` 0, unloaded: Ollama's way to unload one)."""
     text = {"message": {"role": "assistant", "content": ""}} if chat else {"response": ""}
-    reply = {"model": model, "created_at": now(), **text, "done": True, "done_reason": "load"}
+    done = "unload" if body.keep_alive is not None and keep_alive_seconds(body.keep_alive) == 0 else "load"
+    reply = {"model": model, "created_at": now(), **text, "done": True, "done_reason": done}
     return Response(ndjson(reply), media_type=NDJSON) if body.stream else JSONResponse(reply)
 
 
 async def _answer(request: Request, schema: type[Any], chat: bool) -> Response:
     service, body = await read_request(request, schema)
-    check_model(service, body.model)
-    name = body.model or served_name(service)
+    model = resolve(service, body.model)
     prompt = messages_of(body) if chat else generate_prompt(body)
-    if not (body.messages if chat else body.prompt):
-        return _loaded(name, body, chat)
-    options = options_of(body, service)
-    raw = isinstance(prompt, str)
-    check_chat([{"role": "user", "content": prompt}] if raw else prompt, options.tools, service.limits)
+    async with service.use(model, body.keep_alive) as served:
+        if not (body.messages if chat else body.prompt):
+            return _loaded(body.model, body, chat)
+        options = options_of(body, served)
+        raw = isinstance(prompt, str)
+        check_chat([{"role": "user", "content": prompt}] if raw else prompt, options.tools, service.limits)
 
-    def start() -> Stream:
-        return service.model.complete(prompt, options) if raw else service.model.stream(prompt, options)
+        def start() -> Stream:
+            return served.model.complete(prompt, options) if raw else served.model.stream(prompt, options)
 
-    reply = OllamaReply(name, body, chat, tools=bool(options.offered_tools()))
-    return await service.respond(request, start, reply)
+        reply = OllamaReply(body.model, body, chat, tools=bool(options.offered_tools()))
+        return await service.respond(request, served, start, reply)
 
 
 async def chat(request: Request) -> Response:
@@ -484,56 +494,63 @@ async def generate(request: Request) -> Response:
 
 
 async def tags(request: Request) -> Response:
+    """Every model this server can serve, loaded or not."""
     service = service_of(request)
     service.check_key(request)
-    return JSONResponse({"models": [await model_card(service)]})
+    return JSONResponse({"models": [await model_card(name, path) for name, path in _servable(service).items()]})
 
 
 async def show(request: Request) -> Response:
+    """A model's template, parameters and facts (it is loaded to read them, as a request would)."""
     service, body = await read_request(request, ModelRequest)
-    check_model(service, body.model)
-    card = await model_card(service)
-    info = service.model.info
-    facts, _ = _facts(info.model_path)
-    capabilities = ["completion", *(["thinking"] if service.model.reasoning_format.thinks else []), "tools"]
-    pulled = _catalog_name(info.model_path)
-    entry = find(pulled.split(":")[0]) if pulled else None
-    return JSONResponse(
-        {
-            "license": entry.license if entry else "",
-            "modelfile": f"# qwq-edge serves this model\nFROM {info.model_path}\n",
-            "parameters": parameters_text(service),
-            "template": info.chat_template or "",
-            "details": card["details"],
-            "model_info": model_info(service, facts.parameters),
-            "capabilities": capabilities,
-            "modified_at": card["modified_at"],
-            "qwq_edge": {
-                "engine": info.engine,
-                "device": info.device,
-                "context_length": info.context_length,
-                "reasoning_format": service.model.reasoning_format.name,
-            },
-        }
-    )
+    async with service.use(resolve(service, body.model)) as served:
+        info = served.model.info
+        card = await model_card(served.name, Path(info.model_path))
+        facts, _ = _facts(info.model_path)
+        thinks = served.model.reasoning_format.thinks
+        pulled = _catalog_name(info.model_path)
+        entry = find(pulled.split(":")[0]) if pulled else None
+        return JSONResponse(
+            {
+                "license": entry.license if entry else "",
+                "modelfile": f"# qwq-edge serves this model\nFROM {info.model_path}\n",
+                "parameters": parameters_text(served),
+                "template": info.chat_template or "",
+                "details": card["details"],
+                "model_info": model_info(served, facts.parameters),
+                "capabilities": ["completion", *(["thinking"] if thinks else []), "tools"],
+                "modified_at": card["modified_at"],
+                "qwq_edge": {
+                    "engine": info.engine,
+                    "device": info.device,
+                    "context_length": info.context_length,
+                    "reasoning_format": served.model.reasoning_format.name,
+                },
+            }
+        )
 
 
 async def ps(request: Request) -> Response:
-    """The loaded model: its memory (the plan's weights, KV cache and overhead), all of it on the
-    GPU when the engine offloads to one, and its context."""
+    """The loaded models: their memory (the plan's weights, KV cache, overhead and prompt cache),
+    all of it on the GPU when the engine offloads to one, their context and when they unload."""
     service = service_of(request)
     service.check_key(request)
-    card = await model_card(service)
-    info, plan = service.model.info, service.model.memory_plan
-    size = plan.total_bytes if plan is not None else card["size"]
-    loaded = {
-        **{key: card[key] for key in ("name", "model", "digest", "details")},
-        "size": size,
-        "size_vram": 0 if info.device.startswith("cpu") else size,
-        "expires_at": FOREVER,
-        "context_length": info.context_length,
-    }
-    return JSONResponse({"models": [loaded]})
+    models = []
+    for loaded in list(service.models.loaded.values()):
+        info, status = loaded.model.info, loaded.status()
+        card = await model_card(loaded.name, Path(info.model_path))
+        size = loaded.memory_bytes or card["size"]
+        expires = status["expires_at"]
+        models.append(
+            {
+                **{key: card[key] for key in ("name", "model", "digest", "details")},
+                "size": size,
+                "size_vram": 0 if info.device.startswith("cpu") else size,
+                "expires_at": FOREVER if expires is None else rfc3339(datetime.fromtimestamp(expires, timezone.utc)),
+                "context_length": info.context_length,
+            }
+        )
+    return JSONResponse({"models": models})
 
 
 async def version(request: Request) -> Response:

@@ -30,7 +30,7 @@ from .errors import bad_request
 from .limits import check_chat
 from .mapping import check_schemas, extension, options_from_request, usage
 from .replies import Door, Encoder, sse
-from .schemas import Body, option_fields
+from .schemas import Body, KeepAlive, option_fields
 
 #: OpenAI's reasoning efforts (``none`` and ``xhigh`` through ``mapping.EFFORT_ALIASES``).
 EFFORTS = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
@@ -95,6 +95,7 @@ class NamedChoice(Body):
 
 class _ResponsesBase(Body):
     model: str | None = None
+    keep_alive: KeepAlive = None
     input: str | list[Item]
     instructions: str | None = None
     max_output_tokens: int | None = Field(None, ge=1)
@@ -475,14 +476,14 @@ class ResponsesReply(Encoder):
 
 async def create_response(request: Request) -> Response:
     service, body = await read_request(request, ResponsesRequest)
-    service.check_model(body.model)
     refuse_state(body)
     messages = messages_of(body)
-    options = options_of(body, service.defaults)
-    check_schemas(options)
-    check_chat(messages, options.tools, service.limits)
-    reply = ResponsesReply(service.model_id, body, options)
-    return await service.respond(request, lambda: service.model.stream(messages, options), reply)
+    async with service.use(body.model, body.keep_alive) as served:
+        options = options_of(body, served.defaults)
+        check_schemas(options)
+        check_chat(messages, options.tools, service.limits)
+        reply = ResponsesReply(served.name, body, options)
+        return await service.respond(request, served, lambda: served.model.stream(messages, options), reply)
 
 
 DOOR = Door([Route("/v1/responses", create_response, methods=["POST"])])

@@ -90,10 +90,16 @@ def option_fields(*excluded: str) -> dict[str, tuple[Any, Any]]:
     }
 
 
+#: How long the model stays loaded once idle, from this request on (Ollama's ``keep_alive``:
+#: seconds, or ``30s``, ``5m``, ``1h``; negative: always); an extension field on the other doors.
+KeepAlive = str | int | float | None
+
+
 class _Request(Body):
     """What both endpoints take besides the generation options."""
 
     model: str | None = None
+    keep_alive: KeepAlive = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None

@@ -1,8 +1,9 @@
 """What a generation request goes through: key, body, model name, options, queue, reply.
 
-``Service`` holds the model and the server's settings; every door's endpoints call it
-with an ``Encoder`` (``replies.py``) that gives the reply its protocol's shape. An error
-after a stream has begun (the server shutting down) is that protocol's error frame.
+``Service`` holds the models (``models.ModelHost``) and the server's settings; every door's
+endpoints take their model with ``use`` and answer through ``respond`` with an ``Encoder``
+(``replies.py``) that gives the reply its protocol's shape. An error after a stream has
+begun (the server shutting down) is that protocol's error frame.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ import asyncio
 import hmac
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,13 +23,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..errors import QwqEdgeError
 from ..events import Done, Event, GenerationResult
 from ..runtime.model import Model
-from ..runtime.options import GenerationOptions
 from ..runtime.stream import Stream
 from ..text.stops import stop_at
 from .errors import APIError
 from .limits import Limits
 from .metrics import Metrics
-from .queue import Runner
+from .models import Loaded, ModelHost, keep_alive_seconds
 from .replies import Encoder
 
 T = TypeVar("T")
@@ -41,41 +40,32 @@ REQUEST_ID = "X-Request-Id"
 
 @dataclass
 class Service:
-    """The served model and the server's settings."""
+    """The served models (``models``) and the server's settings."""
 
-    model: Model
-    model_id: str
-    defaults: GenerationOptions = field(default_factory=GenerationOptions)
+    models: ModelHost
     api_key: str | None = None
-    max_queue: int = 8
     limits: Limits = field(default_factory=Limits)
     #: What ``/metrics`` shows; ``metrics_public``: shown without the API key.
     metrics: Metrics = field(kw_only=True)
     metrics_public: bool = field(default=False, kw_only=True)
-    runner: Runner = field(init=False)
-    #: The generations under way by reply id, for ``POST /v1/requests/{id}/answer``.
-    live: dict[str, Stream] = field(init=False, default_factory=dict)
-    #: Where prompts are built (templated, tokenized): as many threads as generations run at once.
-    prompts: ThreadPoolExecutor = field(init=False)
     loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.runner = Runner(self.max_queue, self.model.parallel, self.metrics.queue_wait.labels(self.model_id).observe)
-        self.prompts = ThreadPoolExecutor(self.model.parallel, thread_name_prefix="qwq-edge-prompt")
-        self._gauges()
+        self.metrics.watch(self._gauges)
 
-    def _gauges(self) -> None:
-        """The metrics read when scraped: the queue, the loaded model, its memory and prompt cache."""
-        plan, cache, gauge = self.model.memory_plan, self.model.prompt_cache, self.metrics.gauge
-        gauge("requests_waiting", "Requests waiting for their turn", lambda: self.runner.waiting)
-        gauge("generations_running", "Generations running now", lambda: self.runner.running)
-        gauge("model_loaded", "1 while the model is loaded", lambda: 1)
-        gauge(
-            "model_memory_bytes",
-            "The model's planned memory (weights, KV cache, overhead)",
-            lambda: plan.total_bytes if plan else 0,
-        )
-        gauge("prompt_cache_bytes", "KV states the prompt cache holds in memory", lambda: cache.bytes if cache else 0)
+    def _gauges(self) -> dict[str, dict[str, float]]:
+        """The metrics read when scraped, by loaded model: its queue, memory and prompt cache."""
+        gauges = {}
+        for name, loaded in list(self.models.loaded.items()):
+            cache = loaded.model.prompt_cache
+            gauges[name] = {
+                "requests_waiting": loaded.runner.waiting,
+                "generations_running": loaded.runner.running,
+                "model_loaded": 1,
+                "model_memory_bytes": loaded.memory_bytes,
+                "prompt_cache_bytes": cache.bytes if cache else 0,
+            }
+        return gauges
 
     def check_key(self, request: Request) -> None:
         """401 unless the request carries the key (when one is set) as ``Authorization: Bearer KEY``
@@ -88,31 +78,51 @@ class Service:
             message = "a valid API key is required (Authorization: Bearer KEY, or x-api-key: KEY)"
             raise APIError(401, message, code="invalid_api_key")
 
-    def check_model(self, name: str | None) -> None:
-        if name and name != self.model_id:
-            message = f"the model {name!r} does not exist; this server serves {self.model_id!r}"
-            raise APIError(404, message, param="model", code="model_not_found")
+    @asynccontextmanager
+    async def use(self, name: str | None, keep_alive: str | float | None = None) -> AsyncIterator[Loaded]:
+        """The model a request names, loaded and held (it cannot unload) until the block ends;
+        ``respond`` holds it on while its generation runs. ``keep_alive``: how long it stays
+        loaded once idle, from this request on (Ollama's field; None: as it was)."""
+        seconds = keep_alive_seconds(keep_alive) if keep_alive is not None else None
+        loaded = await self.models.get(name)
+        with self.models.held(loaded):
+            if keep_alive is not None:
+                loaded.keep_alive = seconds
+            yield loaded
 
-    def begin_shutdown(self) -> None:
-        """End every waiting and running request (safe from a signal handler or another thread)."""
+    def begin_shutdown(self, after: float = 0.0) -> None:
+        """End every waiting and running request, ``after`` seconds from now (safe from a signal
+        handler or another thread); each ends with its protocol's error frame or status."""
         if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.runner.shutdown)
+            self.loop.call_soon_threadsafe(self.loop.call_later, after, self._end_requests)
 
-    async def respond(self, request: Request, build: Callable[[], Stream], reply: Encoder) -> Response:
-        """Take a place in the queue (or 429), build the prompt in the ``prompts`` pool, then
-        generate and answer in ``reply``'s protocol: a stream of frames, or one JSON body."""
-        admission = self.runner.admit()
+    def _end_requests(self) -> None:
+        for loaded in list(self.models.loaded.values()):
+            loaded.runner.shutdown()
+
+    async def respond(self, request: Request, served: Loaded, build: Callable[[], Stream], reply: Encoder) -> Response:
+        """Take a place in ``served``'s queue (or 429), build the prompt in its ``prompts`` pool,
+        then generate and answer in ``reply``'s protocol: a stream of frames, or one JSON body."""
+        admission = served.runner.admit()
+        request.state.model = served.name
         try:
-            events = await _until_disconnect(asyncio.get_running_loop().run_in_executor(self.prompts, build), request)
+            work = asyncio.get_running_loop().run_in_executor(served.prompts, build)
+            events = await _until_disconnect(work, request)
         except BaseException:
             admission.release()
             raise
         if events is None:
             admission.release()
             return gone(request)  # left while its prompt waited or was built
-        self.live[reply.id] = events
-        admission.on_release = lambda: self.live.pop(reply.id, None)
-        run = self.runner.events(admission, lambda: stop_at(events, reply.stops, events.cancel), events.cancel)
+        served.live[reply.id] = events
+        self.models.hold(served)
+
+        def released() -> None:
+            served.live.pop(reply.id, None)
+            self.models.release(served)
+
+        admission.on_release = released
+        run = served.runner.events(admission, lambda: stop_at(events, reply.stops, events.cancel), events.cancel)
         weakref.finalize(run, admission.release)  # a stream whose body never starts still gives its place back
         if reply.stream:
             started = await _until_disconnect(_started(run), request)
@@ -128,7 +138,8 @@ class Service:
 
     def answer_now(self, request_id: str) -> dict[str, Any]:
         """Close the thinking of the generation ``request_id`` (404 if none is under way)."""
-        stream = self.live.get(request_id)
+        live = (loaded.live.get(request_id) for loaded in list(self.models.loaded.values()))
+        stream = next((stream for stream in live if stream is not None), None)
         if stream is None:
             message = f"no generation {request_id!r} is under way on this server"
             raise APIError(404, message, param="id", code="request_not_found")

@@ -211,7 +211,10 @@ class MlxModel:
         return piece
 
     def close(self) -> None:
+        """Drop the weights and hand MLX's freed buffers back to the system (MLX keeps them
+        for reuse otherwise, and a server that unloads an idle model means to free them)."""
         self.model = None
+        on_mlx_thread(mx.clear_cache)
 
 
 class MlxEngine(MlxModel, PooledSequence):
@@ -289,5 +292,5 @@ class MlxEngine(MlxModel, PooledSequence):
         return MlxSampler(self, params, seed)
 
     def close(self) -> None:
-        super().close()
         self.cache = []
+        super().close()
