@@ -20,6 +20,9 @@ from qwq_edge.services.testdata import fixture_model_path
 # them, in a folder of this run's own: a state cached by an earlier run would change what a
 # fresh model reports (cached prompt tokens) and how fast it answers.
 os.environ["QWQ_EDGE_HOME"] = tempfile.mkdtemp(prefix="qwq-edge-tests-")
+# ``run`` and ``chat`` load their model in the test's process unless a test names a server
+# (``--server``): a server someone runs on this machine's default address is not the tests'.
+os.environ["QWQ_EDGE_NO_SERVER"] = "1"
 # The processes tests start (``qwq-edge …``) run this checkout's code, even where another one is installed.
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))

@@ -111,6 +111,7 @@ REQUEST_FIELDS = {
     "n": st.integers(0, 2),
     "logprobs": st.booleans() | st.integers(0, 2),
     "return_token_ids": st.booleans(),
+    "return_stats": st.booleans(),
     "keep_alive": st.sampled_from(["5m", "-1", "1h", "forever"]) | st.integers(60, 600),  # 0 would reload each time
     "chat_template_kwargs": st.fixed_dictionaries({"enable_thinking": st.booleans()}),
     "draft": st.sampled_from(["ngram", "off", "model", "/etc/passwd"]),

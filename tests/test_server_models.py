@@ -4,6 +4,8 @@ served with ``--models``, the memory measured as the server process's resident s
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import threading
 import time
@@ -11,7 +13,9 @@ from pathlib import Path
 
 import anthropic
 import openai
+import pexpect
 import pytest
+from conftest import LONG_THINKING_PROMPT
 from prometheus_client.parser import text_string_to_metric_families
 from serving import http, running_server
 
@@ -158,3 +162,80 @@ def test_ps_and_stop_never_unload_a_model_under_a_running_stream(cli_command, mo
             [*cli_command, "stop", "nope", "--server", server.url], capture_output=True, text=True, timeout=60
         )
         assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "does not exist" in unknown.stderr
+
+
+def test_run_through_a_running_server_answers_as_in_process_and_loads_once(cli_command, models_dir):
+    """``run --server``: the same answer (greedy) as a run that loads the model itself, the same
+    ``--json`` fields, and the second run finds the model loaded."""
+    asked = ["run", "--temperature", "0", "--reasoning-format", "think", "--budget", "8", "--max-tokens", "60"]
+    question = "What is 2+3?"
+    local = subprocess.run(
+        [*cli_command, *asked, "-m", str(models_dir / f"{CODER}.gguf"), "--ctx", "512", "--json", question],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    expected = json.loads(local.stdout)
+    with running_server(cli_command, None, "--models", str(models_dir), "--ctx", "512", "--metrics-public") as server:
+        runs = [
+            subprocess.run([*cli_command, *asked, "-m", CODER, "--server", server.url, "--json", question],
+                           capture_output=True, text=True, timeout=300, check=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        remote = [json.loads(done.stdout) for done in runs]
+        assert changes(server) == {(CODER, "load"): 1}
+        plain = subprocess.run([*cli_command, *asked, "-m", CODER, question], capture_output=True, text=True,
+                               timeout=300, env={**os.environ, "QWQ_EDGE_SERVER": server.url})  # fmt: skip
+    for reply in remote:
+        assert (reply["thinking"], reply["answer"]) == (expected["thinking"], expected["answer"])
+        assert reply["thinking_closed_by"] == expected["thinking_closed_by"] == "budget"
+        assert reply["prompt_tokens"] == expected["prompt_tokens"] and reply["decode_tokens_per_s"] > 0
+    assert remote[1]["cached_prompt_tokens"] > 0  # the server's prompt cache, warm from the first run
+    assert plain.returncode == 0 and plain.stdout.strip() == expected["answer"].strip()
+    assert "Thinking" in plain.stderr
+
+
+def test_run_names_a_server_that_is_not_there_in_one_line(cli_command):
+    done = subprocess.run(
+        [*cli_command, "run", "--server", "http://127.0.0.1:9", "Hi"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no qwq-edge server answers" in done.stderr
+
+
+def test_chat_through_a_running_server_answers_now_steers_and_stops(cli_command, models_dir):
+    """The terminal chat on a server's model: the banner, Ctrl-C once answers now (the server closes
+    the thinking), a slash command's budget reaches the server, Ctrl-C twice stops."""
+    with running_server(cli_command, None, "--models", str(models_dir), "--ctx", "2048") as server:
+        args = [*cli_command[1:], "chat", "-m", CODER, "--server", server.url, "--temperature", "0"]
+        args += ["--reasoning-format", "think", "--min-thinking-tokens", "1500", "--max-answer-tokens", "30"]
+        child = pexpect.spawn(cli_command[0], args, encoding="utf-8", timeout=120, dimensions=(50, 200))
+        child.expect(">>> ")
+        assert server.url.split("//")[1] in child.before  # the banner names the server
+        child.sendline(LONG_THINKING_PROMPT)
+        child.expect("Thinking…")
+        time.sleep(2)
+        child.sendintr()
+        child.expect(r"answer now: the thinking closes at its next sentence end")
+        child.expect(r"thought for (\d+) tokens")
+        assert int(child.match.group(1)) < 1500
+        child.expect(">>> ")
+        assert "cancelled" not in child.before
+        child.sendline("/min off")
+        child.expect("minimum thinking off")
+        child.sendline("/budget 2")
+        child.expect("thinking budget 2")
+        child.sendline("Say OK.")
+        child.expect(r"thought for (\d+) tokens")
+        assert int(child.match.group(1)) <= 2
+        child.expect(">>> ")
+        child.sendline(LONG_THINKING_PROMPT)
+        child.expect("Thinking…")
+        time.sleep(1)
+        child.sendintr()
+        time.sleep(0.2)
+        child.sendintr()
+        child.expect(r"\[stopped: cancelled\]")
+        child.expect(">>> ")
+        child.sendeof()
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+        assert http("GET", f"{server.url}/health").body["busy"] is False  # the server saw the client leave

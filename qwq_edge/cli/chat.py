@@ -19,10 +19,10 @@ from .options import (
     display_options,
     generation_changes,
     generation_options,
-    load_model,
     model_options,
     options_from_params,
 )
+from .remote import open_model, server_options
 from .render import EventRenderer, thinking_flags_notice
 
 HELP = """\
@@ -220,6 +220,7 @@ class ChatRepl:
 
 @click.command()
 @model_options
+@server_options
 @generation_options
 @display_options
 @click.option(
@@ -231,7 +232,7 @@ def chat(thinking_display: str, resume: Path | None, **params: Any) -> None:
     """Chat with a model in the terminal."""
     if resume is not None:
         _check_resume_path(resume)
-    model = load_model(params)
+    model = open_model(params)
     if resume is not None and resume.exists():
         session = Chat.load(model, resume, **generation_changes(params, given_only=True))
     else:

@@ -1,73 +1,97 @@
-"""Talking to a running ``qwq-edge serve``: ``ps`` (what it has loaded) and ``stop`` (unload one).
+"""A running ``qwq-edge serve`` from the command line: ``ps`` (what it has loaded), ``stop``
+(unload one), and the model ``run`` and ``chat`` use (the server's when one answers).
 
 The server's own endpoints (``GET /v1/models`` with each model's ``qwq_edge.loaded`` state,
-``POST /v1/models/{name}/unload``) over the standard library's HTTP client: a command that
-only asks a server something should not need the server's extra installed.
+``POST /v1/models/{name}/unload``) through ``services.remote``: a command that only asks a
+server something needs no engine and not the server's extra.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
+from ..runtime.model import Model
+from ..services.remote import DEFAULT_SERVER, RemoteModel, Server, ServerError
+from .options import load_model
 from .tables import Field, print_fitted
 
-#: Where ``qwq-edge serve`` listens unless told otherwise.
-DEFAULT_SERVER = "http://127.0.0.1:8000"
+#: The model options that shape a load: given on the command line, ``run`` and ``chat`` load here.
+LOAD_OPTIONS = (
+    "engine",
+    "context_length",
+    "kv_cache",
+    "parallel",
+    "cache_ram",
+    "prompt_cache_dir",
+    "no_prompt_cache",
+    "n_threads",
+    "n_gpu_layers",
+    "distributed",
+)
 
-server_options = [
-    click.option(
+
+def _address(command: Any) -> Any:
+    command = click.option(
         "--server",
         "server_url",
         envvar="QWQ_EDGE_SERVER",
-        default=DEFAULT_SERVER,
-        show_default=True,
-        help="The running server's address; also QWQ_EDGE_SERVER.",
-    ),
-    click.option(
-        "--api-key", envvar="QWQ_EDGE_API_KEY", help="The server's key, if it has one; also QWQ_EDGE_API_KEY."
-    ),
-]
+        help=f"A running server's address (default: {DEFAULT_SERVER}); also QWQ_EDGE_SERVER.",
+    )(command)
+    return click.option(
+        "--api-key", "server_key", envvar="QWQ_EDGE_API_KEY", help="The server's key, if it has one (QWQ_EDGE_API_KEY)."
+    )(command)
 
 
-def _with_server_options(command: Any) -> Any:
-    for option in reversed(server_options):
-        command = option(command)
-    return command
+def server_options(command: Any) -> Any:
+    """``--server``, ``--no-server`` and the server's key, for ``run`` and ``chat``."""
+    command = click.option(
+        "--no-server",
+        is_flag=True,
+        envvar="QWQ_EDGE_NO_SERVER",
+        help="Load the model in this process even when a server answers at the default address (QWQ_EDGE_NO_SERVER=1).",
+    )(command)
+    return _address(command)
 
 
-def call(server_url: str, api_key: str | None, method: str, path: str, timeout: float = 30) -> Any:
-    """One request to the server, its JSON reply; a one-line error when it is not there or refuses."""
-    request = urllib.request.Request(
-        server_url.rstrip("/") + path, method=method, data=b"" if method == "POST" else None
-    )
-    if api_key:
-        request.add_header("Authorization", f"Bearer {api_key}")
+def open_model(params: dict[str, Any]) -> Model | RemoteModel:
+    """The model ``run`` and ``chat`` use: a running server's (``--server``; or the default address
+    when it answers, serves the model and no load option was given), else one loaded here."""
+    url, key, no_server = params.pop("server_url"), params.pop("server_key"), params.pop("no_server")
+    if no_server and url is None:
+        return load_model(params)
+    server = Server(url or DEFAULT_SERVER, key)
+    if url is None and (_load_options_given() or not server.answers()):
+        return load_model(params)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise click.ClickException(f"{server_url}: {_error_message(error)}") from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise click.ClickException(
-            f"no qwq-edge server answers at {server_url} ({reason}): start one with qwq-edge serve"
-        ) from None
+        return RemoteModel(server, _served_name(params["model_path"]))
+    except ServerError:
+        if url is not None:
+            raise
+        return load_model(params)  # the server there does not serve this model
 
 
-def _error_message(error: urllib.error.HTTPError) -> str:
-    try:
-        body = json.loads(error.read())
-        return str(body["error"]["message"] if isinstance(body.get("error"), dict) else body["error"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return f"HTTP {error.code}"
+def _load_options_given() -> bool:
+    ctx = click.get_current_context()
+    default = (None, click.core.ParameterSource.DEFAULT)
+    return any(ctx.get_parameter_source(name) not in default for name in LOAD_OPTIONS)
+
+
+def _served_name(model: str | None) -> str | None:
+    """The name a server knows a ``--model`` by: a file's name without ``.gguf``, a folder's name,
+    or the catalog name as given (``None``: the server's default model)."""
+    if model is None:
+        return None
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.stem if path.suffix == ".gguf" else path.name
+    return model
 
 
 def _size(value: int) -> str:
@@ -96,11 +120,11 @@ PS_FIELDS = [
 
 
 @click.command()
-@_with_server_options
+@_address
 @click.option("--json", "as_json", is_flag=True, help="The loaded models as JSON.")
-def ps(server_url: str, api_key: str | None, as_json: bool) -> None:
+def ps(server_url: str | None, server_key: str | None, as_json: bool) -> None:
     """The models a running server has loaded: memory, context, requests in flight, when each unloads."""
-    listed = call(server_url, api_key, "GET", "/v1/models")["data"]
+    listed = Server(server_url or DEFAULT_SERVER, server_key).request("GET", "/v1/models")["data"]
     loaded = [model["qwq_edge"] for model in listed if model.get("qwq_edge", {}).get("loaded")]
     if as_json:
         click.echo(json.dumps(loaded, indent=2))
@@ -124,9 +148,10 @@ def ps(server_url: str, api_key: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@_with_server_options
+@_address
 @click.argument("model")
-def stop(server_url: str, api_key: str | None, model: str) -> None:
+def stop(server_url: str | None, server_key: str | None, model: str) -> None:
     """Unload MODEL from a running server now (or, if a request is using it, once that ends)."""
-    reply = call(server_url, api_key, "POST", f"/v1/models/{urllib.parse.quote(model, safe='')}/unload")
+    path = f"/v1/models/{urllib.parse.quote(model, safe='')}/unload"
+    reply = Server(server_url or DEFAULT_SERVER, server_key).request("POST", path)
     click.echo(f"{reply['id']}: {reply['message']}")

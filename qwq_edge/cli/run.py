@@ -13,7 +13,8 @@ from ..errors import InvalidRequestError
 from ..events import collect
 from ..runtime.prompt import check_text
 from .interrupt import cancel_on_interrupt
-from .options import display_options, generation_options, load_model, model_options, options_from_params
+from .options import display_options, generation_options, model_options, options_from_params
+from .remote import open_model, server_options
 from .render import EventRenderer, thinking_flags_notice
 
 
@@ -36,6 +37,7 @@ def _read_prompt(prompt: str | None) -> str:
 @click.command()
 @click.argument("prompt", required=False)
 @model_options
+@server_options
 @generation_options
 @display_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: thinking, answer, tokens, timings.")
@@ -45,7 +47,7 @@ def run(prompt: str | None, as_json: bool, thinking_display: str, **params: Any)
     The answer goes to standard output, the thinking to standard error.
     """
     text = _read_prompt(prompt)
-    model = load_model(params)
+    model = open_model(params)
     options = options_from_params(params, model)
     notice = thinking_flags_notice(model.reasoning_format, options, "run it")
     if notice:

@@ -161,6 +161,7 @@ async def _generate(request: Request, kind: _Kind) -> Response:
         prompt = kind.prompt(body)
         reply = Reply(served.name, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
         reply.warnings = _ignored_controls(served.model, body, kind)
+        reply.stats = body.return_stats
 
         def build() -> Stream:
             """The prompt's tokens and the generation's controller (tokenizing: in the model's pool)."""

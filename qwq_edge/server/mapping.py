@@ -167,6 +167,8 @@ class Reply:
     calls_sent: int = 0
     #: Notices for the client (a thinking control on a model that does not think), in the last choice's ``qwq_edge``.
     warnings: list[str] = field(default_factory=list)
+    #: The request's ``return_stats``: every count and timing of the generation in the last ``qwq_edge``.
+    stats: bool = False
 
     def __post_init__(self) -> None:
         self.id = self.id or f"{'chatcmpl' if self.kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
@@ -219,6 +221,8 @@ def _choice_end(stats: GenerationStats, reply: Reply, called: bool = False) -> d
     """How a choice ended; ``called``: the answer is tool calls (OpenAI's ``tool_calls`` reason)."""
     reason = FINISH_REASONS.get(stats.finish_reason, "stop")
     extra = extension(stats) | ({"warnings": reply.warnings} if reply.warnings else {})
+    if reply.stats:
+        extra["stats"] = stats.to_dict()
     return {"finish_reason": "tool_calls" if called and reason == "stop" else reason, "qwq_edge": extra}
 
 
@@ -253,7 +257,7 @@ def chat_chunk(event: Event, reply: Reply) -> dict[str, Any] | None:
             return None
         logprobs = _logprobs(event.logprobs)
     elif isinstance(event, Intervention):
-        delta, extra = {}, {"intervention": {"kind": event.kind, "text": event.text}}
+        delta, extra = {}, {"intervention": {"kind": event.kind, "text": event.text, "detail": event.detail}}
     else:
         held = reply.tool_calls.flush() if reply.tool_calls is not None else ""
         end = _choice_end(event.result.stats, reply, reply.calls_sent > 0)

@@ -105,8 +105,10 @@ class Loaded:
         info = self.model.info
         return {
             "name": self.name,
+            "model_name": info.model_name,
             "path": info.model_path,
             "engine": info.engine,
+            "device": info.device,
             "memory_bytes": self.memory_bytes,
             "context_length": info.context_length,
             "requests": self.holds,

@@ -106,6 +106,8 @@ class _Request(Body):
     n: int = 1
     logprobs: bool | int | None = None
     return_token_ids: bool = False
+    #: qwq-edge's: every count and timing of the generation (``GenerationStats``) in the last ``qwq_edge``.
+    return_stats: bool = False
 
 
 #: Both endpoints' fields: every generation option (``runtime/options.py`` declares them), the rest above.
