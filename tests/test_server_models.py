@@ -18,6 +18,7 @@ import pytest
 from conftest import LONG_THINKING_PROMPT
 from prometheus_client.parser import text_string_to_metric_families
 from serving import http, running_server
+from test_cli import close_with_ctrl_d
 
 from qwq_edge.convert import convert_to_gguf
 from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
@@ -234,8 +235,5 @@ def test_chat_through_a_running_server_answers_now_steers_and_stops(cli_command,
         child.sendintr()
         child.expect(r"\[stopped: cancelled\]")
         child.expect(">>> ")
-        child.sendeof()
-        child.expect(pexpect.EOF)
-        child.close()
-        assert child.exitstatus == 0
+        close_with_ctrl_d(child)
         assert http("GET", f"{server.url}/health").body["busy"] is False  # the server saw the client leave

@@ -413,7 +413,8 @@ def _servable(service: Service) -> dict[str, Path]:
     """Every model ``/api/tags`` lists (once each), by name: the loaded ones and those that can be loaded."""
     models = service.models
     loaded = {name: Path(m.model.info.model_path) for name, m in models.loaded.items()}
-    return {name: loaded.get(name) or models.paths()[name] for name in models.names()}
+    paths = {**models.paths(), **loaded}
+    return {name: paths[name] for name in models.names()}
 
 
 def _number(text: str) -> Any:
