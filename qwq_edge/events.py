@@ -191,6 +191,29 @@ class Done:
 Event = ThinkingDelta | AnswerDelta | Intervention | Done
 
 
+@dataclass(frozen=True)
+class ChoiceEvent:
+    """One event of one of several generations of one prompt (``Model.streams``, ``n``, votes)."""
+
+    index: int
+    event: Event
+
+
+@dataclass(frozen=True)
+class Choices(GenerationResult):
+    """Several generations of one prompt: the thinking, answer, stats and log-probabilities are
+    ``chosen``'s (the first, unless a vote chose), ``results`` every one's, in order."""
+
+    results: tuple[GenerationResult, ...] = ()
+    chosen: int = 0
+
+    @classmethod
+    def of(cls, results: Iterable[GenerationResult], chosen: int = 0) -> Choices:
+        results = tuple(results)
+        first = results[chosen]
+        return cls(first.thinking, first.answer, first.stats, first.logprobs, results, chosen)
+
+
 def collect(events: Iterable[Event]) -> GenerationResult:
     """Run a stream to its end and return the result its ``Done`` event carries."""
     for event in events:

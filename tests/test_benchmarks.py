@@ -14,6 +14,7 @@ from benchmarks import (
     parallel,
     roofline,
     speed_model,
+    votes,
 )
 
 #: Each benchmark's quick mode runs a real model (the 0.5B GGUF, or MLX) in this process.
@@ -125,6 +126,17 @@ def test_parallel_benchmark_quick_mode_on_mlx_beside_mlx_lms_own_batching(tmp_pa
     assert four["streams"] == 4 and four["tokens_per_s"] > 0 and four["peer_speedup"] > 0
     assert four["diverged"] == []  # each batched stream's greedy text is its text alone
     assert "mlx-lm batch_generate" in (tmp_path / "parallel_quick_mlx.md").read_text()
+
+
+def test_votes_benchmark_quick_mode(tmp_path):
+    data = votes.main(["--quick", "--out", str(tmp_path)])
+    (only,) = data["rounds"]
+    assert only["one"]["seconds"] > 0 and data["ratio"] > 0
+    # the prompt runs once for the four thoughts: then one token of it again for each of the other three
+    voted = only["votes"]
+    new = voted["prompt_tokens"] - voted["cached_prompt_tokens"]
+    assert new + 3 < voted["tokens_run"] <= new + 3 + voted["generated_tokens"]
+    assert "(votes)" in (tmp_path / "votes_quick.md").read_text()
 
 
 def test_speed_model_quick_mode(tmp_path):

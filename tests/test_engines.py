@@ -41,7 +41,9 @@ from qwq_edge.engines.llama_cpp.thread import on_llama_thread
 from qwq_edge.engines.mlx.baseline import mlx_logits
 from qwq_edge.engines.mlx.thread import on_mlx_thread
 from qwq_edge.errors import DistributedError
+from qwq_edge.events import collect
 from qwq_edge.reasoning.texts import texts_for
+from qwq_edge.runtime.fanout import fan_out
 from qwq_edge.services.benchmarking.workloads import workload_prompt
 
 ENGINES = ("llama.cpp", "mlx")
@@ -349,6 +351,25 @@ def test_sequences_decoded_together_give_each_its_tokens_alone(tiny_models, engi
         assert pooled.parallel == 3 and pooled.scheduler is not None
         for _ in range(2):
             assert in_threads(lambda i: pooled.generate(prompts[i], **options).answer, len(prompts)) == expected
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_several_generations_of_one_prompt_evaluate_it_once_and_each_gives_its_tokens_alone(tiny_models, engine):
+    """``Model.streams``: the first generation runs the prompt, the others copy its KV state
+    into their sequences (one token each runs again, for its logits); read together, every
+    greedy answer is the one a generation gives alone, so the copied state is the prompt's."""
+    options = {"reasoning_format": "none", "max_answer_tokens": 12, "temperature": 0.0, "loop_guard": False}
+    prompt = "A prompt long enough to be worth copying rather than running again. " * 3
+    with load(tiny_models[engine], engine=engine, context_length=256) as alone:
+        expected = alone.generate(prompt, **options)
+    with load(tiny_models[engine], engine=engine, context_length=256, parallel=3) as pooled:
+        before, length = pooled.engine.tokens_run, len(pooled.prompt_tokens(prompt, **options))
+        choices = collect(fan_out(pooled.streams(prompt, 3, **options)))
+        run = pooled.engine.tokens_run - before
+    assert [one.answer for one in choices.results] == [expected.answer] * 3
+    assert [one.stats.cached_prompt_tokens for one in choices.results] == [0, length - 1, length - 1]
+    generated = sum(one.stats.generated_tokens for one in choices.results)
+    assert run <= length + 2 + generated  # the prompt once, then each sequence's last prompt token and its tokens
 
 
 def test_an_mlx_pools_rows_rewind_join_and_leave_each_keeping_its_own_logits(tiny_models):

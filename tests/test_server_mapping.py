@@ -145,7 +145,7 @@ def test_messages_join_text_parts_map_developer_and_drop_earlier_thinking():
         ({"messages": HI, "temperature": "warm"}, "temperature"),
         ({"messages": HI, "max_tokens": 0}, "max_tokens"),
         ({"messages": HI, "stream": "yes"}, "stream"),
-        ({"messages": HI, "n": 2}, "n"),
+        ({"messages": HI, "n": 9}, "n"),
         ({"messages": HI, "tools": "get_weather"}, "tools"),
         ({"messages": HI, "thinking_budget_tokens": -1}, "thinking_budget_tokens"),
         ({}, "messages"),

@@ -18,6 +18,7 @@ from ..engines.base import KV_CACHE_TYPES
 from ..errors import InsufficientMemoryError, InvalidRequestError
 from ..reasoning.effort import effort_table
 from ..reasoning.formats import FORMAT_CHOICES
+from ..runtime.fanout import MAX_CHOICES
 from ..runtime.model import Model, load
 from ..runtime.options import DECLARED, TYPES, Declared, GenerationOptions
 from .library import local_path, model_path, with_alternatives
@@ -199,6 +200,26 @@ display_options = _apply(
         ),
     ]
 )
+
+
+votes_option = click.option(
+    "--votes",
+    type=click.IntRange(1, MAX_CHOICES),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help=f"Think K times (up to {MAX_CHOICES}) and answer with the majority of the final answers (ties: the "
+    "thought with the highest mean log-probability); they run together: the model loads with --parallel K "
+    "unless --parallel is given.",
+)
+
+
+def parallel_for_votes(params: dict[str, Any], votes: int) -> dict[str, Any]:
+    """``params`` with ``--parallel`` raised to ``votes`` where it was left at its default."""
+    source = click.get_current_context().get_parameter_source("parallel")
+    if votes > 1 and source in (None, click.core.ParameterSource.DEFAULT) and not params["distributed"]:
+        return params | {"parallel": votes}
+    return params
 
 
 def load_kwargs(params: dict[str, Any]) -> dict[str, Any]:

@@ -10,10 +10,19 @@ import click
 from rich.console import Console
 
 from ..errors import InvalidRequestError
-from ..events import collect
+from ..events import ChoiceEvent, Done, GenerationResult, collect
 from ..runtime.prompt import check_text
+from ..runtime.votes import VoteResult, final_answer
 from .interrupt import cancel_on_interrupt
-from .options import display_options, generation_options, model_options, options_from_params
+from .options import (
+    display_options,
+    generation_options,
+    load_model,
+    model_options,
+    options_from_params,
+    parallel_for_votes,
+    votes_option,
+)
 from .remote import open_model, server_options
 from .render import EventRenderer, thinking_flags_notice
 
@@ -40,13 +49,17 @@ def _read_prompt(prompt: str | None) -> str:
 @server_options
 @generation_options
 @display_options
+@votes_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: thinking, answer, tokens, timings.")
-def run(prompt: str | None, as_json: bool, thinking_display: str, **params: Any) -> None:
+def run(prompt: str | None, as_json: bool, thinking_display: str, votes: int, **params: Any) -> None:
     """Answer PROMPT (or standard input) once and exit.
 
     The answer goes to standard output, the thinking to standard error.
     """
     text = _read_prompt(prompt)
+    if votes > 1:
+        _vote(text, votes, as_json, params)
+        return
     model = open_model(params)
     options = options_from_params(params, model)
     notice = thinking_flags_notice(model.reasoning_format, options, "run it")
@@ -61,3 +74,41 @@ def run(prompt: str | None, as_json: bool, thinking_display: str, **params: Any)
             result = EventRenderer(Console(stderr=True), display=thinking_display).render(events)
     if result is not None and result.stats.finish_reason == "cancelled":
         sys.exit(130)
+
+
+def _vote(text: str, votes: int, as_json: bool, params: dict[str, Any]) -> None:
+    """``--votes K``: K thoughts here, a line on standard error as each ends, then the majority's answer."""
+    if params.pop("server_url"):
+        raise InvalidRequestError("--votes runs its thoughts here, not through a server: drop --server")
+    params.pop("server_key"), params.pop("no_server")
+    model = load_model(parallel_for_votes(params, votes))
+    options = options_from_params(params, model)
+    console = Console(stderr=True)
+    with cancel_on_interrupt(model):
+        for event in model.vote(text, votes, options):
+            if isinstance(event, ChoiceEvent) and isinstance(event.event, Done):
+                console.print(_thought_line(event.index, votes, event.event.result), markup=False)
+            elif isinstance(event, Done):
+                result = event.result
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        console.print(_tally_line(result), markup=False)
+        click.echo(result.answer)
+    if any(thought.stats.finish_reason == "cancelled" for thought in result.results):
+        sys.exit(130)
+
+
+def _thought_line(index: int, votes: int, result: GenerationResult) -> str:
+    stats = result.stats
+    answer = final_answer(result)
+    said = f"answers {answer}" if answer is not None else "gives no answer to count"
+    return f"thought {index + 1}/{votes} {said} ({stats.thinking_tokens} thinking tokens, {stats.finish_reason})"
+
+
+def _tally_line(result: VoteResult) -> str:
+    if result.majority is None:
+        return f"no thought gave an answer to count: showing thought {result.chosen + 1}'s"
+    tally = ", ".join(f"{answer} ×{count}" for answer, count in result.tally)
+    tie = " (a tie: the thought with the highest mean log-probability)" if result.tie else ""
+    return f"votes: {tally} → {result.majority}{tie}"

@@ -86,6 +86,22 @@ class PooledSequence:
             self.evaluated, self.wanted_from = len(prefix.tokens), LAST_ONLY
             self.cached_from = prefix.where
 
+    def copy_prefix(self, source: PooledSequence, tokens: Sequence[int]) -> int:
+        """Hold what ``source`` (a sequence of the same pool) has evaluated of ``tokens``, copied
+        from its state rather than run again (several generations of one prompt), unless this
+        sequence holds as much already; how many tokens of ``tokens`` it then holds."""
+        self.scheduler.settle(self)
+        self.scheduler.settle(source)
+        held = reusable_prefix(self.cached_tokens[: self.evaluated], tokens) if self.evaluated else 0
+        count = reusable_prefix(source.cached_tokens[: source.evaluated], tokens) if source.evaluated else 0
+        if count <= held or not hasattr(self.pool, "prompt_cache"):  # the pool keeps no states
+            return held
+        # The state may hold more than ``count`` tokens: the next pass drops those past ``evaluated``.
+        self.restore_state(source.save_state())
+        self.cached_tokens[:] = tokens[:count]
+        self.evaluated, self.wanted_from = count, LAST_ONLY
+        return count
+
     def save_state(self) -> bytes:
         """The engine's state of this sequence's evaluated tokens (an adapter with a prompt cache sets it)."""
         raise NotImplementedError

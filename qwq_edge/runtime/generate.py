@@ -127,13 +127,15 @@ def generate_step(
     cancelled: Callable[[], bool] = lambda: False,
     proposer: Proposer | None = None,
     top_logprobs: int | None = None,
+    prefilled: Callable[[], None] = lambda: None,
 ) -> Iterator[Event]:
     """Run one generation; the last event is ``Done`` with the result. A ``proposer`` drafts
     tokens to verify several per pass (``speculation``); the controller sees the same tokens.
     ``top_logprobs``: give each sampled token's log-probability and that many most likely
-    tokens' (``None``: none)."""
+    tokens' (``None``: none). ``prefilled()`` is called once the prompt is evaluated."""
     clock = _Clock(perf_counter())
     cached = engine.prefill(prompt_tokens)
+    prefilled()
     clock.prefill_seconds = perf_counter() - clock.start
     speculation = Speculation(engine, proposer, controller.horizon)
     steps = _Steps(speculation, controller, engine.new_sampler(sampling, seed), top_logprobs)

@@ -15,6 +15,7 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from ..architecture.shape import ModelShape
@@ -35,11 +36,13 @@ from ..sampling import SamplingParams
 from ..speculation.proposers import DraftModels, Proposer, WhileAlone
 from ..system.distributed import launched
 from .chat import Chat
+from .fanout import MAX_CHOICES, Seat, SharedPrompt, fan_out
 from .generate import generate_step
 from .options import GenerationOptions
 from .prompt import Message, PromptBuilder, as_messages
 from .prompt_caching import attach_prompt_cache
 from .stream import Stream
+from .votes import counted
 
 Prompt = str | Iterable[Message | dict[str, Any]]
 
@@ -111,6 +114,25 @@ class Model:
         user_text = "\n".join(message.content for message in messages if message.role == "user")
         return self._start(tokens, fmt, options, user_text, messages[-1].content)
 
+    def streams(
+        self, prompt: Prompt, count: int, options: GenerationOptions | None = None, **overrides: Any
+    ) -> list[Stream]:
+        """``count`` generations of one prompt (``stream``'s arguments), each with its own seed
+        (``options.seed`` plus its index when one is given). The prompt is evaluated once: the
+        others copy its KV state. Read them from as many threads (``runtime.fanout.fan_out``) for
+        their tokens to share each pass; a model loaded with ``parallel`` below ``count`` runs
+        that many at a time."""
+        if not 1 <= count <= MAX_CHOICES:
+            raise InvalidRequestError(f"the number of generations must be in [1, {MAX_CHOICES}], not {count}")
+        options = (options or GenerationOptions()).replace(**overrides)
+        fmt, options, messages, tokens = self._prompt(prompt, options)
+        user_text = "\n".join(message.content for message in messages if message.role == "user")
+        shared, last = SharedPrompt(), messages[-1].content
+        return [
+            self._start(tokens, fmt, _nth_seed(options, index), user_text, last, shared.seat(index == 0))
+            for index in range(count)
+        ]
+
     def prompt_tokens(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> list[int]:
         """The token ids ``stream`` would evaluate for ``prompt`` (template, system prompt
         and opened thinking included): what the model is shown, to check or count."""
@@ -160,7 +182,13 @@ class Model:
         return self.sampling if fmt.thinks and think else self.sampling_no_think
 
     def _start(
-        self, tokens: list[int], fmt: ReasoningFormat, options: GenerationOptions, user_text: str, last: str
+        self,
+        tokens: list[int],
+        fmt: ReasoningFormat,
+        options: GenerationOptions,
+        user_text: str,
+        last: str,
+        seat: Seat | None = None,
     ) -> Stream:
         """Build the controller for one request (``user_text``: the user's words, which the
         language guard allows; ``last``: the message whose language the runtime's texts follow)."""
@@ -182,7 +210,7 @@ class Model:
         if proposer is not None and self.parallel > 1:
             scheduler = self.scheduler
             proposer = WhileAlone(proposer, lambda: len(scheduler.active) <= 1)
-        events = self._run(tokens, controller, sampling, seed, cancel, proposer, options.top_logprobs)
+        events = self._run(tokens, controller, sampling, seed, cancel, proposer, options.top_logprobs, seat)
         return Stream(events, cancel.set, controller.answer_now)
 
     def _run(
@@ -194,14 +222,26 @@ class Model:
         cancel: threading.Event,
         proposer: Proposer | None = None,
         top_logprobs: int | None = None,
+        seat: Seat | None = None,
     ) -> Iterator[Event]:
         """Own the model (or one sequence of its pool) for the generation, one step at a
         time; ``Done`` comes after it is given back, so a caller that stops at ``Done``
-        leaves it free."""
+        leaves it free. ``seat``: its part in a prompt shared by several generations."""
+        seat = seat or SharedPrompt().seat(first=True)
+        seat.before_claim()
         claim = self.scheduler.claim(cancel, tokens)
         try:
+            seat.after_claim(claim.engine, tokens)
             steps = generate_step(
-                claim.engine, tokens, controller, sampling, seed, cancel.is_set, proposer, top_logprobs
+                claim.engine,
+                tokens,
+                controller,
+                sampling,
+                seed,
+                cancel.is_set,
+                proposer,
+                top_logprobs,
+                lambda: seat.evaluated(claim.engine),
             )
             while True:
                 with self.scheduler.step(claim):
@@ -211,11 +251,28 @@ class Model:
                 yield event
         finally:
             self.scheduler.release(claim)
+            seat.evaluated(None)  # a first generation that ended before its prompt was evaluated
         yield event
 
-    def generate(self, prompt: Prompt, options: GenerationOptions | None = None, **overrides: Any) -> GenerationResult:
-        """``stream`` collected: the thinking, the answer and the stats."""
-        return collect(self.stream(prompt, options, **overrides))
+    def generate(
+        self, prompt: Prompt, options: GenerationOptions | None = None, votes: int = 1, **overrides: Any
+    ) -> GenerationResult:
+        """``stream`` collected: the thinking, the answer and the stats. ``votes=K`` (up to 8):
+        K thoughts of the prompt, the majority of their final answers (a ``VoteResult``: the
+        chosen thought's thinking and answer, the tally, every thought); load the model with
+        ``parallel=K`` for them to run together."""
+        if votes == 1:
+            return collect(self.stream(prompt, options, **overrides))
+        return collect(self.vote(prompt, votes, options, **overrides))
+
+    def vote(self, prompt: Prompt, count: int, options: GenerationOptions | None = None, **overrides: Any) -> Stream:
+        """``count`` thoughts of the prompt at once (``streams``), their events as ``ChoiceEvent``s
+        as they come; the last ``Done`` carries the ``VoteResult``."""
+        options = (options or GenerationOptions()).replace(**overrides)
+        if options.top_logprobs is None:  # a tie goes to the highest mean log-probability
+            options = options.replace(top_logprobs=0)
+        stream = fan_out(self.streams(prompt, count, options))
+        return stream.around(counted(stream, perf_counter()))
 
     def cancel(self) -> None:
         """Stop every running generation at its next token (safe from any thread); a stream's
@@ -318,6 +375,13 @@ def load(
     model = Model(loaded, reasoning_format=reasoning_format, engine_reason=reason)
     model.memory_plan = plan
     return model
+
+
+def _nth_seed(options: GenerationOptions, index: int) -> GenerationOptions:
+    """The options of the ``index``-th of several generations: a given seed plus ``index``."""
+    if options.seed is None or index == 0:
+        return options
+    return options.replace(seed=(options.seed + index) % 2**64)
 
 
 def plan_load(

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,21 @@ from ..runtime.options import GenerationOptions
 from ..runtime.stream import Stream
 from ..text.tool_calls import ToolCallScanner
 from .anthropic_messages import DOOR as ANTHROPIC_MESSAGES
+from .choices import OpenAIChoices, several
 from .doors import read_request, service_of
 from .errors import APIError
 from .guard import Hosts, RequestGuard
 from .limits import ClientGone, Limits, check_prompt, prompt_chars_for
 from .logs import RequestLog
-from .mapping import OpenAIReply, Reply, check_schemas, completion_prompt, messages_from_request, options_from_request
+from .mapping import (
+    OpenAIReply,
+    Reply,
+    check_schemas,
+    completion_prompt,
+    messages_from_request,
+    options_from_request,
+    stop_strings,
+)
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .models import ModelHost
 from .ollama_api import DOOR as OLLAMA
@@ -159,18 +168,28 @@ async def _generate(request: Request, kind: _Kind) -> Response:
         options = options_from_request(body, served.defaults)
         check_schemas(options)
         prompt = kind.prompt(body)
-        reply = Reply(served.name, kind.name, tool_calls=ToolCallScanner() if options.offered_tools() else None)
+        reply = Reply(served.name, kind.name, tool_calls=_tool_calls(options))
         reply.warnings = _ignored_controls(served.model, body, kind)
         reply.stats = body.return_stats
+        replies = [reply, *(replace(reply, tool_calls=_tool_calls(options)) for _ in range(body.n - 1))]
+        encoder = OpenAIReply(reply, body) if body.n == 1 else OpenAIChoices(replies, body)
 
         def build() -> Stream:
             """The prompt's tokens and the generation's controller (tokenizing: in the model's pool)."""
-            events = kind.start(served.model, prompt, options)
+            if body.n == 1:
+                events = kind.start(served.model, prompt, options)
+            else:
+                events = several(served.model, prompt, options, body.n, stop_strings(body))
             if body.return_token_ids:
                 reply.prompt_token_ids = kind.tokens(served.model, prompt, options)
             return events
 
-        return await service.respond(request, served, build, OpenAIReply(reply, body))
+        return await service.respond(request, served, build, encoder)
+
+
+def _tool_calls(options: GenerationOptions) -> ToolCallScanner | None:
+    """A choice's scanner for its answer's tool calls, when tools are offered."""
+    return ToolCallScanner() if options.offered_tools() else None
 
 
 def _ignored_controls(model: Model, body: Any, kind: _Kind) -> list[str]:

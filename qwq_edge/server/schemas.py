@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ..runtime.fanout import MAX_CHOICES
 from ..runtime.options import DECLARED, TYPES, Declared
 from .errors import APIError, bad_request
 
@@ -140,12 +141,13 @@ class CompletionRequest(GenerationFields):  # type: ignore[misc,valid-type]
 
 #: Fields whose values this server cannot honour: field → (is it acceptable?, why not).
 _UNSUPPORTED = {
-    "n": (lambda v: v == 1, "only n=1 is supported"),
+    "n": (lambda v: 1 <= v <= MAX_CHOICES, f"n must be in [1, {MAX_CHOICES}]"),
     "best_of": (lambda v: v in (None, 1), "only best_of=1 is supported"),
     "echo": (lambda v: not v, "echo is not supported"),
 }
 #: The same for completions only.
 _UNSUPPORTED_IN_COMPLETIONS = {
+    "n": (lambda v: v == 1, "n above 1 is for chat completions"),
     "logprobs": (lambda v: not v, "log-probabilities are given on chat completions (logprobs, top_logprobs)"),
 }
 

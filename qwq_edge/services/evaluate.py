@@ -1,6 +1,7 @@
 """Test-time scaling: accuracy against thinking budget on a file of problems.
 
-Each problem is run at each budget (and ``samples`` times with different seeds);
+Each problem is run at each budget (and ``samples`` times with different seeds; with
+``votes`` K, each run is K thoughts and their majority answer, beside the single thoughts' accuracy);
 every result is appended to a JSONL file as soon as it exists, so an interrupted
 run resumes where it stopped and a rerun skips what is done. The summary gives,
 per budget, the accuracy, the mean thinking tokens and the mean time per problem.
@@ -22,7 +23,8 @@ from ..files import write_atomic_with, write_bytes_atomic, write_text_atomic
 from ..runtime.model import Model
 from ..runtime.options import GenerationOptions
 from ..runtime.prompt import check_text
-from ..text.answers import answers_match, extract_answer
+from ..runtime.votes import VoteResult, final_answer
+from ..text.answers import answers_match
 
 PROMPT_SUFFIX = "\n\nPlease reason step by step, and put your final answer within \\boxed{}."
 SAMPLE_DATA = Path(__file__).parent.parent / "data" / "sample_math.jsonl"
@@ -42,6 +44,9 @@ class BudgetSummary:
     accuracy: float
     mean_thinking_tokens: float
     mean_seconds: float
+    #: With votes: how many thoughts each run took, and how often one thought alone was right.
+    votes: int = 1
+    single_accuracy: float | None = None
 
 
 def _problem(line: bytes, where: str, number: int) -> Problem:
@@ -101,7 +106,7 @@ def _resume(results: Path) -> set[tuple[str, int, int]]:
     data = results.read_bytes()
     if data and not data.endswith(b"\n"):
         write_bytes_atomic(results, data[: data.rfind(b"\n") + 1])
-    return {(str(row["id"]), row["budget"], row["sample"]) for row in _rows(results)}
+    return {(str(row["id"]), row["budget"], row["sample"], row.get("votes", 1)) for row in _rows(results)}
 
 
 def _append(results: Path, row: dict[str, Any]) -> None:
@@ -112,15 +117,20 @@ def _append(results: Path, row: dict[str, Any]) -> None:
 
 
 def _row(problem: Problem, budget: int, sample: int, outcome: GenerationResult) -> dict[str, Any]:
-    predicted = extract_answer(outcome.answer) or extract_answer(outcome.thinking)
+    voted = isinstance(outcome, VoteResult)
+    predicted = outcome.majority if voted else final_answer(outcome)
+    thoughts = outcome.answers if voted else (predicted,)
+    results = outcome.results if voted else (outcome,)  # thinking tokens: a thought's mean
     return {
         "id": problem.id,
         "budget": budget,
         "sample": sample,
+        "votes": len(thoughts),
         "expected": problem.answer,
         "predicted": predicted,
         "correct": answers_match(predicted, problem.answer),
-        "thinking_tokens": outcome.stats.thinking_tokens,
+        "single_correct": sum(answers_match(answer, problem.answer) for answer in thoughts) / len(thoughts),
+        "thinking_tokens": round(sum(r.stats.thinking_tokens for r in results) / len(results)),
         "answer_tokens": outcome.stats.answer_tokens,
         "seconds": round(outcome.stats.total_seconds, 3),
         "finish_reason": outcome.stats.finish_reason,
@@ -137,46 +147,50 @@ def run_eval(
     options: GenerationOptions | None = None,
     *,
     samples: int = 1,
+    votes: int = 1,
     on_result: Callable[[dict[str, Any]], None] = lambda row: None,
     stop: Callable[[], bool] = lambda: False,
 ) -> Iterator[dict[str, Any]]:
     """Run what is not in ``results`` yet; yield each new row (also appended to ``results``).
 
     Each run uses ``options`` with the budget under test and the seed ``options.seed``
-    (0 if unset) plus the sample's number, so a rerun reproduces it. A cancelled run
+    (0 if unset) plus the sample's number, so a rerun reproduces it; ``votes`` thoughts
+    each (``Model.generate(votes=…)``). A cancelled run
     (``model.cancel()``, Ctrl-C) is not a result: it is not recorded, and the eval ends
     there, as it does when ``stop()`` is true; a rerun does that run again."""
     options = options or GenerationOptions()
     seed = options.seed or 0
-    for problem, budget, sample in _to_run(problems, budgets, samples, results):
+    for problem, budget, sample in _to_run(problems, budgets, samples, votes, results):
         if stop():
             return
         outcome = model.generate(
-            problem.question + PROMPT_SUFFIX, options, max_thinking_tokens=budget, seed=seed + sample
+            problem.question + PROMPT_SUFFIX, options, votes, max_thinking_tokens=budget, seed=seed + sample
         )
-        if outcome.stats.finish_reason == "cancelled":
+        if any(thought.stats.finish_reason == "cancelled" for thought in getattr(outcome, "results", (outcome,))):
             return
         row = _row(problem, budget, sample, outcome)
+        row["seconds"] = round(getattr(outcome, "seconds", 0.0) or outcome.stats.total_seconds, 3)
         _append(results, row)
         on_result(row)
         yield row
 
 
 def _to_run(
-    problems: list[Problem], budgets: list[int], samples: int, results: Path
+    problems: list[Problem], budgets: list[int], samples: int, votes: int, results: Path
 ) -> Iterator[tuple[Problem, int, int]]:
-    """Every (problem, budget, sample) not in ``results`` yet, budget by budget."""
+    """Every (problem, budget, sample) not in ``results`` yet with ``votes``, budget by budget."""
     done = _resume(results)
     results.parent.mkdir(parents=True, exist_ok=True)
     for budget in budgets:
         for problem in problems:
             for sample in range(samples):
-                if (problem.id, budget, sample) not in done:
+                if (problem.id, budget, sample, votes) not in done:
                     yield problem, budget, sample
 
 
-def summarize(results: Path, budgets: list[int]) -> list[BudgetSummary]:
-    rows = _rows(results)
+def summarize(results: Path, budgets: list[int], votes: int = 1) -> list[BudgetSummary]:
+    """Per budget, the runs with ``votes`` thoughts each."""
+    rows = [row for row in _rows(results) if row.get("votes", 1) == votes]
     summary = []
     for budget in budgets:
         mine = [r for r in rows if r["budget"] == budget]
@@ -188,6 +202,8 @@ def summarize(results: Path, budgets: list[int]) -> list[BudgetSummary]:
                     accuracy=sum(r["correct"] for r in mine) / len(mine),
                     mean_thinking_tokens=sum(r["thinking_tokens"] for r in mine) / len(mine),
                     mean_seconds=sum(r["seconds"] for r in mine) / len(mine),
+                    votes=votes,
+                    single_accuracy=sum(r["single_correct"] for r in mine) / len(mine) if votes > 1 else None,
                 )
             )
     return summary

@@ -86,6 +86,8 @@ class LlamaCppPool(LlamaCppModel):
         self.prompt_cache: PromptCache | None = None
         self.scheduler = Scheduler(self, parallel)
         self.sequences = [LlamaCppSequence(self, seq_id) for seq_id in range(parallel)]
+        #: How many tokens its passes have run, all sequences together.
+        self.tokens_run = 0
 
     def decode(self, sequences: Sequence[LlamaCppSequence]) -> None:
         """One ``llama_decode`` over the pending tokens of ``sequences``, which get the batch's
@@ -111,6 +113,7 @@ class LlamaCppPool(LlamaCppModel):
         batch.n_tokens = used
         rewound = [(seq.seq_id, seq.evaluated) for seq, _ in taken]
         decode(self.llama, batch, lambda: self._drop_after(rewound))
+        self.tokens_run += used
         for seq, offset, end, first in placed:
             seq.evaluated = end
             if first != LAST_ONLY:

@@ -97,6 +97,8 @@ class MlxPool(MlxModel):
         self.scheduler = Scheduler(self, parallel)
         self.sequences = [MlxSequence(self, index) for index in range(parallel)]
         self._rows: list[MlxSequence] = []  # the sequences in the batch cache, in row order
+        #: How many tokens its passes have run, all sequences together.
+        self.tokens_run = 0
         self._cache: list[Any] = []
         if keeps_states(make_prompt_cache(self.model)):
             #: States of recent prompts shared by the sequences (``load`` sets it; None: none kept).
@@ -183,12 +185,14 @@ class MlxPool(MlxModel):
         alone = seq.cached_tokens[seq.evaluated : seq.first_row()]
         for step in fill_cache(self.model, seq.own, alone):
             seq.evaluated += len(step)
+            self.tokens_run += len(step)
             seq.held = seq.evaluated
 
     def _run(self) -> None:
         """The pass: every row's pending tokens, right-padded to the widest."""
         rows = self._rows
         width = max(seq.pending for seq in rows)
+        self.tokens_run += sum(seq.pending for seq in rows)
         padding = [width - seq.pending for seq in rows]
         tokens = mx.array(
             [seq.cached_tokens[seq.evaluated :] + [0] * pad for seq, pad in zip(rows, padding, strict=True)]
