@@ -10,12 +10,23 @@ from .errors import (
     ModelNotFoundError,
     QwqEdgeError,
 )
-from .events import AnswerDelta, Done, Event, GenerationResult, GenerationStats, Intervention, ThinkingDelta
+from .events import (
+    AnswerDelta,
+    ChoiceEvent,
+    Choices,
+    Done,
+    Event,
+    GenerationResult,
+    GenerationStats,
+    Intervention,
+    ThinkingDelta,
+)
 from .reasoning.formats import FORMATS, ReasoningFormat
 from .runtime.chat import Chat
 from .runtime.model import Model, load
 from .runtime.options import GenerationOptions
 from .runtime.prompt import Message
+from .runtime.votes import VoteResult
 from .sampling import SamplingParams
 
 __version__ = "0.1.0"
@@ -26,6 +37,8 @@ __all__ = [
     "Candidate",
     "Chat",
     "ChatFileError",
+    "ChoiceEvent",
+    "Choices",
     "ContextOverflowError",
     "Done",
     "EngineUnavailableError",
@@ -43,6 +56,7 @@ __all__ = [
     "ReasoningFormat",
     "SamplingParams",
     "ThinkingDelta",
+    "VoteResult",
     "load",
     "plan_catalog",
 ]

@@ -101,7 +101,8 @@ class GenerationStats(ReasoningCounts):
 
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
-    #: Where the cached prompt tokens came from: the ``sequence`` itself, the prompt cache's ``memory`` or ``disk``.
+    #: Where the cached prompt tokens came from: the ``sequence`` itself, the prompt cache's ``memory`` or
+    #: ``disk``, or a ``copy`` of another sequence's (several generations of one prompt).
     cached_prompt_from: str = ""
     finish_reason: str = "stop"
     #: The stop string that ended the answer ("" when none did).

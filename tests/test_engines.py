@@ -368,6 +368,7 @@ def test_several_generations_of_one_prompt_evaluate_it_once_and_each_gives_its_t
         run = pooled.engine.tokens_run - before
     assert [one.answer for one in choices.results] == [expected.answer] * 3
     assert [one.stats.cached_prompt_tokens for one in choices.results] == [0, length - 1, length - 1]
+    assert [one.stats.cached_prompt_from for one in choices.results] == ["", "copy", "copy"]
     generated = sum(one.stats.generated_tokens for one in choices.results)
     assert run <= length + 2 + generated  # the prompt once, then each sequence's last prompt token and its tokens
 

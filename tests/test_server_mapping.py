@@ -233,8 +233,8 @@ def _events(n: int, log: list[str], name: str):
         yield AnswerDelta(str(i))
 
 
-async def _consume(runner: Runner, name: str, log: list[str], n: int = 3) -> str:
-    admission = runner.admit()
+async def _consume(runner: Runner, name: str, log: list[str], n: int = 3, places: int = 1) -> str:
+    admission = runner.admit(places)
     return "".join([e.text async for e in runner.events(admission, lambda: _events(n, log, name), lambda: None)])
 
 
@@ -265,6 +265,28 @@ def test_a_parallel_runner_runs_that_many_at_once_and_queues_the_rest():
             runner.admit()
         assert [len(text) for text in await asyncio.gather(*runs)] == [490] * 3
         assert set(log[:100]) == {"a", "b"} and log.index("c") >= 200  # a and b together, c after one of them
+        assert not runner.busy and runner.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_request_with_n_choices_takes_n_places():
+    """Two places: a request of two choices runs alone, the next waits for both to be free; one of
+    three choices (more than the runner has) is admitted and runs alone once nothing runs."""
+
+    async def scenario():
+        runner = Runner(max_queue=2, parallel=2)
+        log: list[str] = []
+        wide = asyncio.ensure_future(_consume(runner, "n2", log, 200, places=2))
+        await asyncio.sleep(0)
+        single = asyncio.ensure_future(_consume(runner, "one", log, 3))
+        await asyncio.sleep(0)
+        assert runner.running == 2 and runner.waiting == 1
+        with pytest.raises(QueueFullError):
+            runner.admit(2)  # two more places would be three waiting
+        await asyncio.gather(wide, single)
+        assert log.index("one") >= 200  # it waited for both places
+        assert await _consume(runner, "n3", log, 3, places=3) == "012"
         assert not runner.busy and runner.waiting == 0
 
     asyncio.run(scenario())

@@ -32,8 +32,12 @@ def test_the_majority_wins_counting_equal_answers_in_any_form():
     ]
     vote = count_votes(thoughts, seconds=2.0)
     assert vote.majority == "\\frac{1}{2}" and dict(vote.tally) == {"\\frac{1}{2}": 3, "3": 1}
-    assert vote.chosen == 3 and not vote.tie  # the winners' most likely thought (its answer from its thinking)
-    assert vote.answer == "no number here" and vote.results == tuple(thoughts)
+    # shown: the winners' most likely thought whose answer gives it (not the one with it in its thinking only)
+    assert vote.chosen == 1 and not vote.tie
+    assert vote.answer == "The answer is 0.5" and vote.results == tuple(thoughts)
+    cut = GenerationStats(finish_reason="length")
+    looping = GenerationResult("42 42 42", "", cut, (TokenLogprob(1, b"x", -0.001),))
+    assert count_votes([thought("\\boxed{42}", -0.5), looping]).chosen == 0  # a thought cut short is not shown
 
 
 def test_a_tie_goes_to_the_thought_with_the_highest_mean_log_probability():
@@ -109,16 +113,31 @@ def test_the_server_gives_n_choices_streamed_or_whole(cli_command, gguf_path):
         assert all(choice.message.content for choice in reply.choices)
         assert len({choice.message.content for choice in reply.choices}) > 1
         assert reply.usage.completion_tokens > 30 and reply.usage.prompt_tokens < reply.usage.completion_tokens
-        texts, ended = {0: "", 1: ""}, set()
+        texts, ended, usage = {0: "", 1: ""}, set(), None
         for chunk in client.chat.completions.create(
-            model="", messages=messages, n=2, stream=True, temperature=0.0, extra_body=body
+            model="",
+            messages=messages,
+            n=2,
+            stream=True,
+            temperature=0.0,
+            stream_options={"include_usage": True},
+            extra_body=body,
         ):
+            usage = chunk.usage or usage
             for choice in chunk.choices:
                 texts[choice.index] += choice.delta.content or ""
                 if choice.finish_reason:
                     ended.add(choice.index)
         assert ended == {0, 1} and texts[0] == texts[1] and texts[0]  # greedy: the same text twice
-        for fields, needle in (({"n": 9}, "n must be in [1, 8]"), ({"n": 0}, "n must be")):
+        whole = client.chat.completions.create(model="", messages=messages, n=2, temperature=0.0, extra_body=body)
+        assert [choice.message.content for choice in whole.choices] == [texts[0], texts[1]]
+        assert usage.completion_tokens == whole.usage.completion_tokens  # every choice's tokens, streamed or not
+        assert usage.prompt_tokens == whole.usage.prompt_tokens == reply.usage.prompt_tokens  # the prompt once
+        cut = client.chat.completions.create(
+            model="", messages=messages, n=2, temperature=1.0, stop=[" "], extra_body=body
+        )
+        assert all(" " not in choice.message.content for choice in cut.choices)  # each choice stops on its own
+        for fields, needle in (({"n": 9}, "n must be in [1, 8]"), ({"n": 0}, "n: Input should be greater")):
             with pytest.raises(openai.BadRequestError, match=needle.replace("[", r"\[").replace("]", r"\]")):
                 client.chat.completions.create(model="", messages=messages, **fields)
         with pytest.raises(openai.BadRequestError, match="chat completions"):
@@ -126,13 +145,16 @@ def test_the_server_gives_n_choices_streamed_or_whole(cli_command, gguf_path):
 
 
 def test_cancelling_a_vote_ends_every_thought_and_the_model_goes_on(model):
-    stream = model.vote(LONG_THINKING_PROMPT, 2, think=False, max_answer_tokens=400)
+    """On a model of one sequence the second and third thoughts wait for the first: ``Model.cancel``
+    (what Ctrl-C calls) stops them too, before they begin."""
+    stream = model.vote(LONG_THINKING_PROMPT, 3, think=False, max_answer_tokens=400)
     for count, event in enumerate(stream):
         if count == 5:
-            stream.cancel()
+            model.cancel()
         if isinstance(event, Done):
             break
-    assert [one.stats.finish_reason for one in event.result.results] == ["cancelled", "cancelled"]
-    assert all(one.stats.answer_tokens < 50 for one in event.result.results)
+    assert [one.stats.finish_reason for one in event.result.results] == ["cancelled"] * 3
+    assert event.result.results[0].stats.answer_tokens < 50
+    assert [one.stats.generated_tokens for one in event.result.results[1:]] == [0, 0]
     assert not model.scheduler.active
     assert model.generate("Say hi.", think=False, max_answer_tokens=4).stats.finish_reason in ("stop", "length")

@@ -78,12 +78,15 @@ def run(prompt: str | None, as_json: bool, thinking_display: str, votes: int, **
 
 def _vote(text: str, votes: int, as_json: bool, params: dict[str, Any]) -> None:
     """``--votes K``: K thoughts here, a line on standard error as each ends, then the majority's answer."""
-    if params.pop("server_url"):
+    given = click.get_current_context().get_parameter_source("server_url") == click.core.ParameterSource.COMMANDLINE
+    if params.pop("server_url") and given:  # QWQ_EDGE_SERVER alone does not refuse: the thoughts run here
         raise InvalidRequestError("--votes runs its thoughts here, not through a server: drop --server")
     params.pop("server_key"), params.pop("no_server")
     model = load_model(parallel_for_votes(params, votes))
     options = options_from_params(params, model)
     console = Console(stderr=True)
+    if notice := thinking_flags_notice(model.reasoning_format, options, "run it"):
+        console.print(notice, markup=False)
     with cancel_on_interrupt(model):
         for event in model.vote(text, votes, options):
             if isinstance(event, ChoiceEvent) and isinstance(event.event, Done):

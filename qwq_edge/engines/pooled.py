@@ -32,12 +32,14 @@ class PooledSequence:
         self.special_texts = pool.special_texts
         self.pass_costs = pool.pass_costs
         self.cached_tokens: list[int] = []
-        #: Where the tokens the last prefill kept came from: this ``sequence``, ``memory`` or ``disk``.
+        #: Where the tokens the last prefill kept came from: this ``sequence``, ``memory``, ``disk``, a ``copy``.
         self.cached_from = "sequence"
         #: How many of ``cached_tokens`` the KV cache holds (the rest are pending).
         self.evaluated = 0
         #: Position from which the pending tokens need logits (``LAST_ONLY``: only the last one).
         self.wanted_from = LAST_ONLY
+        #: Whether its tokens were copied from another sequence since its last prefill.
+        self._copied = False
 
     @property
     def position(self) -> int:
@@ -59,25 +61,23 @@ class PooledSequence:
 
     def prefill(self, tokens: Sequence[int]) -> int:
         """Keep what the cache shares with ``tokens``, else start from the prompt cache's longest
-        prefix of them; feed and run the rest. ``cached_from`` says where the kept tokens came from."""
+        prefix of them; feed and run the rest. ``cached_from`` says where the kept tokens came
+        from (``copy``: another sequence's state, ``copy_prefix``)."""
         cache: PromptCache | None = getattr(self.pool, "prompt_cache", None)
-        self.cached_from = "sequence"
-        if cache is not None:
+        copied, self._copied = self._copied, False
+        self.cached_from = "copy" if copied else "sequence"
+        if cache is not None and not copied:
             self._from_prompt_cache(cache, tokens)
         reused = prefill_reusing(self, self.cached_tokens, tokens)
         self.evaluate_pending()
-        if cache is not None and cache.disk is not None and self.cached_from != "disk":
+        if cache is not None and cache.disk is not None and self.cached_from == "sequence":
             cache.disk.save_later(tokens, self.save_state)  # the state holds exactly the prompt now
         return reused
 
     def _from_prompt_cache(self, cache: PromptCache, tokens: Sequence[int]) -> None:
         """Keep a long prefix this request would drop; then restore the cache's best prefix of
         ``tokens`` if it beats what this sequence holds."""
-        self.scheduler.settle(self)
-        held = reusable_prefix(self.cached_tokens, tokens) if self.cached_tokens else 0
-        evaluated = self.cached_tokens[: self.evaluated]
-        if len(evaluated) - held >= cache.min_tokens and not cache.holds(evaluated):
-            cache.put(evaluated, self.save_state())
+        held = self._keep_what_goes(cache, tokens)
         found = cache.longest(tokens)
         if found is not None and min(found[1], len(tokens) - 1) > held:
             prefix, _ = found
@@ -86,20 +86,31 @@ class PooledSequence:
             self.evaluated, self.wanted_from = len(prefix.tokens), LAST_ONLY
             self.cached_from = prefix.where
 
+    def _keep_what_goes(self, cache: PromptCache | None, tokens: Sequence[int]) -> int:
+        """Put in the prompt cache a long prefix this sequence holds and a request for ``tokens``
+        would drop; how many of ``tokens`` it holds."""
+        self.scheduler.settle(self)
+        held = reusable_prefix(self.cached_tokens, tokens) if self.cached_tokens else 0
+        evaluated = self.cached_tokens[: self.evaluated]
+        if cache is not None and len(evaluated) - held >= cache.min_tokens and not cache.holds(evaluated):
+            cache.put(evaluated, self.save_state())
+        return held
+
     def copy_prefix(self, source: PooledSequence, tokens: Sequence[int]) -> int:
         """Hold what ``source`` (a sequence of the same pool) has evaluated of ``tokens``, copied
         from its state rather than run again (several generations of one prompt), unless this
         sequence holds as much already; how many tokens of ``tokens`` it then holds."""
-        self.scheduler.settle(self)
+        if not hasattr(self.pool, "prompt_cache"):  # the pool keeps no states
+            return 0
+        held = min(self._keep_what_goes(self.pool.prompt_cache, tokens), self.evaluated)
         self.scheduler.settle(source)
-        held = reusable_prefix(self.cached_tokens[: self.evaluated], tokens) if self.evaluated else 0
         count = reusable_prefix(source.cached_tokens[: source.evaluated], tokens) if source.evaluated else 0
-        if count <= held or not hasattr(self.pool, "prompt_cache"):  # the pool keeps no states
+        if count <= held:
             return held
         # The state may hold more than ``count`` tokens: the next pass drops those past ``evaluated``.
         self.restore_state(source.save_state())
         self.cached_tokens[:] = tokens[:count]
-        self.evaluated, self.wanted_from = count, LAST_ONLY
+        self.evaluated, self.wanted_from, self._copied = count, LAST_ONLY, True
         return count
 
     def save_state(self) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..events import ChoiceEvent, Choices, Done, Event, GenerationResult
@@ -27,9 +27,11 @@ class SharedPrompt:
     """One prompt's evaluation, shared by several generations."""
 
     def __init__(self) -> None:
-        #: The first generation's sequence, once it has evaluated the prompt.
+        #: The first generation's sequence while it holds the evaluated prompt (``None`` once it lets go).
         self.source: Any = None
         self.ready = threading.Event()
+        #: Held while a copy reads ``source``: the first cannot let its sequence go mid-copy.
+        self.copying = threading.Lock()
 
     def seat(self, first: bool) -> Seat:
         return Seat(self, first)
@@ -42,21 +44,33 @@ class Seat:
         self.shared = shared
         self.first = first
 
-    def before_claim(self) -> None:
-        """The others take a sequence once the first has evaluated the prompt (or failed)."""
-        if not self.first:
-            self.shared.ready.wait()
+    def before_claim(self, cancelled: Callable[[], bool]) -> None:
+        """The others take a sequence once the first has evaluated the prompt (or ended), or
+        once they are cancelled. Read the first stream first, or with the others at once."""
+        while not self.first and not self.shared.ready.wait(0.05) and not cancelled():
+            pass
 
     def after_claim(self, engine: Any, tokens: Sequence[int]) -> None:
         """The others copy the first's evaluated prompt into their sequence, if it is another."""
-        source = self.shared.source
-        if not self.first and source is not None and source is not engine and hasattr(engine, "copy_prefix"):
-            engine.copy_prefix(source, tokens)
+        if self.first or not hasattr(engine, "copy_prefix"):
+            return
+        with self.shared.copying:
+            source = self.shared.source
+            if source is not None and source is not engine:
+                engine.copy_prefix(source, tokens)
 
     def evaluated(self, engine: Any) -> None:
-        """The first's prompt is evaluated in ``engine`` (``None``: it ended before that)."""
+        """The first's prompt is evaluated in ``engine``."""
         if self.first and not self.shared.ready.is_set():
             self.shared.source = engine
+            self.shared.ready.set()
+
+    def leaving(self) -> None:
+        """The first lets its sequence go (after any copy from it): the others no longer copy
+        from it (another request may take it), and they go on if they still wait."""
+        if self.first:
+            with self.shared.copying:
+                self.shared.source = None
             self.shared.ready.set()
 
 

@@ -25,9 +25,9 @@ from ..engines import open_engine
 from ..engines.base import KV_CACHE_TYPES, Engine, EngineInfo, EnginePool
 from ..engines.prompt_cache import PromptCache
 from ..engines.registry import choose_engine, join_group, rank_shape, spec_named
-from ..engines.scheduler import SoloPool
+from ..engines.scheduler import Claim, SoloPool
 from ..errors import DistributedError, InvalidRequestError
-from ..events import Done, Event, GenerationResult, collect
+from ..events import Done, Event, GenerationResult, GenerationStats, collect
 from ..reasoning.controller import ReasoningController
 from ..reasoning.factory import ControllerFactory
 from ..reasoning.formats import NONE, ReasoningFormat, resolve_format, soft_switch
@@ -79,6 +79,8 @@ class Model:
         self.parallel = len(self.pool.sequences)
         self.memory_plan: MemoryPlan | None = None
         self.drafts = DraftModels(engine)  # type: ignore[arg-type]
+        #: The cancel events of the generations under way, those still waiting for a sequence too.
+        self._live: set[threading.Event] = set()
 
     @property
     def prompt_cache(self) -> PromptCache | None:
@@ -228,31 +230,41 @@ class Model:
         time; ``Done`` comes after it is given back, so a caller that stops at ``Done``
         leaves it free. ``seat``: its part in a prompt shared by several generations."""
         seat = seat or SharedPrompt().seat(first=True)
-        seat.before_claim()
-        claim = self.scheduler.claim(cancel, tokens)
+        claim = None
+        self._live.add(cancel)
         try:
-            seat.after_claim(claim.engine, tokens)
-            steps = generate_step(
-                claim.engine,
-                tokens,
-                controller,
-                sampling,
-                seed,
-                cancel.is_set,
-                proposer,
-                top_logprobs,
-                lambda: seat.evaluated(claim.engine),
-            )
-            while True:
-                with self.scheduler.step(claim):
-                    event = next(steps)
-                if isinstance(event, Done):
-                    break
-                yield event
+            seat.before_claim(cancel.is_set)
+            if not cancel.is_set():
+                claim = self.scheduler.claim(cancel, tokens)
+            if claim is None or cancel.is_set():  # cancelled before it began: nothing to evaluate
+                stats = GenerationStats(prompt_tokens=len(tokens), finish_reason="cancelled", seed=seed)
+                event: Event = Done(GenerationResult("", "", stats))
+            else:
+                seat.after_claim(claim.engine, tokens)
+                steps = generate_step(
+                    claim.engine,
+                    tokens,
+                    controller,
+                    sampling,
+                    seed,
+                    cancel.is_set,
+                    proposer,
+                    top_logprobs,
+                    lambda: seat.evaluated(claim.engine),
+                )
+                while not isinstance(event := self._step(claim, steps), Done):
+                    yield event
         finally:
-            self.scheduler.release(claim)
-            seat.evaluated(None)  # a first generation that ended before its prompt was evaluated
+            seat.leaving()
+            if claim is not None:
+                self.scheduler.release(claim)
+            self._live.discard(cancel)
         yield event
+
+    def _step(self, claim: Claim, steps: Iterator[Event]) -> Event:
+        """The generation's next event, computed while it counts as stepping."""
+        with self.scheduler.step(claim):
+            return next(steps)
 
     def generate(
         self, prompt: Prompt, options: GenerationOptions | None = None, votes: int = 1, **overrides: Any
@@ -269,16 +281,17 @@ class Model:
         """``count`` thoughts of the prompt at once (``streams``), their events as ``ChoiceEvent``s
         as they come; the last ``Done`` carries the ``VoteResult``."""
         options = (options or GenerationOptions()).replace(**overrides)
-        if options.top_logprobs is None:  # a tie goes to the highest mean log-probability
+        asked = options.top_logprobs is not None
+        if not asked:  # a tie goes to the highest mean log-probability
             options = options.replace(top_logprobs=0)
         stream = fan_out(self.streams(prompt, count, options))
-        return stream.around(counted(stream, perf_counter()))
+        return stream.around(counted(stream, perf_counter(), asked))
 
     def cancel(self) -> None:
-        """Stop every running generation at its next token (safe from any thread); a stream's
-        own ``cancel()`` stops that one only."""
-        for claim in self.scheduler.active:
-            claim.cancel.set()
+        """Stop every generation under way at its next token, and those still waiting for a
+        sequence before they begin (safe from any thread); a stream's own ``cancel()`` stops that one only."""
+        for cancel in list(self._live):
+            cancel.set()
 
     def chat(self, options: GenerationOptions | None = None, **overrides: Any) -> Chat:
         """A multi-turn conversation; its options apply to every turn."""

@@ -18,7 +18,7 @@ from ..runtime.options import GenerationOptions
 from ..runtime.stream import Stream
 from ..text.stops import stop_at
 from .errors import error_body
-from .mapping import Reply, chat_chunk, chat_first_chunk, chat_response, stop_strings, usage
+from .mapping import Reply, chat_chunk, chat_first_chunk, chat_response, usage
 from .replies import Encoder, sse
 from .schemas import GenerationFields
 
@@ -33,9 +33,9 @@ class OpenAIChoices(Encoder):
     """A chat completion with several choices (one ``Reply`` each, sharing its id)."""
 
     def __init__(self, replies: list[Reply], request: GenerationFields) -> None:
-        super().__init__(replies[0].id, request.stream)  # no stops here: each choice has its own
+        super().__init__(replies[0].id, request.stream)  # no stops here: each choice has its own (``several``)
         self.replies = replies
-        self.stops_each = stop_strings(request)
+        self.places = len(replies)
         self.include_usage = request.stream_options is not None and request.stream_options.include_usage
 
     def opening(self) -> list[str]:

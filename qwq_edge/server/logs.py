@@ -4,7 +4,7 @@ and the request counted in the metrics.
 An ASGI middleware (not Starlette's ``BaseHTTPMiddleware``, which buffers
 streams): it sees the status as it is sent and writes the line when the response
 is over, streamed or not. Handlers leave the generation's stats in
-``request.state.stats`` and its model's name in ``request.state.model``.
+``request.state.stats`` (one per choice) and its model's name in ``request.state.model``.
 """
 
 from __future__ import annotations
@@ -43,21 +43,23 @@ class RequestLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            status, stats = status or 500, state.get("stats")
+            status, stats = status or 500, state.get("stats", [])
             line = log_line(scope["method"], scope["path"], status, stats, perf_counter() - began)
             logger.info(line + (" (client disconnected)" if state.get("disconnected") else ""))
             self.metrics.observe_request(scope, status, stats, state.get("model", ""))
 
 
-def log_line(method: str, path: str, status: int, stats: GenerationStats | None, seconds: float) -> str:
-    """``POST /v1/chat/completions 200 prompt=31 thinking=64 answer=12 stop 1.92s``."""
+def log_line(method: str, path: str, status: int, stats: list[GenerationStats], seconds: float) -> str:
+    """``POST /v1/chat/completions 200 prompt=31 thinking=64 answer=12 stop 1.92s`` (with ``n``
+    choices: their thinking and answer tokens together, and ``choices=n``)."""
     parts = [method, path, str(status)]
-    if stats is not None:
+    if stats:
         parts += [
-            f"prompt={stats.prompt_tokens}",
-            f"thinking={stats.thinking_tokens}",
-            f"answer={stats.answer_tokens}",
-            stats.finish_reason,
+            f"prompt={stats[0].prompt_tokens}",
+            f"thinking={sum(one.thinking_tokens for one in stats)}",
+            f"answer={sum(one.answer_tokens for one in stats)}",
+            stats[0].finish_reason,
+            *([f"choices={len(stats)}"] if len(stats) > 1 else []),
         ]
     parts.append(f"{seconds:.2f}s")
     return " ".join(parts)

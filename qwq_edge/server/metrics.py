@@ -72,11 +72,11 @@ class Metrics:
         """The ``GAUGES`` read when the metrics are scraped: ``read()`` gives them by model."""
         self.registry.register(_Gauges(read))
 
-    def observe_request(self, scope: Scope, status: int, stats: GenerationStats | None, model: str = "") -> None:
-        """Count one HTTP request, and its generation's counts (on ``model``) when it ran one."""
+    def observe_request(self, scope: Scope, status: int, stats: list[GenerationStats], model: str = "") -> None:
+        """Count one HTTP request, and its generations' counts (on ``model``; one per choice)."""
         self.requests.labels(self._route(scope), str(status)).inc()
-        if stats is not None:
-            self.observe_generation(stats, model)
+        for one in stats:
+            self.observe_generation(one, model)
 
     def observe_generation(self, stats: GenerationStats, model: str) -> None:
         self.generations.labels(model, stats.finish_reason).inc()

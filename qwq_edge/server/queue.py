@@ -1,5 +1,5 @@
 """Up to ``parallel`` generations at a time (the model's), the others waiting in a bounded
-first-come queue.
+first-come queue. A request with ``n`` choices takes ``n`` places (one alone may take them all).
 
 The engine is blocking, so a generation runs in a thread of its own and hands its
 events to the event loop through an ``asyncio.Queue``; the loop stays free to
@@ -24,10 +24,11 @@ _END = object()
 
 
 class Admission:
-    """An admitted request's place: waiting, then running, then released (once)."""
+    """An admitted request's places: waiting, then running, then released (once)."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, runner: Runner, places: int = 1) -> None:
         self._runner = runner
+        self.places = places
         self.released = False
         #: Called once, when the place is given back.
         self.on_release: Callable[[], object] = lambda: None
@@ -35,7 +36,7 @@ class Admission:
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self._runner._admitted -= 1
+            self._runner._admitted -= self.places
             self.on_release()
 
 
@@ -50,7 +51,7 @@ class Runner:
         self.on_wait = on_wait or (lambda seconds: None)
         self._admitted = 0
         self._running = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[None], int]] = deque()  # each with its places
         self._stops: set[Callable[[BaseException], None]] = set()
         self._closing = False
         self._seconds = 5.0  # a running average of how long a generation takes, for Retry-After
@@ -67,15 +68,16 @@ class Runner:
     def waiting(self) -> int:
         return max(0, self._admitted - self._running)
 
-    def admit(self) -> Admission:
-        """A place in the queue, or ``QueueFullError`` (429) when ``max_queue`` are waiting."""
+    def admit(self, places: int = 1) -> Admission:
+        """``places`` in the queue, or ``QueueFullError`` (429) when they would take more than
+        ``max_queue`` besides the running ones (a request alone is always admitted)."""
         if self._closing:
             raise ShuttingDownError()
-        if self._admitted >= self.max_queue + self.parallel:
+        if self._admitted and self._admitted + places > self.max_queue + self.parallel:
             # a place frees up when the running generation ends: about one generation's time
             raise QueueFullError(self.waiting, min(max(1, math.ceil(self._seconds)), 60))
-        self._admitted += 1
-        return Admission(self)
+        self._admitted += places
+        return Admission(self, places)
 
     async def events(
         self, admission: Admission, start: Callable[[], Iterator[Event]], cancel: Callable[[], None]
@@ -85,7 +87,7 @@ class Runner:
         try:
             loop = asyncio.get_running_loop()
             asked = loop.time()
-            await self._take_turn()
+            await self._take_turn(admission.places)
             try:
                 began = loop.time()
                 self.on_wait(began - asked)
@@ -94,7 +96,7 @@ class Runner:
                         yield event
                 self._seconds = 0.8 * self._seconds + 0.2 * (loop.time() - began)
             finally:
-                self._hand_over()
+                self._hand_over(admission.places)
         finally:
             admission.release()
 
@@ -102,34 +104,48 @@ class Runner:
         """Every waiting and running request ends with ``ShuttingDownError``."""
         self._closing = True
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(ShuttingDownError())
         for stop in list(self._stops):
             stop(ShuttingDownError())
 
-    async def _take_turn(self) -> None:
-        if self._running < self.parallel and not self._waiters:
-            self._running += 1
+    def _fits(self, places: int) -> bool:
+        """Whether ``places`` more may run now (more than ``parallel`` when nothing runs)."""
+        return self._running == 0 or self._running + places <= self.parallel
+
+    async def _take_turn(self, places: int) -> None:
+        if self._fits(places) and not self._waiters:
+            self._running += places
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((waiter, places))
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._hand_over()  # the turn came as this waiter was cancelled: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
+                self._hand_over(places)  # the turn came as this waiter was cancelled: pass it on
+            elif (waiter, places) in self._waiters:
+                self._waiters.remove((waiter, places))
+                self._wake()  # the next may fit where this one did not
             raise
 
-    def _hand_over(self) -> None:
+    def _hand_over(self, places: int) -> None:
+        self._running -= places
+        self._wake()
+
+    def _wake(self) -> None:
+        """Give their turn to the first waiters that fit, in order."""
         while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # still running: the place passes straight on
+            waiter, places = self._waiters[0]
+            if waiter.done():
+                self._waiters.popleft()
+            elif self._fits(places):
+                self._waiters.popleft()
+                self._running += places
+                waiter.set_result(None)
+            else:
                 return
-        self._running -= 1
 
     async def _run(
         self, start: Callable[[], Iterator[Event]], cancel: Callable[[], None]

@@ -46,6 +46,8 @@ class Encoder:
     ``stops``: the request's stop strings (the answer ends before the first)."""
 
     media_type = "text/event-stream"
+    #: How many generations the reply runs at once (its places in the queue: ``n`` choices).
+    places = 1
 
     def __init__(self, id: str, stream: bool, stops: list[str] | None = None) -> None:
         self.id = id

@@ -104,7 +104,7 @@ class _Request(Body):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int = Field(1, ge=1)
     logprobs: bool | int | None = None
     return_token_ids: bool = False
     #: qwq-edge's: every count and timing of the generation (``GenerationStats``) in the last ``qwq_edge``.
@@ -147,7 +147,7 @@ _UNSUPPORTED = {
 }
 #: The same for completions only.
 _UNSUPPORTED_IN_COMPLETIONS = {
-    "n": (lambda v: v == 1, "n above 1 is for chat completions"),
+    "n": (lambda v: v <= 1, "n above 1 is for chat completions"),
     "logprobs": (lambda v: not v, "log-probabilities are given on chat completions (logprobs, top_logprobs)"),
 }
 

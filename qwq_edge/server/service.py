@@ -103,7 +103,7 @@ class Service:
     async def respond(self, request: Request, served: Loaded, build: Callable[[], Stream], reply: Encoder) -> Response:
         """Take a place in ``served``'s queue (or 429), build the prompt in its ``prompts`` pool,
         then generate and answer in ``reply``'s protocol: a stream of frames, or one JSON body."""
-        admission = served.runner.admit()
+        admission = served.runner.admit(reply.places)
         request.state.model = served.name
         try:
             work = asyncio.get_running_loop().run_in_executor(served.prompts, build)
@@ -133,7 +133,7 @@ class Service:
         result = await _until_disconnect(_result(run), request)
         if result is None:
             return gone(request)
-        request.state.stats = result.stats
+        keep_stats(request, result)
         return JSONResponse(reply.whole(result), headers={REQUEST_ID: reply.id})
 
     def answer_now(self, request_id: str) -> dict[str, Any]:
@@ -154,6 +154,11 @@ def default_model_id(model: Model) -> str:
     return path.stem if path.suffix == ".gguf" else path.name
 
 
+def keep_stats(request: Request, result: GenerationResult) -> None:
+    """The generation's stats for the log line and the metrics: one per choice."""
+    request.state.stats = [one.stats for one in getattr(result, "results", (result,))]
+
+
 def gone(request: Request) -> Response:
     """The client is gone: nobody reads this; the log says 499, as nginx does."""
     request.state.disconnected = True
@@ -169,7 +174,7 @@ async def _frames(run: AsyncGenerator[Event, None], request: Request, reply: Enc
             async for event in run:
                 if isinstance(event, Done):
                     result = event.result
-                    request.state.stats = result.stats
+                    keep_stats(request, result)
                 for frame in reply.frames(event):
                     yield frame
         for frame in reply.closing(result) if result is not None else ():

@@ -120,7 +120,7 @@ def _row(problem: Problem, budget: int, sample: int, outcome: GenerationResult) 
     voted = isinstance(outcome, VoteResult)
     predicted = outcome.majority if voted else final_answer(outcome)
     thoughts = outcome.answers if voted else (predicted,)
-    results = outcome.results if voted else (outcome,)  # thinking tokens: a thought's mean
+    results = outcome.results if voted else (outcome,)  # tokens: a thought's mean
     return {
         "id": problem.id,
         "budget": budget,
@@ -131,7 +131,7 @@ def _row(problem: Problem, budget: int, sample: int, outcome: GenerationResult) 
         "correct": answers_match(predicted, problem.answer),
         "single_correct": sum(answers_match(answer, problem.answer) for answer in thoughts) / len(thoughts),
         "thinking_tokens": round(sum(r.stats.thinking_tokens for r in results) / len(results)),
-        "answer_tokens": outcome.stats.answer_tokens,
+        "answer_tokens": round(sum(r.stats.answer_tokens for r in results) / len(results)),
         "seconds": round(outcome.stats.total_seconds, 3),
         "finish_reason": outcome.stats.finish_reason,
         "cut": outcome.stats.budget_cut,
@@ -155,7 +155,8 @@ def run_eval(
 
     Each run uses ``options`` with the budget under test and the seed ``options.seed``
     (0 if unset) plus the sample's number, so a rerun reproduces it; ``votes`` thoughts
-    each (``Model.generate(votes=…)``). A cancelled run
+    each (``Model.generate(votes=…)``: sample s's thoughts take the seeds from s × votes on,
+    so no two samples share one). A cancelled run
     (``model.cancel()``, Ctrl-C) is not a result: it is not recorded, and the eval ends
     there, as it does when ``stop()`` is true; a rerun does that run again."""
     options = options or GenerationOptions()
@@ -164,7 +165,7 @@ def run_eval(
         if stop():
             return
         outcome = model.generate(
-            problem.question + PROMPT_SUFFIX, options, votes, max_thinking_tokens=budget, seed=seed + sample
+            problem.question + PROMPT_SUFFIX, options, votes, max_thinking_tokens=budget, seed=seed + sample * votes
         )
         if any(thought.stats.finish_reason == "cancelled" for thought in getattr(outcome, "results", (outcome,))):
             return
