@@ -164,7 +164,7 @@ def _hurt_rank_one_when_thinking(process: subprocess.Popen, env: dict[str, str],
 
 @pytest.mark.parametrize(
     ("how", "extra"),
-    [(signal.SIGKILL, []), (signal.SIGSTOP, ["--rank-timeout", "5"])],
+    [(signal.SIGKILL, []), (signal.SIGSTOP, ["--rank-timeout", "3"])],
     ids=["killed", "stopped"],
 )
 def test_a_rank_killed_or_hung_mid_generation_stops_the_run_with_one_line(
@@ -177,7 +177,7 @@ def test_a_rank_killed_or_hung_mid_generation_stops_the_run_with_one_line(
     assert stats.thinking_closed_by == "budget"
     args = ["run", "-m", str(long_thinker), "--engine", "mlx", "--ctx", "4096", *LONG, *extra, "Count"]
     process = subprocess.Popen(
-        [*cli_command, "launch", "-n", "2", "--", *args],
+        [*cli_command, "launch", "-n", "2", "--grace", "2", "--", *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

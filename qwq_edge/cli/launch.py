@@ -43,12 +43,12 @@ def _feed_input(pipe: IO[bytes]) -> None:
 GRACE_SECONDS = 10.0
 
 
-def run_launch(command: list[str], log: LaunchLog) -> int:
+def run_launch(command: list[str], log: LaunchLog, grace: float = GRACE_SECONDS) -> int:
     """Run ``mlx.launch``; the exit status says whether every rank finished well.
 
     Without a terminal, ``mlx.launch`` and the local ranks get a session of their own,
     so that a stop (SIGINT or SIGTERM to this process) reaches every rank as Ctrl-C in a
-    terminal does, and what is left after the grace time can be killed together."""
+    terminal does, and what is left after ``grace`` seconds can be killed together."""
     interactive = sys.stdin.isatty()
     try:
         process = subprocess.Popen(
@@ -66,12 +66,12 @@ def run_launch(command: list[str], log: LaunchLog) -> int:
     relay.start()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        status = _wait(process, log, own_group=not interactive)
+        status = _wait(process, log, not interactive, grace)
     except KeyboardInterrupt:
-        status = _stop(process, own_group=not interactive)
+        status = _stop(process, not interactive, grace)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    relay.join(GRACE_SECONDS)
+    relay.join(grace)
     if (unreported := log.unreported_failure()) is not None:
         click.echo(unreported, err=True)
     return status or log.exit_code
@@ -89,25 +89,25 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _wait(process: subprocess.Popen, log: LaunchLog, own_group: bool) -> int:
+def _wait(process: subprocess.Popen, log: LaunchLog, own_group: bool, grace: float) -> int:
     """``mlx.launch``'s status; once a rank has failed, the others get the grace time."""
     failed_at: float | None = None
     while (status := process.poll()) is None:
         if log.failed and failed_at is None:
             failed_at = time.monotonic()
-        if failed_at is not None and time.monotonic() - failed_at > GRACE_SECONDS:
+        if failed_at is not None and time.monotonic() - failed_at > grace:
             _kill(process, own_group)
             return log.exit_code or 1
         time.sleep(0.1)
     return status
 
 
-def _stop(process: subprocess.Popen, own_group: bool) -> int:
+def _stop(process: subprocess.Popen, own_group: bool, grace: float) -> int:
     """Pass a stop on to every rank (in a terminal, Ctrl-C reached them already), then wait."""
     if own_group:
         os.killpg(process.pid, signal.SIGINT)
     try:
-        return process.wait(GRACE_SECONDS)
+        return process.wait(grace)
     except subprocess.TimeoutExpired:
         _kill(process, own_group)
         return 130
@@ -134,6 +134,14 @@ def _kill(process: subprocess.Popen, own_group: bool) -> None:
 @click.option("--backend", type=click.Choice(BACKENDS), default="ring", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print the mlx.launch command instead of running it.")
 @click.option("--verbose", "-v", is_flag=True, help="mlx.launch's and the backend's own messages too.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=GRACE_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the ranks get to stop after one fails or after Ctrl-C, before what is left is killed.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def launch(
     hosts: str | None,
@@ -142,6 +150,7 @@ def launch(
     backend: str,
     dry_run: bool,
     verbose: bool,
+    grace: float,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND on every host, one rank each, with mlx.launch.
@@ -160,4 +169,4 @@ def launch(
     if dry_run:
         click.echo(shlex.join(argv))
         return
-    sys.exit(run_launch(argv, LaunchLog(verbose)))
+    sys.exit(run_launch(argv, LaunchLog(verbose), grace))
