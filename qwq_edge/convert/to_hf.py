@@ -1,8 +1,9 @@
 """GGUF → Hugging Face checkpoint (safetensors, config.json, tokenizer files).
 
 Users who only have a GGUF can still get an MLX model, and the tests get real
-weights in Hugging Face layout from the 0.5B fixture. Each tensor is dequantized
-with ``gguf.quants.dequantize`` and written before the next is read.
+weights in Hugging Face layout from the 0.5B fixture. The header is read by
+``engines.gguf_file`` (the ``gguf`` package's reader takes ~10 s over a Qwen vocabulary);
+each tensor is dequantized with ``gguf.quants.dequantize`` and written before the next is read.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGUFReader, ReaderTensor
-from gguf.quants import dequantize
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize, quant_shape_to_byte_shape
 
+from ..engines.gguf_file import GGUFHeader, GGUFTensor, read_gguf_header
 from ..errors import CheckpointError
 from .names import to_hf
 from .output import Progress
@@ -25,9 +27,8 @@ HF_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32"}
 SHARD_BYTES = 2 << 30
 
 
-def _field(reader: GGUFReader, key: str, default: Any = None) -> Any:
-    field = reader.fields.get(key)
-    return default if field is None else field.contents()
+def _field(reader: GGUFHeader, key: str, default: Any = None) -> Any:
+    return reader.metadata.get(key, default)
 
 
 #: GGUF architecture → Hugging Face architecture.
@@ -36,14 +37,14 @@ HF_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "q
 MODEL_TYPES = {"qwen2": "qwen2", "qwen3": "qwen3", "qwen3moe": "qwen3_moe"}
 
 
-def _architecture(reader: GGUFReader) -> str:
+def _architecture(reader: GGUFHeader) -> str:
     arch = _field(reader, "general.architecture")
     if arch not in HF_ARCHITECTURES:
         raise CheckpointError(f"GGUF architecture {arch} is not supported; supported: {', '.join(HF_ARCHITECTURES)}")
     return str(arch)
 
 
-def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict[str, Any]:
+def _config(reader: GGUFHeader, vocab_size: int, tied: bool, dtype: str) -> dict[str, Any]:
     arch = _architecture(reader)
 
     def key(name: str, default: Any = None) -> Any:
@@ -89,7 +90,7 @@ def _config(reader: GGUFReader, vocab_size: int, tied: bool, dtype: str) -> dict
     return config
 
 
-def gguf_vocab(reader: GGUFReader) -> GGUFVocab:
+def gguf_vocab(reader: GGUFHeader) -> GGUFVocab:
     """The tokenizer a GGUF file carries."""
     if _field(reader, "tokenizer.ggml.model") != "gpt2":
         raise CheckpointError("only GGUF files with a byte-level BPE (gpt2) tokenizer can be converted")
@@ -124,9 +125,9 @@ def write_tokenizer_files(folder: Path, vocab: GGUFVocab, context_length: int) -
     (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": vocab.eos_id}))
 
 
-def _unstacked(reader: GGUFReader) -> dict[str, tuple[ReaderTensor, int | None]]:
+def _unstacked(reader: GGUFHeader) -> dict[str, tuple[GGUFTensor, int | None]]:
     """Each Hugging Face tensor's GGUF tensor, and its expert's index in a stack of experts."""
-    tensors: dict[str, tuple[ReaderTensor, int | None]] = {}
+    tensors: dict[str, tuple[GGUFTensor, int | None]] = {}
     for tensor in reader.tensors:
         if tensor.name == "rope_freqs.weight":
             continue
@@ -135,7 +136,7 @@ def _unstacked(reader: GGUFReader) -> dict[str, tuple[ReaderTensor, int | None]]
             tensors[name] = (tensor, None)
             continue
         prefix, projection = name.rsplit(".", 2)[0], name.rsplit(".", 2)[1]
-        for expert in range(int(tensor.shape[-1])):  # GGUF lists dimensions innermost first
+        for expert in range(tensor.dims[-1]):  # GGUF lists dimensions innermost first
             tensors[f"{prefix}.{expert}.{projection}.weight"] = (tensor, expert)
     return tensors
 
@@ -143,7 +144,7 @@ def _unstacked(reader: GGUFReader) -> dict[str, tuple[ReaderTensor, int | None]]
 def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> int:
     """Write a Hugging Face checkpoint of a qwen2, qwen3 or qwen3moe GGUF into ``folder`` (a
     stack of experts written back one tensor per expert); return the parameter count."""
-    reader = GGUFReader(gguf_path)
+    reader = read_gguf_header(gguf_path, arrays=True)
     _architecture(reader)  # before the tensors' names are read
     vocab = gguf_vocab(reader)
     tensors = _unstacked(reader)
@@ -155,13 +156,13 @@ def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> i
     storage = HF_DTYPES[dtype]
     shards: list[list[PlannedTensor]] = [[]]
     for name, (tensor, expert) in tensors.items():
-        shape = tuple(int(d) for d in reversed(tensor.shape))[0 if expert is None else 1 :]
+        shape = tuple(reversed(tensor.dims))[0 if expert is None else 1 :]
         planned = PlannedTensor(name, "F32" if len(shape) == 1 else storage, shape)
         if shards[-1] and sum(p.nbytes for p in shards[-1]) + planned.nbytes > SHARD_BYTES:
             shards.append([])
         shards[-1].append(planned)
     total, done, weight_map = sum(p.nbytes for shard in shards for p in shard), 0, {}
-    values = _Dequantized()
+    values = _Dequantized(np.memmap(gguf_path, dtype=np.uint8, mode="r"))
     for index, shard in enumerate(shards, start=1):
         file_name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
         writer = SafetensorsWriter(folder / file_name, shard)
@@ -178,18 +179,26 @@ def write_hf(gguf_path: Path, folder: Path, dtype: str, progress: Progress) -> i
     return sum(int(np.prod(p.shape)) for shard in shards for p in shard)
 
 
+#: Tensor types stored as plain numbers (the rest are blocks of bytes that ``dequantize`` reads).
+_PLAIN = {GGMLQuantizationType.F32: np.float32, GGMLQuantizationType.F16: np.float16}
+
+
 class _Dequantized:
     """A GGUF tensor as float32, the last one kept: a stack's experts are written one after another."""
 
-    def __init__(self) -> None:
+    def __init__(self, data: np.ndarray) -> None:
+        self._data = data  # the whole file, mapped
         self._name: str | None = None
         self._values: np.ndarray | None = None
 
-    def __call__(self, tensor: ReaderTensor) -> np.ndarray:
+    def __call__(self, tensor: GGUFTensor) -> np.ndarray:
         if tensor.name != self._name:
             self._values = None  # free the last one first
-            shape = tuple(int(d) for d in reversed(tensor.shape))
-            self._values = dequantize(tensor.data, tensor.tensor_type).reshape(shape).astype(np.float32)
+            shape = tuple(reversed(tensor.dims))
+            raw = self._data[tensor.offset : tensor.offset + tensor.nbytes]
+            plain = _PLAIN.get(tensor.kind)
+            stored = raw.view(plain) if plain else raw.reshape(quant_shape_to_byte_shape(shape, tensor.kind))
+            self._values = dequantize(stored, tensor.kind).reshape(shape).astype(np.float32)
             self._name = tensor.name
         assert self._values is not None
         return self._values

