@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from qwq_edge import Model, load
-from qwq_edge.services.testdata import fixture_model_path
+from qwq_edge.convert import convert_to_gguf
+from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
+from qwq_edge.services.testdata import fixture_model_path, fixture_tokenizer_json
 
 # Every test (and every process it starts) keeps qwq-edge's files, the disk prompt cache among
 # them, in a folder of this run's own: a state cached by an earlier run would change what a
@@ -78,6 +80,25 @@ def model(gguf_path: Path) -> Iterator[Model]:
     loaded = load(gguf_path, context_length=4096)
     yield loaded
     loaded.close()
+
+
+#: The two models of ``models_dir``.
+CODER, TINY = "coder", "tiny-qwen3"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory, gguf_path: Path) -> Path:
+    """A ``--models`` folder: the fixture GGUF as ``coder.gguf`` and a tiny random Qwen3 (Qwen's
+    tokenizer) as a second GGUF, and a file that is not a model."""
+    root = tmp_path_factory.mktemp("served")
+    folder = root / "models"
+    folder.mkdir()
+    (folder / f"{CODER}.gguf").symlink_to(gguf_path)
+    spec = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16", architecture="qwen3", head_dim=32)
+    source = make_checkpoint(root / "tiny-source", spec, tokenizer_json=fixture_tokenizer_json())
+    convert_to_gguf(source, folder / f"{TINY}.gguf", quant="f16", verify=False)
+    (folder / "notes.txt").write_text("not a model")
+    return folder
 
 
 @pytest.fixture(scope="session")

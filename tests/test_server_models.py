@@ -15,34 +15,16 @@ import anthropic
 import openai
 import pexpect
 import pytest
-from conftest import LONG_THINKING_PROMPT
+from conftest import CODER, LONG_THINKING_PROMPT, TINY
 from prometheus_client.parser import text_string_to_metric_families
 from serving import http, running_server
 from test_cli import close_with_ctrl_d
 
-from qwq_edge.convert import convert_to_gguf
-from qwq_edge.convert.synthetic import SyntheticSpec, make_checkpoint
 from qwq_edge.runtime.model import plan_load
-from qwq_edge.services.testdata import fixture_tokenizer_json
 
 #: Both models' settings: a short context and no prompt cache in memory, so plans stay small and exact.
 SMALL = ("--ctx", "512", "--cache-ram", "0", "--max-tokens", "8")
-CODER, TINY = "coder", "tiny-qwen3"
 MB = 1e6
-
-
-@pytest.fixture(scope="module")
-def models_dir(tmp_path_factory, gguf_path) -> Path:
-    """The fixture GGUF as ``coder.gguf`` and a tiny random Qwen3 (Qwen's tokenizer) as a second GGUF."""
-    root = tmp_path_factory.mktemp("served")
-    folder = root / "models"
-    folder.mkdir()
-    (folder / f"{CODER}.gguf").symlink_to(gguf_path)
-    spec = SyntheticSpec(64, 128, 2, 4, 2, 151_936, 0, False, "float16", architecture="qwen3", head_dim=32)
-    source = make_checkpoint(root / "tiny-source", spec, tokenizer_json=fixture_tokenizer_json())
-    convert_to_gguf(source, folder / f"{TINY}.gguf", quant="f16", verify=False)
-    (folder / "notes.txt").write_text("not a model")
-    return folder
 
 
 def rss(server) -> float:

@@ -7,15 +7,18 @@ from __future__ import annotations
 import shutil
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
-from conftest import LONG_THINKING_PROMPT
+from conftest import CODER, LONG_THINKING_PROMPT, TINY
 from serving import http, running_server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -29,18 +32,24 @@ def server(cli_command, gguf_path):
         yield s
 
 
-@pytest.fixture(scope="module")
-def page(server):
+@contextmanager
+def browser(url: str) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     try:
-        driver.get(server.url)
+        driver.get(url)
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with browser(server.url) as driver:
+        yield driver
 
 
 def wait(driver, condition, timeout: float = 60):
@@ -152,3 +161,23 @@ def test_the_api_key_is_kept_for_the_tab_s_session_only(page):
     page.execute_script("sessionStorage.clear()")
     _open_settings(page)  # a reload closes the settings again
     page.find_element(By.ID, "api-key").clear()
+
+
+def test_a_server_of_several_models_offers_a_picker_and_the_chosen_one_answers(cli_command, models_dir):
+    """Without --model the page lists the models the server can load; the one picked answers
+    (the server loads it on demand) and stays picked after a reload."""
+    command = (cli_command, None, "--models", str(models_dir), "--max-tokens", "64")
+    with running_server(*command) as served, browser(served.url) as driver:
+        wait(driver, lambda d: d.find_element(By.ID, "model").is_displayed())
+        picker = driver.find_element(By.ID, "model")
+        options = [option.get_attribute("value") for option in picker.find_elements(By.TAG_NAME, "option")]
+        assert sorted(options) == sorted([CODER, TINY])
+        Select(picker).select_by_value(CODER)
+        ask(driver, "What is 2+3?", "8")
+        wait(driver, lambda d: last(d, ".answer").text)
+        wait(driver, lambda d: d.find_element(By.ID, "status").text not in ("", "writing…"))
+        listed = http("GET", f"{served.url}/v1/models").body["data"]
+        assert {card["id"]: card["qwq_edge"]["loaded"] for card in listed} == {CODER: True, TINY: False}
+        driver.refresh()
+        wait(driver, lambda d: d.find_element(By.ID, "model").is_displayed())
+        assert driver.find_element(By.ID, "model").get_attribute("value") == CODER

@@ -26,7 +26,7 @@ function save() {
 
 // -- settings -------------------------------------------------------------------
 
-const SETTINGS = ["budget", "effort", "language"];
+const SETTINGS = ["budget", "effort", "language", "model"];
 
 function restoreSettings() {
   const saved = load(SETTINGS_KEY, {});
@@ -36,7 +36,10 @@ function restoreSettings() {
   }
   if ("api-key" in saved) storeSettings(); // an older page kept the key here: drop it
   $("api-key").value = sessionStorage.getItem(API_KEY) ?? "";
-  $("api-key").addEventListener("change", () => sessionStorage.setItem(API_KEY, $("api-key").value));
+  $("api-key").addEventListener("change", () => {
+    sessionStorage.setItem(API_KEY, $("api-key").value);
+    showModel(); // a key may open the model list
+  });
 }
 
 function storeSettings() {
@@ -57,6 +60,7 @@ function controls() {
   if (budget !== "") body.max_thinking_tokens = Number(budget);
   if ($("effort").value) body.reasoning_effort = $("effort").value;
   if ($("language").value) body.language = $("language").value;
+  if (!$("model").hidden && $("model").value) body.model = $("model").value;
   return body;
 }
 
@@ -290,12 +294,31 @@ function submit(event) {
 async function showModel() {
   try {
     const health = await (await fetch("/health")).json();
-    $("model-name").textContent = health.model;
+    $("model-name").textContent = health.model ?? "";
     serverDefaults = health.defaults || {};
     showDefaults();
+    await offerModels(health);
   } catch {
     $("model-name").textContent = "(server unreachable)";
   }
+}
+
+// A server that serves several models (started without --model, or with --models DIR):
+// a picker, its choice kept with the settings; the server's own model first when it has one.
+async function offerModels(health) {
+  const response = await fetch("/v1/models", { headers: headers() });
+  if (!response.ok) {
+    if (!health.model) $("model-name").textContent = "(give the API key to list the models)";
+    return;
+  }
+  const names = (await response.json()).data.map((card) => card.id);
+  if (names.length < 2 && health.model) return;
+  const picker = $("model");
+  const kept = load(SETTINGS_KEY, {}).model;
+  picker.replaceChildren(...names.map((name) => new Option(name, name)));
+  picker.value = names.includes(kept) ? kept : health.model ?? health.loaded?.[0] ?? names[0];
+  picker.hidden = false;
+  $("model-name").textContent = "";
 }
 
 // An empty budget field uses the server's default: say what it is.
