@@ -4,6 +4,7 @@ served with ``--models``, the memory measured as the server process's resident s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -21,6 +22,9 @@ from serving import http, running_server
 from test_cli import close_with_ctrl_d
 
 from qwq_edge.runtime.model import plan_load
+from qwq_edge.runtime.options import GenerationOptions
+from qwq_edge.server.errors import APIError
+from qwq_edge.server.models import ModelHost
 
 #: Both models' settings: a short context and no prompt cache in memory, so plans stay small and exact.
 SMALL = ("--ctx", "512", "--cache-ram", "0", "--max-tokens", "8")
@@ -101,6 +105,33 @@ def test_a_model_that_cannot_fit_is_refused_in_the_door_s_shape(cli_command, mod
         assert refused.value.status_code == 507
         assert "GB usable" in refused.value.body["error"]["message"]  # the planner's line
         assert listed(server) == {CODER: False, TINY: False}
+
+
+def test_a_model_taken_while_another_makes_room_is_a_503_not_an_error(models_dir, monkeypatch):
+    """The idle model a load would unload is taken by a request at that moment (``_unload`` leaves
+    a held model): the load that cannot fit then says to try again (503), as for busy models."""
+    plans = [plan_load(models_dir / f"{name}.gguf", context_length=512) for name in (CODER, TINY)]
+    monkeypatch.setenv("QWQ_EDGE_MEMORY_BUDGET", str(max(p.total_bytes for p in plans) + 1_000_000))
+    paths = {name: models_dir / f"{name}.gguf" for name in (CODER, TINY)}
+    host = ModelHost(lambda: paths, {"context_length": 512, "cache_ram": 0}, lambda model: GenerationOptions())
+    original = ModelHost._unload
+
+    async def taken_meanwhile(self, loaded):
+        self.hold(loaded)  # a request takes it just as the other load would unload it
+        await original(self, loaded)
+
+    async def scenario():
+        await host.get(TINY)
+        monkeypatch.setattr(ModelHost, "_unload", taken_meanwhile)
+        with pytest.raises(APIError) as busy:
+            await host.get(CODER)
+        assert busy.value.status == 503 and busy.value.headers == {"Retry-After": "5"}
+        assert list(host.loaded) == [TINY]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        host.close()
 
 
 def test_keep_alive_unloads_an_idle_model_and_a_request_can_keep_it(cli_command, models_dir):

@@ -247,7 +247,10 @@ class ModelHost:
         plan = await self._make_room(path)
         settings = self.settings | {"context_length": plan.context, "kv_cache": plan.kv_cache}
         reserved = sum(loaded.memory_bytes for loaded in self.loaded.values())
-        model = await asyncio.to_thread(lambda: load(path, **settings, reserved_bytes=reserved))
+        try:
+            model = await asyncio.to_thread(lambda: load(path, **settings, reserved_bytes=reserved))
+        except InsufficientMemoryError:  # the machine's free memory fell while it made room
+            raise _busy(path) from None
         self.loaded[name] = Loaded(name, model, self.defaults_for(model), self.runner_for(name, model), self.keep_alive)
         self.on_change(name, "load")
         self._changed.set()
@@ -263,12 +266,13 @@ class ModelHost:
         try:
             target = self._plan(path, busy)
         except InsufficientMemoryError:
-            message = f"{path.name} fits only once the models in use now finish their requests: try again then"
-            raise APIError(503, message, kind="server_error", code="model_busy", headers={"Retry-After": "5"}) from None
+            raise _busy(path) from None
         for idle in sorted(self.loaded.values(), key=lambda m: m.idle_since):
             if self._fits_as(path, target):
                 break
             await self._unload(idle)  # not if a request took it meanwhile
+        if not self._fits_as(path, target):  # a model it would unload was taken by a request meanwhile
+            raise _busy(path)
         return target
 
     def _fits_as(self, path: Path, target: MemoryPlan) -> bool:
@@ -293,3 +297,9 @@ class ModelHost:
         await asyncio.to_thread(loaded.close)
         gc.collect()
         self.on_change(loaded.name, "unload")
+
+
+def _busy(path: Path) -> APIError:
+    """503: ``path`` fits only once models in use now are idle (and can be unloaded)."""
+    message = f"{path.name} fits only once the models in use now finish their requests: try again then"
+    return APIError(503, message, kind="server_error", code="model_busy", headers={"Retry-After": "5"})
