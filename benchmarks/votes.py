@@ -22,19 +22,23 @@ try:
 except ImportError:  # run as a script from the repository root
     from common import RESULTS, machine, median, save, spread
 
-#: A long prompt (the prefill matters) asking for a long answer (every thought runs its tokens).
-PROMPT = (
-    "Here are the notes of a meeting. "
-    + " ".join(f"Item {n}: the team reviewed task {n} and agreed on its next step." for n in range(1, 41))
-    + " List the numbers 1 to 500, each on its own line, with no other text."
-)
+
+def prompt_of(items: int) -> str:
+    """A long prompt (the prefill matters: 40 items make ~800 tokens) asking for a long answer
+    (every thought runs its tokens)."""
+    notes = " ".join(f"Item {n}: the team reviewed task {n} and agreed on its next step." for n in range(1, items + 1))
+    return (
+        f"Here are the notes of a meeting. {notes} List the numbers 1 to 500, each on its own line, with no other text."
+    )
+
+
 CONTEXT = 2048
 
 
-def _round(model: Any, votes: int, index: int, tokens: int) -> dict[str, Any]:
+def _round(model: Any, votes: int, index: int, tokens: int, items: int) -> dict[str, Any]:
     """One thought or ``votes`` thoughts of a prompt no earlier round began with."""
     pool = model.pool if hasattr(model.pool, "tokens_run") else model.engine.pool
-    prompt = f"Round {index}. {PROMPT}"
+    prompt = f"Round {index}. {prompt_of(items)}"
     options = {"think": False, "temperature": 0.7, "max_answer_tokens": tokens, "seed": index}
     before, began = pool.tokens_run, perf_counter()
     result = model.generate(prompt, votes=votes, **options)
@@ -53,11 +57,14 @@ def _round(model: Any, votes: int, index: int, tokens: int) -> dict[str, Any]:
     }
 
 
-def run(path: Path, votes: int, tokens: int, rounds: int) -> dict[str, Any]:
+def run(path: Path, votes: int, tokens: int, rounds: int, items: int = 40) -> dict[str, Any]:
     with load(path, context_length=CONTEXT) as one, load(path, context_length=CONTEXT, parallel=votes) as many:
         for model, count in ((one, 1), (many, votes)):  # warm-up
             model.generate("Hello", votes=count, think=False, max_answer_tokens=4)
-        pairs = [(_round(one, 1, 2 * r + 1, tokens), _round(many, votes, 2 * r + 2, tokens)) for r in range(rounds)]
+        pairs = [
+            (_round(one, 1, 2 * r + 1, tokens, items), _round(many, votes, 2 * r + 2, tokens, items))
+            for r in range(rounds)
+        ]
     ratios = [v["seconds"] / o["seconds"] for o, v in pairs]
     return {
         "votes": votes,
@@ -97,12 +104,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--votes", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=128, help="tokens each thought generates at most")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="one round of 8 tokens (what the tests run)")
+    parser.add_argument("--quick", action="store_true", help="one round of 8 tokens, a short prompt (the tests)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    items = 40
     if args.quick:
-        args.tokens, args.rounds = 8, 1
-    result = run(fixture_model_path(), args.votes, args.tokens, args.rounds)
+        args.tokens, args.rounds, items = 8, 1, 4
+    result = run(fixture_model_path(), args.votes, args.tokens, args.rounds, items)
     data = {"machine": machine(), "model": str(fixture_model_path()), **result}
     text = table(result)
     save("votes_quick" if args.quick else "votes", data, text, args.out)

@@ -71,6 +71,16 @@ def top2_gap(model, prompt_tokens: list[int], generated: list[int]) -> float:
     return float(logits[-1] - logits[-2])
 
 
+#: Each workload's run without speculation, made once for the tests that compare with it.
+_PLAIN: dict[str, tuple[list[int], object]] = {}
+
+
+def plain_run(model, workload: str) -> tuple[list[int], object]:
+    if workload not in _PLAIN:
+        _PLAIN[workload] = generated(model, workload_prompt(workload), draft="off", **CONTROLS)
+    return _PLAIN[workload]
+
+
 def divergence(model, prompt: str, plain: list[int], spec: list[int]) -> int:
     """0 if the runs agree; 1 if they part at a near-tie (anything else fails)."""
     if plain == spec:
@@ -86,7 +96,7 @@ def divergence(model, prompt: str, plain: list[int], spec: list[int]) -> int:
 @pytest.mark.parametrize("workload", ["edit", "reasoning"])
 def test_llama_cpp_ngram_gives_the_controller_the_same_tokens(qwen, workload):
     prompt = workload_prompt(workload)
-    plain, plain_stats = generated(qwen, prompt, draft="off", **CONTROLS)
+    plain, plain_stats = plain_run(qwen, workload)
     spec, stats = generated(qwen, prompt, draft="ngram", **CONTROLS)
     diverged = divergence(qwen, prompt, plain, spec)
     print(f"{workload}: {stats.draft_accepted}/{stats.draft_proposed} drafts, {diverged} divergence(s)")
@@ -104,7 +114,7 @@ def test_llama_cpp_draft_model_gives_the_same_tokens(qwen):
     draft, _ = open_engine(fixture_model_path(), "llama.cpp", context_length=2048)
     try:
         prompt = workload_prompt("edit")
-        plain, _ = generated(qwen, prompt, draft="off", **CONTROLS)
+        plain, _ = plain_run(qwen, "edit")
         qwen.drafts.proposer = lambda name, history, **_: DraftModelProposer(draft, history, 0.0, 16)
         spec, stats = generated(qwen, prompt, draft="itself", **CONTROLS)
     finally:
