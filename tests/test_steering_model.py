@@ -31,7 +31,7 @@ BUDGET_OPTIONS = {"reasoning_format": "think", "max_answer_tokens": 4}
 @pytest.fixture(scope="module")
 def free(model):
     """The problem's thinking without a cut (long enough for every budget below), run once."""
-    return run(model, PROBLEM, max_thinking_tokens=400, **BUDGET_OPTIONS)[1]
+    return run(model, PROBLEM, max_thinking_tokens=128, **BUDGET_OPTIONS)[1]
 
 
 @pytest.mark.parametrize("budget", [40, 64, 100])
