@@ -1,6 +1,7 @@
 """Converters on generated tiny Qwen2 checkpoints: both targets, every quantization, verified."""
 
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from qwq_edge.convert.checkpoint import Checkpoint
 from qwq_edge.convert.reference import QwenReference
 from qwq_edge.convert.synthetic import make_checkpoint
 from qwq_edge.engines.gguf_file import read_gguf_header
+from qwq_edge.errors import ModelFormatError
 
 MIXED_TEXT = "Hello 世界! def f(x):\n    return x**2  # 平方\n<|im_start|>user\n<think>ok</think><|im_end|>"
 #: Bounds on the mean KL divergence from the numpy reference, for random tiny weights
@@ -155,3 +157,25 @@ def test_the_converter_scripts_run_for_people_who_cloned_the_repo(tiny, tmp_path
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "hf" / "config.json").is_file()
+
+
+def _gguf_with(path: Path, key: str, kind: int, value: bytes) -> Path:
+    """A GGUF v3 file with no tensors and one metadata entry (``kind``: GGUF's value type)."""
+    name = key.encode()
+    entry = struct.pack("<Q", len(name)) + name + struct.pack("<I", kind) + value
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + entry
+    path.write_bytes(header + bytes(-len(header) % 32))  # padded to where tensors' data would start
+    return path
+
+
+def test_a_gguf_header_with_a_bad_alignment_or_broken_strings_is_a_format_error(tmp_path):
+    zero = _gguf_with(tmp_path / "zero.gguf", "general.alignment", 4, struct.pack("<I", 0))
+    with pytest.raises(ModelFormatError, match="power of two"):
+        read_gguf_header(zero)
+    broken = b"\xff\xfe"  # a string array of one string that is not UTF-8
+    strings = _gguf_with(
+        tmp_path / "strings.gguf", "tokenizer.ggml.tokens", 9, struct.pack("<IQQ", 8, 1, len(broken)) + broken
+    )
+    assert read_gguf_header(strings).metadata["tokenizer.ggml.tokens"] == 1  # its length only
+    with pytest.raises(ModelFormatError, match="corrupt"):
+        read_gguf_header(strings, arrays=True)  # read whole, for a tokenizer: it must be text

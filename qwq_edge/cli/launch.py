@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import signal
@@ -71,7 +72,7 @@ def run_launch(command: list[str], log: LaunchLog, grace: float = GRACE_SECONDS)
         status = _stop(process, not interactive, grace)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    relay.join(grace)
+    relay.join(GRACE_SECONDS)  # the rest of mlx.launch's messages (it has ended: the pipe closes)
     if (unreported := log.unreported_failure()) is not None:
         click.echo(unreported, err=True)
     return status or log.exit_code
@@ -123,6 +124,12 @@ def _kill(process: subprocess.Popen, own_group: bool) -> None:
     process.wait()
 
 
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--hosts", help="Comma-separated hosts, rank 0 first (IP addresses for the ring backend).")
 @click.option(
@@ -136,11 +143,13 @@ def _kill(process: subprocess.Popen, own_group: bool) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="mlx.launch's and the backend's own messages too.")
 @click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(0, 3600),
     default=GRACE_SECONDS,
     show_default=True,
     metavar="SECONDS",
-    help="How long the ranks get to stop after one fails or after Ctrl-C, before what is left is killed.",
+    callback=lambda ctx, param, value: _finite(value),
+    help="How long the ranks get to stop after one fails, Ctrl-C or SIGTERM, before what is left is "
+    "killed (0: at once, with no clean shutdown).",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def launch(

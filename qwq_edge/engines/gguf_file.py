@@ -92,7 +92,9 @@ class _Cursor:
         if len(raw) != length:
             raise ValueError("string runs past the end of the file")
         self.pos += length
-        return raw.decode("utf-8", errors="replace")
+        # Read whole (the converter's tokenizer), a string must be UTF-8: two broken ones would
+        # otherwise become the same text.
+        return raw.decode("utf-8", errors="strict" if self.arrays else "replace")
 
     def skip_strings(self, count: int) -> None:
         for _ in range(count):
@@ -158,7 +160,9 @@ def _parse(data: mmap.mmap, path: Path, file_size: int, arrays: bool) -> GGUFHea
         dims = [cursor.scalar("<Q") for _ in range(cursor.scalar("<I"))]
         kind, offset = cursor.scalar("<I"), cursor.scalar("<Q")
         table.append((name, dims, kind, offset))
-    alignment = int(metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
+    alignment = metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise ModelFormatError(f"{path}: general.alignment must be a power of two, not {alignment!r}")
     data_start = -(-cursor.pos // alignment) * alignment
     tensors = tuple(
         GGUFTensor(name, tuple(dims), GGMLQuantizationType(kind), data_start + offset, _tensor_bytes(dims, kind))

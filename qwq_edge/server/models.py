@@ -249,8 +249,8 @@ class ModelHost:
         reserved = sum(loaded.memory_bytes for loaded in self.loaded.values())
         try:
             model = await asyncio.to_thread(lambda: load(path, **settings, reserved_bytes=reserved))
-        except InsufficientMemoryError:  # the machine's free memory fell while it made room
-            raise _busy(path) from None
+        except InsufficientMemoryError as error:  # the machine's free memory fell while it made room
+            raise self._refusal(path, error) from None
         self.loaded[name] = Loaded(name, model, self.defaults_for(model), self.runner_for(name, model), self.keep_alive)
         self.on_change(name, "load")
         self._changed.set()
@@ -265,15 +265,22 @@ class ModelHost:
             raise APIError(507, str(error), kind="server_error", code="insufficient_memory") from None
         try:
             target = self._plan(path, busy)
-        except InsufficientMemoryError:
-            raise _busy(path) from None
-        for idle in sorted(self.loaded.values(), key=lambda m: m.idle_since):
-            if self._fits_as(path, target):
-                break
-            await self._unload(idle)  # not if a request took it meanwhile
-        if not self._fits_as(path, target):  # a model it would unload was taken by a request meanwhile
-            raise _busy(path)
+        except InsufficientMemoryError as error:
+            raise self._refusal(path, error) from None
+        while not self._fits_as(path, target):  # the least recently used idle model first, each time
+            idle = min((m for m in self.loaded.values() if not m.holds), key=lambda m: m.idle_since, default=None)
+            if idle is None:  # those in use hold the memory (one was taken while this made room)
+                raise self._refusal(path, InsufficientMemoryError(f"{path.name} does not fit here now"))
+            await self._unload(idle)
         return target
+
+    def _refusal(self, path: Path, error: InsufficientMemoryError) -> APIError:
+        """503 while models in use hold the memory ``path`` needs (try again once they finish);
+        else 507 with the planner's line (the machine's memory is short)."""
+        if any(loaded.holds for loaded in self.loaded.values()):
+            message = f"{path.name} fits only once the models in use now finish their requests: try again then"
+            return APIError(503, message, kind="server_error", code="model_busy", headers={"Retry-After": "5"})
+        return APIError(507, str(error), kind="server_error", code="insufficient_memory")
 
     def _fits_as(self, path: Path, target: MemoryPlan) -> bool:
         try:
@@ -297,9 +304,3 @@ class ModelHost:
         await asyncio.to_thread(loaded.close)
         gc.collect()
         self.on_change(loaded.name, "unload")
-
-
-def _busy(path: Path) -> APIError:
-    """503: ``path`` fits only once models in use now are idle (and can be unloaded)."""
-    message = f"{path.name} fits only once the models in use now finish their requests: try again then"
-    return APIError(503, message, kind="server_error", code="model_busy", headers={"Retry-After": "5"})

@@ -44,6 +44,7 @@ function restoreSettings() {
 
 function storeSettings() {
   const values = Object.fromEntries(SETTINGS.map((id) => [id, $(id).value]));
+  if (!$("model").options.length) values.model = load(SETTINGS_KEY, {}).model ?? ""; // not listed yet: keep it
   localStorage.setItem(SETTINGS_KEY, JSON.stringify(values));
 }
 
@@ -291,34 +292,42 @@ function submit(event) {
   ask(text);
 }
 
+let modelAsk = 0; // the latest showModel(): an older one's answer is dropped
+
 async function showModel() {
+  const asked = ++modelAsk;
   try {
     const health = await (await fetch("/health")).json();
-    $("model-name").textContent = health.model ?? "";
+    const listed = await fetch("/v1/models", { headers: headers() });
+    const names = listed.ok ? (await listed.json()).data.map((card) => card.id) : null;
+    if (asked !== modelAsk) return;
     serverDefaults = health.defaults || {};
     showDefaults();
-    await offerModels(health);
+    offerModels(health, names, listed.status);
   } catch {
-    $("model-name").textContent = "(server unreachable)";
+    if (asked === modelAsk) $("model-name").textContent = "(server unreachable)";
   }
 }
 
 // A server that serves several models (started without --model, or with --models DIR):
 // a picker, its choice kept with the settings; the server's own model first when it has one.
-async function offerModels(health) {
-  const response = await fetch("/v1/models", { headers: headers() });
-  if (!response.ok) {
-    if (!health.model) $("model-name").textContent = "(give the API key to list the models)";
+function offerModels(health, names, status) {
+  const picker = $("model");
+  picker.hidden = true;
+  picker.replaceChildren();
+  $("model-name").textContent = health.model ?? "";
+  if (names === null) {
+    const locked = status === 401 || status === 403;
+    if (!health.model) $("model-name").textContent = locked ? "(give the API key to list the models)" : `(models: HTTP ${status})`;
     return;
   }
-  const names = (await response.json()).data.map((card) => card.id);
+  if (!names.length && !health.model) $("model-name").textContent = "(no models: pull one, or serve a folder with --models)";
   if (names.length < 2 && health.model) return;
-  const picker = $("model");
   const kept = load(SETTINGS_KEY, {}).model;
   picker.replaceChildren(...names.map((name) => new Option(name, name)));
   picker.value = names.includes(kept) ? kept : health.model ?? health.loaded?.[0] ?? names[0];
-  picker.hidden = false;
-  $("model-name").textContent = "";
+  picker.hidden = !names.length;
+  if (names.length) $("model-name").textContent = "";
 }
 
 // An empty budget field uses the server's default: say what it is.
