@@ -215,6 +215,11 @@ class Choices(GenerationResult):
         return cls(first.thinking, first.answer, first.stats, first.logprobs, results, chosen)
 
 
+def each_generation(result: GenerationResult) -> tuple[GenerationResult, ...]:
+    """The generations a result stands for: every one of ``Choices``, else the result itself."""
+    return result.results if isinstance(result, Choices) else (result,)
+
+
 def collect(events: Iterable[Event]) -> GenerationResult:
     """Run a stream to its end and return the result its ``Done`` event carries."""
     for event in events:

@@ -111,10 +111,7 @@ class Model:
         the next request starts at once (an abandoned stream is taken over after
         ``scheduler.stale_after`` seconds).
         """
-        options = (options or GenerationOptions()).replace(**overrides)
-        fmt, options, messages, tokens = self._prompt(prompt, options)
-        user_text = "\n".join(message.content for message in messages if message.role == "user")
-        return self._start(tokens, fmt, options, user_text, messages[-1].content)
+        return self.streams(prompt, 1, options, **overrides)[0]
 
     def streams(
         self, prompt: Prompt, count: int, options: GenerationOptions | None = None, **overrides: Any

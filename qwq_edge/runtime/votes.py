@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from time import perf_counter
 from typing import Any
 
-from ..events import ChoiceEvent, Choices, Done, Event, GenerationResult
+from ..events import ChoiceEvent, Choices, Done, Event, GenerationResult, each_generation
 from ..text.answers import answers_match, extract_answer
 
 
@@ -103,8 +103,7 @@ def counted(
     when the thoughts began, by ``perf_counter``)."""
     for event in events:
         if isinstance(event, Done):
-            results = getattr(event.result, "results", (event.result,))
-            event = Done(count_votes(results, perf_counter() - started, logprobs_asked))
+            event = Done(count_votes(each_generation(event.result), perf_counter() - started, logprobs_asked))
         yield event
 
 

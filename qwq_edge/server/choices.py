@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..events import ChoiceEvent, Event, GenerationResult
+from ..events import ChoiceEvent, Event, GenerationResult, each_generation
 from ..runtime.fanout import fan_out
 from ..runtime.model import Model, Prompt
 from ..runtime.options import GenerationOptions
@@ -48,21 +48,17 @@ class OpenAIChoices(Encoder):
         return [sse(_indexed(chunk, event.index))] if chunk is not None else []
 
     def closing(self, result: GenerationResult) -> list[str]:
-        ending = {**self.replies[0].envelope(True), "choices": [], "usage": _usage(_results(result))}
+        ending = {**self.replies[0].envelope(True), "choices": [], "usage": _usage(each_generation(result))}
         return [*([sse(ending)] if self.include_usage else []), sse("[DONE]")]
 
     def whole(self, result: GenerationResult) -> dict[str, Any]:
-        results = _results(result)
+        results = each_generation(result)
         bodies = [chat_response(one, reply) for one, reply in zip(results, self.replies, strict=True)]
         choices = [choice for index, body in enumerate(bodies) for choice in _indexed(body, index)["choices"]]
         return {**bodies[0], "choices": choices, "usage": _usage(results)}
 
     def failure(self, message: str, kind: str, code: str | None) -> str:
         return sse(error_body(message, kind, None, code))
-
-
-def _results(result: GenerationResult) -> tuple[GenerationResult, ...]:
-    return getattr(result, "results", (result,))
 
 
 def _indexed(body: dict[str, Any], index: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import QwqEdgeError
-from ..events import Done, Event, GenerationResult
+from ..events import Done, Event, GenerationResult, each_generation
 from ..runtime.model import Model
 from ..runtime.stream import Stream
 from ..text.stops import stop_at
@@ -156,7 +156,7 @@ def default_model_id(model: Model) -> str:
 
 def keep_stats(request: Request, result: GenerationResult) -> None:
     """The generation's stats for the log line and the metrics: one per choice."""
-    request.state.stats = [one.stats for one in getattr(result, "results", (result,))]
+    request.state.stats = [one.stats for one in each_generation(result)]
 
 
 def gone(request: Request) -> Response:

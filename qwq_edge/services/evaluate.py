@@ -18,7 +18,7 @@ from typing import Any
 
 from ..architecture.config import json_kind
 from ..errors import InvalidRequestError
-from ..events import GenerationResult
+from ..events import GenerationResult, each_generation
 from ..files import write_atomic_with, write_bytes_atomic, write_text_atomic
 from ..runtime.model import Model
 from ..runtime.options import GenerationOptions
@@ -120,7 +120,7 @@ def _row(problem: Problem, budget: int, sample: int, outcome: GenerationResult) 
     voted = isinstance(outcome, VoteResult)
     predicted = outcome.majority if voted else final_answer(outcome)
     thoughts = outcome.answers if voted else (predicted,)
-    results = outcome.results if voted else (outcome,)  # tokens: a thought's mean
+    results = each_generation(outcome)  # tokens: a thought's mean
     return {
         "id": problem.id,
         "budget": budget,
@@ -167,7 +167,7 @@ def run_eval(
         outcome = model.generate(
             problem.question + PROMPT_SUFFIX, options, votes, max_thinking_tokens=budget, seed=seed + sample * votes
         )
-        if any(thought.stats.finish_reason == "cancelled" for thought in getattr(outcome, "results", (outcome,))):
+        if any(thought.stats.finish_reason == "cancelled" for thought in each_generation(outcome)):
             return
         row = _row(problem, budget, sample, outcome)
         row["seconds"] = round(getattr(outcome, "seconds", 0.0) or outcome.stats.total_seconds, 3)
