@@ -58,9 +58,16 @@ class GGUFHeader:
     tensor_count: int
     data_end: int
     file_size: int
-    parameter_count: int = 0
-    tensor_bytes: dict[str, int] = field(default_factory=dict, repr=False)
     tensors: tuple[GGUFTensor, ...] = field(default=(), repr=False)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(_elements(list(tensor.dims)) for tensor in self.tensors)
+
+    @property
+    def tensor_bytes(self) -> dict[str, int]:
+        """Each tensor's size in the file, by name."""
+        return {tensor.name: tensor.nbytes for tensor in self.tensors}
 
     @property
     def architecture(self) -> str:
@@ -169,9 +176,7 @@ def _parse(data: mmap.mmap, path: Path, file_size: int, arrays: bool) -> GGUFHea
         for name, dims, kind, offset in table
     )
     data_end = max((tensor.offset + tensor.nbytes for tensor in tensors), default=data_start)
-    parameters = sum(_elements(list(tensor.dims)) for tensor in tensors)
-    sizes = {tensor.name: tensor.nbytes for tensor in tensors}
-    return GGUFHeader(path, version, metadata, tensor_count, data_end, file_size, parameters, sizes, tensors)
+    return GGUFHeader(path, version, metadata, tensor_count, data_end, file_size, tensors)
 
 
 def read_gguf_header(path: str | Path, arrays: bool = False) -> GGUFHeader:
