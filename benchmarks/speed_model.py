@@ -1,18 +1,19 @@
 """The speed model (``qwq_edge/catalog/speed.py``) against measurements, here and on Apple Silicon.
 
 Here: the fixture GGUF and random Qwen2 models of 1.5B, 3B and 7B shapes (Q4_K_M, made
-with the converters: random weights decode as fast as real ones), on llama.cpp with
-every core. For each model the bandwidth probe runs first (so the prediction sees the
-machine as loaded as the measurement does), then plain llama-cpp-python reads a
-128-token prompt and decodes greedily (``--tokens``, best of ``--repetitions``); the
-prediction is for the same positions. The script also prints the CPU constants that
-fit these rows best (``LLAMA_CPP_CPU`` is set from them).
+with the converters: random weights decode as fast as real ones), and a random 1.5B in
+Q8_0, on llama.cpp with every core. For each model the bandwidth probe runs first (so the
+prediction sees the machine as loaded as the measurement does), then plain
+llama-cpp-python reads a 128-token prompt and decodes greedily (``--tokens``, best of
+``--repetitions``); the prediction is for the same positions. The script also prints the
+CPU constants that fit the Q4_K_M rows best (``LLAMA_CPP_CPU`` is set from them); the
+Q8_0 row is not in the fit: it checks it.
 
 Apple Silicon: the prediction for the 7B Q4_0 speeds of llama.cpp's discussion #4167
 (text generation of 128 tokens from an empty context, and a 512-token prompt), from each
 chip's bandwidth and GPU cores as the discussion lists them. Target: |error| ≤ 25 % on each row.
 
-    python benchmarks/speed_model.py [--sizes 1.5B,3B,7B] [--tokens 32] [--repetitions 2]
+    python benchmarks/speed_model.py [--sizes 1.5B,3B,7B,1.5B:q8_0] [--tokens 32] [--repetitions 2]
     python benchmarks/speed_model.py --quick     # the fixture only: what the test suite runs
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +31,15 @@ import numpy as np
 
 from qwq_edge.architecture.shape import ModelShape
 from qwq_edge.catalog.planner import model_shape
-from qwq_edge.catalog.speed import EFFICIENCY, METAL, METAL_FLOPS_PER_GPU_CORE, Efficiency, decode_tokens_per_s
+from qwq_edge.catalog.speed import (
+    EFFICIENCY,
+    METAL,
+    METAL_FLOPS_PER_GPU_CORE,
+    Efficiency,
+    MachineSpeed,
+    decode_tokens_per_s,
+    prefill_tokens_per_s,
+)
 from qwq_edge.convert import convert_to_gguf
 from qwq_edge.convert.synthetic import SIZES, SyntheticSpec, make_checkpoint
 from qwq_edge.engines.llama_cpp.baseline import RawLlamaCpp
@@ -48,6 +56,8 @@ except ImportError:  # run as a script from the repository root
 
 GB = 1e9
 PROMPT_TOKENS = 128
+#: GGUF's 32-weight block types: llama.cpp's CPU code multiplies a prompt by them at speeds of their own.
+BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
 CPU = EFFICIENCY["llama.cpp", "cpu"]
 #: Random Qwen2 models of the catalog's shapes: DeepSeek-R1-Distill-Qwen-1.5B's, Qwen2.5-3B's (tied
 #: embeddings) and DeepSeek-R1-Distill-Qwen-7B's (= Qwen2.5-7B's).
@@ -91,14 +101,14 @@ LLAMA2_7B_Q4_0 = ModelShape(
 )
 
 
-def synthetic_gguf(name: str, folder: Path) -> Path:
-    """A random-weight Qwen2 of ``SHAPES[name]``, converted to Q4_K_M (the checkpoint is deleted after);
+def synthetic_gguf(name: str, folder: Path, quant: str = "q4_k_m") -> Path:
+    """A random-weight Qwen2 of ``SHAPES[name]``, converted to ``quant`` (the checkpoint is deleted after);
     one already in ``folder`` is used as it is."""
-    out = folder / f"synthetic-{name}-q4_k_m.gguf"
+    out = folder / f"synthetic-{name}-{quant}.gguf"
     if out.exists():
         return out
     checkpoint = make_checkpoint(folder / f"checkpoint-{name}", SHAPES[name])
-    convert_to_gguf(checkpoint, out, quant="q4_k_m", verify=False)
+    convert_to_gguf(checkpoint, out, quant=quant, verify=False)
     for file in checkpoint.iterdir():
         file.unlink()
     checkpoint.rmdir()
@@ -140,9 +150,13 @@ def here_row(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
         "file_bytes": shape.weights_bytes,
         "decode_bytes": shape.decode_bytes,
         "layers": shape.layers,
+        "kv_heads": shape.kv_heads,
+        "head_dim": shape.head_dim,
         "kv_bytes_per_token": shape.kv_bytes_per_token("f16"),
         "context": PROMPT_TOKENS + measured["generated_tokens"] / 2,
         "matmul_parameters": shape.matmul_parameters,
+        "matmul_types": dict(shape.matmul_types),
+        "output_rows": shape.output_rows,
         "bandwidth_bytes_per_s": probe.bandwidth_bytes_per_s,
         "matmul_flops": probe.matmul_flops,
         "load_average": load,
@@ -151,17 +165,28 @@ def here_row(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
     return predicted(row)
 
 
+def row_shape(row: dict[str, Any]) -> ModelShape:
+    """The shape a saved row stands for (its decode bytes as its weights)."""
+    return ModelShape(
+        row["model"],
+        row["layers"],
+        row["kv_heads"],
+        row["head_dim"],
+        row["decode_bytes"],
+        4096,
+        matmul_parameters=row["matmul_parameters"],
+        matmul_types=tuple(row["matmul_types"].items()),
+        output_rows=row["output_rows"],
+    )
+
+
 def predicted(row: dict[str, Any], efficiency: Efficiency = CPU) -> dict[str, Any]:
     """``row`` with the speed model's figures for what was measured, and their errors."""
-    decode = decode_tokens_per_s(
-        row["bandwidth_bytes_per_s"],
-        row["decode_bytes"],
-        row["kv_bytes_per_token"],
-        row["context"],
-        row["layers"],
-        efficiency,
-    )
-    prefill = row["matmul_flops"] * efficiency.compute_fraction / (2 * row["matmul_parameters"])
+    flops = row["matmul_flops"] * efficiency.compute_fraction
+    here = MachineSpeed("llama.cpp", "cpu", row["bandwidth_bytes_per_s"], efficiency, "the probe", flops)
+    shape = row_shape(row)
+    decode = decode_tokens_per_s(here, shape, "f16", row["context"])
+    prefill = prefill_tokens_per_s(here, shape)
     return {
         **row,
         "predicted_decode_tokens_per_s": decode,
@@ -176,10 +201,10 @@ def apple_rows(efficiency: Efficiency = METAL) -> list[dict[str, Any]]:
     shape = LLAMA2_7B_Q4_0
     rows = []
     for chip, (bandwidth, cores, pp, tg) in DISCUSSION_4167.items():
-        kv = shape.kv_bytes_per_token("f16")
-        predicted = decode_tokens_per_s(bandwidth * GB, shape.decode_bytes, kv, 64, shape.layers, efficiency)
         flops = cores * METAL_FLOPS_PER_GPU_CORE[chip.split()[0]]
-        predicted_pp = flops / (2 * shape.matmul_parameters)
+        metal = MachineSpeed("llama.cpp", "metal", bandwidth * GB, efficiency, chip, flops)
+        predicted = decode_tokens_per_s(metal, shape, "f16", 64)
+        predicted_pp = prefill_tokens_per_s(metal, shape)
         rows.append(
             {
                 "chip": chip,
@@ -196,15 +221,36 @@ def apple_rows(efficiency: Efficiency = METAL) -> list[dict[str, Any]]:
     return rows
 
 
-def fit_decode(rows: list[dict[str, Any]]) -> tuple[float, float]:
-    """The fraction of the bandwidth and the per-layer seconds that fit ``rows`` best (least squares on
-    relative error of the time per token)."""
-    design = np.array([[r["decode_bytes"] / r["bandwidth_bytes_per_s"], r["layers"]] for r in rows])
-    seconds = np.array([1 / r["decode_tokens_per_s"] for r in rows])
-    weights = 1 / seconds
-    solution, *_ = np.linalg.lstsq(design * weights[:, None], seconds * weights, rcond=None)
-    inverse_fraction, layer_seconds = solution
-    return 1 / inverse_fraction, layer_seconds
+def _least_squares(design: list[list[float]], seconds: list[float]) -> np.ndarray:
+    """The coefficients that fit ``seconds`` best in relative error."""
+    weights = 1 / np.array(seconds)
+    solution, *_ = np.linalg.lstsq(np.array(design) * weights[:, None], np.array(seconds) * weights, rcond=None)
+    return solution
+
+
+def fit_cpu(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CPU constants that fit best: the prompt's (compute fraction, and how many times slower each
+    32-weight block type present multiplies) on every row, then decoding's (fraction of the bandwidth,
+    operations per output row at that compute rate) on the Q4_K_M rows alone: the others check it."""
+    kinds = sorted({kind for r in rows for kind in r["matmul_types"] if kind in BLOCK_TYPES})
+    prompt = [[2 * r["matmul_parameters"]] + [2 * r["matmul_types"].get(k, 0) for k in kinds] for r in rows]
+    inverse_compute, *slower = _least_squares(prompt, [r["matmul_flops"] / r["prefill_tokens_per_s"] for r in rows])
+    compute = 1 / inverse_compute
+    q4_k_m = [r for r in rows if r["model"].endswith("Q4_K_M")]
+    decode = [
+        [
+            (r["decode_bytes"] + r["kv_bytes_per_token"] * r["context"]) / r["bandwidth_bytes_per_s"],
+            r["output_rows"] / (r["matmul_flops"] * compute),
+        ]
+        for r in q4_k_m
+    ]
+    inverse_fraction, row_operations = _least_squares(decode, [1 / r["decode_tokens_per_s"] for r in q4_k_m])
+    return {
+        "fraction": float(1 / inverse_fraction),
+        "row_operations": float(row_operations),
+        "compute_fraction": float(compute),
+        "prompt_type_factors": {k: float(1 + x * compute) for k, x in zip(kinds, slower, strict=True)},
+    }
 
 
 def here_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -245,9 +291,10 @@ def measure_here(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="qwq-edge-speed-") as temp:
         folder = args.keep or Path(temp)
         folder.mkdir(parents=True, exist_ok=True)
-        for size in sizes:
-            path = synthetic_gguf(size, folder)
-            rows.append(here_row(f"random {size} Q4_K_M", path, args))
+        for spec in sizes:
+            size, _, quant = spec.partition(":")
+            path = synthetic_gguf(size, folder, quant or "q4_k_m")
+            rows.append(here_row(f"random {size} {(quant or 'q4_k_m').upper()}", path, args))
             if args.keep is None:
                 path.unlink()
     return rows
@@ -255,7 +302,11 @@ def measure_here(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = decode_parser(__doc__.splitlines()[0], tokens=32, repetitions=2)
-    parser.add_argument("--sizes", default="1.5B,3B,7B", help="random models to make and measure (of SHAPES)")
+    parser.add_argument(
+        "--sizes",
+        default="1.5B,3B,7B,1.5B:q8_0",
+        help="random models to make and measure: SHAPES' names, each with :QUANT if not Q4_K_M",
+    )
     parser.add_argument("--keep", type=Path, help="keep the random models in this folder (and use those found there)")
     parser.add_argument(
         "--quiet",
@@ -267,6 +318,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--again",
         action="store_true",
         help="no measuring: predict the saved measurements (results/speed_model.json) again with the code's constants",
+    )
+    parser.add_argument(
+        "--fit-with",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="an earlier run's results: its rows join the fit, and the footer gives its errors (repeatable)",
     )
     args = quick(parser.parse_args(argv))
     if args.again:
@@ -281,14 +340,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "quiet": args.quiet,
         }
     apple = apple_rows()
-    fraction, layer_seconds = fit_decode(rows) if len(rows) > 2 else (CPU.fraction, CPU.layer_seconds)
-    compute = statistics.median(
-        r["prefill_tokens_per_s"] * 2 * r["matmul_parameters"] / r["matmul_flops"] for r in rows
+    earlier = {path.name: json.loads(path.read_text())["rows"] for path in args.fit_with}
+    fit = fit_cpu(rows + [r for runs in earlier.values() for r in runs]) if len(rows) > 3 else {}
+    code = (
+        f"the code's: fraction {CPU.fraction}, {CPU.row_operations:,.0f} operations per row, compute fraction "
+        f"{CPU.compute_fraction}, prompt types {dict(CPU.prompt_type_factors)}"
     )
     fitted = (
-        f"Best fit here: fraction {fraction:.2f}, {layer_seconds * 1e3:.3f} ms per layer, compute fraction "
-        f"{compute:.2f} (the code's: {CPU.fraction}, {CPU.layer_seconds * 1e3:g} ms, {CPU.compute_fraction})."
+        f"Best fit on this run{''.join(f', {name}' for name in earlier)}: fraction {fit['fraction']:.2f}, "
+        f"{fit['row_operations']:,.0f} operations per row, compute "
+        f"fraction {fit['compute_fraction']:.2f}, prompt types "
+        f"{ {k: round(v, 2) for k, v in fit['prompt_type_factors'].items()} } ({code})."
+        if fit
+        else f"({code}.)"
     )
+    for name, runs in earlier.items():
+        errors = ", ".join(f"{predicted(r)['decode_error']:+.0%}" for r in runs)
+        fitted += f" The code's decode errors on {name}: {errors}."
     quiet = f", once the 1-minute load average was below {settings['quiet']}" if settings.get("quiet") else ""
     footer = (
         f"llama.cpp on the CPU, {usable_cores()} threads; best of {settings['repetitions']} runs of "
@@ -309,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": settings,
         "rows": rows,
         "apple": apple,
-        "fit": {"fraction": fraction, "layer_seconds": layer_seconds, "compute_fraction": compute},
+        "fit": fit,
     }
     save("speed_model_quick" if args.quick else "speed_model", data, table, args.out)
     print(table)

@@ -58,7 +58,9 @@ def test_the_planner_reads_real_files(gguf_path, tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(QWQ_PREVIEW_CONFIG))
     # no weights, but the config gives the weights a prompt token multiplies (all but 2 × 152064 × 5120)
-    assert model_shape(folder) == ModelShape("qwq-config-only", 64, 8, 128, 0, 32768, matmul_parameters=31_206_740_992)
+    rows = 64 * (5120 + 2 * 1024 + 5120 + 2 * 27648 + 5120) + 152064  # every matrix's outputs, then the vocabulary
+    expected = ModelShape("qwq-config-only", 64, 8, 128, 0, 32768, matmul_parameters=31_206_740_992, output_rows=rows)
+    assert model_shape(folder) == expected
 
 
 def test_load_plans_before_loading(gguf_path):

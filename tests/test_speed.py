@@ -9,8 +9,10 @@ from time import perf_counter
 
 import pytest
 
-from qwq_edge.architecture.shape import ModelShape
+from qwq_edge.architecture.shape import ModelShape, shape_from_config
+from qwq_edge.catalog.entries import find
 from qwq_edge.catalog.fits import choose, plan_catalog, why
+from qwq_edge.catalog.planner import model_shape
 from qwq_edge.catalog.speed import (
     LLAMA_CPP_CPU,
     METAL,
@@ -27,35 +29,51 @@ from qwq_edge.errors import InvalidRequestError
 from qwq_edge.system import bandwidth
 
 GB = 10**9
-SLOW = MachineSpeed("llama.cpp", "cpu", 20 * GB, LLAMA_CPP_CPU, "a slow CPU")
-FAST = MachineSpeed("llama.cpp", "cpu", 400 * GB, LLAMA_CPP_CPU, "a fast machine")
+#: CPUs with their compute rates (the per-row cost's scale): a 2-core laptop and a 16-core workstation.
+SLOW = MachineSpeed("llama.cpp", "cpu", 20 * GB, LLAMA_CPP_CPU, "a slow CPU", compute_flops=200 * GB)
+FAST = MachineSpeed("llama.cpp", "cpu", 400 * GB, LLAMA_CPP_CPU, "a fast machine", compute_flops=3000 * GB)
 BASE_M1 = MachineSpeed("llama.cpp", "metal", 68 * GB, METAL, "Apple M1")
-NO_LAYER_COST = replace(LLAMA_CPP_CPU, fraction=0.5, layer_seconds=0.0)
+#: What ``QWQ_EDGE_BANDWIDTH=20GB/s`` gives the CLI on a CPU: the bandwidth alone, no compute rate.
+SLOW_BANDWIDTH = replace(SLOW, compute_flops=0.0)
+BANDWIDTH_ONLY = replace(LLAMA_CPP_CPU, fraction=0.5, layer_seconds=0.0, row_operations=0.0)
+ROW_COST = replace(BANDWIDTH_ONLY, row_operations=2000)
+KV_PER_TOKEN = 24 * 2 * 64 * 2 * 2  # 24 layers × 2 KV heads × 64 wide × K and V × 2 bytes
+
+
+def machine(bandwidth, efficiency, flops=0.0):
+    return MachineSpeed("llama.cpp", "cpu", bandwidth, efficiency, "test", compute_flops=flops)
 
 
 @pytest.mark.parametrize(
-    ("bandwidth", "weights", "kv_per_token", "context", "layers", "efficiency", "expected"),
+    ("bandwidth", "weights", "context", "layers", "rows", "flops", "efficiency", "expected"),
     [
-        (50 * GB, 1 * GB, 0, 0, 24, NO_LAYER_COST, 25.0),  # 25 GB/s reach the weights: 25 tokens/s
-        (100 * GB, 1 * GB, 0, 0, 24, NO_LAYER_COST, 50.0),  # twice the bandwidth, twice the speed
-        (50 * GB, 2 * GB, 0, 0, 24, NO_LAYER_COST, 12.5),  # twice the weights, half the speed
-        (50 * GB, 1 * GB, 100_000, 10_000, 24, NO_LAYER_COST, 12.5),  # 10k tokens of KV read as much as the weights
-        (50 * GB, 1 * GB, 100_000, 0, 24, NO_LAYER_COST, 25.0),  # an empty cache costs nothing
+        (50 * GB, 1 * GB, 0, 24, 0, 0, BANDWIDTH_ONLY, 25.0),  # 25 GB/s reach the weights: 25 tokens/s
+        (100 * GB, 1 * GB, 0, 24, 0, 0, BANDWIDTH_ONLY, 50.0),  # twice the bandwidth, twice the speed
+        (50 * GB, 2 * GB, 0, 24, 0, 0, BANDWIDTH_ONLY, 12.5),  # twice the weights, half the speed
+        (50 * GB, 1 * GB, GB / KV_PER_TOKEN, 24, 0, 0, BANDWIDTH_ONLY, 12.5),  # a KV cache as big as the weights
+        # a million rows at 2,000 operations each, at 100 G operations/s: 20 ms on top of 40 ms
+        (50 * GB, 1 * GB, 0, 24, 1_000_000, 100 * GB, ROW_COST, 1 / 0.06),
+        (50 * GB, 1 * GB, 0, 24, 1_000_000, 1000 * GB, ROW_COST, 1 / 0.042),  # ten times the compute: 2 ms
+        (50 * GB, 1 * GB, 0, 24, 1_000_000, 0, ROW_COST, 25.0),  # no compute rate known: no row cost
         # 3.6 GB at 90% of 400 GB/s is 10 ms, plus 32 layers × 0.16 ms: 15.12 ms a token
-        (400 * GB, 3.6 * GB, 0, 0, 32, METAL, 1 / 0.01512),
-        (20 * GB, 19.4 * GB, 262_144, 1024, 64, LLAMA_CPP_CPU, 20 * 0.6 / (19.4 + 0.268435456)),
+        (400 * GB, 3.6 * GB, 0, 32, 0, 0, METAL, 1 / 0.01512),
     ],
 )
-def test_decode_speed_from_bandwidth_sizes_and_context(
-    bandwidth, weights, kv_per_token, context, layers, efficiency, expected
+def test_decode_speed_from_bandwidth_sizes_rows_and_context(
+    bandwidth, weights, context, layers, rows, flops, efficiency, expected
 ):
-    assert decode_tokens_per_s(bandwidth, weights, kv_per_token, context, layers, efficiency) == pytest.approx(
-        expected, rel=1e-3
-    )
+    shape = ModelShape("m", layers, 2, 64, int(weights), 32768, output_rows=rows)
+    got = decode_tokens_per_s(machine(bandwidth, efficiency, flops), shape, "f16", context)
+    assert got == pytest.approx(expected, rel=1e-3)
 
 
 def test_a_thought_prompt_speed_and_their_words():
-    assert prefill_tokens_per_s(100 * GB, GB) == 50 and prefill_tokens_per_s(0, GB) == 0
+    shape = ModelShape("m", 24, 2, 64, GB, 32768, matmul_parameters=GB)
+    assert prefill_tokens_per_s(machine(GB, BANDWIDTH_ONLY, 100 * GB), shape) == 50
+    assert prefill_tokens_per_s(machine(GB, BANDWIDTH_ONLY), shape) == 0  # no compute rate known
+    slow_half = replace(shape, matmul_types=(("Q5_0", GB // 2), ("Q4_K", GB // 2)))  # half in a type 3× slower
+    slower = replace(BANDWIDTH_ONLY, prompt_type_factors=(("Q5_0", 3.0),))
+    assert prefill_tokens_per_s(machine(GB, slower, 100 * GB), slow_half) == 25  # 2 G weights' worth in all
     assert [duration(s) for s in (40, 300, 840, 5400, 9000)] == ["40 s", "5 min", "14 min", "1.5 h", "2.5 h"]
     thought = Prediction(2048 / 840, 2048)  # 2,048 tokens in 14 minutes
     assert thought.thought_seconds == pytest.approx(840)
@@ -66,11 +84,36 @@ def test_a_thought_prompt_speed_and_their_words():
 def test_a_prediction_reads_all_but_an_untied_embedding_table_and_the_cache_at_the_thought_s_middle():
     shape = ModelShape("m", 10, 2, 64, 2 * GB, 32768, embedding_bytes=GB, matmul_parameters=GB)
     kv = shape.kv_bytes_per_token("f16")  # 10 × 2 × 64 × 2 × 2 = 5120 bytes
-    machine = MachineSpeed("llama.cpp", "cpu", 50 * GB, NO_LAYER_COST, "test", compute_flops=100 * GB)
-    got = predict(shape, "f16", machine, thought_tokens=2000, prompt_tokens=500)
+    got = predict(shape, "f16", machine(50 * GB, BANDWIDTH_ONLY, 100 * GB), thought_tokens=2000, prompt_tokens=500)
     assert kv == 5120
     assert got.decode_tokens_per_s == pytest.approx(25 * GB / (GB + kv * 1500))
     assert got.prefill_tokens_per_s == 50 and got.thought_tokens == 2000
+
+
+def test_rows_and_types_come_from_the_tensor_table_a_config_or_the_catalog(gguf_path):
+    shape = model_shape(gguf_path)
+    # 24 layers × (896 query + 2 × 128 key and value + 896 output + 2 × 4864 gate and up + 896 down) + 151,936
+    assert shape.output_rows == 24 * (896 + 2 * 128 + 896 + 2 * 4864 + 896) + 151_936 == 456_064
+    types = dict(shape.matmul_types)
+    assert sum(types.values()) == pytest.approx(shape.matmul_parameters, rel=1e-3)  # not the output layer's
+    assert max(types, key=types.get) == "Q5_0"  # 896-wide rows cannot take K-quants: Q4_K_M falls back
+    entry = find("qwen2.5-coder-0.5b")
+    estimated = entry.shape(entry.source("gguf")).output_rows  # from the catalog's sizes alone
+    assert estimated == pytest.approx(shape.output_rows, rel=0.01)
+    moe = {"num_hidden_layers": 48, "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128}
+    moe |= {"hidden_size": 2048, "vocab_size": 151_936, "moe_intermediate_size": 768, "num_experts_per_tok": 8}
+    experts = shape_from_config("a3b", moe | {"intermediate_size": 6144}, 0)  # the 8 routed experts, not 6144
+    assert experts.output_rows == 48 * (4096 + 2 * 512 + 2048 + 2 * 8 * 768 + 2048) + 151_936
+
+
+def test_a_small_model_falls_further_below_its_bandwidth_on_a_slower_cpu(gguf_path):
+    """The row cost is counted in the machine's compute rate: it weighs on the fixture on a 2-core CPU,
+    hardly on a fast one, and never caps a fast machine at a fixed speed."""
+    shape = model_shape(gguf_path)
+    bandwidth_only = replace(SLOW, compute_flops=0.0)
+    slow, fast = (decode_tokens_per_s(m, shape) for m in (SLOW, replace(SLOW, compute_flops=100 * 200 * GB)))
+    assert slow < 0.5 * decode_tokens_per_s(bandwidth_only, shape)
+    assert fast == pytest.approx(decode_tokens_per_s(bandwidth_only, shape), rel=0.02)
 
 
 def test_apple_chips_by_name_and_cores():
@@ -161,7 +204,7 @@ def test_the_first_run_picks_a_model_that_fits_and_answers_in_minutes(machine, b
 def test_a_floor_of_one_s_own_and_none_fast_enough():
     candidates = plan_catalog(24 * GB, "gguf", SLOW)
     speeds = {c.spec: c.speed.decode_tokens_per_s for c in candidates}
-    assert speeds["qwq-32b-preview:q4_k_m"] == pytest.approx(0.61, abs=0.01)
+    assert speeds["qwq-32b-preview:q4_k_m"] == pytest.approx(0.65, abs=0.01)  # 1.26 s reading, 0.28 s rows
     assert choose(candidates, floor=0.5).spec == "qwq-32b-preview:q4_k_m"  # the default, slow but allowed
     assert choose(candidates, floor=1).spec == "deepseek-r1-distill-qwen-14b:q4_k_m"
     assert choose(candidates, floor=2).spec == "deepseek-r1-0528-qwen3-8b:q4_k_m"
@@ -179,7 +222,7 @@ def qwq(cli_command, *args, env, budget="24GB", speed="20GB/s", **extra):
 
 def test_list_fits_carries_the_predictions_and_the_first_run(cli_command, offline):
     data = json.loads(qwq(cli_command, "list", "--catalog", "--fits", "--json", env=offline).stdout)
-    expected = {c.spec: c.speed for c in plan_catalog(24 * GB, "gguf", SLOW)}
+    expected = {c.spec: c.speed for c in plan_catalog(24 * GB, "gguf", SLOW_BANDWIDTH)}
     for download in data["downloads"]:
         assert download["predicted_decode_tokens_per_s"] == round(expected[download["spec"]].decode_tokens_per_s, 2)
         assert download["predicted_thought_seconds"] == round(expected[download["spec"]].thought_seconds, 1)
@@ -189,22 +232,22 @@ def test_list_fits_carries_the_predictions_and_the_first_run(cli_command, offlin
     assert [d["spec"] for d in data["downloads"] if d["first_run"]] == ["deepseek-r1-0528-qwen3-8b:q4_k_m"]
     table = qwq(cli_command, "list", "--catalog", "--fits", env=offline).stdout.splitlines()
     assert max(len(line) for line in table) <= 80 and "tok/s" in table[1] and "thought" not in table[1]
-    assert "│ 0.6   │" in next(line for line in table if "qwq-32b-preview:q4_k_m" in line)  # 0.6 tokens/s
-    assert "a first run takes deepseek-r1-distill-qwen-1.5b:q4_k_m (~12.0 tokens/s" in " ".join(" ".join(table).split())
+    assert "│ 0.8   │" in next(line for line in table if "qwq-32b-preview:q4_k_m" in line)  # 0.8 tokens/s
+    assert "a first run takes deepseek-r1-distill-qwen-1.5b:q4_k_m (~15.4 tokens/s" in " ".join(" ".join(table).split())
     wide = qwq(cli_command, "list", "--catalog", "--fits", env=offline, COLUMNS="100").stdout.splitlines()
     assert max(len(line) for line in wide) <= 100 and "thought" in wide[1]
-    assert "│ 0.6   │ 56 min  │" in next(line for line in wide if "qwq-32b-preview:q4_k_m" in line)
+    assert "│ 0.8   │ 43 min  │" in next(line for line in wide if "qwq-32b-preview:q4_k_m" in line)
 
 
 def test_the_first_run_says_why_and_how_fast(cli_command, offline):
     proc = qwq(cli_command, "run", "--yes", "hi", env=offline)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert lines[0].startswith("qwq-32b-preview:q4_k_m would think here at ~0.6 tokens/s")
-    assert "chose deepseek-r1-distill-qwen-1.5b:q4_k_m" in lines[0] and "≈ 3 min" in lines[0]
+    assert lines[0].startswith("qwq-32b-preview:q4_k_m would think here at ~0.8 tokens/s")
+    assert "chose deepseek-r1-distill-qwen-1.5b:q4_k_m" in lines[0] and "≈ 2 min" in lines[0]
     assert lines[-1].startswith("error: bartowski/DeepSeek-R1-Distill-Qwen-1.5B-GGUF is not in the local")
     pull = next(line for line in lines if line.startswith("DeepSeek-R1-Distill-Qwen-1.5B q4_k_m (gguf) fits: "))
-    assert "; it thinks here at ~12.0 tokens/s: a medium thought (~2,048 tokens) ≈ 3 min" in pull
+    assert "; it thinks here at ~15.4 tokens/s: a medium thought (~2,048 tokens) ≈ 2 min" in pull
     proc = qwq(cli_command, "run", "--yes", "--min-speed", "2", "hi", env=offline)
     assert "chose deepseek-r1-0528-qwen3-8b:q4_k_m" in proc.stderr and "2 tokens/s (--min-speed" in proc.stderr
 
@@ -214,18 +257,19 @@ def test_an_explicit_model_is_warned_about_once_and_never_refused(cli_command, o
     proc = qwq(cli_command, *args, env=offline, speed="0.1GB/s")
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warnings) == 1 and "thinks here at ~0.1 tokens/s" in warnings[0], proc.stderr
+    assert len(warnings) == 1 and "thinks here at ~0.2 tokens/s" in warnings[0], proc.stderr
     assert "below 3.4 tokens/s (a medium thought within 5 min)" in warnings[0]
     assert "warning" not in qwq(cli_command, *args, env=offline, speed="50GB/s").stderr
 
 
 def test_info_shows_the_prediction_next_to_memory(cli_command, offline):
     info = json.loads(qwq(cli_command, "info", "deepseek-r1-distill-qwen-7b", "--json", env=offline).stdout)
-    speed = next(c.speed for c in plan_catalog(24 * GB, "gguf", SLOW) if c.spec == "deepseek-r1-distill-qwen-7b:q4_k_m")
+    candidates = plan_catalog(24 * GB, "gguf", SLOW_BANDWIDTH)
+    speed = next(c.speed for c in candidates if c.spec == "deepseek-r1-distill-qwen-7b:q4_k_m")
     assert info["speed"]["predicted_decode_tokens_per_s"] == round(speed.decode_tokens_per_s, 2)
     assert info["speed"]["machine"] == "20 GB/s (QWQ_EDGE_BANDWIDTH), llama.cpp on cpu"
     text = qwq(cli_command, "info", "deepseek-r1-distill-qwen-7b", env=offline).stdout
-    assert "~2.7 tokens/s: a medium thought" in text and "≈ 13" in text
+    assert "~3.5 tokens/s: a medium thought" in text and "≈ 10" in text
 
 
 def test_a_bad_speed_setting_is_one_line(cli_command, offline):

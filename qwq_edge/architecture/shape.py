@@ -25,6 +25,13 @@ class ModelShape:
     #: The weights each prompt token is multiplied by: all but the embedding and output
     #: tables (0: unknown). Prompt processing is bound by this compute.
     matmul_parameters: int = 0
+    #: Those weights by GGUF type (``("Q5_0", 251_920_384), ...``; empty: not known), for
+    #: the types llama.cpp's CPU code multiplies a prompt by more slowly than K-quants.
+    matmul_types: tuple[tuple[str, int], ...] = ()
+    #: The rows that decoding a token computes: every weight matrix's outputs, the output
+    #: layer's vocabulary included (0: unknown). On a CPU each row costs time of its own
+    #: (its sum, its scales), which is why small models decode below their bandwidth.
+    output_rows: int = 0
 
     def kv_bytes_per_token(self, kv_cache: str = "f16") -> float:
         return self.layers * self.kv_heads * self.head_dim * 2 * KV_ELEMENT_BYTES[kv_cache]
@@ -46,14 +53,46 @@ def embedding_split(weights_bytes: int, parameters: int, vocab: int, hidden: int
     return {"embedding_bytes": embedding_bytes, "matmul_parameters": max(0, parameters - table - untied)}
 
 
+def layer_rows(hidden: int, query_width: int, kv_width: int, ffn_width: int) -> int:
+    """The rows one transformer layer computes for a token: query, key, value and attention
+    output, then gate, up and down (``ffn_width``: the feed-forward width a token runs through)."""
+    return query_width + 2 * kv_width + hidden + 2 * ffn_width + hidden
+
+
+def estimated_output_rows(layers: int, kv_width: int, hidden: int, matmul_parameters: int, vocab: int) -> int:
+    """``output_rows`` from sizes alone (a catalog entry): the feed-forward width is what is
+    left of a layer's weights after attention (taken as ``hidden`` wide), over three matrices."""
+    if not (layers and hidden and matmul_parameters and vocab):
+        return 0
+    attention = 2 * hidden * (hidden + kv_width)
+    ffn_width = max(0, (matmul_parameters // layers - attention) // (3 * hidden))
+    return layers * layer_rows(hidden, hidden, kv_width, ffn_width) + vocab
+
+
+def _config_rows(config: dict, heads: int, head_dim: int, kv_heads: int) -> int:
+    """``output_rows`` from a config: a mixture of experts runs its experts per token (and a shared one)."""
+    hidden, vocab = int(config.get("hidden_size") or 0), int(config.get("vocab_size") or 0)
+    ffn_width = int(config.get("intermediate_size") or 0)
+    if config.get("num_experts_per_tok") and config.get("moe_intermediate_size"):
+        experts = int(config["num_experts_per_tok"]) * int(config["moe_intermediate_size"])
+        ffn_width = experts + int(config.get("shared_expert_intermediate_size") or 0)
+    if not (hidden and vocab and ffn_width):
+        return 0
+    rows = layer_rows(hidden, heads * head_dim, kv_heads * head_dim, ffn_width)
+    return int(config["num_hidden_layers"]) * rows + vocab
+
+
 def shape_from_config(name: str, config: dict, weights_bytes: int) -> ModelShape:
     """A model's shape from a Hugging Face / MLX ``config.json``."""
     heads = int(config["num_attention_heads"])
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
     return ModelShape(
         name=name,
         layers=int(config["num_hidden_layers"]),
-        kv_heads=int(config.get("num_key_value_heads") or heads),
-        head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
+        kv_heads=kv_heads,
+        head_dim=head_dim,
         weights_bytes=weights_bytes,
         trained_context=int(config.get("max_position_embeddings") or 4096),
+        output_rows=_config_rows(config, heads, head_dim, kv_heads),
     )

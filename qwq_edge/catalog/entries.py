@@ -17,7 +17,7 @@ from typing import Any
 
 import tomllib
 
-from ..architecture.shape import ModelShape, embedding_split
+from ..architecture.shape import ModelShape, embedding_split, estimated_output_rows
 from ..errors import InvalidRequestError, QwqEdgeError
 from ..reasoning.formats import FORMATS
 from ..sampling import SamplingParams
@@ -129,6 +129,9 @@ class CatalogEntry:
     def shape(self, source: Source) -> ModelShape:
         """What the memory planner needs, from the catalog alone."""
         sizes = (self.parameters, self.vocab_size, self.hidden_size, self.tied_embeddings)
+        split = embedding_split(source.size_bytes, *sizes)
+        kv_width = self.kv_heads * self.head_dim
+        sizes = (self.layers, kv_width, self.hidden_size, split["matmul_parameters"], self.vocab_size)
         return ModelShape(
             self.display_name,
             self.layers,
@@ -136,7 +139,8 @@ class CatalogEntry:
             self.head_dim,
             source.size_bytes,
             min(self.context_length, 32768),
-            **embedding_split(source.size_bytes, *sizes),
+            **split,
+            output_rows=estimated_output_rows(*sizes),
         )
 
 

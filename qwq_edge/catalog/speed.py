@@ -1,21 +1,28 @@
 """The speed model: how fast a model will think on this machine, before it is loaded.
 
 Decoding one token reads the weights (all but an untied input-embedding table, of
-which one row is read) and the KV cache so far, so it is bound by memory bandwidth:
+which one row is read) and the KV cache so far, so it is bound by memory bandwidth; and
+it computes each weight matrix's output rows, each of which costs a CPU time of its own
+(its sum, its scales) whatever its length:
 
     seconds per token = (weights read + KV bytes per token × context) ÷ (bandwidth × fraction)
                         + layers × seconds per layer
+                        + output rows × operations per row ÷ compute rate
 
-``fraction`` is how much of the bandwidth an engine reaches on a kind of device, and the
-per-layer time is what every layer costs whatever its size (kernel launches, threads
-meeting); both are constants fitted to measurements (``EFFICIENCY`` says which). Reading
-a prompt is bound by compute: two operations per weight per token, at the device's
-effective rate. A *thought* of N tokens from an empty context takes N × the time of a
-token at context N/2 (the KV cache grows linearly), and a family's medium effort budget
-is the typical thought.
+``fraction`` is how much of the bandwidth an engine reaches on a kind of device; the
+per-layer time is what every layer costs whatever its size (kernel launches on a GPU);
+the per-row cost is in units of the machine's measured compute rate, so a faster CPU
+pays less of it. All three are constants fitted to measurements (``EFFICIENCY`` says
+which). Reading a prompt is bound by compute: two operations per weight per token, at
+the device's effective rate, with the weights in types that multiply more slowly
+counted more times (``prompt_type_factors``). A *thought* of N tokens from an empty context takes
+N × the time of a token at context N/2 (the KV cache grows linearly), and a family's
+medium effort budget is the typical thought.
 
-The machine's bandwidth: ``QWQ_EDGE_BANDWIDTH`` if set; on Apple Silicon with the model
-on the GPU, the chip's published figure; else the probe (``system/bandwidth.py``).
+The machine's bandwidth: ``QWQ_EDGE_BANDWIDTH`` if set (on a CPU, then without a
+compute rate: no per-row cost, no prompt speed); on Apple Silicon with the model on the
+GPU, the chip's published figure; else the probe (``system/bandwidth.py``), which also
+measures the compute rate.
 """
 
 from __future__ import annotations
@@ -49,12 +56,23 @@ class Efficiency:
     #: CPU: of the probe's float32 matrix-product rate, what prompt processing reaches.
     compute_fraction: float
     source: str
+    #: What each output row of a decoded token costs, in operations at the compute rate.
+    row_operations: float = 0.0
+    #: GGUF types a prompt is multiplied by more slowly than K-quants, and how many times slower.
+    prompt_type_factors: tuple[tuple[str, float], ...] = ()
 
 
 #: Fitted by ``benchmarks/speed_model.py``: llama.cpp on this project's 2-core CPU machine
 #: (the fixture and random 1.5B/3B/7B Q4_K_M models); on Metal, to the 7B Q4_0 decode
 #: speeds of llama.cpp's discussion #4167 (M1 to M4 Max, 68 to 800 GB/s).
-LLAMA_CPP_CPU = Efficiency(0.60, 0.0, 0.5, "fitted to llama.cpp on this project's 2-core CPU machine")
+LLAMA_CPP_CPU = Efficiency(
+    fraction=0.77,
+    layer_seconds=0.0,
+    compute_fraction=0.84,
+    source="fitted to llama.cpp on this project's 2-core CPU machine",
+    row_operations=11_600,
+    prompt_type_factors=(("Q5_0", 2.1), ("Q8_0", 1.5)),
+)
 METAL = Efficiency(0.90, 0.16e-3, 1.0, "fitted to llama.cpp's Metal decode speeds (discussion #4167)")
 #: By engine and device ("metal" stands for any GPU). MLX's own speed has not been fitted: it takes llama.cpp's.
 EFFICIENCY = {
@@ -85,36 +103,29 @@ class MachineSpeed:
         return f"{self.bandwidth_bytes_per_s / GB:.0f} GB/s ({self.source}), {self.engine} on {self.device}"
 
 
-def decode_seconds(
-    bandwidth: float,
-    weights_bytes: float,
-    kv_bytes_per_token: float,
-    context: float,
-    layers: int,
-    efficiency: Efficiency,
-) -> float:
-    """Seconds to decode one token at ``context`` tokens of KV cache."""
-    read = weights_bytes + kv_bytes_per_token * context
-    return read / (bandwidth * efficiency.fraction) + layers * efficiency.layer_seconds
+def decode_seconds(machine: MachineSpeed, shape: ModelShape, kv_cache: str = "f16", context: float = 0) -> float:
+    """Seconds to decode one token of ``shape`` at ``context`` tokens of KV cache."""
+    efficiency = machine.efficiency
+    read = shape.decode_bytes + shape.kv_bytes_per_token(kv_cache) * context
+    seconds = read / (machine.bandwidth_bytes_per_s * efficiency.fraction) + shape.layers * efficiency.layer_seconds
+    if machine.compute_flops > 0:
+        seconds += shape.output_rows * efficiency.row_operations / machine.compute_flops
+    return seconds
 
 
-def decode_tokens_per_s(
-    bandwidth: float,
-    weights_bytes: float,
-    kv_bytes_per_token: float,
-    context: float,
-    layers: int = 0,
-    efficiency: Efficiency = LLAMA_CPP_CPU,
-) -> float:
-    """Predicted decode speed at ``context`` tokens (bytes per second in, tokens per second out)."""
-    return 1 / decode_seconds(bandwidth, weights_bytes, kv_bytes_per_token, context, layers, efficiency)
+def decode_tokens_per_s(machine: MachineSpeed, shape: ModelShape, kv_cache: str = "f16", context: float = 0) -> float:
+    """Predicted decode speed of ``shape`` at ``context`` tokens."""
+    return 1 / decode_seconds(machine, shape, kv_cache, context)
 
 
-def prefill_tokens_per_s(compute_flops: float, matmul_parameters: int) -> float:
-    """Predicted prompt-processing speed: two operations per weight per token (0 when either is unknown)."""
-    if compute_flops <= 0 or matmul_parameters <= 0:
+def prefill_tokens_per_s(machine: MachineSpeed, shape: ModelShape) -> float:
+    """Predicted prompt-processing speed: two operations per weight per token, the slower types'
+    weights counted as many times as they are slower (0 when the compute rate or the weights are unknown)."""
+    if machine.compute_flops <= 0 or shape.matmul_parameters <= 0:
         return 0.0
-    return compute_flops / (2 * matmul_parameters)
+    factors = dict(machine.efficiency.prompt_type_factors)
+    slower = sum((factors.get(kind, 1.0) - 1) * count for kind, count in shape.matmul_types)
+    return machine.compute_flops / (2 * (shape.matmul_parameters + slower))
 
 
 def thought_seconds(tokens: int, tokens_per_s_at_middle: float) -> float:
@@ -175,16 +186,8 @@ def predict(
     shape: ModelShape, kv_cache: str, machine: MachineSpeed, thought_tokens: int, prompt_tokens: int = 0
 ) -> Prediction:
     """``shape``'s speed over a thought of ``thought_tokens`` after ``prompt_tokens`` of prompt."""
-    middle = prompt_tokens + thought_tokens / 2
-    rate = decode_tokens_per_s(
-        machine.bandwidth_bytes_per_s,
-        shape.decode_bytes,
-        shape.kv_bytes_per_token(kv_cache),
-        middle,
-        shape.layers,
-        machine.efficiency,
-    )
-    return Prediction(rate, thought_tokens, prefill_tokens_per_s(machine.compute_flops, shape.matmul_parameters))
+    rate = decode_tokens_per_s(machine, shape, kv_cache, prompt_tokens + thought_tokens / 2)
+    return Prediction(rate, thought_tokens, prefill_tokens_per_s(machine, shape))
 
 
 def engine_device(engine: str) -> str:

@@ -6,6 +6,8 @@ logits are asked for.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +43,23 @@ def _embedding(header: GGUFHeader) -> dict[str, int]:
     return {**split, "embedding_bytes": 0 if tied else header.tensor_bytes.get("token_embd.weight", 0)}
 
 
+def _matrices(header: GGUFHeader) -> dict[str, int]:
+    """``output_rows`` and ``matmul_types`` from the tensor table: a matrix's rows are its second
+    dimension; an expert tensor (three dimensions) runs the experts a token is routed to; the
+    token-embedding table counts only when it is also the output layer, and neither table is
+    among the weights a prompt token is multiplied by."""
+    experts = int(header.metadata.get(f"{header.architecture}.expert_used_count", 1))
+    tied = "output.weight" not in header.tensor_bytes
+    rows, types = 0, Counter[str]()
+    for tensor in header.tensors:
+        if len(tensor.dims) < 2 or (tensor.name == "token_embd.weight" and not tied):
+            continue
+        rows += tensor.dims[1] * (experts if len(tensor.dims) == 3 else 1)
+        if tensor.name not in ("output.weight", "token_embd.weight"):
+            types[tensor.kind.name] += math.prod(tensor.dims)
+    return {"output_rows": rows, "matmul_types": tuple(sorted(types.items()))}
+
+
 def _shape(path: Path) -> ModelShape:
     header = read_gguf_header(path)
     meta, arch = header.metadata, header.architecture
@@ -54,6 +73,7 @@ def _shape(path: Path) -> ModelShape:
         weights_bytes=header.file_size,
         trained_context=header.context_length or 4096,
         **_embedding(header),
+        **_matrices(header),
     )
 
 
