@@ -6,8 +6,9 @@ Q8_0, on llama.cpp with every core. For each model the bandwidth probe runs firs
 prediction sees the machine as loaded as the measurement does), then plain
 llama-cpp-python reads a 128-token prompt and decodes greedily (``--tokens``, best of
 ``--repetitions``); the prediction is for the same positions. The script also prints the
-CPU constants that fit the Q4_K_M rows best (``LLAMA_CPP_CPU`` is set from them); the
-Q8_0 row is not in the fit: it checks it.
+CPU constants that fit best (``LLAMA_CPP_CPU`` is set from them): the prompt's on every
+row (the Q8_0 row gives Q8_0's factor), decoding's on the Q4_K_M rows alone, so that the
+Q8_0 row's decode checks the fit.
 
 Apple Silicon: the prediction for the 7B Q4_0 speeds of llama.cpp's discussion #4167
 (text generation of 128 tokens from an empty context, and a 512-token prompt), from each
@@ -300,6 +301,15 @@ def measure_here(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def earlier_rows(path: Path) -> list[dict[str, Any]]:
+    """An earlier run's rows, which must carry what the fit needs (runs saved before 2026-12-05 do not)."""
+    rows = json.loads(path.read_text())["rows"]
+    missing = {"kv_heads", "head_dim", "matmul_types", "output_rows"} - set(rows[0]) if rows else set()
+    if missing:
+        raise SystemExit(f"error: {path} was saved without {', '.join(sorted(missing))}: measure it again")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = decode_parser(__doc__.splitlines()[0], tokens=32, repetitions=2)
     parser.add_argument(
@@ -340,8 +350,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "quiet": args.quiet,
         }
     apple = apple_rows()
-    earlier = {path.name: json.loads(path.read_text())["rows"] for path in args.fit_with}
-    fit = fit_cpu(rows + [r for runs in earlier.values() for r in runs]) if len(rows) > 3 else {}
+    earlier = {path.name: earlier_rows(path) for path in args.fit_with}
+    pooled = rows + [r for runs in earlier.values() for r in runs]
+    fit = fit_cpu(pooled) if sum(r["model"].endswith("Q4_K_M") for r in pooled) > 2 else {}
     code = (
         f"the code's: fraction {CPU.fraction}, {CPU.row_operations:,.0f} operations per row, compute fraction "
         f"{CPU.compute_fraction}, prompt types {dict(CPU.prompt_type_factors)}"

@@ -25,8 +25,8 @@ class ModelShape:
     #: The weights each prompt token is multiplied by: all but the embedding and output
     #: tables (0: unknown). Prompt processing is bound by this compute.
     matmul_parameters: int = 0
-    #: Those weights by GGUF type (``("Q5_0", 251_920_384), ...``; empty: not known), for
-    #: the types llama.cpp's CPU code multiplies a prompt by more slowly than K-quants.
+    #: Those weights by GGUF type (``(("Q4_K", 52_297_728), ("Q5_0", 251_854_848), ...)``; empty:
+    #: not known), for the types llama.cpp's CPU code multiplies a prompt by more slowly than K-quants.
     matmul_types: tuple[tuple[str, int], ...] = ()
     #: The rows that decoding a token computes: every weight matrix's outputs, the output
     #: layer's vocabulary included (0: unknown). On a CPU each row costs time of its own
@@ -53,33 +53,50 @@ def embedding_split(weights_bytes: int, parameters: int, vocab: int, hidden: int
     return {"embedding_bytes": embedding_bytes, "matmul_parameters": max(0, parameters - table - untied)}
 
 
-def layer_rows(hidden: int, query_width: int, kv_width: int, ffn_width: int) -> int:
-    """The rows one transformer layer computes for a token: query, key, value and attention
-    output, then gate, up and down (``ffn_width``: the feed-forward width a token runs through)."""
-    return query_width + 2 * kv_width + hidden + 2 * ffn_width + hidden
+def attention_rows(hidden: int, query_width: int, kv_width: int) -> int:
+    """The rows a layer's attention computes for a token: query, key, value, and its output."""
+    return query_width + 2 * kv_width + hidden
+
+
+def feed_forward_rows(hidden: int, width: int) -> int:
+    """The rows a feed-forward block ``width`` wide computes for a token: gate, up, and down."""
+    return 2 * width + hidden
 
 
 def estimated_output_rows(layers: int, kv_width: int, hidden: int, matmul_parameters: int, vocab: int) -> int:
-    """``output_rows`` from sizes alone (a catalog entry): the feed-forward width is what is
-    left of a layer's weights after attention (taken as ``hidden`` wide), over three matrices."""
+    """``output_rows`` of a dense model from sizes alone (a catalog entry): the feed-forward width
+    is what is left of a layer's weights after attention (taken as ``hidden`` wide), over three
+    matrices. 0 when a size is missing; not for a mixture of experts (its parameters are not
+    what a token runs through)."""
     if not (layers and hidden and matmul_parameters and vocab):
         return 0
     attention = 2 * hidden * (hidden + kv_width)
-    ffn_width = max(0, (matmul_parameters // layers - attention) // (3 * hidden))
-    return layers * layer_rows(hidden, hidden, kv_width, ffn_width) + vocab
+    width = max(0, (matmul_parameters // layers - attention) // (3 * hidden))
+    return layers * (attention_rows(hidden, hidden, kv_width) + feed_forward_rows(hidden, width)) + vocab
+
+
+def _config_feed_forward_rows(config: dict, hidden: int) -> int:
+    """A layer's feed-forward rows from a config: a mixture of experts runs its router, the experts
+    a token is routed to, and any shared expert (a first few dense layers, as DeepSeek's, are not
+    told apart)."""
+    width = int(config.get("moe_intermediate_size") or config.get("intermediate_size") or 0)
+    routed = int(config.get("num_experts_per_tok") or 0)
+    if not routed:
+        return feed_forward_rows(hidden, width) if width else 0
+    router = int(config.get("num_experts") or config.get("num_local_experts") or config.get("n_routed_experts") or 0)
+    shared = int(config.get("shared_expert_intermediate_size") or 0)
+    shared = shared or int(config.get("n_shared_experts") or 0) * width
+    return router + routed * feed_forward_rows(hidden, width) + (feed_forward_rows(hidden, shared) if shared else 0)
 
 
 def _config_rows(config: dict, heads: int, head_dim: int, kv_heads: int) -> int:
-    """``output_rows`` from a config: a mixture of experts runs its experts per token (and a shared one)."""
+    """``output_rows`` from a config (0 when its sizes are missing)."""
     hidden, vocab = int(config.get("hidden_size") or 0), int(config.get("vocab_size") or 0)
-    ffn_width = int(config.get("intermediate_size") or 0)
-    if config.get("num_experts_per_tok") and config.get("moe_intermediate_size"):
-        experts = int(config["num_experts_per_tok"]) * int(config["moe_intermediate_size"])
-        ffn_width = experts + int(config.get("shared_expert_intermediate_size") or 0)
-    if not (hidden and vocab and ffn_width):
+    feed_forward = _config_feed_forward_rows(config, hidden)
+    if not (hidden and vocab and feed_forward):
         return 0
-    rows = layer_rows(hidden, heads * head_dim, kv_heads * head_dim, ffn_width)
-    return int(config["num_hidden_layers"]) * rows + vocab
+    attention = attention_rows(hidden, heads * head_dim, kv_heads * head_dim)
+    return int(config["num_hidden_layers"]) * (attention + feed_forward) + vocab
 
 
 def shape_from_config(name: str, config: dict, weights_bytes: int) -> ModelShape:

@@ -128,10 +128,12 @@ class CatalogEntry:
 
     def shape(self, source: Source) -> ModelShape:
         """What the memory planner needs, from the catalog alone."""
-        sizes = (self.parameters, self.vocab_size, self.hidden_size, self.tied_embeddings)
-        split = embedding_split(source.size_bytes, *sizes)
-        kv_width = self.kv_heads * self.head_dim
-        sizes = (self.layers, kv_width, self.hidden_size, split["matmul_parameters"], self.vocab_size)
+        split = embedding_split(
+            source.size_bytes, self.parameters, self.vocab_size, self.hidden_size, self.tied_embeddings
+        )
+        matmul = split["matmul_parameters"]
+        kv_width, dense = self.kv_heads * self.head_dim, not self.architecture.endswith("_moe")
+        rows = estimated_output_rows(self.layers, kv_width, self.hidden_size, matmul, self.vocab_size)
         return ModelShape(
             self.display_name,
             self.layers,
@@ -140,7 +142,8 @@ class CatalogEntry:
             source.size_bytes,
             min(self.context_length, 32768),
             **split,
-            output_rows=estimated_output_rows(*sizes),
+            matmul_types=(("Q8_0", matmul),) if source.quant == "q8_0" and matmul else (),
+            output_rows=rows if dense else 0,
         )
 
 

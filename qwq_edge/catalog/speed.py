@@ -19,9 +19,9 @@ counted more times (``prompt_type_factors``). A *thought* of N tokens from an em
 N × the time of a token at context N/2 (the KV cache grows linearly), and a family's
 medium effort budget is the typical thought.
 
-The machine's bandwidth: ``QWQ_EDGE_BANDWIDTH`` if set (on a CPU, then without a
-compute rate: no per-row cost, no prompt speed); on Apple Silicon with the model on the
-GPU, the chip's published figure; else the probe (``system/bandwidth.py``), which also
+The machine's bandwidth: ``QWQ_EDGE_BANDWIDTH`` if set (on a CPU, the compute rate is then
+taken in proportion to it, ``CPU_OPERATIONS_PER_BYTE``); on Apple Silicon with the model on
+the GPU, the chip's published figure; else the probe (``system/bandwidth.py``), which also
 measures the compute rate.
 """
 
@@ -53,7 +53,8 @@ class Efficiency:
     fraction: float
     #: What every layer adds to each token, whatever its size.
     layer_seconds: float
-    #: CPU: of the probe's float32 matrix-product rate, what prompt processing reaches.
+    #: CPU: of the probe's float32 matrix-product rate, what prompt processing reaches: the
+    #: compute rate, which also scales ``row_operations`` (the two are fitted together).
     compute_fraction: float
     source: str
     #: What each output row of a decoded token costs, in operations at the compute rate.
@@ -81,6 +82,10 @@ EFFICIENCY = {
     ("mlx", "metal"): replace(METAL, source="llama.cpp's Metal figures (MLX's own not fitted)"),
     ("mlx", "cpu"): replace(LLAMA_CPP_CPU, source="llama.cpp's CPU figures (MLX's own not fitted)"),
 }
+#: A CPU's effective compute rate per byte/s of bandwidth, for when only ``QWQ_EDGE_BANDWIDTH`` is
+#: given: this machine's ratio (0.84 × the probe's matrix-product rate ÷ its bandwidth, 8.2 to 9.4
+#: over the speed model's three runs).
+CPU_OPERATIONS_PER_BYTE = 8.6
 #: Effective operations per second per GPU core for prompt processing, by chip generation:
 #: discussion #4167's 7B Q4_0 prompt speeds × 2 × its 6.48 billion matrix weights ÷ GPU cores.
 METAL_FLOPS_PER_GPU_CORE = {"M1": 210e9, "M2": 228e9, "M3": 246e9, "M4": 286e9}
@@ -228,7 +233,7 @@ def machine_speed(engine: str = "llama.cpp", *, refresh: bool = False) -> Machin
     override = bandwidth_override()
     chip = this_apple_chip() if device == "metal" else None
     if override is not None:
-        flops = _apple_compute(chip) if chip else 0.0
+        flops = _apple_compute(chip) if chip else override * CPU_OPERATIONS_PER_BYTE if device == "cpu" else 0.0
         return MachineSpeed(engine, device, override, efficiency, BANDWIDTH_ENV, flops)
     if chip is not None:
         source = f"Apple {chip.name}'s published figure"

@@ -10,6 +10,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gguf import LlamaFileType
@@ -43,19 +44,21 @@ def _embedding(header: GGUFHeader) -> dict[str, int]:
     return {**split, "embedding_bytes": 0 if tied else header.tensor_bytes.get("token_embd.weight", 0)}
 
 
-def _matrices(header: GGUFHeader) -> dict[str, int]:
-    """``output_rows`` and ``matmul_types`` from the tensor table: a matrix's rows are its second
-    dimension; an expert tensor (three dimensions) runs the experts a token is routed to; the
-    token-embedding table counts only when it is also the output layer, and neither table is
-    among the weights a prompt token is multiplied by."""
+def _matrices(header: GGUFHeader) -> dict[str, Any]:
+    """``output_rows`` and ``matmul_types`` from the tensor table: a layer matrix's rows are its
+    second dimension; an expert tensor (``*_exps``) runs the experts a token is routed to, another
+    three-dimensional one each of its slices; the token-embedding table counts only when it is
+    also the output layer, and neither table is among the weights a prompt token is multiplied by."""
     experts = int(header.metadata.get(f"{header.architecture}.expert_used_count", 1))
     tied = "output.weight" not in header.tensor_bytes
+    output = "token_embd.weight" if tied else "output.weight"
     rows, types = 0, Counter[str]()
     for tensor in header.tensors:
-        if len(tensor.dims) < 2 or (tensor.name == "token_embd.weight" and not tied):
+        if len(tensor.dims) < 2 or not (tensor.name.startswith("blk.") or tensor.name == output):
             continue
-        rows += tensor.dims[1] * (experts if len(tensor.dims) == 3 else 1)
-        if tensor.name not in ("output.weight", "token_embd.weight"):
+        slices = 1 if len(tensor.dims) == 2 else experts if "_exps" in tensor.name else math.prod(tensor.dims[2:])
+        rows += tensor.dims[1] * slices
+        if tensor.name != output:
             types[tensor.kind.name] += math.prod(tensor.dims)
     return {"output_rows": rows, "matmul_types": tuple(sorted(types.items()))}
 
